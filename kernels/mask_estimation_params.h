@@ -1,0 +1,50 @@
+// Parameters of round-robin (RRAttention) mask estimation: key pooling per stride, then
+// sampled scores, global row softmax, stride-then-block aggregation and top-tau selection.
+// See ../shared/research/rrattention.md section 1 and docs/rrattention.md.
+#pragma once
+
+#include <cstdint>
+
+#include "kernels/dtype.h"
+
+namespace prefill {
+
+// pooled[j, g, :] = sum of the `stride` keys of stride j (fp32 accumulation, fp32 result).
+struct PoolKeysParams {
+  DType dtype = DType::kF32;
+  const void* k = nullptr;  // [lk, hkv, head_dim], rows contiguous in absolute order within a stride
+  int64_t k_row_stride = 0;  // elements between consecutive key rows
+  int lk = 0;                // a multiple of stride
+  int hkv = 0;
+  int head_dim = 0;
+  int stride = 0;
+  float* pooled = nullptr;   // [lk / stride, hkv, head_dim] fp32
+};
+
+struct MaskEstimateParams {
+  DType dtype = DType::kF32;
+  // Local queries [lq, hq, head_dim]; local query block q is rows [q*B, (q+1)*B) and holds
+  // the absolute positions [q_block_ids[q]*B, (q_block_ids[q]+1)*B).
+  const void* q = nullptr;
+  int64_t q_row_stride = 0;
+  int64_t q_head_stride = 0;
+  const int32_t* q_block_ids = nullptr;
+  int num_q_blocks = 0;
+
+  // Pooled keys of the whole sequence [seq_len / stride, hkv, head_dim], absolute stride order.
+  const float* pooled_k = nullptr;
+
+  int seq_len = 0;  // total tokens (keys) of the sequence; a multiple of block_size
+  int hq = 0;
+  int hkv = 0;
+  int head_dim = 0;
+  int block_size = 128;
+  int stride = 8;        // divides block_size
+  float tau = 0.95f;     // keep the fewest blocks whose estimated mass reaches tau
+  bool causal = true;
+  bool keep_sink = true;    // KV block 0 always kept
+  bool keep_recent = true;  // the last query block of the sequence attends densely
+  float scale = 0.f;        // 1/sqrt(head_dim); the estimator multiplies by 1/stride (mean pooling)
+};
+
+}  // namespace prefill
