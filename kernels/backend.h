@@ -1,6 +1,8 @@
 // AttentionBackend: the table of operations the context-parallel engine runs, one
 // implementation per device (kernels/cpu always, kernels/cuda when built with PREFILL_CUDA).
-// Each op takes one params struct; pointers live in the backend's memory.
+// Each op takes one params struct; pointers live in the backend's memory (host memory on
+// the CPU, device memory on CUDA), which the engine allocates and fills through the backend,
+// so the engine's plans run unchanged on either.
 #pragma once
 
 #include <memory>
@@ -14,6 +16,19 @@
 
 namespace prefill {
 
+// Memory owned by a backend; freed by the backend's deleter.
+using BackendBuffer = std::unique_ptr<void, void (*)(void*)>;
+
+// dst[i * bytes_each ..] = src[src_offsets[i] ..] for i < count: packs the KV blocks a peer
+// asked for into one contiguous send buffer. src_offsets is a host array.
+struct GatherRowsParams {
+  const void* src = nullptr;
+  void* dst = nullptr;
+  const int64_t* src_offsets = nullptr;  // [count] byte offsets into src
+  int64_t count = 0;
+  int64_t bytes_each = 0;
+};
+
 class AttentionBackend {
  public:
   virtual ~AttentionBackend() = default;
@@ -24,6 +39,13 @@ class AttentionBackend {
   virtual absl::Status PoolKeys(const PoolKeysParams& p) = 0;
   // The mask comes back on the host: the exchange plan is built from it.
   virtual absl::StatusOr<BlockMask> EstimateMask(const MaskEstimateParams& p) = 0;
+
+  virtual absl::StatusOr<BackendBuffer> Allocate(size_t bytes) = 0;  // zero-filled
+  virtual absl::Status CopyToBackend(void* dst, const void* host_src, size_t bytes) = 0;
+  virtual absl::Status CopyToHost(void* host_dst, const void* src, size_t bytes) = 0;
+  virtual absl::Status GatherRows(const GatherRowsParams& p) = 0;
+  // Waits for all work the backend has queued (a no-op on the CPU).
+  virtual absl::Status Synchronize() = 0;
 };
 
 // threads <= 0: all hardware threads.

@@ -1,6 +1,9 @@
 // The CPU AttentionBackend: the always-present backend and the reference for the others.
+#include <cstdlib>
+#include <cstring>
 #include <memory>
 
+#include "absl/strings/str_cat.h"
 #include "kernels/backend.h"
 #include "kernels/cpu/block_sparse_attention.h"
 #include "kernels/cpu/key_pooling.h"
@@ -22,6 +25,30 @@ class CpuBackend final : public AttentionBackend {
   absl::StatusOr<BlockMask> EstimateMask(const MaskEstimateParams& p) override {
     return cpu::EstimateRoundRobinMask(p, threads_);
   }
+  absl::StatusOr<BackendBuffer> Allocate(size_t bytes) override {
+    void* ptr = std::calloc(bytes ? bytes : 1, 1);
+    if (ptr == nullptr) {
+      return absl::ResourceExhaustedError(absl::StrCat("cannot allocate ", bytes, " bytes"));
+    }
+    return BackendBuffer(ptr, &std::free);
+  }
+  absl::Status CopyToBackend(void* dst, const void* src, size_t bytes) override {
+    std::memcpy(dst, src, bytes);
+    return absl::OkStatus();
+  }
+  absl::Status CopyToHost(void* dst, const void* src, size_t bytes) override {
+    std::memcpy(dst, src, bytes);
+    return absl::OkStatus();
+  }
+  absl::Status GatherRows(const GatherRowsParams& p) override {
+    const auto* src = static_cast<const std::byte*>(p.src);
+    auto* dst = static_cast<std::byte*>(p.dst);
+    for (int64_t i = 0; i < p.count; ++i) {
+      std::memcpy(dst + i * p.bytes_each, src + p.src_offsets[i], p.bytes_each);
+    }
+    return absl::OkStatus();
+  }
+  absl::Status Synchronize() override { return absl::OkStatus(); }
 
  private:
   int threads_;

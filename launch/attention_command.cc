@@ -1,0 +1,59 @@
+#include "launch/attention_command.h"
+
+#include <cstdio>
+#include <memory>
+
+#include "runtime/attention_job.h"
+
+namespace prefill {
+
+std::function<int()> AddAttentionCommand(CLI::App& app, const MpiSession& session) {
+  auto config = std::make_shared<AttentionJobConfig>();
+  auto json_path = std::make_shared<std::string>();
+  auto no_keep_recent = std::make_shared<bool>(false);
+  CLI::App* cmd = app.add_subcommand(
+      "attention",
+      "Run one context-parallel attention layer over the ranks of this job: each rank holds a\n"
+      "shard of Q, K, V (layout contiguous or zigzag); --mode sparse all-gathers stride-pooled\n"
+      "keys, estimates a block mask by round-robin sampling, fetches only the selected KV\n"
+      "blocks and merges partial results by log-sum-exp; --mode dense runs ring attention.");
+  AttentionJobConfig& c = *config;
+  cmd->add_option("--workload", c.workload, "Synthetic input: random, needle, stripes, sinks, video")->capture_default_str();
+  cmd->add_option("--qkv", c.qkv_path, "Safetensors file with q [L,H,D], k and v [L,Hkv,D] (f32, bf16, f16) instead of a workload");
+  cmd->add_option("--seq-len", c.seq_len, "Tokens in the sequence (a multiple of ranks x block; zigzag: 2 x ranks x block)")->capture_default_str();
+  cmd->add_option("--heads", c.heads, "Query heads")->capture_default_str();
+  cmd->add_option("--kv-heads", c.kv_heads, "KV heads (divides --heads)")->capture_default_str();
+  cmd->add_option("--head-dim", c.head_dim, "Head dimension")->capture_default_str();
+  cmd->add_option("--seed", c.seed, "Seed of the synthetic workload")->capture_default_str();
+  cmd->add_option("--dtype", c.dtype, "Storage of synthetic Q/K/V: f32, bf16, f16")->capture_default_str();
+  cmd->add_option("--mode", c.mode, "sparse (estimated block mask) or dense (ring attention, exact)")->capture_default_str();
+  cmd->add_option("--layout", c.layout, "contiguous or zigzag (balances causal work)")->capture_default_str();
+  cmd->add_flag("--causal,!--no-causal", c.causal, "Causal attention (default on)");
+  cmd->add_option("--block", c.block, "Block size of the mask, in tokens")->capture_default_str();
+  cmd->add_option("--stride", c.stride, "Estimation stride S: keys pooled per S, one query sampled per S")->capture_default_str();
+  cmd->add_option("--tau", c.tau, "Keep the fewest blocks whose estimated attention mass reaches tau")->capture_default_str();
+  cmd->add_flag("--no-keep-recent", *no_keep_recent, "Do not force the last query block dense");
+  cmd->add_option("--threads", c.threads, "Threads per rank (0: the node's cores / ranks on the node)")->capture_default_str();
+  cmd->add_flag("--check", c.check, "Also compute fp64 dense attention and report the output's error");
+  cmd->add_option("--out", c.out_path, "Write the output o [L,H,D] f32 in token order to this safetensors file");
+  cmd->add_option("--json", *json_path, "Write the report as JSON to this file");
+
+  return [config, json_path, no_keep_recent, &session]() -> int {
+    AttentionJobConfig c = *config;
+    c.keep_recent = !*no_keep_recent;
+    if (c.threads <= 0) c.threads = DefaultThreadsPerRank();
+    absl::StatusOr<std::unique_ptr<MpiCommunicator>> comm = MpiCommunicator::Create(MPI_COMM_WORLD);
+    if (!comm.ok()) return ExitCodeFor(comm.status(), session.world_rank());
+    absl::StatusOr<AttentionJobReport> report = RunAttentionJob(c, **comm);
+    if (!report.ok()) return ExitCodeFor(report.status(), session.world_rank());
+    absl::Status written;
+    if (session.world_rank() == 0) {
+      std::fputs(report->Summary().c_str(), stdout);
+      std::fflush(stdout);
+      if (!json_path->empty()) written = WriteFileAtomically(*json_path, report->ToJson().dump(2) + "\n");
+    }
+    return ExitCodeFor(AgreeOnStatus(**comm, written), session.world_rank());
+  };
+}
+
+}  // namespace prefill

@@ -1,0 +1,35 @@
+// MpiSession: MPI for the lifetime of one `prefill` process, and how a command's outcome
+// becomes an exit code on every rank.
+#pragma once
+
+#include <memory>
+#include <string>
+
+#include "absl/status/status.h"
+#include "parallel/mpi_communicator.h"
+
+namespace prefill {
+
+class MpiSession {
+ public:
+  MpiSession(int* argc, char*** argv);
+  ~MpiSession();  // MPI_Finalize
+  int world_rank() const { return rank_; }
+  int world_size() const { return size_; }
+
+ private:
+  int rank_ = 0;
+  int size_ = 1;
+};
+
+// 0 for OK, 2 for bad input (InvalidArgument, NotFound, OutOfRange), 1 otherwise. Rank 0
+// prints the message as one line; every rank returns the same code.
+int ExitCodeFor(const absl::Status& status, int rank);
+
+// Threads per rank when --threads is 0: the node's cores shared by its ranks.
+int DefaultThreadsPerRank();
+
+// Writes `text` to `path` through a temporary file and a rename.
+absl::Status WriteFileAtomically(const std::string& path, const std::string& text);
+
+}  // namespace prefill

@@ -1,0 +1,39 @@
+// prefill: the command line of the context-parallel prefill system. Run it under mpirun
+// (or srun): every rank runs the same command on its shard.
+#include <cstdio>
+#include <functional>
+#include <map>
+
+#include "CLI/CLI.hpp"
+#include "launch/attention_command.h"
+#include "launch/mpi_session.h"
+
+int main(int argc, char** argv) {
+  prefill::MpiSession session(&argc, &argv);
+  CLI::App app(
+      "prefill: context-parallel block-sparse prefill of very long sequences.\n"
+      "Run under MPI, e.g.\n"
+      "  mpirun -np 4 --oversubscribe prefill attention --workload needle --seq-len 32768 --check\n",
+      "prefill");
+  app.require_subcommand(1);
+  std::map<std::string, std::function<int()>> commands;
+  commands["attention"] = prefill::AddAttentionCommand(app, session);
+
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::CallForHelp& e) {
+    if (session.world_rank() == 0) app.exit(e);
+    return 0;
+  } catch (const CLI::CallForAllHelp& e) {
+    if (session.world_rank() == 0) app.exit(e);
+    return 0;
+  } catch (const CLI::ParseError& e) {
+    // Every rank parsed the same arguments, so every rank fails here alike: no rank waits.
+    if (session.world_rank() == 0) {
+      std::fprintf(stderr, "prefill: error: %s (see --help)\n", e.what());
+    }
+    return 2;
+  }
+  for (CLI::App* sub : app.get_subcommands()) return commands.at(sub->get_name())();
+  return 2;
+}

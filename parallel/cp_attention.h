@@ -1,0 +1,45 @@
+// Shared vocabulary of the context-parallel attention plans (ring_attention.h,
+// sparse_cp_attention.h): one rank's shard in, its rows' output out, and what it cost.
+#pragma once
+
+#include <cstdint>
+
+#include "kernels/backend.h"
+#include "kernels/dtype.h"
+#include "parallel/cp_layout.h"
+
+namespace prefill {
+
+// One rank's rows of a self-attention layer, token-major, in backend memory.
+struct CpAttentionShard {
+  DType dtype = DType::kF32;
+  const void* q = nullptr;  // [local_len, hq, head_dim]
+  const void* k = nullptr;  // [local_len, hkv, head_dim]
+  const void* v = nullptr;  // [local_len, hkv, head_dim]
+  int hq = 0;
+  int hkv = 0;
+  int head_dim = 0;
+  bool causal = true;
+  float scale = 0.f;
+};
+
+struct CpAttentionOutput {
+  float* o = nullptr;    // [local_len, hq, head_dim], backend memory
+  float* lse = nullptr;  // [local_len, hq], backend memory
+};
+
+struct CpAttentionStats {
+  int64_t selected_blocks = 0;  // (head, q block, kv block) triples computed by this rank
+  int64_t visible_blocks = 0;   // what a dense (causal) mask would compute
+  int64_t kv_bytes_sent = 0;    // K and V bytes this rank put on the wire
+  double estimate_seconds = 0;  // pooling, pooled-key all-gather, mask estimation
+  double exchange_seconds = 0;  // planning and the part of KV transfer not hidden by compute
+  double attention_seconds = 0; // kernels and merges
+};
+
+// Bytes of K and V (both) for `rows` tokens of one KV head.
+inline int64_t KvBytes(int64_t rows, int head_dim, DType dtype) {
+  return 2 * rows * head_dim * DTypeSize(dtype);
+}
+
+}  // namespace prefill

@@ -1,0 +1,37 @@
+// One block-sparse attention call of a plan: the rank's queries against one set of K/V rows
+// under a host-built CSR mask whose ids index those rows' blocks.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "kernels/backend.h"
+#include "parallel/cp_attention.h"
+
+namespace prefill {
+
+struct HostCsr {
+  std::vector<int32_t> offsets{0};  // [rows + 1], row = head * q_blocks + q_block
+  std::vector<int32_t> ids;
+  int64_t nnz() const { return static_cast<int64_t>(ids.size()); }
+};
+
+// K/V rows in backend memory: element (row, g, e) at k[g * head_stride + row * row_stride + e].
+struct KvRows {
+  const void* k = nullptr;
+  const void* v = nullptr;
+  int64_t row_stride = 0;
+  int64_t head_stride = 0;
+  const int32_t* positions = nullptr;  // backend memory, positions[g * positions_head_stride + row]
+  int64_t positions_head_stride = 0;
+  int rows = 0;
+};
+
+// o [lq, hq, d] and lse [lq, hq] receive the normalised partial result (lse -inf where the
+// mask leaves a row empty).
+absl::Status RunMaskedAttention(AttentionBackend& backend, const CpAttentionShard& shard,
+                                const int32_t* q_pos, int lq, int block_size, const KvRows& kv,
+                                const HostCsr& mask, float* o, float* lse);
+
+}  // namespace prefill

@@ -1,0 +1,139 @@
+#include "parallel/ring_attention.h"
+
+#include <array>
+#include <chrono>
+#include <memory>
+#include <vector>
+
+#include "parallel/backend_upload.h"
+#include "parallel/masked_attention_call.h"
+
+namespace prefill {
+namespace {
+
+double Seconds(std::chrono::steady_clock::time_point since) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - since).count();
+}
+
+// Every KV block of `kv_positions` whose first key a query block can see.
+HostCsr RingStepMask(const std::vector<int32_t>& q_positions,
+                     const std::vector<int32_t>& kv_positions, int hq, int block, bool causal) {
+  HostCsr mask;
+  const int q_blocks = static_cast<int>(q_positions.size()) / block;
+  const int kv_blocks = static_cast<int>(kv_positions.size()) / block;
+  for (int h = 0; h < hq; ++h) {
+    for (int qb = 0; qb < q_blocks; ++qb) {
+      const int32_t last_query = q_positions[(qb + 1) * block - 1];
+      for (int j = 0; j < kv_blocks; ++j) {
+        if (!causal || kv_positions[j * block] <= last_query) mask.ids.push_back(j);
+      }
+      mask.offsets.push_back(static_cast<int32_t>(mask.ids.size()));
+    }
+  }
+  return mask;
+}
+
+struct KvBuffers {
+  BackendBuffer k{nullptr, nullptr};
+  BackendBuffer v{nullptr, nullptr};
+};
+
+}  // namespace
+
+int64_t DenseRingKvBytes(const CpLayout& layout, int hkv, int head_dim, DType dtype) {
+  const int n = layout.world_size();
+  return static_cast<int64_t>(n) * (n - 1) * KvBytes(layout.local_len() * hkv, head_dim, dtype);
+}
+
+absl::StatusOr<CpAttentionStats> RingAttention(Communicator& comm, AttentionBackend& backend,
+                                               const CpLayout& layout,
+                                               const CpAttentionShard& shard,
+                                               const CpAttentionOutput& out) {
+  const int n = comm.size(), rank = comm.rank();
+  const int lq = static_cast<int>(layout.local_len());
+  const int block = layout.block_size();
+  const size_t kv_bytes = static_cast<size_t>(lq) * shard.hkv * shard.head_dim * DTypeSize(shard.dtype);
+  const size_t out_elems = static_cast<size_t>(lq) * shard.hq;
+
+  const std::vector<int32_t> q_positions = layout.Positions(rank);
+  absl::StatusOr<BackendBuffer> q_pos = UploadToBackend(backend, std::span<const int32_t>(q_positions));
+  if (!q_pos.ok()) return q_pos.status();
+
+  std::array<KvBuffers, 2> ring;
+  for (KvBuffers& b : ring) {
+    absl::StatusOr<BackendBuffer> k = backend.Allocate(kv_bytes), v = backend.Allocate(kv_bytes);
+    if (!k.ok()) return k.status();
+    if (!v.ok()) return v.status();
+    b.k = std::move(*k);
+    b.v = std::move(*v);
+  }
+  absl::StatusOr<BackendBuffer> part_o = backend.Allocate(out_elems * shard.head_dim * sizeof(float));
+  absl::StatusOr<BackendBuffer> part_lse = backend.Allocate(out_elems * sizeof(float));
+  if (!part_o.ok()) return part_o.status();
+  if (!part_lse.ok()) return part_lse.status();
+
+  CpAttentionStats stats;
+  const void* cur_k = shard.k;
+  const void* cur_v = shard.v;
+  int src = rank;
+  bool have_output = false;
+  for (int step = 0; step < n; ++step) {
+    std::vector<std::unique_ptr<PendingTransfer>> transfers;
+    if (step + 1 < n) {
+      const int next = (rank + 1) % n, prev = (rank + n - 1) % n;
+      KvBuffers& into = ring[step % 2];
+      for (int tag = 2 * step; tag < 2 * step + 2; ++tag) {
+        const bool is_k = tag % 2 == 0;
+        absl::StatusOr<std::unique_ptr<PendingTransfer>> send =
+            comm.Send(is_k ? cur_k : cur_v, kv_bytes, next, tag);
+        if (!send.ok()) return send.status();
+        transfers.push_back(std::move(*send));
+        absl::StatusOr<std::unique_ptr<PendingTransfer>> recv =
+            comm.Recv(is_k ? into.k.get() : into.v.get(), kv_bytes, prev, tag);
+        if (!recv.ok()) return recv.status();
+        transfers.push_back(std::move(*recv));
+      }
+      stats.kv_bytes_sent += 2 * static_cast<int64_t>(kv_bytes);
+    }
+
+    const auto compute_start = std::chrono::steady_clock::now();
+    const std::vector<int32_t> kv_positions = layout.Positions(src);
+    const HostCsr mask = RingStepMask(q_positions, kv_positions, shard.hq, block, shard.causal);
+    if (mask.nnz() > 0) {
+      absl::StatusOr<BackendBuffer> k_pos = UploadToBackend(backend, std::span<const int32_t>(kv_positions));
+      if (!k_pos.ok()) return k_pos.status();
+      KvRows kv{cur_k, cur_v, static_cast<int64_t>(shard.hkv) * shard.head_dim, shard.head_dim,
+                static_cast<const int32_t*>(k_pos->get()), 0, lq};
+      float* o = have_output ? static_cast<float*>(part_o->get()) : out.o;
+      float* lse = have_output ? static_cast<float*>(part_lse->get()) : out.lse;
+      absl::Status s = RunMaskedAttention(backend, shard, static_cast<const int32_t*>(q_pos->get()), lq,
+                                          block, kv, mask, o, lse);
+      if (!s.ok()) return s;
+      if (have_output) {
+        LseMergeParams merge{out.o, out.lse, o, lse, static_cast<int64_t>(out_elems), shard.head_dim};
+        if (s = backend.MergeByLse(merge); !s.ok()) return s;
+      }
+      have_output = true;
+      stats.selected_blocks += mask.nnz();
+    }
+    stats.attention_seconds += Seconds(compute_start);
+
+    const auto wait_start = std::chrono::steady_clock::now();
+    for (auto& t : transfers) {
+      if (absl::Status s = t->Wait(); !s.ok()) return s;
+    }
+    stats.exchange_seconds += Seconds(wait_start);
+    if (step + 1 < n) {
+      cur_k = ring[step % 2].k.get();
+      cur_v = ring[step % 2].v.get();
+      src = (src + n - 1) % n;
+    }
+  }
+  stats.visible_blocks = stats.selected_blocks;
+  if (!have_output) {
+    return absl::InternalError("ring attention: no query block of this rank sees any key");
+  }
+  return stats;
+}
+
+}  // namespace prefill

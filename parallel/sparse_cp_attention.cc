@@ -1,0 +1,202 @@
+#include "parallel/sparse_cp_attention.h"
+
+#include <chrono>
+#include <vector>
+
+#include "parallel/backend_upload.h"
+#include "parallel/masked_attention_call.h"
+#include "parallel/sparse_kv_exchange.h"
+
+namespace prefill {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+double Seconds(Clock::time_point since) {
+  return std::chrono::duration<double>(Clock::now() - since).count();
+}
+
+template <typename T>
+T* As(const BackendBuffer& b) { return static_cast<T*>(b.get()); }
+
+// a. Pools local keys per stride and all-gathers them into absolute stride order.
+absl::StatusOr<BackendBuffer> GatherPooledKeys(Communicator& comm, AttentionBackend& backend,
+                                               const CpLayout& layout,
+                                               const CpAttentionShard& shard, int stride) {
+  const int64_t local_strides = layout.local_len() / stride;
+  const int64_t stride_bytes = static_cast<int64_t>(shard.hkv) * shard.head_dim * sizeof(float);
+  absl::StatusOr<BackendBuffer> local = backend.Allocate(local_strides * stride_bytes);
+  absl::StatusOr<BackendBuffer> by_rank = backend.Allocate(comm.size() * local_strides * stride_bytes);
+  absl::StatusOr<BackendBuffer> absolute = backend.Allocate(comm.size() * local_strides * stride_bytes);
+  for (const auto* b : {&local, &by_rank, &absolute}) {
+    if (!b->ok()) return b->status();
+  }
+  PoolKeysParams pool{shard.dtype, shard.k, static_cast<int64_t>(shard.hkv) * shard.head_dim,
+                      static_cast<int>(layout.local_len()), shard.hkv, shard.head_dim, stride,
+                      As<float>(*local)};
+  if (absl::Status s = backend.PoolKeys(pool); !s.ok()) return s;
+  if (absl::Status s = backend.Synchronize(); !s.ok()) return s;
+  if (absl::Status s = comm.AllGather(local->get(), local_strides * stride_bytes, by_rank->get());
+      !s.ok()) {
+    return s;
+  }
+  // Each rank's slot holds its chunks in local order; put every chunk at its absolute place.
+  std::vector<int64_t> src_offsets;
+  int64_t chunk_bytes = 0;
+  std::vector<std::pair<int64_t, int64_t>> chunk_order;  // (absolute start, source offset)
+  for (int r = 0; r < comm.size(); ++r) {
+    int64_t offset = r * local_strides * stride_bytes;
+    for (const Chunk& c : layout.Chunks(r)) {
+      chunk_bytes = c.length / stride * stride_bytes;
+      chunk_order.emplace_back(c.start, offset);
+      offset += chunk_bytes;
+    }
+  }
+  std::sort(chunk_order.begin(), chunk_order.end());
+  for (const auto& [start, offset] : chunk_order) src_offsets.push_back(offset);
+  GatherRowsParams gather{by_rank->get(), absolute->get(), src_offsets.data(),
+                          static_cast<int64_t>(src_offsets.size()), chunk_bytes};
+  if (absl::Status s = backend.GatherRows(gather); !s.ok()) return s;
+  return std::move(*absolute);
+}
+
+// Token-major [rows, hkv, d] -> head-major [hkv, rows, d], so a (KV head, block) is contiguous.
+absl::StatusOr<BackendBuffer> ToHeadMajor(AttentionBackend& backend, const void* src, int64_t rows,
+                                          int hkv, int head_dim, DType dtype) {
+  const int64_t row_bytes = static_cast<int64_t>(head_dim) * DTypeSize(dtype);
+  absl::StatusOr<BackendBuffer> dst = backend.Allocate(rows * hkv * row_bytes);
+  if (!dst.ok()) return dst.status();
+  std::vector<int64_t> offsets(rows * hkv);
+  for (int g = 0; g < hkv; ++g) {
+    for (int64_t r = 0; r < rows; ++r) offsets[g * rows + r] = (r * hkv + g) * row_bytes;
+  }
+  GatherRowsParams gather{src, dst->get(), offsets.data(), rows * hkv, row_bytes};
+  if (absl::Status s = backend.GatherRows(gather); !s.ok()) return s;
+  return dst;
+}
+
+// Splits the mask into the blocks this rank holds (ids: local blocks) and the remote ones
+// (ids: slots of the exchange's compact per-KV-head rows).
+void SplitMask(const BlockMask& mask, const CpLayout& layout, int rank, int hkv,
+               const SparseKvExchange& exchange, HostCsr* local, HostCsr* remote) {
+  const int group = mask.num_heads / hkv;
+  for (int h = 0; h < mask.num_heads; ++h) {
+    for (int qb = 0; qb < mask.num_q_blocks; ++qb) {
+      for (int32_t block : mask.row(h, qb)) {
+        const BlockHome home = layout.HomeOf(block);
+        if (home.rank == rank) {
+          local->ids.push_back(home.local_block);
+        } else {
+          remote->ids.push_back(exchange.SlotOf(h / group, block));
+        }
+      }
+      local->offsets.push_back(static_cast<int32_t>(local->ids.size()));
+      remote->offsets.push_back(static_cast<int32_t>(remote->ids.size()));
+    }
+  }
+  // The kernel wants ascending ids per row; local blocks of two zigzag chunks already are,
+  // remote slots follow peer order, so sort each row.
+  for (HostCsr* csr : {local, remote}) {
+    for (size_t r = 0; r + 1 < csr->offsets.size(); ++r) {
+      std::sort(csr->ids.begin() + csr->offsets[r], csr->ids.begin() + csr->offsets[r + 1]);
+    }
+  }
+}
+
+}  // namespace
+
+absl::StatusOr<SparseCpResult> SparseCpAttention(Communicator& comm, AttentionBackend& backend,
+                                                 const CpLayout& layout,
+                                                 const CpAttentionShard& shard,
+                                                 const SparseOptions& options,
+                                                 const CpAttentionOutput& out) {
+  const int rank = comm.rank();
+  const int lq = static_cast<int>(layout.local_len());
+  const int block = layout.block_size();
+  SparseCpResult result;
+  CpAttentionStats& stats = result.stats;
+
+  // a-b. Estimate.
+  auto t0 = Clock::now();
+  absl::StatusOr<BackendBuffer> pooled = GatherPooledKeys(comm, backend, layout, shard, options.stride);
+  if (!pooled.ok()) return pooled.status();
+  const std::vector<int32_t> q_block_ids = layout.QueryBlockIds(rank);
+  absl::StatusOr<BackendBuffer> q_blocks = UploadToBackend(backend, std::span<const int32_t>(q_block_ids));
+  if (!q_blocks.ok()) return q_blocks.status();
+  MaskEstimateParams est;
+  est.dtype = shard.dtype;
+  est.q = shard.q;
+  est.q_row_stride = static_cast<int64_t>(shard.hq) * shard.head_dim;
+  est.q_head_stride = shard.head_dim;
+  est.q_block_ids = As<int32_t>(*q_blocks);
+  est.num_q_blocks = static_cast<int>(q_block_ids.size());
+  est.pooled_k = As<float>(*pooled);
+  est.seq_len = static_cast<int>(layout.seq_len());
+  est.hq = shard.hq;
+  est.hkv = shard.hkv;
+  est.head_dim = shard.head_dim;
+  est.block_size = block;
+  est.stride = options.stride;
+  est.tau = options.tau;
+  est.causal = shard.causal;
+  est.keep_sink = options.keep_sink;
+  est.keep_recent = options.keep_recent;
+  est.scale = shard.scale;
+  absl::StatusOr<BlockMask> mask = backend.EstimateMask(est);
+  if (!mask.ok()) return mask.status();
+  result.mask = std::move(*mask);
+  stats.selected_blocks = result.mask.selected_blocks();
+  stats.visible_blocks = result.mask.visible_blocks;
+  stats.estimate_seconds = Seconds(t0);
+
+  // c-d. Plan and post the exchange.
+  t0 = Clock::now();
+  std::vector<std::vector<KvBlockRef>> need_from = PlanRemoteKvBlocks(result.mask, layout, rank, shard.hkv);
+  absl::StatusOr<std::vector<std::vector<KvBlockRef>>> send_to = ExchangeKvRequests(comm, need_from);
+  if (!send_to.ok()) return send_to.status();
+  absl::StatusOr<BackendBuffer> local_k = ToHeadMajor(backend, shard.k, lq, shard.hkv, shard.head_dim, shard.dtype);
+  absl::StatusOr<BackendBuffer> local_v = ToHeadMajor(backend, shard.v, lq, shard.hkv, shard.head_dim, shard.dtype);
+  if (!local_k.ok()) return local_k.status();
+  if (!local_v.ok()) return local_v.status();
+  absl::StatusOr<std::unique_ptr<SparseKvExchange>> exchange = SparseKvExchange::Start(
+      comm, backend, layout, shard, local_k->get(), local_v->get(), std::move(need_from), *send_to);
+  if (!exchange.ok()) return exchange.status();
+  stats.kv_bytes_sent = (*exchange)->bytes_sent();
+  stats.exchange_seconds = Seconds(t0);
+
+  // e. Local blocks while remote ones travel.
+  t0 = Clock::now();
+  HostCsr local_mask, remote_mask;
+  SplitMask(result.mask, layout, rank, shard.hkv, **exchange, &local_mask, &remote_mask);
+  const std::vector<int32_t> positions = layout.Positions(rank);
+  absl::StatusOr<BackendBuffer> q_pos = UploadToBackend(backend, std::span<const int32_t>(positions));
+  if (!q_pos.ok()) return q_pos.status();
+  const KvRows local_rows{local_k->get(), local_v->get(), shard.head_dim,
+                          static_cast<int64_t>(lq) * shard.head_dim, As<int32_t>(*q_pos), 0, lq};
+  absl::Status s = RunMaskedAttention(backend, shard, As<int32_t>(*q_pos), lq, block, local_rows,
+                                      local_mask, out.o, out.lse);
+  if (!s.ok()) return s;
+  stats.attention_seconds = Seconds(t0);
+
+  t0 = Clock::now();
+  if (s = (*exchange)->Wait(); !s.ok()) return s;
+  stats.exchange_seconds += Seconds(t0);
+  if (remote_mask.nnz() == 0) return result;
+
+  t0 = Clock::now();
+  const size_t entries = static_cast<size_t>(lq) * shard.hq;
+  absl::StatusOr<BackendBuffer> part_o = backend.Allocate(entries * shard.head_dim * sizeof(float));
+  absl::StatusOr<BackendBuffer> part_lse = backend.Allocate(entries * sizeof(float));
+  if (!part_o.ok()) return part_o.status();
+  if (!part_lse.ok()) return part_lse.status();
+  s = RunMaskedAttention(backend, shard, As<int32_t>(*q_pos), lq, block, (*exchange)->remote_rows(),
+                         remote_mask, As<float>(*part_o), As<float>(*part_lse));
+  if (!s.ok()) return s;
+  LseMergeParams merge{out.o, out.lse, As<float>(*part_o), As<float>(*part_lse),
+                       static_cast<int64_t>(entries), shard.head_dim};
+  if (s = backend.MergeByLse(merge); !s.ok()) return s;
+  if (s = backend.Synchronize(); !s.ok()) return s;
+  stats.attention_seconds += Seconds(t0);
+  return result;
+}
+
+}  // namespace prefill

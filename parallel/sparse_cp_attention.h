@@ -1,0 +1,36 @@
+// Sparse context-parallel attention, the heart of the project:
+//   a. all-gather the stride-pooled keys (1/S of K's bytes);
+//   b. estimate this rank's mask over the whole sequence, locally (round-robin sampling);
+//   c.-d. fetch exactly the selected remote KV blocks (SparseKvExchange);
+//   e. attend to local blocks while remote ones arrive, then to remote ones, and merge.
+// The mask a rank computes is bitwise the rows a single rank computes for its query blocks.
+#pragma once
+
+#include "absl/status/statusor.h"
+#include "kernels/backend.h"
+#include "kernels/block_mask.h"
+#include "parallel/communicator.h"
+#include "parallel/cp_attention.h"
+#include "parallel/cp_layout.h"
+
+namespace prefill {
+
+struct SparseOptions {
+  int stride = 8;
+  float tau = 0.95f;
+  bool keep_sink = true;
+  bool keep_recent = true;
+};
+
+struct SparseCpResult {
+  CpAttentionStats stats;
+  BlockMask mask;  // this rank's rows, absolute KV block ids
+};
+
+absl::StatusOr<SparseCpResult> SparseCpAttention(Communicator& comm, AttentionBackend& backend,
+                                                 const CpLayout& layout,
+                                                 const CpAttentionShard& shard,
+                                                 const SparseOptions& options,
+                                                 const CpAttentionOutput& out);
+
+}  // namespace prefill

@@ -1,0 +1,345 @@
+#include "runtime/attention_job.h"
+
+#include <chrono>
+#include <cmath>
+#include <cstring>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "kernels/backend.h"
+#include "kernels/cpu/reference_attention.h"
+#include "parallel/ring_attention.h"
+#include "parallel/sequence_gather.h"
+#include "parallel/sparse_cp_attention.h"
+#include "runtime/safetensors.h"
+#include "runtime/tensor.h"
+
+namespace prefill {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+absl::Status Invalid(const std::string& text) { return absl::InvalidArgumentError(text); }
+
+// This rank's rows of Q, K, V in local order.
+struct Shard {
+  Tensor q, k, v;
+};
+
+// Reads the shapes of --qkv into the config: q [L, H, D], k and v [L, Hkv, D], one dtype.
+absl::Status ResolveFromFile(AttentionJobConfig* config, DType* dtype) {
+  absl::StatusOr<std::unique_ptr<SafetensorsFile>> file = SafetensorsFile::Open(config->qkv_path);
+  if (!file.ok()) return file.status();
+  const SafetensorsEntry* e[3];
+  const char* names[3] = {"q", "k", "v"};
+  for (int i = 0; i < 3; ++i) {
+    absl::StatusOr<const SafetensorsEntry*> found = (*file)->Find(names[i]);
+    if (!found.ok()) return Invalid(absl::StrCat("--qkv ", config->qkv_path, ": missing tensor '", names[i], "' (need q [L, H, D], k and v [L, Hkv, D])"));
+    e[i] = *found;
+    if (e[i]->shape.size() != 3) {
+      return Invalid(absl::StrCat("--qkv ", config->qkv_path, ": tensor '", names[i], "' has ",
+                                  e[i]->shape.size(), " dims, expected 3 ([L, heads, head_dim])"));
+    }
+  }
+  const auto& qs = e[0]->shape;
+  for (int i = 1; i < 3; ++i) {
+    const auto& s = e[i]->shape;
+    if (s[0] != qs[0] || s[2] != qs[2] || s != e[1]->shape) {
+      return Invalid(absl::StrCat("--qkv ", config->qkv_path, ": tensor '", names[i], "' is [",
+                                  s[0], ", ", s[1], ", ", s[2], "] but q is [", qs[0], ", ", qs[1], ", ",
+                                  qs[2], "]; k and v must be [L, Hkv, D] with q's L and D"));
+    }
+    if (e[i]->dtype != e[0]->dtype) {
+      return Invalid(absl::StrCat("--qkv ", config->qkv_path, ": tensor '", names[i], "' is ",
+                                  std::string(DTypeName(e[i]->dtype)), " but q is ", std::string(DTypeName(e[0]->dtype))));
+    }
+  }
+  config->seq_len = qs[0];
+  config->heads = static_cast<int>(qs[1]);
+  config->kv_heads = static_cast<int>(e[1]->shape[1]);
+  config->head_dim = static_cast<int>(qs[2]);
+  *dtype = e[0]->dtype;
+  return absl::OkStatus();
+}
+
+Tensor ConcatRows(const std::vector<Tensor>& parts) {
+  Tensor out = parts[0];
+  for (size_t i = 1; i < parts.size(); ++i) {
+    out.shape[0] += parts[i].shape[0];
+    out.bytes.insert(out.bytes.end(), parts[i].bytes.begin(), parts[i].bytes.end());
+  }
+  return out;
+}
+
+absl::StatusOr<Shard> LoadShard(const AttentionJobConfig& c, DType dtype, const CpLayout& layout, int rank) {
+  Shard shard;
+  if (!c.qkv_path.empty()) {
+    absl::StatusOr<std::unique_ptr<SafetensorsFile>> file = SafetensorsFile::Open(c.qkv_path);
+    if (!file.ok()) return file.status();
+    for (auto [name, dst] : {std::pair{"q", &shard.q}, std::pair{"k", &shard.k}, std::pair{"v", &shard.v}}) {
+      std::vector<Tensor> parts;
+      for (const Chunk& chunk : layout.Chunks(rank)) {
+        absl::StatusOr<Tensor> rows = (*file)->ReadRows(name, chunk.start, chunk.start + chunk.length);
+        if (!rows.ok()) return rows.status();
+        parts.push_back(std::move(*rows));
+      }
+      *dst = ConcatRows(parts);
+    }
+    return shard;
+  }
+  absl::StatusOr<WorkloadKind> kind = ParseWorkloadKind(c.workload);
+  if (!kind.ok()) return kind.status();
+  const std::vector<int32_t> positions = layout.Positions(rank);
+  const WorkloadSpec spec{*kind, c.seq_len, c.heads, c.kv_heads, c.head_dim, c.seed};
+  QkvRows rows = GenerateQkvRows(spec, positions);
+  const int64_t n = static_cast<int64_t>(positions.size());
+  shard.q = FromF32(rows.q, dtype, {n, c.heads, c.head_dim});
+  shard.k = FromF32(rows.k, dtype, {n, c.kv_heads, c.head_dim});
+  shard.v = FromF32(rows.v, dtype, {n, c.kv_heads, c.head_dim});
+  return shard;
+}
+
+struct CheckResult {
+  double max_abs_err = 0, rel_l2_err = 0;
+};
+
+// fp64 dense attention of this rank's queries over the gathered K and V; errors reduced
+// over all ranks.
+absl::StatusOr<CheckResult> CheckAgainstReference(Communicator& comm, const CpLayout& layout,
+                                                  const AttentionJobConfig& c, const Shard& shard,
+                                                  const std::vector<float>& o) {
+  const size_t kv_row = static_cast<size_t>(c.kv_heads) * c.head_dim * DTypeSize(shard.k.dtype);
+  absl::StatusOr<std::vector<std::byte>> k = AllGatherSequence(comm, layout, shard.k.bytes.data(), kv_row);
+  if (!k.ok()) return k.status();
+  absl::StatusOr<std::vector<std::byte>> v = AllGatherSequence(comm, layout, shard.v.bytes.data(), kv_row);
+  if (!v.ok()) return v.status();
+  const std::vector<int32_t> q_pos = layout.Positions(comm.rank());
+  std::vector<int32_t> k_pos(layout.seq_len());
+  for (size_t i = 0; i < k_pos.size(); ++i) k_pos[i] = static_cast<int32_t>(i);
+  const std::vector<int32_t> q_blocks = layout.QueryBlockIds(comm.rank());
+  const BlockMask dense = DenseBlockMask(c.heads, q_blocks, static_cast<int>(layout.num_blocks()), c.block, c.causal);
+
+  AttentionParams p;
+  p.dtype = shard.q.dtype;
+  p.q = shard.q.bytes.data();
+  p.q_row_stride = static_cast<int64_t>(c.heads) * c.head_dim;
+  p.q_head_stride = c.head_dim;
+  p.q_pos = q_pos.data();
+  p.k = k->data();
+  p.v = v->data();
+  p.kv_row_stride = static_cast<int64_t>(c.kv_heads) * c.head_dim;
+  p.kv_head_stride = c.head_dim;
+  p.k_pos = k_pos.data();
+  p.lq = static_cast<int>(layout.local_len());
+  p.lk = static_cast<int>(layout.seq_len());
+  p.hq = c.heads;
+  p.hkv = c.kv_heads;
+  p.head_dim = c.head_dim;
+  p.block_size = c.block;
+  p.causal = c.causal;
+  p.scale = 1.0f / std::sqrt(static_cast<float>(c.head_dim));
+  p.mask_row_offsets = dense.row_offsets.data();
+  p.mask_kv_blocks = dense.kv_blocks.data();
+  std::vector<double> ref_o, ref_lse;
+  if (absl::Status s = cpu::ReferenceAttention(p, &ref_o, &ref_lse, c.threads); !s.ok()) return s;
+
+  double sums[2] = {0, 0};  // squared error, squared reference
+  double max_err = 0;
+  for (size_t i = 0; i < ref_o.size(); ++i) {
+    const double err = o[i] - ref_o[i];
+    sums[0] += err * err;
+    sums[1] += ref_o[i] * ref_o[i];
+    max_err = std::max(max_err, std::abs(err));
+  }
+  if (absl::Status s = comm.AllReduceSum(sums, 2); !s.ok()) return s;
+  if (absl::Status s = comm.AllReduceMax(&max_err, 1); !s.ok()) return s;
+  return CheckResult{max_err, sums[1] > 0 ? std::sqrt(sums[0] / sums[1]) : 0.0};
+}
+
+// Of the (head, question block) rows this rank owns, how many select the needle's block.
+std::pair<double, double> NeedleHits(const BlockMask& mask, int64_t seq_len, int block) {
+  const NeedlePlacement needle = PlaceNeedle(seq_len, block);
+  const int32_t question_block = static_cast<int32_t>(needle.question_begin / block);
+  const int32_t needle_block = static_cast<int32_t>(needle.needle_position / block);
+  double rows = 0, hits = 0;
+  for (int qb = 0; qb < mask.num_q_blocks; ++qb) {
+    if (mask.q_block_ids[qb] != question_block) continue;
+    for (int h = 0; h < mask.num_heads; ++h) {
+      auto row = mask.row(h, qb);
+      rows += 1;
+      hits += std::binary_search(row.begin(), row.end(), needle_block) ? 1 : 0;
+    }
+  }
+  return {hits, rows};
+}
+
+}  // namespace
+
+absl::Status ValidateAttentionConfig(const AttentionJobConfig& c, int world_size) {
+  if (c.heads < 1 || c.kv_heads < 1) return Invalid("--heads and --kv-heads must be positive");
+  if (c.heads % c.kv_heads != 0) {
+    return Invalid(absl::StrCat("--heads ", c.heads, " must be a multiple of --kv-heads ", c.kv_heads,
+                                " (grouped-query attention: each KV head serves heads/kv-heads query heads)"));
+  }
+  if (c.head_dim < 16 || c.head_dim % 16 != 0 || c.head_dim > 256) {
+    return Invalid(absl::StrCat("--head-dim ", c.head_dim, " is not supported (valid: a multiple of 16 up to 256; 64 and 128 are the fast paths)"));
+  }
+  if (c.block < 16 || c.block % 16 != 0) {
+    return Invalid(absl::StrCat("--block ", c.block, " must be a positive multiple of 16 (default 128)"));
+  }
+  if (c.stride < 1 || c.block % c.stride != 0) {
+    return Invalid(absl::StrCat("--stride ", c.stride, " must divide --block ", c.block, " (e.g. 4, 8, 16)"));
+  }
+  if (!(c.tau > 0.f && c.tau <= 1.f)) return Invalid(absl::StrCat("--tau ", c.tau, " must be in (0, 1]"));
+  if (c.mode != "dense" && c.mode != "sparse") {
+    return Invalid(absl::StrCat("--mode '", c.mode, "' is not a mode (valid: dense, sparse)"));
+  }
+  if (absl::StatusOr<DType> d = ParseDType(c.dtype); !d.ok()) {
+    return Invalid(absl::StrCat("--dtype: ", d.status().message()));
+  }
+  if (c.qkv_path.empty()) {
+    if (absl::StatusOr<WorkloadKind> k = ParseWorkloadKind(c.workload); !k.ok()) return k.status();
+  }
+  absl::StatusOr<LayoutKind> kind = ParseLayoutKind(c.layout);
+  if (!kind.ok()) return kind.status();
+  return CpLayout::Create(*kind, c.seq_len, world_size, c.block).status();
+}
+
+absl::StatusOr<AttentionJobReport> RunAttentionJob(const AttentionJobConfig& config, Communicator& comm) {
+  AttentionJobReport report;
+  report.config = config;
+  report.world_size = comm.size();
+  AttentionJobConfig& c = report.config;
+  absl::StatusOr<DType> dtype = ParseDType(c.dtype);
+  absl::Status s = dtype.status();
+  if (s.ok() && !c.qkv_path.empty()) s = ResolveFromFile(&c, &*dtype);
+  if (s.ok()) s = ValidateAttentionConfig(c, comm.size());
+  if (s = AgreeOnStatus(comm, s); !s.ok()) return s;
+  c.dtype = std::string(DTypeName(*dtype));
+  const CpLayout layout = *CpLayout::Create(*ParseLayoutKind(c.layout), c.seq_len, comm.size(), c.block);
+
+  absl::StatusOr<Shard> shard = LoadShard(c, *dtype, layout, comm.rank());
+  if (s = AgreeOnStatus(comm, shard.status()); !s.ok()) return s;
+
+  std::unique_ptr<AttentionBackend> backend = MakeCpuBackend(c.threads);
+  const int64_t rows = layout.local_len();
+  std::vector<float> o(rows * c.heads * c.head_dim), lse(rows * c.heads);
+  const CpAttentionShard cp{*dtype, shard->q.bytes.data(), shard->k.bytes.data(), shard->v.bytes.data(),
+                            c.heads, c.kv_heads, c.head_dim, c.causal,
+                            1.0f / std::sqrt(static_cast<float>(c.head_dim))};
+  if (s = comm.Barrier(); !s.ok()) return s;
+  const auto start = Clock::now();
+  CpAttentionStats stats;
+  BlockMask mask;
+  if (c.mode == "dense") {
+    absl::StatusOr<CpAttentionStats> r = RingAttention(comm, *backend, layout, cp, {o.data(), lse.data()});
+    if (!r.ok()) return r.status();
+    stats = *r;
+  } else {
+    const SparseOptions options{c.stride, c.tau, c.keep_sink, c.keep_recent};
+    absl::StatusOr<SparseCpResult> r = SparseCpAttention(comm, *backend, layout, cp, options, {o.data(), lse.data()});
+    if (!r.ok()) return r.status();
+    stats = r->stats;
+    mask = std::move(r->mask);
+  }
+  RankStats mine{stats.estimate_seconds, stats.exchange_seconds, stats.attention_seconds,
+                 std::chrono::duration<double>(Clock::now() - start).count(), stats.kv_bytes_sent,
+                 stats.selected_blocks, stats.visible_blocks};
+  report.ranks.resize(comm.size());
+  if (s = comm.AllGather(&mine, sizeof mine, report.ranks.data()); !s.ok()) return s;
+  int64_t selected = 0, visible = 0;
+  for (const RankStats& r : report.ranks) {
+    report.kv_bytes_sent_total += r.kv_bytes_sent;
+    selected += r.selected_blocks;
+    visible += r.visible_blocks;
+  }
+  report.density = visible ? static_cast<double>(selected) / visible : 1.0;
+  report.kv_bytes_dense_ring = DenseRingKvBytes(layout, c.kv_heads, c.head_dim, *dtype);
+
+  if (c.qkv_path.empty() && c.workload == "needle") {
+    auto [hits, total] = c.mode == "sparse" ? NeedleHits(mask, c.seq_len, c.block) : std::pair{1.0, 1.0};
+    double counts[2] = {hits, total};
+    if (s = comm.AllReduceSum(counts, 2); !s.ok()) return s;
+    report.needle_recall = counts[1] > 0 ? counts[0] / counts[1] : -1;
+  }
+  if (c.check) {
+    absl::StatusOr<CheckResult> check = CheckAgainstReference(comm, layout, c, *shard, o);
+    if (!check.ok()) return check.status();
+    report.checked = true;
+    report.max_abs_err = check->max_abs_err;
+    report.rel_l2_err = check->rel_l2_err;
+  }
+  if (!c.out_path.empty()) {
+    const size_t row_bytes = static_cast<size_t>(c.heads) * c.head_dim * sizeof(float);
+    absl::StatusOr<std::vector<std::byte>> all = AllGatherSequence(comm, layout, o.data(), row_bytes);
+    if (!all.ok()) return all.status();
+    absl::Status written;
+    if (comm.rank() == 0) {
+      Tensor out{DType::kF32, {c.seq_len, c.heads, c.head_dim}, std::move(*all)};
+      written = WriteSafetensors(c.out_path, {{"o", &out}});
+    }
+    if (s = AgreeOnStatus(comm, written); !s.ok()) return s;
+  }
+  return report;
+}
+
+nlohmann::json AttentionJobReport::ToJson() const {
+  const AttentionJobConfig& c = config;
+  nlohmann::json j = {
+      {"world_size", world_size}, {"device", device},
+      {"workload", c.qkv_path.empty() ? c.workload : "file"}, {"qkv", c.qkv_path},
+      {"seq_len", c.seq_len}, {"heads", c.heads}, {"kv_heads", c.kv_heads}, {"head_dim", c.head_dim},
+      {"dtype", c.dtype}, {"block", c.block}, {"stride", c.stride}, {"tau", c.tau},
+      {"mode", c.mode}, {"layout", c.layout}, {"causal", c.causal}, {"threads", c.threads},
+      {"density", density}, {"kv_bytes_sent_total", kv_bytes_sent_total},
+      {"kv_bytes_dense_ring", kv_bytes_dense_ring}};
+  double est = 0, ex = 0, att = 0, total = 0;
+  nlohmann::json per_rank = nlohmann::json::array();
+  for (const RankStats& r : ranks) {
+    est = std::max(est, r.estimate_seconds);
+    ex = std::max(ex, r.exchange_seconds);
+    att = std::max(att, r.attention_seconds);
+    total = std::max(total, r.total_seconds);
+    per_rank.push_back({{"estimate_seconds", r.estimate_seconds}, {"exchange_seconds", r.exchange_seconds},
+                        {"attention_seconds", r.attention_seconds}, {"total_seconds", r.total_seconds},
+                        {"kv_bytes_sent", r.kv_bytes_sent}, {"selected_blocks", r.selected_blocks},
+                        {"visible_blocks", r.visible_blocks}});
+  }
+  // Phase times are the slowest rank's: the job waits for it.
+  j["estimate_seconds"] = est;
+  j["exchange_seconds"] = ex;
+  j["attention_seconds"] = att;
+  j["total_seconds"] = total;
+  j["ranks"] = per_rank;
+  if (checked) {
+    j["max_abs_err"] = max_abs_err;
+    j["rel_l2_err"] = rel_l2_err;
+  }
+  if (needle_recall >= 0) j["needle_recall"] = needle_recall;
+  return j;
+}
+
+std::string AttentionJobReport::Summary() const {
+  const AttentionJobConfig& c = config;
+  const nlohmann::json j = ToJson();
+  std::string text = absl::StrFormat(
+      "prefill attention: %s %s, %d ranks (%s), L=%d H=%d Hkv=%d D=%d %s%s\n",
+      c.mode, c.qkv_path.empty() ? c.workload : c.qkv_path, world_size, c.layout, c.seq_len, c.heads,
+      c.kv_heads, c.head_dim, c.dtype, c.causal ? " causal" : "");
+  if (c.mode == "sparse") {
+    text += absl::StrFormat("  mask       density %.3f (block %d, stride %d, tau %.2f)\n", density, c.block, c.stride, c.tau);
+  }
+  text += absl::StrFormat("  KV sent    %.1f MiB (dense ring: %.1f MiB, %.1f%%)\n", kv_bytes_sent_total / 1048576.0,
+                          kv_bytes_dense_ring / 1048576.0,
+                          kv_bytes_dense_ring ? 100.0 * kv_bytes_sent_total / kv_bytes_dense_ring : 0.0);
+  text += absl::StrFormat("  time       %.3f s total: estimate %.3f, exchange %.3f, attention %.3f (slowest rank)\n",
+                          j["total_seconds"].get<double>(), j["estimate_seconds"].get<double>(),
+                          j["exchange_seconds"].get<double>(), j["attention_seconds"].get<double>());
+  if (needle_recall >= 0) text += absl::StrFormat("  needle     recall %.3f\n", needle_recall);
+  if (checked) {
+    text += absl::StrFormat("  check      rel L2 error %.2e, max abs error %.2e (vs fp64 dense)\n", rel_l2_err, max_abs_err);
+  }
+  return text;
+}
+
+}  // namespace prefill

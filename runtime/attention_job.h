@@ -1,0 +1,71 @@
+// One context-parallel attention layer over a synthetic workload or a user's Q/K/V file:
+// what `prefill attention` runs. Every rank calls RunAttentionJob with the same config.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "kernels/dtype.h"
+#include "nlohmann/json.hpp"
+#include "parallel/communicator.h"
+#include "parallel/cp_layout.h"
+#include "runtime/synthetic_workload.h"
+
+namespace prefill {
+
+enum class AttentionMode { kDense, kSparse };
+
+struct AttentionJobConfig {
+  std::string workload = "needle";  // ignored when qkv_path is set
+  std::string qkv_path;             // safetensors with q [L, H, D], k and v [L, Hkv, D]
+  int64_t seq_len = 32768;
+  int heads = 8;
+  int kv_heads = 2;
+  int head_dim = 64;
+  uint64_t seed = 0;
+  std::string dtype = "f32";  // storage of synthetic Q/K/V
+  std::string mode = "sparse";
+  std::string layout = "zigzag";
+  bool causal = true;
+  int block = 128;
+  int stride = 8;
+  float tau = 0.95f;
+  bool keep_sink = true;
+  bool keep_recent = true;
+  int threads = 0;
+  bool check = false;
+  std::string out_path;
+};
+
+struct RankStats {
+  double estimate_seconds = 0, exchange_seconds = 0, attention_seconds = 0, total_seconds = 0;
+  int64_t kv_bytes_sent = 0, selected_blocks = 0, visible_blocks = 0;
+};
+
+struct AttentionJobReport {
+  AttentionJobConfig config;  // with seq_len/heads/... as read from the file
+  int world_size = 0;
+  std::string device = "cpu";
+  double density = 1.0;
+  int64_t kv_bytes_sent_total = 0;
+  int64_t kv_bytes_dense_ring = 0;
+  std::vector<RankStats> ranks;
+  // With --check, against fp64 dense attention of the gathered inputs.
+  bool checked = false;
+  double max_abs_err = 0, rel_l2_err = 0;
+  // The needle workload: the fraction of (head, question block) rows whose mask holds the
+  // needle's block (1 for dense).
+  double needle_recall = -1;
+
+  nlohmann::json ToJson() const;
+  std::string Summary() const;  // a few readable lines for rank 0 to print
+};
+
+// Checks the flags that do not need the input file; InvalidArgument names the flag.
+absl::Status ValidateAttentionConfig(const AttentionJobConfig& config, int world_size);
+
+absl::StatusOr<AttentionJobReport> RunAttentionJob(const AttentionJobConfig& config, Communicator& comm);
+
+}  // namespace prefill

@@ -1,0 +1,50 @@
+// Safetensors files: an 8-byte little-endian header length, a JSON header naming each
+// tensor's dtype, shape and [begin, end) byte range, then the data. The reader maps the
+// file and validates every field against the file's size before anything is touched, so a
+// malformed file is an InvalidArgument naming the file and tensor, never a crash.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "runtime/tensor.h"
+
+namespace prefill {
+
+struct SafetensorsEntry {
+  DType dtype;
+  std::vector<int64_t> shape;
+  const std::byte* data;  // inside the mapping
+  size_t size;
+};
+
+class SafetensorsFile {
+ public:
+  static absl::StatusOr<std::unique_ptr<SafetensorsFile>> Open(const std::string& path);
+  ~SafetensorsFile();
+
+  const std::string& path() const { return path_; }
+  const std::map<std::string, SafetensorsEntry>& entries() const { return entries_; }
+  // NotFound / InvalidArgument naming the file and the tensor.
+  absl::StatusOr<const SafetensorsEntry*> Find(const std::string& name) const;
+  // A copy of the rows [row_begin, row_end) of the leading dimension.
+  absl::StatusOr<Tensor> ReadRows(const std::string& name, int64_t row_begin, int64_t row_end) const;
+
+ private:
+  SafetensorsFile() = default;
+  std::string path_;
+  void* map_ = nullptr;
+  size_t map_size_ = 0;
+  std::map<std::string, SafetensorsEntry> entries_;
+};
+
+// Writes the tensors to `path` atomically: a temporary file in the same folder, fsync,
+// then rename, so a reader never sees half a file.
+absl::Status WriteSafetensors(const std::string& path,
+                              const std::vector<std::pair<std::string, const Tensor*>>& tensors);
+
+}  // namespace prefill

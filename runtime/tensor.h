@@ -1,0 +1,32 @@
+// Tensor: a host-resident, owning, contiguous row-major array of one DType.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "kernels/dtype.h"
+
+namespace prefill {
+
+struct Tensor {
+  DType dtype = DType::kF32;
+  std::vector<int64_t> shape;
+  std::vector<std::byte> bytes;
+
+  static Tensor Zeros(DType dtype, std::vector<int64_t> shape);
+  int64_t numel() const;
+  template <typename T>
+  T* data() { return reinterpret_cast<T*>(bytes.data()); }
+  template <typename T>
+  const T* data() const { return reinterpret_cast<const T*>(bytes.data()); }
+  std::string ShapeString() const;  // "[32768, 8, 64]"
+};
+
+// fp32 copy of any tensor.
+std::vector<float> ToF32(const Tensor& t);
+// Tensor of `dtype` from fp32 values (rounded to nearest even for bf16/f16).
+Tensor FromF32(const std::vector<float>& values, DType dtype, std::vector<int64_t> shape);
+
+}  // namespace prefill

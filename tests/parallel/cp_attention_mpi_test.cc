@@ -1,0 +1,167 @@
+// Context-parallel attention under mpirun (1, 2 and 4 ranks): each rank compares its rows
+// with a single-rank run of the same job on MPI_COMM_SELF.
+//   dense ring == single rank (fp32 rounding);
+//   sparse mask rows == single-rank mask rows, bitwise; sparse output == single-rank sparse;
+//   bytes sent == selected remote (KV head, block) pairs x block bytes, < dense ring's.
+#include <mpi.h>
+
+#include <cmath>
+#include <set>
+#include <tuple>
+#include <vector>
+
+#include "gtest/gtest.h"
+#include "kernels/backend.h"
+#include "parallel/mpi_communicator.h"
+#include "parallel/ring_attention.h"
+#include "parallel/sparse_cp_attention.h"
+#include "runtime/synthetic_workload.h"
+#include "runtime/tensor.h"
+
+namespace prefill {
+namespace {
+
+constexpr int kBlock = 128, kHeads = 4, kKvHeads = 2, kDim = 64;
+
+struct Job {
+  LayoutKind layout;
+  bool causal;
+  WorkloadKind workload;
+  DType dtype;
+};
+
+struct RankInputs {
+  Tensor q, k, v;
+};
+
+RankInputs Inputs(const Job& job, const CpLayout& layout, int rank) {
+  const std::vector<int32_t> pos = layout.Positions(rank);
+  const WorkloadSpec spec{job.workload, layout.seq_len(), kHeads, kKvHeads, kDim, 7};
+  QkvRows rows = GenerateQkvRows(spec, pos);
+  const int64_t n = static_cast<int64_t>(pos.size());
+  return {FromF32(rows.q, job.dtype, {n, kHeads, kDim}), FromF32(rows.k, job.dtype, {n, kKvHeads, kDim}),
+          FromF32(rows.v, job.dtype, {n, kKvHeads, kDim})};
+}
+
+struct Outcome {
+  std::vector<float> o;  // [local rows, heads, dim]
+  CpAttentionStats stats;
+  BlockMask mask;
+};
+
+Outcome RunJob(Communicator& comm, const Job& job, const CpLayout& layout, bool sparse) {
+  const RankInputs in = Inputs(job, layout, comm.rank());
+  std::unique_ptr<AttentionBackend> backend = MakeCpuBackend(1);
+  const int64_t rows = layout.local_len();
+  Outcome out;
+  out.o.resize(rows * kHeads * kDim);
+  std::vector<float> lse(rows * kHeads);
+  const CpAttentionShard shard{job.dtype, in.q.bytes.data(), in.k.bytes.data(), in.v.bytes.data(), kHeads,
+                               kKvHeads, kDim, job.causal, 1.0f / std::sqrt(float{kDim})};
+  if (sparse) {
+    absl::StatusOr<SparseCpResult> r = SparseCpAttention(comm, *backend, layout, shard, SparseOptions{8, 0.9f, true, true},
+                                                         {out.o.data(), lse.data()});
+    EXPECT_TRUE(r.ok()) << r.status();
+    if (r.ok()) {
+      out.stats = r->stats;
+      out.mask = std::move(r->mask);
+    }
+  } else {
+    absl::StatusOr<CpAttentionStats> r = RingAttention(comm, *backend, layout, shard, {out.o.data(), lse.data()});
+    EXPECT_TRUE(r.ok()) << r.status();
+    if (r.ok()) out.stats = *r;
+  }
+  return out;
+}
+
+class CpAttentionTest : public ::testing::TestWithParam<std::tuple<LayoutKind, bool, WorkloadKind, DType>> {
+ protected:
+  void SetUp() override {
+    world_ = *MpiCommunicator::Create(MPI_COMM_WORLD);
+    self_ = *MpiCommunicator::Create(MPI_COMM_SELF);
+    auto [layout, causal, workload, dtype] = GetParam();
+    job_ = {layout, causal, workload, dtype};
+    seq_len_ = 2 * 4 * kBlock * 4;  // 4096: zigzag chunks of 4 blocks on 4 ranks
+    layout_ = std::make_unique<CpLayout>(*CpLayout::Create(layout, seq_len_, world_->size(), kBlock));
+    single_ = std::make_unique<CpLayout>(*CpLayout::Create(layout, seq_len_, 1, kBlock));
+  }
+
+  // The single-rank row of absolute position p.
+  const float* SingleRow(const Outcome& single, int32_t p) const { return &single.o[static_cast<size_t>(p) * kHeads * kDim]; }
+
+  void ExpectSameRows(const Outcome& mine, const Outcome& single, double tol) const {
+    const std::vector<int32_t> pos = layout_->Positions(world_->rank());
+    double worst = 0;
+    for (size_t i = 0; i < pos.size(); ++i) {
+      for (int e = 0; e < kHeads * kDim; ++e) {
+        worst = std::max(worst, std::abs(double{mine.o[i * kHeads * kDim + e]} - SingleRow(single, pos[i])[e]));
+      }
+    }
+    EXPECT_LE(worst, tol) << "rank " << world_->rank() << " of " << world_->size();
+  }
+
+  std::unique_ptr<MpiCommunicator> world_, self_;
+  Job job_;
+  int64_t seq_len_ = 0;
+  std::unique_ptr<CpLayout> layout_, single_;
+};
+
+// Partial results merged by log-sum-exp differ from one pass only by fp32 rounding: |o| is
+// O(1) and each merge adds a few ulps, so 1e-5 absolute is generous yet catches any wrong block.
+constexpr double kMergeTolerance = 1e-5;
+
+TEST_P(CpAttentionTest, DenseRingEqualsSingleRank) {
+  const Outcome mine = RunJob(*world_, job_, *layout_, false);
+  const Outcome single = RunJob(*self_, job_, *single_, false);
+  ExpectSameRows(mine, single, kMergeTolerance);
+}
+
+TEST_P(CpAttentionTest, SparseMaskAndOutputEqualSingleRank) {
+  const Outcome mine = RunJob(*world_, job_, *layout_, true);
+  const Outcome single = RunJob(*self_, job_, *single_, true);
+  ASSERT_EQ(mine.mask.num_heads, single.mask.num_heads);
+  for (int h = 0; h < kHeads; ++h) {
+    for (int qb = 0; qb < mine.mask.num_q_blocks; ++qb) {
+      const int32_t absolute = mine.mask.q_block_ids[qb];
+      auto a = mine.mask.row(h, qb), b = single.mask.row(h, absolute);
+      EXPECT_EQ(std::vector<int32_t>(a.begin(), a.end()), std::vector<int32_t>(b.begin(), b.end()))
+          << "head " << h << " query block " << absolute << " on rank " << world_->rank();
+    }
+  }
+  ExpectSameRows(mine, single, kMergeTolerance);
+}
+
+TEST_P(CpAttentionTest, SparseSendsExactlyTheSelectedRemoteBlocks) {
+  const Outcome mine = RunJob(*world_, job_, *layout_, true);
+  std::set<std::pair<int, int>> remote;  // (kv head, block) this rank needs from others
+  const int group = kHeads / kKvHeads;
+  for (int h = 0; h < kHeads; ++h) {
+    for (int qb = 0; qb < mine.mask.num_q_blocks; ++qb) {
+      for (int32_t block : mine.mask.row(h, qb)) {
+        if (layout_->HomeOf(block).rank != world_->rank()) remote.insert({h / group, block});
+      }
+    }
+  }
+  const double block_bytes = 2.0 * kBlock * kDim * DTypeSize(job_.dtype);  // K and V
+  double totals[3] = {static_cast<double>(remote.size()) * block_bytes, static_cast<double>(mine.stats.kv_bytes_sent),
+                      static_cast<double>(mine.stats.selected_blocks) / mine.stats.visible_blocks};
+  ASSERT_EQ(MPI_Allreduce(MPI_IN_PLACE, totals, 3, MPI_DOUBLE, MPI_SUM, MPI_COMM_WORLD), MPI_SUCCESS);
+  EXPECT_EQ(totals[0], totals[1]) << "bytes received as needed vs bytes sent";
+  const double ring = static_cast<double>(DenseRingKvBytes(*layout_, kKvHeads, kDim, job_.dtype));
+  if (world_->size() > 1) {
+    const double density = totals[2] / world_->size();
+    if (density < 1.0) EXPECT_LT(totals[1], ring);
+  } else {
+    EXPECT_EQ(totals[1], 0);
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Layouts, CpAttentionTest,
+    ::testing::Values(std::make_tuple(LayoutKind::kZigzag, true, WorkloadKind::kNeedle, DType::kF32),
+                      std::make_tuple(LayoutKind::kContiguous, true, WorkloadKind::kStripes, DType::kF32),
+                      std::make_tuple(LayoutKind::kZigzag, false, WorkloadKind::kVideo, DType::kF32),
+                      std::make_tuple(LayoutKind::kZigzag, true, WorkloadKind::kRandom, DType::kBF16)));
+
+}  // namespace
+}  // namespace prefill
