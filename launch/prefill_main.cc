@@ -6,6 +6,7 @@
 
 #include "CLI/CLI.hpp"
 #include "launch/attention_command.h"
+#include "launch/model_command.h"
 #include "launch/mpi_session.h"
 
 int main(int argc, char** argv) {
@@ -18,6 +19,7 @@ int main(int argc, char** argv) {
   app.require_subcommand(1);
   std::map<std::string, std::function<int()>> commands;
   commands["attention"] = prefill::AddAttentionCommand(app, session);
+  commands["model"] = prefill::AddModelCommand(app, session);
 
   try {
     app.parse(argc, argv);

@@ -1,0 +1,73 @@
+#include "launch/model_command.h"
+
+#include <cstdio>
+#include <memory>
+
+#include "absl/strings/str_format.h"
+#include "runtime/model_job.h"
+
+namespace prefill {
+namespace {
+
+void PrintSummary(const nlohmann::json& r) {
+  std::printf("prefill model: %s (%s), %d tokens on %d ranks, %s\n", r["model"].get<std::string>().c_str(),
+              r["architecture"].get<std::string>().c_str(), r["seq_len"].get<int>(), r["world_size"].get<int>(),
+              r["mode"].get<std::string>().c_str());
+  const auto& p = r["phase_seconds"];
+  std::printf("  time       %.3f s prefill (%.0f tokens/s): gemm %.3f, estimate %.3f, exchange %.3f, attention %.3f\n",
+              r["prefill_seconds"].get<double>(), r["tokens_per_second"].get<double>(), p["gemm"].get<double>(),
+              p["mask_estimation"].get<double>(), p["kv_exchange"].get<double>(), p["attention"].get<double>());
+  std::string densities;
+  for (const auto& d : r["layer_density"]) densities += absl::StrFormat(" %.2f", d.get<double>());
+  std::printf("  density   %s (per layer)\n", densities.c_str());
+  const auto& top = r["top_logits"];
+  if (!top.empty()) {
+    std::printf("  next token %d (logit %.3f)\n", top[0]["id"].get<int>(), top[0]["logit"].get<double>());
+  }
+  if (!r["kv_out"].get<std::string>().empty()) std::printf("  KV cache   %s/index.json\n", r["kv_out"].get<std::string>().c_str());
+}
+
+}  // namespace
+
+std::function<int()> AddModelCommand(CLI::App& app, const MpiSession& session) {
+  auto config = std::make_shared<ModelJobConfig>();
+  auto json_path = std::make_shared<std::string>();
+  CLI::App* cmd = app.add_subcommand(
+      "model",
+      "Prefill a Hugging Face Llama-family model (Llama, Mistral, Qwen2) over the ranks of this\n"
+      "job: the sequence is sharded (weights replicated), attention is context-parallel (sparse\n"
+      "or dense ring). Writes the KV cache (one safetensors shard per rank + index.json) and\n"
+      "reports the last token's logits.");
+  ModelJobConfig& c = *config;
+  cmd->add_option("--model", c.model_dir, "Model folder: config.json + model.safetensors (or an index and shards)")->required();
+  cmd->add_option("--tokens", c.tokens_path, "Prompt token ids: .npy (int32/int64) or a JSON array");
+  cmd->add_option("--embeddings", c.embeddings_path, "Or precomputed input embeddings: safetensors [L, hidden] (vision/video tokens)");
+  cmd->add_option("--mode", c.mode, "sparse or dense")->capture_default_str();
+  cmd->add_option("--layout", c.layout, "contiguous or zigzag")->capture_default_str();
+  cmd->add_option("--block", c.block, "Block size of the mask")->capture_default_str();
+  cmd->add_option("--stride", c.stride, "Estimation stride")->capture_default_str();
+  cmd->add_option("--tau", c.tau, "Attention mass the mask keeps")->capture_default_str();
+  cmd->add_option("--threads", c.threads, "Threads per rank (0: the node's cores / ranks on the node)")->capture_default_str();
+  cmd->add_option("--kv-out", c.kv_out, "Write the KV cache to this folder");
+  cmd->add_option("--kv-dtype", c.kv_dtype, "KV cache storage: bf16, f16, f32")->capture_default_str();
+  cmd->add_option("--top-k", c.top_k, "Top logits in the report")->capture_default_str();
+  cmd->add_option("--json", *json_path, "Write the report as JSON to this file");
+
+  return [config, json_path, &session]() -> int {
+    ModelJobConfig c = *config;
+    if (c.threads <= 0) c.threads = DefaultThreadsPerRank();
+    absl::StatusOr<std::unique_ptr<MpiCommunicator>> comm = MpiCommunicator::Create(MPI_COMM_WORLD);
+    if (!comm.ok()) return ExitCodeFor(comm.status(), session.world_rank());
+    absl::StatusOr<nlohmann::json> report = RunModelJob(c, **comm);
+    if (!report.ok()) return ExitCodeFor(report.status(), session.world_rank());
+    absl::Status written;
+    if (session.world_rank() == 0) {
+      PrintSummary(*report);
+      std::fflush(stdout);
+      if (!json_path->empty()) written = WriteFileAtomically(*json_path, report->dump(2) + "\n");
+    }
+    return ExitCodeFor(AgreeOnStatus(**comm, written), session.world_rank());
+  };
+}
+
+}  // namespace prefill

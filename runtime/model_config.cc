@@ -1,0 +1,111 @@
+#include "runtime/model_config.h"
+
+#include <fstream>
+
+#include "absl/strings/str_cat.h"
+#include "nlohmann/json.hpp"
+
+namespace prefill {
+namespace {
+
+using nlohmann::json;
+
+class FieldReader {
+ public:
+  FieldReader(const json& j, std::string path) : j_(j), path_(std::move(path)) {}
+
+  absl::Status Int(const char* key, int* out, bool required = true) {
+    if (!j_.contains(key) || j_[key].is_null()) return required ? Missing(key) : absl::OkStatus();
+    if (!j_[key].is_number_integer() || j_[key].get<int64_t>() <= 0) return Bad(key, "a positive integer");
+    *out = j_[key].get<int>();
+    return absl::OkStatus();
+  }
+  absl::Status Double(const json& obj, const char* key, double* out) {
+    if (!obj.contains(key) || obj[key].is_null()) return absl::OkStatus();
+    if (!obj[key].is_number()) return Bad(key, "a number");
+    *out = obj[key].get<double>();
+    return absl::OkStatus();
+  }
+  absl::Status Bool(const char* key, bool* out) {
+    if (!j_.contains(key) || j_[key].is_null()) return absl::OkStatus();
+    if (!j_[key].is_boolean()) return Bad(key, "true or false");
+    *out = j_[key].get<bool>();
+    return absl::OkStatus();
+  }
+  absl::Status Missing(const char* key) const {
+    return absl::InvalidArgumentError(absl::StrCat(path_, ": missing field '", key, "'"));
+  }
+  absl::Status Bad(const char* key, const char* want) const {
+    return absl::InvalidArgumentError(absl::StrCat(path_, ": field '", key, "' must be ", want));
+  }
+
+ private:
+  const json& j_;
+  std::string path_;
+};
+
+absl::Status ReadRopeScaling(const json& j, const std::string& path, FieldReader& r, RopeScaling* out) {
+  if (!j.contains("rope_scaling") || j["rope_scaling"].is_null()) return absl::OkStatus();
+  const json& s = j["rope_scaling"];
+  if (!s.is_object()) return r.Bad("rope_scaling", "an object or null");
+  const std::string type = s.value("rope_type", s.value("type", std::string()));
+  if (type != "llama3" && type != "linear" && type != "default") {
+    return absl::InvalidArgumentError(absl::StrCat(path, ": rope_scaling type '", type,
+                                                   "' is not supported (valid: llama3, linear, default)"));
+  }
+  out->type = type == "default" ? "" : type;
+  for (auto [key, dst] : {std::pair{"factor", &out->factor}, std::pair{"low_freq_factor", &out->low_freq_factor},
+                          std::pair{"high_freq_factor", &out->high_freq_factor}}) {
+    if (absl::Status st = r.Double(s, key, dst); !st.ok()) return st;
+  }
+  if (s.contains("original_max_position_embeddings")) {
+    out->original_max_position_embeddings = s["original_max_position_embeddings"].get<int>();
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::StatusOr<ModelConfig> LoadModelConfig(const std::string& model_dir) {
+  const std::string path = model_dir + "/config.json";
+  std::ifstream in(path);
+  if (!in) return absl::NotFoundError(absl::StrCat(path, ": cannot open (is --model a Hugging Face model folder?)"));
+  const json j = json::parse(in, nullptr, /*allow_exceptions=*/false);
+  if (j.is_discarded() || !j.is_object()) return absl::InvalidArgumentError(absl::StrCat(path, ": not a JSON object"));
+
+  ModelConfig c;
+  if (!j.contains("architectures") || !j["architectures"].is_array() || j["architectures"].empty() ||
+      !j["architectures"][0].is_string()) {
+    return absl::InvalidArgumentError(absl::StrCat(path, ": missing field 'architectures'"));
+  }
+  c.architecture = j["architectures"][0].get<std::string>();
+  if (c.architecture != "LlamaForCausalLM" && c.architecture != "MistralForCausalLM" &&
+      c.architecture != "Qwen2ForCausalLM") {
+    return absl::InvalidArgumentError(absl::StrCat(path, ": architecture '", c.architecture,
+                                                   "' is not supported (valid: LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM)"));
+  }
+  FieldReader r(j, path);
+  for (auto [key, dst] : {std::pair{"hidden_size", &c.hidden_size}, std::pair{"intermediate_size", &c.intermediate_size},
+                          std::pair{"num_hidden_layers", &c.num_layers}, std::pair{"num_attention_heads", &c.num_heads},
+                          std::pair{"vocab_size", &c.vocab_size}}) {
+    if (absl::Status s = r.Int(key, dst); !s.ok()) return s;
+  }
+  c.num_kv_heads = c.num_heads;
+  c.head_dim = c.hidden_size / c.num_heads;
+  if (absl::Status s = r.Int("num_key_value_heads", &c.num_kv_heads, false); !s.ok()) return s;
+  if (absl::Status s = r.Int("head_dim", &c.head_dim, false); !s.ok()) return s;
+  if (absl::Status s = r.Double(j, "rms_norm_eps", &c.rms_norm_eps); !s.ok()) return s;
+  if (absl::Status s = r.Double(j, "rope_theta", &c.rope_theta); !s.ok()) return s;
+  if (absl::Status s = r.Bool("tie_word_embeddings", &c.tie_word_embeddings); !s.ok()) return s;
+  c.attention_bias = c.architecture == "Qwen2ForCausalLM";
+  if (absl::Status s = r.Bool("attention_bias", &c.attention_bias); !s.ok()) return s;
+  if (absl::Status s = ReadRopeScaling(j, path, r, &c.rope_scaling); !s.ok()) return s;
+  if (c.num_heads % c.num_kv_heads != 0) {
+    return absl::InvalidArgumentError(absl::StrCat(path, ": num_attention_heads ", c.num_heads,
+                                                   " is not a multiple of num_key_value_heads ", c.num_kv_heads));
+  }
+  if (c.head_dim % 2 != 0) return absl::InvalidArgumentError(absl::StrCat(path, ": head_dim must be even (RoPE)"));
+  return c;
+}
+
+}  // namespace prefill
