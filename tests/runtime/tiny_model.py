@@ -181,7 +181,7 @@ def make(args):
     if args.brk == "bad_token":
         tokens[7] = VOCAB + 5
     np.save(os.path.join(args.dir, "tokens.npy"), tokens)
-    embeddings = W["model.embed_tokens.weight"][tokens].astype(np.float32)  # what a vision encoder would hand over
+    embeddings = W["model.embed_tokens.weight"][tokens % VOCAB].astype(np.float32)  # what a vision encoder would hand over
     write_safetensors(os.path.join(args.dir, "embeddings.safetensors"), {"embeddings": ("F32", embeddings)})
     if args.brk:
         return
