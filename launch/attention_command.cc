@@ -34,6 +34,8 @@ std::function<int()> AddAttentionCommand(CLI::App& app, const MpiSession& sessio
   cmd->add_option("--tau", c.tau, "Keep the fewest blocks whose estimated attention mass reaches tau")->capture_default_str();
   cmd->add_flag("--no-keep-recent", *no_keep_recent, "Do not force the last query block dense");
   cmd->add_option("--threads", c.threads, "Threads per rank (0: the node's cores / ranks on the node)")->capture_default_str();
+  cmd->add_option("--device", c.device, "cpu, or cuda (one GPU per local rank, NCCL between ranks)")->capture_default_str();
+  cmd->add_option("--device-id", c.device_id, "GPU ordinal (-1: the local rank's)")->capture_default_str();
   cmd->add_flag("--check", c.check, "Also compute fp64 dense attention and report the output's error");
   cmd->add_option("--out", c.out_path, "Write the output o [L,H,D] f32 in token order to this safetensors file");
   cmd->add_option("--json", *json_path, "Write the report as JSON to this file");

@@ -11,6 +11,7 @@
 #include "parallel/ring_attention.h"
 #include "parallel/sequence_gather.h"
 #include "parallel/sparse_cp_attention.h"
+#include "runtime/execution_context.h"
 #include "runtime/safetensors.h"
 #include "runtime/tensor.h"
 
@@ -205,7 +206,7 @@ absl::Status ValidateAttentionConfig(const AttentionJobConfig& c, int world_size
   return CpLayout::Create(*kind, c.seq_len, world_size, c.block).status();
 }
 
-absl::StatusOr<AttentionJobReport> RunAttentionJob(const AttentionJobConfig& config, Communicator& comm) {
+absl::StatusOr<AttentionJobReport> RunAttentionJob(const AttentionJobConfig& config, MpiCommunicator& comm) {
   AttentionJobReport report;
   report.config = config;
   report.world_size = comm.size();
@@ -221,27 +222,41 @@ absl::StatusOr<AttentionJobReport> RunAttentionJob(const AttentionJobConfig& con
   absl::StatusOr<Shard> shard = LoadShard(c, *dtype, layout, comm.rank());
   if (s = AgreeOnStatus(comm, shard.status()); !s.ok()) return s;
 
-  std::unique_ptr<AttentionBackend> backend = MakeCpuBackend(c.threads);
+  absl::StatusOr<ExecutionContext> ctx = MakeExecutionContext(c.device, c.threads, c.device_id, comm);
+  if (s = AgreeOnStatus(comm, ctx.status()); !s.ok()) return s;
+  report.device = ctx->device;
+  report.device_name = ctx->device_name;
+  AttentionBackend& backend = *ctx->backend;
   const int64_t rows = layout.local_len();
-  std::vector<float> o(rows * c.heads * c.head_dim), lse(rows * c.heads);
-  const CpAttentionShard cp{*dtype, shard->q.bytes.data(), shard->k.bytes.data(), shard->v.bytes.data(),
-                            c.heads, c.kv_heads, c.head_dim, c.causal,
+  std::vector<float> o(rows * c.heads * c.head_dim);
+  absl::StatusOr<BackendBuffer> q = UploadBytes(backend, shard->q.bytes.data(), shard->q.bytes.size());
+  absl::StatusOr<BackendBuffer> k = UploadBytes(backend, shard->k.bytes.data(), shard->k.bytes.size());
+  absl::StatusOr<BackendBuffer> v = UploadBytes(backend, shard->v.bytes.data(), shard->v.bytes.size());
+  absl::StatusOr<BackendBuffer> o_dev = backend.Allocate(o.size() * sizeof(float));
+  absl::StatusOr<BackendBuffer> lse_dev = backend.Allocate(rows * c.heads * sizeof(float));
+  for (const auto* b : {&q, &k, &v, &o_dev, &lse_dev}) {
+    if (!b->ok()) s.Update(b->status());
+  }
+  if (s = AgreeOnStatus(comm, s); !s.ok()) return s;
+  const CpAttentionShard cp{*dtype, q->get(), k->get(), v->get(), c.heads, c.kv_heads, c.head_dim, c.causal,
                             1.0f / std::sqrt(static_cast<float>(c.head_dim))};
+  const CpAttentionOutput out{static_cast<float*>(o_dev->get()), static_cast<float*>(lse_dev->get())};
   if (s = comm.Barrier(); !s.ok()) return s;
   const auto start = Clock::now();
   CpAttentionStats stats;
   BlockMask mask;
   if (c.mode == "dense") {
-    absl::StatusOr<CpAttentionStats> r = RingAttention(comm, *backend, layout, cp, {o.data(), lse.data()});
+    absl::StatusOr<CpAttentionStats> r = RingAttention(*ctx->comm, backend, layout, cp, out);
     if (!r.ok()) return r.status();
     stats = *r;
   } else {
     const SparseOptions options{c.stride, c.tau, c.keep_sink, c.keep_recent};
-    absl::StatusOr<SparseCpResult> r = SparseCpAttention(comm, *backend, layout, cp, options, {o.data(), lse.data()});
+    absl::StatusOr<SparseCpResult> r = SparseCpAttention(*ctx->comm, backend, layout, cp, options, out);
     if (!r.ok()) return r.status();
     stats = r->stats;
     mask = std::move(r->mask);
   }
+  if (s = backend.CopyToHost(o.data(), o_dev->get(), o.size() * sizeof(float)); !s.ok()) return s;
   RankStats mine{stats.estimate_seconds, stats.exchange_seconds, stats.attention_seconds,
                  std::chrono::duration<double>(Clock::now() - start).count(), stats.kv_bytes_sent,
                  stats.selected_blocks, stats.visible_blocks};
@@ -286,7 +301,7 @@ absl::StatusOr<AttentionJobReport> RunAttentionJob(const AttentionJobConfig& con
 nlohmann::json AttentionJobReport::ToJson() const {
   const AttentionJobConfig& c = config;
   nlohmann::json j = {
-      {"world_size", world_size}, {"device", device},
+      {"world_size", world_size}, {"device", device}, {"device_name", device_name},
       {"workload", c.qkv_path.empty() ? c.workload : "file"}, {"qkv", c.qkv_path},
       {"seq_len", c.seq_len}, {"heads", c.heads}, {"kv_heads", c.kv_heads}, {"head_dim", c.head_dim},
       {"dtype", c.dtype}, {"block", c.block}, {"stride", c.stride}, {"tau", c.tau},
@@ -323,8 +338,8 @@ std::string AttentionJobReport::Summary() const {
   const AttentionJobConfig& c = config;
   const nlohmann::json j = ToJson();
   std::string text = absl::StrFormat(
-      "prefill attention: %s %s, %d ranks (%s), L=%d H=%d Hkv=%d D=%d %s%s\n",
-      c.mode, c.qkv_path.empty() ? c.workload : c.qkv_path, world_size, c.layout, c.seq_len, c.heads,
+      "prefill attention: %s %s, %d %s ranks (%s), L=%d H=%d Hkv=%d D=%d %s%s\n",
+      c.mode, c.qkv_path.empty() ? c.workload : c.qkv_path, world_size, device, c.layout, c.seq_len, c.heads,
       c.kv_heads, c.head_dim, c.dtype, c.causal ? " causal" : "");
   if (c.mode == "sparse") {
     text += absl::StrFormat("  mask       density %.3f (block %d, stride %d, tau %.2f)\n", density, c.block, c.stride, c.tau);

@@ -11,6 +11,7 @@
 #include "nlohmann/json.hpp"
 #include "parallel/communicator.h"
 #include "parallel/cp_layout.h"
+#include "parallel/mpi_communicator.h"
 #include "runtime/synthetic_workload.h"
 
 namespace prefill {
@@ -35,6 +36,8 @@ struct AttentionJobConfig {
   bool keep_sink = true;
   bool keep_recent = true;
   int threads = 0;
+  std::string device = "cpu";  // cpu, or cuda (one GPU per local rank, NCCL between them)
+  int device_id = -1;          // -1: the local rank's GPU
   bool check = false;
   std::string out_path;
 };
@@ -48,6 +51,7 @@ struct AttentionJobReport {
   AttentionJobConfig config;  // with seq_len/heads/... as read from the file
   int world_size = 0;
   std::string device = "cpu";
+  std::string device_name;
   double density = 1.0;
   int64_t kv_bytes_sent_total = 0;
   int64_t kv_bytes_dense_ring = 0;
@@ -66,6 +70,7 @@ struct AttentionJobReport {
 // Checks the flags that do not need the input file; InvalidArgument names the flag.
 absl::Status ValidateAttentionConfig(const AttentionJobConfig& config, int world_size);
 
-absl::StatusOr<AttentionJobReport> RunAttentionJob(const AttentionJobConfig& config, Communicator& comm);
+// `comm` carries host-side agreement; the device's communicator is made from it.
+absl::StatusOr<AttentionJobReport> RunAttentionJob(const AttentionJobConfig& config, MpiCommunicator& comm);
 
 }  // namespace prefill

@@ -1,0 +1,32 @@
+// ExecutionContext: the backend a job computes on and the communicator that moves its
+// backend memory: the CPU backend with MPI, or the CUDA backend with NCCL (one GPU per
+// local rank). Host-side agreement (statuses, reports, checks) always goes over MPI.
+#pragma once
+
+#include <memory>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "kernels/backend.h"
+#include "parallel/communicator.h"
+#include "parallel/mpi_communicator.h"
+
+namespace prefill {
+
+struct ExecutionContext {
+  std::string device;  // "cpu" or "cuda"
+  std::string device_name;  // e.g. the GPU's name; the CPU's model
+  std::unique_ptr<AttentionBackend> backend;
+  std::unique_ptr<Communicator> owned_comm;  // the NCCL communicator, when there is one
+  Communicator* comm = nullptr;              // moves backend memory: owned_comm or the MPI one
+};
+
+// device: "cpu" or "cuda". device_id < 0 picks the local rank's GPU. Unimplemented when the
+// build has no CUDA backend; Unavailable when no GPU can be used.
+absl::StatusOr<ExecutionContext> MakeExecutionContext(const std::string& device, int threads, int device_id,
+                                                      MpiCommunicator& mpi);
+
+// Uploads host bytes into a new backend buffer.
+absl::StatusOr<BackendBuffer> UploadBytes(AttentionBackend& backend, const void* host, size_t bytes);
+
+}  // namespace prefill
