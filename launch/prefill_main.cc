@@ -17,6 +17,8 @@ int main(int argc, char** argv) {
       "  mpirun -np 4 --oversubscribe prefill attention --workload needle --seq-len 32768 --check\n",
       "prefill");
   app.require_subcommand(1);
+  // A flag given twice takes its last value, so wrappers can append overrides.
+  app.option_defaults()->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);
   std::map<std::string, std::function<int()>> commands;
   commands["attention"] = prefill::AddAttentionCommand(app, session);
   commands["model"] = prefill::AddModelCommand(app, session);
