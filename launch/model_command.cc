@@ -9,6 +9,12 @@
 namespace prefill {
 namespace {
 
+struct ModelCommandConfig {
+  std::string model_dir;
+  PromptSource source;
+  PrefillRequestOptions options;
+};
+
 void PrintSummary(const nlohmann::json& r) {
   std::printf("prefill model: %s (%s), %d tokens on %d ranks, %s\n", r["model"].get<std::string>().c_str(),
               r["architecture"].get<std::string>().c_str(), r["seq_len"].get<int>(), r["world_size"].get<int>(),
@@ -30,7 +36,7 @@ void PrintSummary(const nlohmann::json& r) {
 }  // namespace
 
 std::function<int()> AddModelCommand(CLI::App& app, const MpiSession& session) {
-  auto config = std::make_shared<ModelJobConfig>();
+  auto config = std::make_shared<ModelCommandConfig>();
   auto json_path = std::make_shared<std::string>();
   CLI::App* cmd = app.add_subcommand(
       "model",
@@ -38,10 +44,11 @@ std::function<int()> AddModelCommand(CLI::App& app, const MpiSession& session) {
       "job: the sequence is sharded (weights replicated), attention is context-parallel (sparse\n"
       "or dense ring). Writes the KV cache (one safetensors shard per rank + index.json) and\n"
       "reports the last token's logits.");
-  ModelJobConfig& c = *config;
-  cmd->add_option("--model", c.model_dir, "Model folder: config.json + model.safetensors (or an index and shards)")->required();
-  cmd->add_option("--tokens", c.tokens_path, "Prompt token ids: .npy (int32/int64) or a JSON array");
-  cmd->add_option("--embeddings", c.embeddings_path, "Or precomputed input embeddings: safetensors [L, hidden] (vision/video tokens)");
+  ModelCommandConfig& mc = *config;
+  PrefillRequestOptions& c = mc.options;
+  cmd->add_option("--model", mc.model_dir, "Model folder: config.json + model.safetensors (or an index and shards)")->required();
+  cmd->add_option("--tokens", mc.source.tokens_path, "Prompt token ids: .npy (int32/int64) or a JSON array");
+  cmd->add_option("--embeddings", mc.source.embeddings_path, "Or precomputed input embeddings: safetensors [L, hidden] (vision/video tokens)");
   cmd->add_option("--mode", c.mode, "sparse or dense")->capture_default_str();
   cmd->add_option("--layout", c.layout, "contiguous or zigzag")->capture_default_str();
   cmd->add_option("--block", c.block, "Block size of the mask")->capture_default_str();
@@ -54,11 +61,13 @@ std::function<int()> AddModelCommand(CLI::App& app, const MpiSession& session) {
   cmd->add_option("--json", *json_path, "Write the report as JSON to this file");
 
   return [config, json_path, &session]() -> int {
-    ModelJobConfig c = *config;
-    if (c.threads <= 0) c.threads = DefaultThreadsPerRank();
+    ModelCommandConfig c = *config;
+    if (c.options.threads <= 0) c.options.threads = DefaultThreadsPerRank();
     absl::StatusOr<std::unique_ptr<MpiCommunicator>> comm = MpiCommunicator::Create(MPI_COMM_WORLD);
     if (!comm.ok()) return ExitCodeFor(comm.status(), session.world_rank());
-    absl::StatusOr<nlohmann::json> report = RunModelJob(c, **comm);
+    absl::StatusOr<LoadedModel> model = LoadModel(c.model_dir);
+    if (absl::Status s = AgreeOnStatus(**comm, model.status()); !s.ok()) return ExitCodeFor(s, session.world_rank());
+    absl::StatusOr<nlohmann::json> report = PrefillRequest(*model, c.source, c.options, **comm);
     if (!report.ok()) return ExitCodeFor(report.status(), session.world_rank());
     absl::Status written;
     if (session.world_rank() == 0) {

@@ -11,8 +11,6 @@
 #include "kernels/backend.h"
 #include "parallel/cp_layout.h"
 #include "runtime/layer_ops.h"
-#include "runtime/model_config.h"
-#include "runtime/model_weights.h"
 #include "runtime/prompt_input.h"
 #include "runtime/safetensors.h"
 #include "runtime/tensor.h"
@@ -23,70 +21,73 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
-// This rank's input embeddings [local_len, hidden] and the sequence length.
-struct LocalInput {
-  int64_t seq_len = 0;
-  std::vector<float> hidden;
-};
-
-absl::StatusOr<int64_t> SequenceLength(const ModelJobConfig& j, const ModelConfig& c, std::vector<int32_t>* tokens) {
-  if (j.tokens_path.empty() == j.embeddings_path.empty()) {
-    return absl::InvalidArgumentError("give exactly one of --tokens FILE and --embeddings FILE");
-  }
-  if (!j.tokens_path.empty()) {
-    absl::StatusOr<std::vector<int32_t>> ids = ReadTokenIds(j.tokens_path, c.vocab_size);
-    if (!ids.ok()) return ids.status();
-    *tokens = std::move(*ids);
-    return static_cast<int64_t>(tokens->size());
-  }
-  absl::StatusOr<std::unique_ptr<SafetensorsFile>> f = SafetensorsFile::Open(j.embeddings_path);
+absl::StatusOr<std::unique_ptr<SafetensorsFile>> OpenEmbeddings(const std::string& path, int hidden) {
+  absl::StatusOr<std::unique_ptr<SafetensorsFile>> f = SafetensorsFile::Open(path);
   if (!f.ok()) return f.status();
   if ((*f)->entries().size() != 1) {
-    return absl::InvalidArgumentError(absl::StrCat(j.embeddings_path, ": must hold exactly one tensor [L, hidden]"));
+    return absl::InvalidArgumentError(absl::StrCat(path, ": must hold exactly one tensor [L, hidden]"));
   }
-  const SafetensorsEntry& e = (*f)->entries().begin()->second;
-  if (e.shape.size() != 2 || e.shape[1] != c.hidden_size) {
-    return absl::InvalidArgumentError(absl::StrCat(j.embeddings_path, ": tensor '", (*f)->entries().begin()->first,
-                                                   "' must be [L, ", c.hidden_size, "] (hidden_size)"));
+  const auto& [name, e] = *(*f)->entries().begin();
+  if (e.shape.size() != 2 || e.shape[1] != hidden || e.shape[0] < 1) {
+    return absl::InvalidArgumentError(absl::StrCat(path, ": tensor '", name, "' must be [L, ", hidden, "] (hidden_size)"));
   }
-  return e.shape[0];
+  return f;
 }
 
-absl::StatusOr<std::vector<float>> LocalEmbeddings(const ModelJobConfig& j, const ModelConfig& c, const ModelWeights& w,
-                                                   const CpLayout& layout, int rank, const std::vector<int32_t>& tokens) {
-  std::vector<float> hidden;
-  hidden.reserve(layout.local_len() * c.hidden_size);
-  if (!tokens.empty()) {
-    for (int32_t p : layout.Positions(rank)) {
-      const float* row = &w.embed_tokens[static_cast<size_t>(tokens[p]) * c.hidden_size];
-      hidden.insert(hidden.end(), row, row + c.hidden_size);
+// This rank's input embeddings [local_len, hidden]; positions >= length are padding (zeros).
+absl::StatusOr<std::vector<float>> LocalEmbeddings(const LoadedModel& m, const PromptSource& source,
+                                                   const CpLayout& layout, int rank, int64_t length) {
+  const int hidden = m.config.hidden_size;
+  std::vector<float> out(layout.local_len() * hidden, 0.0f);
+  if (!source.tokens_path.empty()) {
+    absl::StatusOr<std::vector<int32_t>> ids = ReadTokenIds(source.tokens_path, m.config.vocab_size);
+    if (!ids.ok()) return ids.status();
+    const std::vector<int32_t> positions = layout.Positions(rank);
+    for (size_t r = 0; r < positions.size(); ++r) {
+      if (positions[r] >= length) continue;
+      const float* row = &m.weights.embed_tokens[static_cast<size_t>((*ids)[positions[r]]) * hidden];
+      std::copy(row, row + hidden, &out[r * hidden]);
     }
-    return hidden;
+    return out;
   }
-  absl::StatusOr<std::unique_ptr<SafetensorsFile>> f = SafetensorsFile::Open(j.embeddings_path);
+  absl::StatusOr<std::unique_ptr<SafetensorsFile>> f = OpenEmbeddings(source.embeddings_path, hidden);
   if (!f.ok()) return f.status();
   const std::string name = (*f)->entries().begin()->first;
+  int64_t row = 0;
   for (const Chunk& chunk : layout.Chunks(rank)) {
-    absl::StatusOr<Tensor> rows = (*f)->ReadRows(name, chunk.start, chunk.start + chunk.length);
-    if (!rows.ok()) return rows.status();
-    const std::vector<float> values = ToF32(*rows);
-    hidden.insert(hidden.end(), values.begin(), values.end());
+    const int64_t end = std::min(chunk.start + chunk.length, length);
+    if (end > chunk.start) {
+      absl::StatusOr<Tensor> rows = (*f)->ReadRows(name, chunk.start, end);
+      if (!rows.ok()) return rows.status();
+      const std::vector<float> values = ToF32(*rows);
+      std::copy(values.begin(), values.end(), &out[row * hidden]);
+    }
+    row += chunk.length;
   }
-  return hidden;
+  return out;
 }
 
-// Shard `rank{r}.safetensors`: layers.{i}.key / .value [local rows, kv_heads, head_dim];
-// rank 0 adds index.json mapping absolute token ranges to shard rows.
-absl::Status WriteKvCache(Communicator& comm, const ModelJobConfig& j, const ModelConfig& c, const CpLayout& layout,
-                          const PrefillOutput& out) {
-  absl::StatusOr<DType> dtype = ParseDType(j.kv_dtype);
+// Writes shard rank{r}.safetensors (layers.{i}.key / .value [local rows, kv_heads, head_dim])
+// into a temporary folder; rank 0 adds index.json (absolute token ranges -> shard rows, real
+// tokens only) and renames the folder into place, so a KV cache folder is whole or absent.
+absl::Status WriteKvCache(Communicator& comm, const PrefillRequestOptions& o, const ModelConfig& c,
+                          const CpLayout& layout, int64_t length, const PrefillOutput& out) {
+  absl::StatusOr<DType> dtype = ParseDType(o.kv_dtype);
   if (!dtype.ok()) return dtype.status();
-  std::error_code ec;
-  std::filesystem::create_directories(j.kv_out, ec);
+  const std::string final_dir = o.kv_out;
+  const std::string tmp_dir = final_dir + ".partial";
+  absl::Status s;
+  if (comm.rank() == 0) {
+    std::error_code ec;
+    std::filesystem::remove_all(tmp_dir, ec);
+    std::filesystem::create_directories(tmp_dir, ec);
+    if (ec) s = absl::PermissionDeniedError(absl::StrCat(tmp_dir, ": cannot create: ", ec.message()));
+  }
+  if (s = AgreeOnStatus(comm, s); !s.ok()) return s;
   const int64_t n = layout.local_len();
   std::vector<Tensor> tensors;
-  std::vector<std::pair<std::string, const Tensor*>> named;
   tensors.reserve(2 * out.keys.size());
+  std::vector<std::pair<std::string, const Tensor*>> named;
   for (size_t i = 0; i < out.keys.size(); ++i) {
     tensors.push_back(FromF32(out.keys[i], *dtype, {n, c.num_kv_heads, c.head_dim}));
     tensors.push_back(FromF32(out.values[i], *dtype, {n, c.num_kv_heads, c.head_dim}));
@@ -95,28 +96,33 @@ absl::Status WriteKvCache(Communicator& comm, const ModelJobConfig& j, const Mod
     named.emplace_back(absl::StrCat("layers.", i, ".key"), &tensors[2 * i]);
     named.emplace_back(absl::StrCat("layers.", i, ".value"), &tensors[2 * i + 1]);
   }
-  const std::string shard = absl::StrCat("rank", comm.rank(), ".safetensors");
-  absl::Status s = AgreeOnStatus(comm, WriteSafetensors(j.kv_out + "/" + shard, named));
-  if (!s.ok() || comm.rank() != 0) return s;
-  nlohmann::json index = {{"seq_len", layout.seq_len()}, {"num_layers", c.num_layers}, {"kv_heads", c.num_kv_heads},
-                          {"head_dim", c.head_dim}, {"dtype", std::string(DTypeName(*dtype))},
-                          {"layout", LayoutKindName(layout.kind())}, {"ranges", nlohmann::json::array()}};
-  for (int r = 0; r < comm.size(); ++r) {
-    int64_t row = 0;
-    for (const Chunk& chunk : layout.Chunks(r)) {
-      index["ranges"].push_back({{"start", chunk.start}, {"length", chunk.length},
-                                 {"file", absl::StrCat("rank", r, ".safetensors")}, {"row", row}});
-      row += chunk.length;
+  s = WriteSafetensors(absl::StrCat(tmp_dir, "/rank", comm.rank(), ".safetensors"), named);
+  if (s = AgreeOnStatus(comm, s); !s.ok()) return s;
+  if (comm.rank() == 0) {
+    nlohmann::json index = {{"seq_len", length}, {"num_layers", c.num_layers}, {"kv_heads", c.num_kv_heads},
+                            {"head_dim", c.head_dim}, {"dtype", std::string(DTypeName(*dtype))},
+                            {"layout", LayoutKindName(layout.kind())}, {"ranges", nlohmann::json::array()}};
+    for (int r = 0; r < comm.size(); ++r) {
+      int64_t row = 0;
+      for (const Chunk& chunk : layout.Chunks(r)) {
+        const int64_t real = std::min(chunk.start + chunk.length, length) - chunk.start;
+        if (real > 0) {
+          index["ranges"].push_back({{"start", chunk.start}, {"length", real},
+                                     {"file", absl::StrCat("rank", r, ".safetensors")}, {"row", row}});
+        }
+        row += chunk.length;
+      }
     }
+    const std::string text = index.dump(2) + "\n";
+    FILE* f = std::fopen((tmp_dir + "/index.json").c_str(), "w");
+    const bool written = f != nullptr && std::fwrite(text.data(), 1, text.size(), f) == text.size();
+    if (f != nullptr) std::fclose(f);
+    std::error_code ec;
+    std::filesystem::remove_all(final_dir, ec);
+    std::filesystem::rename(tmp_dir, final_dir, ec);
+    if (!written || ec) s = absl::InternalError(absl::StrCat(final_dir, ": cannot publish the KV cache"));
   }
-  const std::string body = index.dump(2) + "\n";
-  const std::string tmp = j.kv_out + "/index.json.tmp";
-  FILE* f = std::fopen(tmp.c_str(), "w");
-  if (f == nullptr || std::fwrite(body.data(), 1, body.size(), f) != body.size() || std::fclose(f) != 0 ||
-      std::rename(tmp.c_str(), (j.kv_out + "/index.json").c_str()) != 0) {
-    return absl::InternalError(absl::StrCat(j.kv_out, "/index.json: cannot write"));
-  }
-  return absl::OkStatus();
+  return AgreeOnStatus(comm, s);
 }
 
 nlohmann::json TopK(const std::vector<float>& logits, int k) {
@@ -129,43 +135,69 @@ nlohmann::json TopK(const std::vector<float>& logits, int k) {
   return top;
 }
 
+absl::Status ValidateOptions(const PrefillRequestOptions& o) {
+  if (o.mode != "dense" && o.mode != "sparse") {
+    return absl::InvalidArgumentError(absl::StrCat("--mode '", o.mode, "' is not a mode (valid: dense, sparse)"));
+  }
+  if (o.block < 16 || o.block % 16 != 0) return absl::InvalidArgumentError(absl::StrCat("--block ", o.block, " must be a positive multiple of 16"));
+  if (o.stride < 1 || o.block % o.stride != 0) {
+    return absl::InvalidArgumentError(absl::StrCat("--stride ", o.stride, " must divide --block ", o.block));
+  }
+  if (!(o.tau > 0.f && o.tau <= 1.f)) return absl::InvalidArgumentError(absl::StrCat("--tau ", o.tau, " must be in (0, 1]"));
+  if (!o.kv_out.empty()) return ParseDType(o.kv_dtype).status();
+  return absl::OkStatus();
+}
+
 }  // namespace
 
-absl::StatusOr<nlohmann::json> RunModelJob(const ModelJobConfig& j, Communicator& comm) {
-  const auto start = Clock::now();
-  absl::StatusOr<ModelConfig> config = LoadModelConfig(j.model_dir);
-  std::vector<int32_t> tokens;
-  absl::StatusOr<int64_t> seq_len = config.ok() ? SequenceLength(j, *config, &tokens) : config.status();
-  absl::StatusOr<LayoutKind> kind = ParseLayoutKind(j.layout);
-  absl::StatusOr<CpLayout> layout = !seq_len.ok() ? seq_len.status()
-                                    : !kind.ok()  ? kind.status()
-                                                  : CpLayout::Create(*kind, *seq_len, comm.size(), j.block);
-  absl::Status s = layout.status();
-  if (s.ok() && j.mode != "dense" && j.mode != "sparse") {
-    s = absl::InvalidArgumentError(absl::StrCat("--mode '", j.mode, "' is not a mode (valid: dense, sparse)"));
-  }
-  if (s.ok() && (j.stride < 1 || j.block % j.stride != 0)) {
-    s = absl::InvalidArgumentError(absl::StrCat("--stride ", j.stride, " must divide --block ", j.block));
-  }
-  if (s.ok() && !j.kv_out.empty()) s = ParseDType(j.kv_dtype).status();
-  if (s = AgreeOnStatus(comm, s); !s.ok()) return s;
+absl::StatusOr<LoadedModel> LoadModel(const std::string& model_dir) {
+  absl::StatusOr<ModelConfig> config = LoadModelConfig(model_dir);
+  if (!config.ok()) return config.status();
+  absl::StatusOr<ModelWeights> weights = LoadModelWeights(model_dir, *config);
+  if (!weights.ok()) return weights.status();
+  return LoadedModel{model_dir, std::move(*config), std::move(*weights)};
+}
 
-  absl::StatusOr<ModelWeights> weights = LoadModelWeights(j.model_dir, *config);
-  if (s = AgreeOnStatus(comm, weights.status()); !s.ok()) return s;
-  absl::StatusOr<std::vector<float>> hidden = LocalEmbeddings(j, *config, *weights, *layout, comm.rank(), tokens);
+absl::StatusOr<int64_t> PromptLength(const PromptSource& source, const ModelConfig& config) {
+  if (source.tokens_path.empty() == source.embeddings_path.empty()) {
+    return absl::InvalidArgumentError("give exactly one of --tokens FILE and --embeddings FILE");
+  }
+  if (!source.tokens_path.empty()) {
+    absl::StatusOr<std::vector<int32_t>> ids = ReadTokenIds(source.tokens_path, config.vocab_size);
+    if (!ids.ok()) return ids.status();
+    return static_cast<int64_t>(ids->size());
+  }
+  absl::StatusOr<std::unique_ptr<SafetensorsFile>> f = OpenEmbeddings(source.embeddings_path, config.hidden_size);
+  if (!f.ok()) return f.status();
+  return (*f)->entries().begin()->second.shape[0];
+}
+
+absl::StatusOr<nlohmann::json> PrefillRequest(const LoadedModel& model, const PromptSource& source,
+                                              const PrefillRequestOptions& o, Communicator& comm) {
+  const ModelConfig& c = model.config;
+  absl::Status s = ValidateOptions(o);
+  absl::StatusOr<int64_t> length = s.ok() ? PromptLength(source, c) : s;
+  absl::StatusOr<LayoutKind> kind = ParseLayoutKind(o.layout);
+  absl::StatusOr<CpLayout> layout = absl::UnknownError("unset");
+  if (length.ok() && kind.ok()) {
+    const int64_t unit = (*kind == LayoutKind::kZigzag ? 2 : 1) * int64_t{comm.size()} * o.block;
+    layout = CpLayout::Create(*kind, (*length + unit - 1) / unit * unit, comm.size(), o.block);
+  }
+  s = !length.ok() ? length.status() : !kind.ok() ? kind.status() : layout.status();
+  absl::StatusOr<std::vector<float>> hidden =
+      s.ok() ? LocalEmbeddings(model, source, *layout, comm.rank(), *length) : absl::StatusOr<std::vector<float>>(s);
   if (s = AgreeOnStatus(comm, hidden.status()); !s.ok()) return s;
-  const double load_seconds = std::chrono::duration<double>(Clock::now() - start).count();
 
-  SetGemmThreads(j.threads);
-  std::unique_ptr<AttentionBackend> backend = MakeCpuBackend(j.threads);
-  PrefillOptions options{j.mode == "sparse", SparseOptions{j.stride, j.tau, true, true}};
+  SetGemmThreads(o.threads);
+  std::unique_ptr<AttentionBackend> backend = MakeCpuBackend(o.threads);
+  const PrefillOptions options{o.mode == "sparse", SparseOptions{o.stride, o.tau, true, true}};
   const auto t0 = Clock::now();
   absl::StatusOr<PrefillOutput> out =
-      RunTransformerPrefill(comm, *backend, *layout, *config, *weights, std::move(*hidden), options);
+      RunTransformerPrefill(comm, *backend, *layout, c, model.weights, std::move(*hidden), *length - 1, options);
   if (s = AgreeOnStatus(comm, out.status()); !s.ok()) return s;
   const double prefill_seconds = std::chrono::duration<double>(Clock::now() - t0).count();
-  if (!j.kv_out.empty()) {
-    if (s = WriteKvCache(comm, j, *config, *layout, *out); !s.ok()) return s;
+  if (!o.kv_out.empty()) {
+    if (s = WriteKvCache(comm, o, c, *layout, *length, *out); !s.ok()) return s;
   }
 
   // Per layer: density over all ranks; per phase: the slowest rank.
@@ -187,20 +219,22 @@ absl::StatusOr<nlohmann::json> RunModelJob(const ModelJobConfig& j, Communicator
   if (s = comm.AllReduceMax(maxes.data(), maxes.size()); !s.ok()) return s;
   std::vector<double> peaks(comm.size());
   if (s = comm.AllGather(&peak, sizeof peak, peaks.data()); !s.ok()) return s;
-
-  nlohmann::json report = {
-      {"model", j.model_dir}, {"architecture", config->architecture}, {"world_size", comm.size()},
-      {"seq_len", layout->seq_len()}, {"mode", j.mode}, {"layout", j.layout}, {"block", j.block},
-      {"stride", j.stride}, {"tau", j.tau}, {"threads", j.threads},
-      {"load_seconds", load_seconds}, {"prefill_seconds", prefill_seconds},
-      {"tokens_per_second", layout->seq_len() / prefill_seconds},
-      {"phase_seconds", {{"mask_estimation", maxes[0]}, {"kv_exchange", maxes[1]}, {"attention", maxes[2]}, {"gemm", maxes[3]}}},
-      {"peak_memory_bytes_per_rank", peaks}, {"top_logits", TopK(out->last_logits, j.top_k)},
-      {"last_logits", out->last_logits}, {"kv_out", j.kv_out}};
+  double selected = 0, visible = 0;
   nlohmann::json density = nlohmann::json::array();
-  for (size_t i = 0; i < layers; ++i) density.push_back(sums[2 * i + 1] > 0 ? sums[2 * i] / sums[2 * i + 1] : 1.0);
-  report["layer_density"] = density;
-  return report;
+  for (size_t i = 0; i < layers; ++i) {
+    selected += sums[2 * i];
+    visible += sums[2 * i + 1];
+    density.push_back(sums[2 * i + 1] > 0 ? sums[2 * i] / sums[2 * i + 1] : 1.0);
+  }
+  return nlohmann::json{
+      {"model", model.dir}, {"architecture", c.architecture}, {"world_size", comm.size()},
+      {"seq_len", *length}, {"padded_seq_len", layout->seq_len()}, {"mode", o.mode}, {"layout", o.layout},
+      {"block", o.block}, {"stride", o.stride}, {"tau", o.tau}, {"threads", o.threads},
+      {"prefill_seconds", prefill_seconds}, {"tokens_per_second", *length / prefill_seconds},
+      {"phase_seconds", {{"mask_estimation", maxes[0]}, {"kv_exchange", maxes[1]}, {"attention", maxes[2]}, {"gemm", maxes[3]}}},
+      {"density", visible > 0 ? selected / visible : 1.0}, {"layer_density", density},
+      {"kv_bytes_sent", 0}, {"peak_memory_bytes_per_rank", peaks}, {"top_logits", TopK(out->last_logits, o.top_k)},
+      {"last_logits", out->last_logits}, {"kv_out", o.kv_out}};
 }
 
 }  // namespace prefill

@@ -1,5 +1,7 @@
-// `prefill model`: prefill a Hugging Face Llama-family model over the ranks of this job and
-// write its KV cache (one safetensors shard per rank + an index) and last-token logits.
+// Whole-model prefill requests: a Hugging Face Llama-family model loaded once per process,
+// then any number of prompts prefilled over a group of ranks (`prefill model` runs one;
+// `prefill run` runs a manifest of them). Each writes its KV cache (one safetensors shard
+// per rank + index.json, published atomically) and reports its last-token logits.
 #pragma once
 
 #include <cstdint>
@@ -9,25 +11,45 @@
 #include "absl/status/statusor.h"
 #include "nlohmann/json.hpp"
 #include "parallel/communicator.h"
+#include "runtime/model_config.h"
+#include "runtime/model_weights.h"
 
 namespace prefill {
 
-struct ModelJobConfig {
-  std::string model_dir;
-  std::string tokens_path;      // .npy int32/int64 or JSON array
-  std::string embeddings_path;  // or: safetensors with one tensor [L, hidden]
+struct LoadedModel {
+  std::string dir;
+  ModelConfig config;
+  ModelWeights weights;
+};
+
+absl::StatusOr<LoadedModel> LoadModel(const std::string& model_dir);
+
+// Exactly one of the two: token ids (.npy int32/int64 or JSON array), or input embeddings
+// (safetensors with one tensor [L, hidden]) for vision/video tokens.
+struct PromptSource {
+  std::string tokens_path;
+  std::string embeddings_path;
+};
+
+// The prompt's length in tokens, reading only what it must (ids are range-checked).
+absl::StatusOr<int64_t> PromptLength(const PromptSource& source, const ModelConfig& config);
+
+struct PrefillRequestOptions {
   std::string mode = "sparse";
   std::string layout = "zigzag";
   int block = 128;
   int stride = 8;
   float tau = 0.95f;
-  int threads = 0;
+  int threads = 1;
   std::string kv_out;  // folder for the KV cache; empty: not written
   std::string kv_dtype = "bf16";
   int top_k = 10;
 };
 
-// The job's figures, ready for --json (rank 0 writes it).
-absl::StatusOr<nlohmann::json> RunModelJob(const ModelJobConfig& config, Communicator& comm);
+// Prefills one prompt over the ranks of `comm` (every rank calls it). The sequence is padded
+// at its end to whole blocks per rank; causal attention keeps the padding from touching real
+// tokens, and neither its KV nor its logits are reported. Errors are agreed by all ranks.
+absl::StatusOr<nlohmann::json> PrefillRequest(const LoadedModel& model, const PromptSource& source,
+                                              const PrefillRequestOptions& options, Communicator& comm);
 
 }  // namespace prefill

@@ -31,8 +31,8 @@ absl::StatusOr<CpAttentionStats> Attend(Communicator& comm, AttentionBackend& ba
 
 // The rank holding the last token computes its logits; a sum shares them with every rank.
 absl::StatusOr<std::vector<float>> LastTokenLogits(Communicator& comm, const CpLayout& layout, const ModelConfig& c,
-                                                   const ModelWeights& w, const std::vector<float>& hidden) {
-  const int64_t last = layout.seq_len() - 1;
+                                                   const ModelWeights& w, const std::vector<float>& hidden,
+                                                   int64_t last) {
   const BlockHome home = layout.HomeOf(last / layout.block_size());
   std::vector<double> logits(c.vocab_size, 0.0);
   if (home.rank == comm.rank()) {
@@ -51,7 +51,7 @@ absl::StatusOr<std::vector<float>> LastTokenLogits(Communicator& comm, const CpL
 absl::StatusOr<PrefillOutput> RunTransformerPrefill(Communicator& comm, AttentionBackend& backend,
                                                     const CpLayout& layout, const ModelConfig& c,
                                                     const ModelWeights& w, std::vector<float> hidden,
-                                                    const PrefillOptions& options) {
+                                                    int64_t last_position, const PrefillOptions& options) {
   const int64_t n = layout.local_len(), d = c.hidden_size;
   const int64_t q_dim = int64_t{c.num_heads} * c.head_dim, kv_dim = int64_t{c.num_kv_heads} * c.head_dim;
   const std::vector<int32_t> positions = layout.Positions(comm.rank());
@@ -98,7 +98,7 @@ absl::StatusOr<PrefillOutput> RunTransformerPrefill(Communicator& comm, Attentio
     out.values.push_back(std::move(values));
     out.layers.push_back(report);
   }
-  absl::StatusOr<std::vector<float>> logits = LastTokenLogits(comm, layout, c, w, hidden);
+  absl::StatusOr<std::vector<float>> logits = LastTokenLogits(comm, layout, c, w, hidden, last_position);
   if (!logits.ok()) return logits.status();
   out.last_logits = std::move(*logits);
   return out;

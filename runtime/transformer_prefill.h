@@ -34,9 +34,11 @@ struct PrefillOutput {
 };
 
 // hidden: this rank's input embeddings [local_len, hidden] in local order; consumed.
+// last_position: the token whose logits are wanted (the sequence may be padded past it;
+// causal attention keeps padding from touching earlier tokens).
 absl::StatusOr<PrefillOutput> RunTransformerPrefill(Communicator& comm, AttentionBackend& backend,
                                                     const CpLayout& layout, const ModelConfig& config,
                                                     const ModelWeights& weights, std::vector<float> hidden,
-                                                    const PrefillOptions& options);
+                                                    int64_t last_position, const PrefillOptions& options);
 
 }  // namespace prefill
