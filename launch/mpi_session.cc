@@ -49,19 +49,4 @@ int DefaultThreadsPerRank() {
   return std::max(1, static_cast<int>(cores) / local_ranks);
 }
 
-absl::Status WriteFileAtomically(const std::string& path, const std::string& text) {
-  const std::string tmp = absl::StrCat(path, ".tmp.", ::getpid());
-  {
-    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
-    out << text;
-    out.flush();
-    if (!out) return absl::PermissionDeniedError(absl::StrCat(path, ": cannot write"));
-  }
-  if (std::rename(tmp.c_str(), path.c_str()) != 0) {
-    std::remove(tmp.c_str());
-    return absl::PermissionDeniedError(absl::StrCat(path, ": cannot rename into place"));
-  }
-  return absl::OkStatus();
-}
-
 }  // namespace prefill

@@ -7,6 +7,7 @@
 
 #include "absl/status/status.h"
 #include "parallel/mpi_communicator.h"
+#include "runtime/atomic_file.h"
 
 namespace prefill {
 
@@ -28,8 +29,5 @@ int ExitCodeFor(const absl::Status& status, int rank);
 
 // Threads per rank when --threads is 0: the node's cores shared by its ranks.
 int DefaultThreadsPerRank();
-
-// Writes `text` to `path` through a temporary file and a rename.
-absl::Status WriteFileAtomically(const std::string& path, const std::string& text);
 
 }  // namespace prefill

@@ -7,6 +7,7 @@
 #include "CLI/CLI.hpp"
 #include "launch/attention_command.h"
 #include "launch/model_command.h"
+#include "launch/run_command.h"
 #include "launch/mpi_session.h"
 
 int main(int argc, char** argv) {
@@ -22,6 +23,7 @@ int main(int argc, char** argv) {
   std::map<std::string, std::function<int()>> commands;
   commands["attention"] = prefill::AddAttentionCommand(app, session);
   commands["model"] = prefill::AddModelCommand(app, session);
+  commands["run"] = prefill::AddRunCommand(app, session);
 
   try {
     app.parse(argc, argv);

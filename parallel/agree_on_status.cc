@@ -11,7 +11,7 @@ namespace {
 // Fixed-size record so one AllGather carries every rank's verdict.
 struct StatusRecord {
   int32_t code;
-  char message[508];
+  char message[4092];
 };
 
 }  // namespace

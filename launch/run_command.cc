@@ -1,0 +1,58 @@
+#include "launch/run_command.h"
+
+#include <csignal>
+#include <cstdio>
+#include <memory>
+
+#include "absl/strings/str_format.h"
+#include "launch/termination_signal.h"
+#include "scheduler/batch_runner.h"
+
+namespace prefill {
+
+std::function<int()> AddRunCommand(CLI::App& app, const MpiSession& session) {
+  auto options = std::make_shared<BatchOptions>();
+  CLI::App* cmd = app.add_subcommand(
+      "run",
+      "Prefill every prompt of a manifest (JSON lines: {\"id\", \"tokens\" | \"embeddings\", \"mode\"?,\n"
+      "\"tau\"?, \"priority\"?}) with one model. Requests are placed on CP groups sized to their\n"
+      "length (scheduler/README.md), longest first, groups running concurrently. Output folder:\n"
+      "kv/<id>/ (KV cache), records/<id>.json and results.jsonl. A rerun with the same --out skips\n"
+      "what is done; SIGTERM/SIGINT finish the requests in flight and exit 0, resumable.");
+  BatchOptions& o = *options;
+  cmd->add_option("--manifest", o.manifest_path, "JSON-lines manifest of requests")->required();
+  cmd->add_option("--model", o.model_dir, "Model folder: config.json + safetensors")->required();
+  cmd->add_option("--out", o.out_dir, "Output folder (resumable)")->required();
+  cmd->add_flag("--skip-invalid", o.skip_invalid, "Run the valid lines of a manifest with bad lines (listed)");
+  cmd->add_option("--max-tokens-per-rank", o.max_tokens_per_rank, "Memory budget: the most tokens one rank holds")->capture_default_str();
+  cmd->add_option("--min-tokens-per-rank", o.min_tokens_per_rank, "Below this per rank, CP costs more than it saves")->capture_default_str();
+  cmd->add_option("--progress", o.progress, "auto, line (one line updated in place), log (a line per wave), off")->capture_default_str();
+  PrefillRequestOptions& d = o.defaults;
+  cmd->add_option("--mode", d.mode, "sparse or dense (a request's \"mode\" overrides)")->capture_default_str();
+  cmd->add_option("--layout", d.layout, "contiguous or zigzag")->capture_default_str();
+  cmd->add_option("--block", d.block, "Block size of the mask")->capture_default_str();
+  cmd->add_option("--stride", d.stride, "Estimation stride")->capture_default_str();
+  cmd->add_option("--tau", d.tau, "Attention mass the mask keeps (a request's \"tau\" overrides)")->capture_default_str();
+  cmd->add_option("--threads", d.threads, "Threads per rank (0: the node's cores / ranks on the node)")->capture_default_str();
+  cmd->add_option("--kv-dtype", d.kv_dtype, "KV cache storage: bf16, f16, f32")->capture_default_str();
+
+  return [options, &session]() -> int {
+    BatchOptions o = *options;
+    if (o.defaults.threads <= 0) o.defaults.threads = DefaultThreadsPerRank();
+    InstallTerminationHandlers();
+    o.stop_requested = [] { return TerminationRequested(); };
+    absl::StatusOr<std::unique_ptr<MpiCommunicator>> world = MpiCommunicator::Create(MPI_COMM_WORLD);
+    if (!world.ok()) return ExitCodeFor(world.status(), session.world_rank());
+    absl::StatusOr<BatchSummary> summary = RunBatch(o, **world);
+    if (!summary.ok()) return ExitCodeFor(summary.status(), session.world_rank());
+    if (session.world_rank() == 0) {
+      std::printf("prefill run: %d ok, %d failed, %d already done, %d invalid lines skipped; %.1f s -> %s/results.jsonl%s\n",
+                  summary->succeeded, summary->failed, summary->skipped, summary->invalid, summary->seconds,
+                  o.out_dir.c_str(), summary->stopped ? " (stopped by a signal: rerun to finish)" : "");
+      std::fflush(stdout);
+    }
+    return 0;
+  };
+}
+
+}  // namespace prefill

@@ -1,0 +1,241 @@
+#include "scheduler/batch_runner.h"
+
+#include <mpi.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "nlohmann/json.hpp"
+#include "scheduler/manifest.h"
+#include "scheduler/result_store.h"
+
+namespace prefill {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+using nlohmann::json;
+
+// The plan rank 0 makes and every rank follows.
+struct BatchPlan {
+  std::vector<BatchRequest> requests;  // still to run
+  std::vector<int64_t> tokens;
+  Placement placement;
+  std::vector<std::string> manifest_ids;  // every valid id, manifest order (results.jsonl)
+  BatchSummary summary;
+};
+
+json ToJson(const BatchPlan& p) {
+  json j = {{"ids", p.manifest_ids}, {"tokens", p.tokens}, {"requests", json::array()}, {"waves", json::array()},
+            {"total", p.summary.total}, {"skipped", p.summary.skipped}, {"failed", p.summary.failed},
+            {"invalid", p.summary.invalid}};
+  for (const BatchRequest& r : p.requests) {
+    j["requests"].push_back({{"id", r.id}, {"tokens", r.tokens_path}, {"embeddings", r.embeddings_path},
+                             {"mode", r.mode.value_or("")}, {"tau", r.tau.value_or(0.f)}});
+  }
+  for (const Wave& w : p.placement.waves) {
+    json wave = json::array();
+    for (const Assignment& a : w.assignments) wave.push_back({a.request, a.first_rank, a.ranks});
+    j["waves"].push_back(wave);
+  }
+  return j;
+}
+
+BatchPlan FromJson(const json& j) {
+  BatchPlan p;
+  p.manifest_ids = j["ids"].get<std::vector<std::string>>();
+  p.tokens = j["tokens"].get<std::vector<int64_t>>();
+  for (const json& r : j["requests"]) {
+    BatchRequest b;
+    b.id = r["id"];
+    b.tokens_path = r["tokens"];
+    b.embeddings_path = r["embeddings"];
+    if (!r["mode"].get<std::string>().empty()) b.mode = r["mode"].get<std::string>();
+    if (r["tau"].get<float>() > 0) b.tau = r["tau"].get<float>();
+    p.requests.push_back(b);
+  }
+  for (const json& w : j["waves"]) {
+    Wave wave;
+    for (const json& a : w) wave.assignments.push_back({a[0].get<int>(), a[1].get<int>(), a[2].get<int>()});
+    p.placement.waves.push_back(wave);
+  }
+  p.summary.total = j["total"];
+  p.summary.skipped = j["skipped"];
+  p.summary.failed = j["failed"];
+  p.summary.invalid = j["invalid"];
+  return p;
+}
+
+json ErrorRecord(const std::string& id, int64_t tokens, const std::string& error) {
+  return {{"id", id}, {"status", "error"}, {"tokens", tokens}, {"density", nullptr}, {"seconds", 0.0}, {"error", error}};
+}
+
+// Rank 0: manifest, resume, lengths, placement. Requests that cannot run get their error
+// records here.
+absl::StatusOr<BatchPlan> MakePlan(const BatchOptions& o, const LoadedModel& model, int world_size) {
+  absl::StatusOr<Manifest> manifest = LoadManifest(o.manifest_path);
+  if (!manifest.ok()) return manifest.status();
+  if (!manifest->problems.empty() && !o.skip_invalid) {
+    return absl::InvalidArgumentError(absl::StrCat(o.manifest_path, ": ", manifest->problems.size(),
+                                                   " bad line(s), nothing was run (fix them, or pass --skip-invalid):",
+                                                   DescribeProblems(manifest->problems)));
+  }
+  absl::StatusOr<ResultStore> store = ResultStore::Open(o.out_dir);
+  if (!store.ok()) return store.status();
+  const std::map<std::string, json> records = store->ReadRecords();
+  BatchPlan plan;
+  plan.summary.total = static_cast<int>(manifest->requests.size());
+  plan.summary.invalid = static_cast<int>(manifest->problems.size());
+  std::vector<PlacementInput> inputs;
+  for (const BatchRequest& r : manifest->requests) {
+    plan.manifest_ids.push_back(r.id);
+    if (store->IsDone(r.id, records)) {
+      ++plan.summary.skipped;
+      continue;
+    }
+    absl::StatusOr<int64_t> tokens = PromptLength({r.tokens_path, r.embeddings_path}, model.config);
+    if (!tokens.ok()) {
+      ++plan.summary.failed;
+      if (absl::Status s = store->WriteRecord(ErrorRecord(r.id, 0, std::string(tokens.status().message()))); !s.ok()) return s;
+      continue;
+    }
+    plan.requests.push_back(r);
+    plan.tokens.push_back(*tokens);
+    inputs.push_back({*tokens, r.priority});
+  }
+  const PlacementPolicy policy{world_size, o.min_tokens_per_rank, o.max_tokens_per_rank};
+  plan.placement = PlanPlacement(inputs, policy);
+  for (const auto& [r, why] : plan.placement.refused) {
+    ++plan.summary.failed;
+    if (absl::Status s = store->WriteRecord(ErrorRecord(plan.requests[r].id, plan.tokens[r], why)); !s.ok()) return s;
+  }
+  return plan;
+}
+
+absl::StatusOr<std::string> BroadcastFromRoot(MpiCommunicator& world, std::string text) {
+  uint64_t size = text.size();
+  if (MPI_Bcast(&size, 1, MPI_UINT64_T, 0, world.comm()) != MPI_SUCCESS) return absl::UnavailableError("plan broadcast failed");
+  text.resize(size);
+  if (MPI_Bcast(text.data(), static_cast<int>(size), MPI_CHAR, 0, world.comm()) != MPI_SUCCESS) {
+    return absl::UnavailableError("plan broadcast failed");
+  }
+  return text;
+}
+
+// Every rank of a group prefills the request; the group's rank 0 records the outcome.
+absl::Status RunAssignment(const BatchOptions& o, const LoadedModel& model, const BatchPlan& plan,
+                           const Assignment& a, MpiCommunicator& group, const ResultStore& store) {
+  const BatchRequest& r = plan.requests[a.request];
+  PrefillRequestOptions options = o.defaults;
+  options.kv_out = store.KvDir(r.id);
+  if (r.mode) options.mode = *r.mode;
+  if (r.tau) options.tau = *r.tau;
+  const auto start = Clock::now();
+  absl::StatusOr<json> result = PrefillRequest(model, {r.tokens_path, r.embeddings_path}, options, group);
+  if (group.rank() != 0) return absl::OkStatus();
+  const double seconds = std::chrono::duration<double>(Clock::now() - start).count();
+  json record = result.ok() ? json{{"id", r.id}, {"status", "ok"}, {"tokens", plan.tokens[a.request]},
+                                   {"ranks", a.ranks}, {"mode", options.mode}, {"density", (*result)["density"]},
+                                   {"seconds", seconds}, {"error", nullptr}, {"kv_cache", options.kv_out},
+                                   {"top_logits", (*result)["top_logits"]}}
+                            : ErrorRecord(r.id, plan.tokens[a.request], std::string(result.status().message()));
+  return store.WriteRecord(record);
+}
+
+void PrintProgress(const std::string& mode, const BatchSummary& s, int64_t planned_tokens, double seconds, bool done) {
+  if (mode == "off") return;
+  const int finished = s.skipped + s.succeeded + s.failed;
+  const double rate = seconds > 0 ? s.tokens / seconds : 0;
+  const double eta = rate > 0 ? (planned_tokens - s.tokens) / rate : 0;
+  const std::string line = absl::StrFormat("prefill run: %d/%d requests (%d ok, %d failed, %d skipped), %.0f tokens/s, ETA %.0f s",
+                                           finished, s.total, s.succeeded, s.failed, s.skipped, rate, eta);
+  // Under mpirun stdout is mpirun's pty even when its own output is a file: "auto" trusts
+  // the terminal only when TERM says there is one.
+  const bool in_place = mode == "line" || (mode == "auto" && isatty(STDOUT_FILENO) && std::getenv("TERM") != nullptr &&
+                                           std::string(std::getenv("TERM")) != "dumb" && std::getenv("CI") == nullptr);
+  if (in_place) {
+    std::printf("\r%s\033[K%s", line.c_str(), done ? "\n" : "");
+  } else {
+    std::printf("%s\n", line.c_str());
+  }
+  std::fflush(stdout);
+}
+
+}  // namespace
+
+absl::StatusOr<BatchSummary> RunBatch(const BatchOptions& o, MpiCommunicator& world) {
+  const auto start = Clock::now();
+  absl::StatusOr<LoadedModel> model = LoadModel(o.model_dir);
+  if (absl::Status s = AgreeOnStatus(world, model.status()); !s.ok()) return s;
+
+  absl::StatusOr<BatchPlan> plan = absl::UnknownError("not planned");
+  std::string text;
+  if (world.rank() == 0) {
+    plan = MakePlan(o, *model, world.size());
+    if (plan.ok()) text = ToJson(*plan).dump();
+  } else {
+    plan = BatchPlan{};
+  }
+  if (absl::Status s = AgreeOnStatus(world, plan.status()); !s.ok()) return s;
+  absl::StatusOr<std::string> shared = BroadcastFromRoot(world, std::move(text));
+  if (!shared.ok()) return shared.status();
+  plan = FromJson(json::parse(*shared));
+  absl::StatusOr<ResultStore> store = ResultStore::Open(o.out_dir);
+  if (absl::Status s = AgreeOnStatus(world, store.status()); !s.ok()) return s;
+
+  BatchSummary summary = plan->summary;
+  int64_t planned_tokens = 0;
+  for (const Wave& w : plan->placement.waves) {
+    for (const Assignment& a : w.assignments) planned_tokens += plan->tokens[a.request];
+  }
+  for (const Wave& wave : plan->placement.waves) {
+    double stop = o.stop_requested() ? 1 : 0;
+    if (absl::Status s = world.AllReduceMax(&stop, 1); !s.ok()) return s;
+    if (stop > 0) {
+      summary.stopped = true;
+      break;
+    }
+    int color = MPI_UNDEFINED;
+    const Assignment* mine = nullptr;
+    for (size_t g = 0; g < wave.assignments.size(); ++g) {
+      const Assignment& a = wave.assignments[g];
+      if (world.rank() >= a.first_rank && world.rank() < a.first_rank + a.ranks) {
+        color = static_cast<int>(g);
+        mine = &a;
+      }
+    }
+    MPI_Comm split;
+    if (MPI_Comm_split(world.comm(), color, world.rank(), &split) != MPI_SUCCESS) {
+      return absl::UnavailableError("MPI_Comm_split failed while forming CP groups");
+    }
+    absl::Status wave_status;
+    if (mine != nullptr) {
+      absl::StatusOr<std::unique_ptr<MpiCommunicator>> group = MpiCommunicator::Create(split);
+      wave_status = group.ok() ? RunAssignment(o, *model, *plan, *mine, **group, *store) : group.status();
+      MPI_Comm_free(&split);
+    }
+    if (absl::Status s = AgreeOnStatus(world, wave_status); !s.ok()) return s;
+    if (world.rank() == 0) {
+      const std::map<std::string, json> records = store->ReadRecords();
+      for (const Assignment& a : wave.assignments) {
+        const json& r = records.at(plan->requests[a.request].id);
+        (r["status"] == "ok" ? summary.succeeded : summary.failed)++;
+        summary.tokens += plan->tokens[a.request];
+      }
+      if (absl::Status s = store->RewriteResults(plan->manifest_ids); !s.ok()) return s;
+      summary.seconds = std::chrono::duration<double>(Clock::now() - start).count();
+      PrintProgress(o.progress, summary, planned_tokens, summary.seconds, false);
+    }
+  }
+  if (world.rank() == 0) {
+    if (absl::Status s = store->RewriteResults(plan->manifest_ids); !s.ok()) return s;
+    summary.seconds = std::chrono::duration<double>(Clock::now() - start).count();
+    PrintProgress(o.progress, summary, planned_tokens, summary.seconds, true);
+  }
+  return summary;
+}
+
+}  // namespace prefill
