@@ -10,6 +10,7 @@
 #include "absl/strings/str_cat.h"
 #include "kernels/backend.h"
 #include "parallel/cp_layout.h"
+#include "runtime/atomic_file.h"
 #include "runtime/layer_ops.h"
 #include "runtime/prompt_input.h"
 #include "runtime/safetensors.h"
@@ -113,14 +114,11 @@ absl::Status WriteKvCache(Communicator& comm, const PrefillRequestOptions& o, co
         row += chunk.length;
       }
     }
-    const std::string text = index.dump(2) + "\n";
-    FILE* f = std::fopen((tmp_dir + "/index.json").c_str(), "w");
-    const bool written = f != nullptr && std::fwrite(text.data(), 1, text.size(), f) == text.size();
-    if (f != nullptr) std::fclose(f);
+    const absl::Status written = WriteFileAtomically(tmp_dir + "/index.json", index.dump(2) + "\n");
     std::error_code ec;
     std::filesystem::remove_all(final_dir, ec);
     std::filesystem::rename(tmp_dir, final_dir, ec);
-    if (!written || ec) s = absl::InternalError(absl::StrCat(final_dir, ": cannot publish the KV cache"));
+    if (!written.ok() || ec) s = absl::InternalError(absl::StrCat(final_dir, ": cannot publish the KV cache"));
   }
   return AgreeOnStatus(comm, s);
 }
