@@ -56,6 +56,7 @@ std::function<int()> AddModelCommand(CLI::App& app, const MpiSession& session) {
   cmd->add_option("--tau", c.tau, "Attention mass the mask keeps")->capture_default_str();
   cmd->add_option("--threads", c.threads, "Threads per rank (0: the node's cores / ranks on the node)")->capture_default_str();
   cmd->add_option("--kv-out", c.kv_out, "Write the KV cache to this folder");
+  cmd->add_option("--memory-per-rank", c.memory_per_rank, "Bytes one rank may hold (0: the node's available memory / its ranks); larger requests are refused up front")->capture_default_str();
   cmd->add_option("--kv-dtype", c.kv_dtype, "KV cache storage: bf16, f16, f32")->capture_default_str();
   cmd->add_option("--top-k", c.top_k, "Top logits in the report")->capture_default_str();
   cmd->add_option("--json", *json_path, "Write the report as JSON to this file");

@@ -31,6 +31,7 @@ int ExitCodeFor(const absl::Status& status, int rank) {
     case absl::StatusCode::kInvalidArgument:
     case absl::StatusCode::kNotFound:
     case absl::StatusCode::kOutOfRange:
+    case absl::StatusCode::kResourceExhausted:  // refused up front: too large for this job
       return 2;
     default:
       return 1;

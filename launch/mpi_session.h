@@ -23,7 +23,7 @@ class MpiSession {
   int size_ = 1;
 };
 
-// 0 for OK, 2 for bad input (InvalidArgument, NotFound, OutOfRange), 1 otherwise. Rank 0
+// 0 for OK, 2 for bad input (InvalidArgument, NotFound, OutOfRange, ResourceExhausted), 1 otherwise. Rank 0
 // prints the message as one line; every rank returns the same code.
 int ExitCodeFor(const absl::Status& status, int rank);
 

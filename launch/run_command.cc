@@ -34,6 +34,7 @@ std::function<int()> AddRunCommand(CLI::App& app, const MpiSession& session) {
   cmd->add_option("--stride", d.stride, "Estimation stride")->capture_default_str();
   cmd->add_option("--tau", d.tau, "Attention mass the mask keeps (a request's \"tau\" overrides)")->capture_default_str();
   cmd->add_option("--threads", d.threads, "Threads per rank (0: the node's cores / ranks on the node)")->capture_default_str();
+  cmd->add_option("--memory-per-rank", d.memory_per_rank, "Bytes one rank may hold (0: the node's available memory / its ranks); larger requests are refused up front")->capture_default_str();
   cmd->add_option("--kv-dtype", d.kv_dtype, "KV cache storage: bf16, f16, f32")->capture_default_str();
 
   return [options, &session]() -> int {

@@ -12,6 +12,7 @@
 #include "parallel/cp_layout.h"
 #include "runtime/atomic_file.h"
 #include "runtime/layer_ops.h"
+#include "runtime/memory_estimate.h"
 #include "runtime/prompt_input.h"
 #include "runtime/safetensors.h"
 #include "runtime/tensor.h"
@@ -133,6 +134,18 @@ nlohmann::json TopK(const std::vector<float>& logits, int k) {
   return top;
 }
 
+// Refuses, before allocating, a request whose estimated footprint exceeds the budget.
+absl::Status CheckMemoryBudget(const ModelConfig& c, int64_t seq_len, int ranks, int64_t budget) {
+  if (budget <= 0) budget = DefaultMemoryPerRank();
+  const MemoryEstimate e = EstimatePrefillMemory(c, seq_len, ranks);
+  if (e.total() <= budget) return absl::OkStatus();
+  return absl::ResourceExhaustedError(absl::StrCat(
+      seq_len, " tokens on ", ranks, " ranks need about ", FormatBytes(e.total()), " per rank (weights ",
+      FormatBytes(e.weights), ", activations ", FormatBytes(e.activations), ", KV cache ", FormatBytes(e.kv_cache),
+      ", KV exchange ", FormatBytes(e.exchange), "); the budget is ", FormatBytes(budget),
+      " per rank (--memory-per-rank): use more ranks"));
+}
+
 absl::Status ValidateOptions(const PrefillRequestOptions& o) {
   if (o.mode != "dense" && o.mode != "sparse") {
     return absl::InvalidArgumentError(absl::StrCat("--mode '", o.mode, "' is not a mode (valid: dense, sparse)"));
@@ -182,6 +195,7 @@ absl::StatusOr<nlohmann::json> PrefillRequest(const LoadedModel& model, const Pr
     layout = CpLayout::Create(*kind, (*length + unit - 1) / unit * unit, comm.size(), o.block);
   }
   s = !length.ok() ? length.status() : !kind.ok() ? kind.status() : layout.status();
+  if (s.ok()) s = CheckMemoryBudget(c, layout->seq_len(), comm.size(), o.memory_per_rank);
   absl::StatusOr<std::vector<float>> hidden =
       s.ok() ? LocalEmbeddings(model, source, *layout, comm.rank(), *length) : absl::StatusOr<std::vector<float>>(s);
   if (s = AgreeOnStatus(comm, hidden.status()); !s.ok()) return s;

@@ -44,6 +44,7 @@ struct PrefillRequestOptions {
   std::string kv_out;  // folder for the KV cache; empty: not written
   std::string kv_dtype = "bf16";
   int top_k = 10;
+  int64_t memory_per_rank = 0;  // bytes a rank may hold; 0: DefaultMemoryPerRank()
 };
 
 // Prefills one prompt over the ranks of `comm` (every rank calls it). The sequence is padded
