@@ -7,17 +7,14 @@
 
 namespace prefill {
 
-std::function<int()> AddAttentionCommand(CLI::App& app, const MpiSession& session) {
-  auto config = std::make_shared<AttentionJobConfig>();
-  auto json_path = std::make_shared<std::string>();
-  auto no_keep_recent = std::make_shared<bool>(false);
+CLI::App* AddAttentionFlags(CLI::App& app, AttentionFlags& flags) {
+  AttentionJobConfig& c = flags.config;
   CLI::App* cmd = app.add_subcommand(
       "attention",
       "Run one context-parallel attention layer over the ranks of this job: each rank holds a\n"
       "shard of Q, K, V (layout contiguous or zigzag); --mode sparse all-gathers stride-pooled\n"
       "keys, estimates a block mask by round-robin sampling, fetches only the selected KV\n"
       "blocks and merges partial results by log-sum-exp; --mode dense runs ring attention.");
-  AttentionJobConfig& c = *config;
   cmd->add_option("--workload", c.workload, "Synthetic input: random, needle, stripes, sinks, video")->capture_default_str();
   cmd->add_option("--qkv", c.qkv_path, "Safetensors file with q [L,H,D], k and v [L,Hkv,D] (f32, bf16, f16) instead of a workload");
   cmd->add_option("--seq-len", c.seq_len, "Tokens in the sequence (a multiple of ranks x block; zigzag: 2 x ranks x block)")->capture_default_str();
@@ -32,17 +29,23 @@ std::function<int()> AddAttentionCommand(CLI::App& app, const MpiSession& sessio
   cmd->add_option("--block", c.block, "Block size of the mask, in tokens")->capture_default_str();
   cmd->add_option("--stride", c.stride, "Estimation stride S: keys pooled per S, one query sampled per S")->capture_default_str();
   cmd->add_option("--tau", c.tau, "Keep the fewest blocks whose estimated attention mass reaches tau")->capture_default_str();
-  cmd->add_flag("--no-keep-recent", *no_keep_recent, "Do not force the last query block dense");
+  cmd->add_flag("--no-keep-recent", flags.no_keep_recent, "Do not force the last query block dense");
   cmd->add_option("--threads", c.threads, "Threads per rank (0: the node's cores / ranks on the node)")->capture_default_str();
   cmd->add_option("--device", c.device, "cpu, or cuda (one GPU per local rank, NCCL between ranks)")->capture_default_str();
   cmd->add_option("--device-id", c.device_id, "GPU ordinal (-1: the local rank's)")->capture_default_str();
   cmd->add_flag("--check", c.check, "Also compute fp64 dense attention and report the output's error");
   cmd->add_option("--out", c.out_path, "Write the output o [L,H,D] f32 in token order to this safetensors file");
-  cmd->add_option("--json", *json_path, "Write the report as JSON to this file");
+  cmd->add_option("--json", flags.json_path, "Write the report as JSON to this file");
+  return cmd;
+}
 
-  return [config, json_path, no_keep_recent, &session]() -> int {
-    AttentionJobConfig c = *config;
-    c.keep_recent = !*no_keep_recent;
+std::function<int()> AddAttentionCommand(CLI::App& app, const MpiSession& session) {
+  auto flags = std::make_shared<AttentionFlags>();
+  AddAttentionFlags(app, *flags);
+  return [flags, &session]() -> int {
+    AttentionJobConfig c = flags->config;
+    const std::string* json_path = &flags->json_path;
+    c.keep_recent = !flags->no_keep_recent;
     if (c.threads <= 0) c.threads = DefaultThreadsPerRank();
     absl::StatusOr<std::unique_ptr<MpiCommunicator>> comm = MpiCommunicator::Create(MPI_COMM_WORLD);
     if (!comm.ok()) return ExitCodeFor(comm.status(), session.world_rank());

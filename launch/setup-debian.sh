@@ -12,6 +12,7 @@ packages=(
   libabsl-dev libgtest-dev libgmock-dev libbenchmark-dev
   libcivetweb-dev civetweb nlohmann-json3-dev libcli11-dev libopenblas-dev
   python3-numpy
+  clang-14 libclang-rt-14-dev libomp-14-dev
 )
 missing=()
 for p in "${packages[@]}"; do

@@ -1,6 +1,7 @@
 #include "runtime/model_config.h"
 
 #include <fstream>
+#include <iterator>
 
 #include "absl/strings/str_cat.h"
 #include "nlohmann/json.hpp"
@@ -16,7 +17,9 @@ class FieldReader {
 
   absl::Status Int(const char* key, int* out, bool required = true) {
     if (!j_.contains(key) || j_[key].is_null()) return required ? Missing(key) : absl::OkStatus();
-    if (!j_[key].is_number_integer() || j_[key].get<int64_t>() <= 0) return Bad(key, "a positive integer");
+    if (!j_[key].is_number_integer() || j_[key].get<int64_t>() <= 0 || j_[key].get<int64_t>() > (1 << 24)) {
+      return Bad(key, "a positive integer up to 2^24");
+    }
     *out = j_[key].get<int>();
     return absl::OkStatus();
   }
@@ -48,7 +51,9 @@ absl::Status ReadRopeScaling(const json& j, const std::string& path, FieldReader
   if (!j.contains("rope_scaling") || j["rope_scaling"].is_null()) return absl::OkStatus();
   const json& s = j["rope_scaling"];
   if (!s.is_object()) return r.Bad("rope_scaling", "an object or null");
-  const std::string type = s.value("rope_type", s.value("type", std::string()));
+  const json& type_field = s.contains("rope_type") ? s["rope_type"] : s.contains("type") ? s["type"] : json("default");
+  if (!type_field.is_string()) return r.Bad("rope_scaling.rope_type", "a string");
+  const std::string type = type_field.get<std::string>();
   if (type != "llama3" && type != "linear" && type != "default") {
     return absl::InvalidArgumentError(absl::StrCat(path, ": rope_scaling type '", type,
                                                    "' is not supported (valid: llama3, linear, default)"));
@@ -59,8 +64,16 @@ absl::Status ReadRopeScaling(const json& j, const std::string& path, FieldReader
     if (absl::Status st = r.Double(s, key, dst); !st.ok()) return st;
   }
   if (s.contains("original_max_position_embeddings")) {
-    out->original_max_position_embeddings = s["original_max_position_embeddings"].get<int>();
+    const json& v = s["original_max_position_embeddings"];
+    if (!v.is_number_integer() || v.get<int64_t>() <= 0 || v.get<int64_t>() > (int64_t{1} << 30)) {
+      return r.Bad("original_max_position_embeddings", "a positive integer");
+    }
+    out->original_max_position_embeddings = v.get<int>();
   }
+  if (out->type == "llama3" && !(out->high_freq_factor > out->low_freq_factor && out->factor > 0)) {
+    return absl::InvalidArgumentError(absl::StrCat(path, ": rope_scaling needs high_freq_factor > low_freq_factor and factor > 0"));
+  }
+  if (out->type == "linear" && !(out->factor > 0)) return r.Bad("factor", "positive");
   return absl::OkStatus();
 }
 
@@ -70,7 +83,11 @@ absl::StatusOr<ModelConfig> LoadModelConfig(const std::string& model_dir) {
   const std::string path = model_dir + "/config.json";
   std::ifstream in(path);
   if (!in) return absl::NotFoundError(absl::StrCat(path, ": cannot open (is --model a Hugging Face model folder?)"));
-  const json j = json::parse(in, nullptr, /*allow_exceptions=*/false);
+  return ParseModelConfig(std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()), path);
+}
+
+absl::StatusOr<ModelConfig> ParseModelConfig(const std::string& text, const std::string& path) {
+  const json j = json::parse(text, nullptr, /*allow_exceptions=*/false);
   if (j.is_discarded() || !j.is_object()) return absl::InvalidArgumentError(absl::StrCat(path, ": not a JSON object"));
 
   ModelConfig c;
@@ -103,6 +120,9 @@ absl::StatusOr<ModelConfig> LoadModelConfig(const std::string& model_dir) {
   if (c.num_heads % c.num_kv_heads != 0) {
     return absl::InvalidArgumentError(absl::StrCat(path, ": num_attention_heads ", c.num_heads,
                                                    " is not a multiple of num_key_value_heads ", c.num_kv_heads));
+  }
+  if (!(c.rope_theta > 1.0) || !(c.rms_norm_eps >= 0.0)) {
+    return absl::InvalidArgumentError(absl::StrCat(path, ": rope_theta must be > 1 and rms_norm_eps >= 0"));
   }
   if (c.head_dim % 2 != 0) return absl::InvalidArgumentError(absl::StrCat(path, ": head_dim must be even (RoPE)"));
   return c;

@@ -35,5 +35,7 @@ struct ModelConfig {
 // Reads DIR/config.json. InvalidArgument naming the file and the field on anything missing,
 // mistyped, inconsistent (heads not a multiple of KV heads, ...) or unsupported.
 absl::StatusOr<ModelConfig> LoadModelConfig(const std::string& model_dir);
+// The same from the file's text; `path` names it in messages.
+absl::StatusOr<ModelConfig> ParseModelConfig(const std::string& text, const std::string& path);
 
 }  // namespace prefill

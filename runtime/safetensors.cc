@@ -37,7 +37,7 @@ absl::StatusOr<SafetensorsEntry> ParseEntry(const std::string& path, const std::
   for (const auto& d : j["shape"]) {
     if (!d.is_number_integer() || d.get<int64_t>() < 0) return bad("shape has a non-integer or negative dim");
     e.shape.push_back(d.get<int64_t>());
-    if (e.shape.back() > 0 && numel > (uint64_t{1} << 62) / e.shape.back()) return bad("shape overflows");
+    if (e.shape.back() > 0 && numel > (uint64_t{1} << 60) / e.shape.back()) return bad("shape overflows");
     numel *= e.shape.back();
   }
   const auto& off = j["data_offsets"];
@@ -73,9 +73,9 @@ absl::StatusOr<std::unique_ptr<SafetensorsFile>> SafetensorsFile::Open(const std
   std::unique_ptr<SafetensorsFile> file(new SafetensorsFile());
   file->path_ = path;
   file->map_size_ = static_cast<size_t>(st.st_size);
-  if (file->map_size_ < 8) {
+  if (file->map_size_ < 8) {  // mmap of an empty file fails: report the real problem
     ::close(fd);
-    return Malformed(path, absl::StrCat("only ", file->map_size_, " bytes, shorter than the 8-byte header length"));
+    return file->Index(nullptr, file->map_size_);
   }
   file->map_ = ::mmap(nullptr, file->map_size_, PROT_READ, MAP_PRIVATE, fd, 0);
   ::close(fd);
@@ -83,12 +83,28 @@ absl::StatusOr<std::unique_ptr<SafetensorsFile>> SafetensorsFile::Open(const std
     file->map_ = nullptr;
     return absl::InvalidArgumentError(absl::StrCat(path, ": cannot map: ", std::strerror(errno)));
   }
-  const auto* base = static_cast<const std::byte*>(file->map_);
+  absl::Status s = file->Index(static_cast<const std::byte*>(file->map_), file->map_size_);
+  if (!s.ok()) return s;
+  return file;
+}
+
+absl::StatusOr<std::unique_ptr<SafetensorsFile>> SafetensorsFile::FromBytes(const std::string& name,
+                                                                            std::vector<std::byte> bytes) {
+  std::unique_ptr<SafetensorsFile> file(new SafetensorsFile());
+  file->path_ = name;
+  file->owned_ = std::move(bytes);
+  absl::Status s = file->Index(file->owned_.data(), file->owned_.size());
+  if (!s.ok()) return s;
+  return file;
+}
+
+absl::Status SafetensorsFile::Index(const std::byte* base, size_t size) {
+  const std::string& path = path_;
+  if (size < 8) return Malformed(path, absl::StrCat("only ", size, " bytes, shorter than the 8-byte header length"));
   uint64_t header_len = 0;
   std::memcpy(&header_len, base, 8);  // little-endian on every host we build for
-  if (header_len > kMaxHeaderBytes || header_len > file->map_size_ - 8) {
-    return Malformed(path, absl::StrCat("header length ", header_len, " exceeds the file (",
-                                        file->map_size_, " bytes)"));
+  if (header_len > kMaxHeaderBytes || header_len > size - 8) {
+    return Malformed(path, absl::StrCat("header length ", header_len, " exceeds the file (", size, " bytes)"));
   }
   const nlohmann::json header = nlohmann::json::parse(
       reinterpret_cast<const char*>(base + 8), reinterpret_cast<const char*>(base + 8 + header_len),
@@ -97,14 +113,14 @@ absl::StatusOr<std::unique_ptr<SafetensorsFile>> SafetensorsFile::Open(const std
     return Malformed(path, "header is not a JSON object");
   }
   const std::byte* data = base + 8 + header_len;
-  const size_t data_size = file->map_size_ - 8 - header_len;
+  const size_t data_size = size - 8 - header_len;
   for (const auto& [name, value] : header.items()) {
     if (name == "__metadata__") continue;
     absl::StatusOr<SafetensorsEntry> e = ParseEntry(path, name, value, data, data_size);
     if (!e.ok()) return e.status();
-    file->entries_.emplace(name, std::move(*e));
+    entries_.emplace(name, std::move(*e));
   }
-  return file;
+  return absl::OkStatus();
 }
 
 SafetensorsFile::~SafetensorsFile() {

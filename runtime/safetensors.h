@@ -25,6 +25,9 @@ struct SafetensorsEntry {
 class SafetensorsFile {
  public:
   static absl::StatusOr<std::unique_ptr<SafetensorsFile>> Open(const std::string& path);
+  // The same parser over bytes in memory; `name` stands for the path in messages.
+  static absl::StatusOr<std::unique_ptr<SafetensorsFile>> FromBytes(const std::string& name,
+                                                                   std::vector<std::byte> bytes);
   ~SafetensorsFile();
 
   const std::string& path() const { return path_; }
@@ -36,9 +39,11 @@ class SafetensorsFile {
 
  private:
   SafetensorsFile() = default;
+  absl::Status Index(const std::byte* base, size_t size);  // header -> entries_, all bounds checked
   std::string path_;
   void* map_ = nullptr;
   size_t map_size_ = 0;
+  std::vector<std::byte> owned_;  // FromBytes' copy
   std::map<std::string, SafetensorsEntry> entries_;
 };
 

@@ -5,7 +5,9 @@
 // GCC 12's intrinsics take their unused merge source from _mm512_undefined_ps(), which
 // -W(maybe-)uninitialized misreports (GCC bug 105593, fixed in 12.3).
 #pragma GCC diagnostic push
+#ifndef __clang__
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
 #pragma GCC diagnostic ignored "-Wuninitialized"
 #include <immintrin.h>
 #pragma GCC diagnostic pop
