@@ -13,6 +13,7 @@ packages=(
   libcivetweb-dev civetweb nlohmann-json3-dev libcli11-dev libopenblas-dev
   python3-numpy
   clang-14 libclang-rt-14-dev libomp-14-dev
+  prometheus curl
 )
 missing=()
 for p in "${packages[@]}"; do
