@@ -4,6 +4,13 @@
 
 #include "absl/strings/str_cat.h"
 
+#ifdef PREFILL_HAVE_CUDA
+#include <cuda_runtime_api.h>
+
+#include "kernels/cuda/cuda_backend.h"
+#include "parallel/nccl/nccl_communicator.h"
+#endif
+
 namespace prefill {
 namespace {
 
@@ -30,9 +37,34 @@ absl::StatusOr<ExecutionContext> MakeExecutionContext(const std::string& device,
   if (device != "cuda") {
     return absl::InvalidArgumentError(absl::StrCat("--device '", device, "' is not a device (valid: cpu, cuda)"));
   }
+#ifdef PREFILL_HAVE_CUDA
+  int count = 0;
+  if (cudaGetDeviceCount(&count) != cudaSuccess || count == 0) {
+    return absl::UnavailableError(absl::StrCat("rank ", mpi.rank(), ": --device cuda but no usable GPU (",
+                                               cudaGetErrorString(cudaGetLastError()), ")"));
+  }
+  CudaBackendOptions backend_options;
+  backend_options.device_id = ChooseLocalDevice(device_id, count);
+  absl::StatusOr<std::unique_ptr<AttentionBackend>> backend = CreateCudaBackend(backend_options);
+  if (!backend.ok()) return backend.status();
+  cudaDeviceProp props{};
+  cudaGetDeviceProperties(&props, backend_options.device_id);
+  ctx.device_name = props.name;
+  NcclOptions nccl_options;
+  nccl_options.mpi_comm = mpi.comm();
+  nccl_options.device_id = backend_options.device_id;
+  nccl_options.compute_stream = CudaBackendStream(**backend);
+  absl::StatusOr<std::unique_ptr<NcclCommunicator>> nccl = NcclCommunicator::Create(nccl_options);
+  if (!nccl.ok()) return nccl.status();
+  ctx.backend = std::move(*backend);
+  ctx.owned_comm = std::move(*nccl);
+  ctx.comm = ctx.owned_comm.get();
+  return ctx;
+#else
   (void)device_id;
   return absl::UnimplementedError(
       "--device cuda: this build has no CUDA backend (configure with -DPREFILL_CUDA=ON on a machine with nvcc)");
+#endif
 }
 
 absl::StatusOr<BackendBuffer> UploadBytes(AttentionBackend& backend, const void* host, size_t bytes) {

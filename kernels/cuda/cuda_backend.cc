@@ -1,0 +1,154 @@
+// The CUDA AttentionBackend: owns the device choice, one non-blocking compute stream and the
+// scratch buffer; each op forwards to its entry in kernels/cuda/.
+#include "kernels/cuda/cuda_backend.h"
+
+#include <cstdio>
+#include <string>
+
+#include "absl/strings/str_cat.h"
+#include "kernels/cuda/attention/block_sparse_attention.h"
+#include "kernels/cuda/cuda_check.h"
+#include "kernels/cuda/estimation/round_robin_mask_estimator.h"
+#include "kernels/cuda/gather_rows.h"
+#include "kernels/cuda/key_pooling.h"
+#include "kernels/cuda/lse_merge.h"
+
+namespace prefill {
+namespace {
+
+class CudaBackend final : public AttentionBackend {
+ public:
+  explicit CudaBackend(const cuda::DeviceContext& ctx)
+      : ctx_(ctx), scratch_(std::make_unique<cuda::DeviceScratch>()) {
+    ctx_.scratch = scratch_.get();
+  }
+  ~CudaBackend() override {
+    (void)cudaSetDevice(ctx_.device);
+    scratch_.reset();  // frees on the stream, before the stream goes
+    (void)cudaStreamSynchronize(ctx_.stream);
+    (void)cudaStreamDestroy(ctx_.stream);
+  }
+
+  std::string_view name() const override { return "cuda"; }
+  const cuda::DeviceContext& context() const { return ctx_; }
+
+  absl::Status Attention(const AttentionParams& p) override {
+    CUDA_CHECK(cudaSetDevice(ctx_.device));
+    return cuda::BlockSparseAttention(p, ctx_);
+  }
+  absl::Status MergeByLse(const LseMergeParams& p) override {
+    CUDA_CHECK(cudaSetDevice(ctx_.device));
+    return cuda::MergeByLse(p, ctx_);
+  }
+  absl::Status PoolKeys(const PoolKeysParams& p) override {
+    CUDA_CHECK(cudaSetDevice(ctx_.device));
+    return cuda::PoolKeys(p, ctx_);
+  }
+  absl::StatusOr<BlockMask> EstimateMask(const MaskEstimateParams& p) override {
+    CUDA_CHECK(cudaSetDevice(ctx_.device));
+    return cuda::EstimateRoundRobinMask(p, ctx_);
+  }
+
+  absl::StatusOr<BackendBuffer> Allocate(size_t bytes) override {
+    CUDA_CHECK(cudaSetDevice(ctx_.device));
+    void* ptr = nullptr;
+    CUDA_CHECK(cudaMalloc(&ptr, bytes ? bytes : 1));
+    BackendBuffer buffer(ptr, [](void* p) { (void)cudaFree(p); });
+    // Zero-filled in stream order: every later op on the stream sees zeros.
+    CUDA_CHECK(cudaMemsetAsync(ptr, 0, bytes, ctx_.stream));
+    return buffer;
+  }
+  absl::Status CopyToBackend(void* dst, const void* host_src, size_t bytes) override {
+    if (bytes == 0) return absl::OkStatus();
+    CUDA_CHECK(cudaSetDevice(ctx_.device));
+    // From pageable memory the call returns once the source is staged: the caller may reuse it.
+    CUDA_CHECK(cudaMemcpyAsync(dst, host_src, bytes, cudaMemcpyHostToDevice, ctx_.stream));
+    return absl::OkStatus();
+  }
+  absl::Status CopyToHost(void* host_dst, const void* src, size_t bytes) override {
+    if (bytes == 0) return absl::OkStatus();
+    CUDA_CHECK(cudaSetDevice(ctx_.device));
+    CUDA_CHECK(cudaMemcpyAsync(host_dst, src, bytes, cudaMemcpyDeviceToHost, ctx_.stream));
+    CUDA_CHECK(cudaStreamSynchronize(ctx_.stream));
+    return absl::OkStatus();
+  }
+  absl::Status GatherRows(const GatherRowsParams& p) override {
+    CUDA_CHECK(cudaSetDevice(ctx_.device));
+    return cuda::GatherRows(p, ctx_);
+  }
+  absl::Status Synchronize() override {
+    CUDA_CHECK(cudaSetDevice(ctx_.device));
+    CUDA_CHECK(cudaStreamSynchronize(ctx_.stream));
+    return absl::OkStatus();
+  }
+
+ private:
+  cuda::DeviceContext ctx_;
+  std::unique_ptr<cuda::DeviceScratch> scratch_;
+};
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<AttentionBackend>> CreateCudaBackend(
+    const CudaBackendOptions& options) {
+  int count = 0;
+  const cudaError_t count_error = cudaGetDeviceCount(&count);
+  if (count_error != cudaSuccess || count == 0) {
+    return absl::UnavailableError(absl::StrCat(
+        "no CUDA device: ", count_error == cudaSuccess ? "device count 0"
+                                                       : cudaGetErrorString(count_error)));
+  }
+  if (options.device_id < 0 || options.device_id >= count) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("device_id ", options.device_id, " out of range [0, ", count, ")"));
+  }
+  cuda::DeviceContext ctx;
+  ctx.device = options.device_id;
+  ctx.attention_path = options.attention_path;
+  CUDA_CHECK(cudaSetDevice(ctx.device));
+  cudaDeviceProp prop{};
+  CUDA_CHECK(cudaGetDeviceProperties(&prop, ctx.device));
+  ctx.sm_count = prop.multiProcessorCount;
+  ctx.cc_major = prop.major;
+  ctx.cc_minor = prop.minor;
+  ctx.max_smem_per_block_optin = prop.sharedMemPerBlockOptin;
+  if (ctx.cc_major < 8) {
+    return absl::UnavailableError(absl::StrCat("device ", ctx.device, " (", prop.name,
+                                               ") has compute capability ", prop.major, ".",
+                                               prop.minor, "; the CUDA backend needs 8.0+"));
+  }
+  if (options.attention_path == cuda::AttentionPath::kSm90 && ctx.cc_major != 9) {
+    return absl::InvalidArgumentError("attention_path kSm90 needs a compute capability 9.0 device");
+  }
+  CUDA_CHECK(cudaStreamCreateWithFlags(&ctx.stream, cudaStreamNonBlocking));
+  return std::unique_ptr<AttentionBackend>(new CudaBackend(ctx));
+}
+
+std::unique_ptr<AttentionBackend> MakeCudaBackend(int device_id) {
+  CudaBackendOptions options;
+  options.device_id = device_id;
+  absl::StatusOr<std::unique_ptr<AttentionBackend>> backend = CreateCudaBackend(options);
+  if (!backend.ok()) {
+    std::fprintf(stderr, "MakeCudaBackend(%d): %s\n", device_id,
+                 std::string(backend.status().message()).c_str());
+    return nullptr;
+  }
+  return *std::move(backend);
+}
+
+cudaStream_t CudaBackendStream(const AttentionBackend& backend) {
+  const auto* cuda = dynamic_cast<const CudaBackend*>(&backend);
+  return cuda ? cuda->context().stream : nullptr;
+}
+
+int CudaBackendDevice(const AttentionBackend& backend) {
+  const auto* cuda = dynamic_cast<const CudaBackend*>(&backend);
+  return cuda ? cuda->context().device : -1;
+}
+
+bool CudaDeviceAvailable() {
+  int count = 0;
+  return cudaGetDeviceCount(&count) == cudaSuccess && count > 0;
+}
+
+}  // namespace prefill

@@ -1,0 +1,157 @@
+// The CUDA backend's small ops against the CPU backend: LSE merge, key pooling (bitwise:
+// same fp32 sums in the same order), GatherRows, Allocate (zero-filled) and the copies.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstring>
+#include <random>
+#include <vector>
+
+#include "kernels/cpu/key_pooling.h"
+#include "kernels/cpu/lse_merge.h"
+#include "tests/gpu/gpu_test_util.h"
+
+namespace prefill {
+namespace {
+
+using gpu_test::DeviceBuffer;
+
+class CudaOps : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    PREFILL_SKIP_WITHOUT_GPU();
+    backend_ = gpu_test::MakeBackend();
+    ASSERT_NE(backend_, nullptr);
+  }
+  std::unique_ptr<AttentionBackend> backend_;
+};
+
+TEST_F(CudaOps, AllocateIsZeroFilledAndCopiesRoundTrip) {
+  DeviceBuffer buffer(*backend_, 1 << 20);
+  const std::vector<uint8_t> zeros = buffer.Download<uint8_t>(*backend_);
+  for (uint8_t b : zeros) ASSERT_EQ(b, 0);
+  std::vector<int32_t> data(1000);
+  for (int i = 0; i < 1000; ++i) data[i] = i * 7 - 3;
+  DeviceBuffer copy(*backend_, data);
+  EXPECT_EQ(copy.Download<int32_t>(*backend_), data);
+  EXPECT_EQ(backend_->name(), "cuda");
+  EXPECT_NE(CudaBackendStream(*backend_), nullptr);
+  EXPECT_EQ(CudaBackendDevice(*backend_), 0);
+}
+
+// fp32 merge: the formula is the same on both; allow a few ulps for expf/log1pf differences.
+TEST_F(CudaOps, LseMergeMatchesCpu) {
+  for (int head_dim : {64, 128, 36}) {
+    SCOPED_TRACE(head_dim);
+    const int rows = 1000;
+    std::mt19937 rng(head_dim);
+    std::normal_distribution<float> normal;
+    std::vector<float> o_acc(rows * head_dim), o_part(rows * head_dim), lse_acc(rows), lse_part(rows);
+    for (auto& x : o_acc) x = normal(rng);
+    for (auto& x : o_part) x = normal(rng);
+    for (int r = 0; r < rows; ++r) {
+      lse_acc[r] = 3.f * normal(rng);
+      lse_part[r] = 3.f * normal(rng);
+      if (r % 17 == 0) lse_part[r] = -INFINITY;  // a part that saw no key
+      if (r % 31 == 0) lse_acc[r] = -INFINITY;
+      if (r % 97 == 0) lse_acc[r] = lse_part[r] = -INFINITY;  // neither
+    }
+    for (int r = 0; r < rows; ++r) {
+      for (int d = 0; d < head_dim; ++d) {
+        if (lse_acc[r] == -INFINITY) o_acc[r * head_dim + d] = 0.f;
+        if (lse_part[r] == -INFINITY) o_part[r * head_dim + d] = 0.f;
+      }
+    }
+    DeviceBuffer d_o_acc(*backend_, o_acc), d_o_part(*backend_, o_part), d_lse_acc(*backend_, lse_acc),
+        d_lse_part(*backend_, lse_part);
+    LseMergeParams p;
+    p.rows = rows;
+    p.head_dim = head_dim;
+    p.o_acc = d_o_acc.as<float>();
+    p.lse_acc = d_lse_acc.as<float>();
+    p.o_part = d_o_part.as<float>();
+    p.lse_part = d_lse_part.as<float>();
+    ASSERT_TRUE(backend_->MergeByLse(p).ok());
+    const std::vector<float> gpu_o = d_o_acc.Download<float>(*backend_);
+    const std::vector<float> gpu_lse = d_lse_acc.Download<float>(*backend_);
+
+    LseMergeParams h = p;
+    h.o_acc = o_acc.data();
+    h.lse_acc = lse_acc.data();
+    h.o_part = o_part.data();
+    h.lse_part = lse_part.data();
+    ASSERT_TRUE(cpu::MergeByLse(h).ok());
+    for (int r = 0; r < rows; ++r) {
+      if (lse_acc[r] == -INFINITY) {
+        EXPECT_EQ(gpu_lse[r], -INFINITY) << r;
+      } else {
+        EXPECT_NEAR(gpu_lse[r], lse_acc[r], 1e-5f * (1.f + std::fabs(lse_acc[r]))) << r;
+      }
+      for (int d = 0; d < head_dim; ++d) {
+        const float cpu_v = o_acc[r * head_dim + d];
+        EXPECT_NEAR(gpu_o[r * head_dim + d], cpu_v, 1e-5f * (1.f + std::fabs(cpu_v))) << r << "," << d;
+      }
+    }
+  }
+}
+
+TEST_F(CudaOps, PoolKeysMatchesCpuBitwise) {
+  for (DType dtype : {DType::kBF16, DType::kF16, DType::kF32}) {
+    SCOPED_TRACE(std::string(DTypeName(dtype)));
+    const int lk = 1024, hkv = 2, head_dim = 128, stride = 8;
+    const int64_t row_stride = hkv * head_dim + 8;  // padded rows
+    std::mt19937 rng(3);
+    std::normal_distribution<float> normal;
+    std::vector<float> k32(lk * row_stride);
+    for (auto& x : k32) x = normal(rng);
+    std::vector<uint8_t> k(k32.size() * DTypeSize(dtype));
+    ConvertFromF32(dtype, k32.data(), k.data(), static_cast<int64_t>(k32.size()));
+    DeviceBuffer d_k(*backend_, k);
+    const size_t pooled_n = static_cast<size_t>(lk / stride) * hkv * head_dim;
+    DeviceBuffer d_pooled(*backend_, pooled_n * sizeof(float));
+    PoolKeysParams p;
+    p.dtype = dtype;
+    p.k = d_k.get();
+    p.k_row_stride = row_stride;
+    p.lk = lk;
+    p.hkv = hkv;
+    p.head_dim = head_dim;
+    p.stride = stride;
+    p.pooled = d_pooled.as<float>();
+    ASSERT_TRUE(backend_->PoolKeys(p).ok());
+    const std::vector<float> gpu = d_pooled.Download<float>(*backend_);
+    std::vector<float> cpu(pooled_n);
+    p.k = k.data();
+    p.pooled = cpu.data();
+    ASSERT_TRUE(cpu::PoolKeys(p).ok());
+    EXPECT_EQ(std::memcmp(gpu.data(), cpu.data(), pooled_n * sizeof(float)), 0);
+  }
+}
+
+TEST_F(CudaOps, GatherRowsAlignedAndUnaligned) {
+  std::vector<uint8_t> src(1 << 16);
+  for (size_t i = 0; i < src.size(); ++i) src[i] = static_cast<uint8_t>(i * 131 + 7);
+  DeviceBuffer d_src(*backend_, src);
+  for (int64_t bytes_each : {int64_t{4096}, int64_t{100}}) {
+    SCOPED_TRACE(bytes_each);
+    std::vector<int64_t> offsets;
+    for (int64_t off : {int64_t{8192}, int64_t{0}, int64_t{4096 * 3}, int64_t{4096 * 3}, int64_t{50000}}) {
+      offsets.push_back(bytes_each == 100 ? off + 3 : off);
+    }
+    DeviceBuffer d_dst(*backend_, offsets.size() * bytes_each);
+    GatherRowsParams p;
+    p.src = d_src.get();
+    p.dst = d_dst.get();
+    p.src_offsets = offsets.data();
+    p.count = static_cast<int64_t>(offsets.size());
+    p.bytes_each = bytes_each;
+    ASSERT_TRUE(backend_->GatherRows(p).ok());
+    const std::vector<uint8_t> got = d_dst.Download<uint8_t>(*backend_);
+    for (size_t i = 0; i < offsets.size(); ++i) {
+      ASSERT_EQ(std::memcmp(got.data() + i * bytes_each, src.data() + offsets[i], bytes_each), 0) << i;
+    }
+  }
+}
+
+}  // namespace
+}  // namespace prefill

@@ -1,0 +1,180 @@
+// NcclCommunicator over 2+ ranks (mpirun -n 2), one GPU each: AllGather(V), AllToAllV, a ring
+// of Send/Recv posted send-first on every rank (the pattern that deadlocks with unbatched
+// NCCL point-to-point), AllReduce on host doubles, Barrier. Every rank checks its own result
+// against the pattern the senders wrote. Skips when the node has fewer GPUs than ranks.
+#include <cuda_runtime_api.h>
+#include <gtest/gtest.h>
+#include <mpi.h>
+
+#include <cstdint>
+#include <cstdlib>
+#include <string>
+#include <memory>
+#include <vector>
+
+#include "parallel/nccl/nccl_communicator.h"
+
+namespace prefill {
+namespace {
+
+class NcclCommunicatorTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    int world = 0, count = 0;
+    MPI_Comm_size(MPI_COMM_WORLD, &world);
+    if (cudaGetDeviceCount(&count) != cudaSuccess || count < world || world < 2) {
+      GTEST_SKIP() << "needs at least 2 ranks and one GPU per rank (" << world << " ranks, " << count << " GPUs)";
+    }
+    NcclOptions options;
+    options.comm_timeout_seconds = 60;
+    int rank = 0;
+    MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+    options.device_id = rank % count;  // one node: world rank = local rank
+    ASSERT_EQ(cudaSetDevice(options.device_id), cudaSuccess);
+    ASSERT_EQ(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking), cudaSuccess);
+    options.compute_stream = stream_;
+    auto comm = NcclCommunicator::Create(options);
+    ASSERT_TRUE(comm.ok()) << comm.status();
+    comm_ = std::move(*comm);
+  }
+  void TearDown() override {
+    comm_.reset();
+    if (stream_) cudaStreamDestroy(stream_);
+  }
+
+  // Device buffer holding `host`.
+  template <typename T>
+  T* Upload(const std::vector<T>& host) {
+    void* p = nullptr;
+    EXPECT_EQ(cudaMalloc(&p, host.size() * sizeof(T) + 1), cudaSuccess);
+    EXPECT_EQ(cudaMemcpyAsync(p, host.data(), host.size() * sizeof(T), cudaMemcpyHostToDevice, stream_), cudaSuccess);
+    buffers_.push_back(p);
+    return static_cast<T*>(p);
+  }
+  template <typename T>
+  std::vector<T> Download(const T* device, size_t n) {
+    std::vector<T> host(n);
+    EXPECT_EQ(cudaMemcpyAsync(host.data(), device, n * sizeof(T), cudaMemcpyDeviceToHost, stream_), cudaSuccess);
+    EXPECT_EQ(cudaStreamSynchronize(stream_), cudaSuccess);
+    return host;
+  }
+  ~NcclCommunicatorTest() override {
+    for (void* p : buffers_) cudaFree(p);
+  }
+
+  static uint8_t Pattern(int from, int to, size_t i) { return static_cast<uint8_t>(from * 31 + to * 7 + i * 13); }
+
+  cudaStream_t stream_ = nullptr;
+  std::unique_ptr<NcclCommunicator> comm_;
+  std::vector<void*> buffers_;
+};
+
+TEST_F(NcclCommunicatorTest, AllToAllV) {
+  const int n = comm_->size(), r = comm_->rank();
+  std::vector<size_t> send_counts(n), send_displs(n), recv_counts(n), recv_displs(n);
+  size_t send_total = 0, recv_total = 0;
+  for (int p = 0; p < n; ++p) {
+    send_counts[p] = (p + 1) * (r + 1) * 1000 + 3;  // odd sizes on purpose
+    send_displs[p] = send_total;
+    send_total += send_counts[p];
+    recv_counts[p] = (r + 1) * (p + 1) * 1000 + 3;
+    recv_displs[p] = recv_total;
+    recv_total += recv_counts[p];
+  }
+  std::vector<uint8_t> send(send_total);
+  for (int p = 0; p < n; ++p) {
+    for (size_t i = 0; i < send_counts[p]; ++i) send[send_displs[p] + i] = Pattern(r, p, i);
+  }
+  uint8_t* d_send = Upload(send);
+  uint8_t* d_recv = Upload(std::vector<uint8_t>(recv_total, 0));
+  ASSERT_TRUE(comm_->AllToAllV(d_send, send_counts, send_displs, d_recv, recv_counts, recv_displs).ok());
+  const std::vector<uint8_t> recv = Download(d_recv, recv_total);
+  for (int p = 0; p < n; ++p) {
+    for (size_t i = 0; i < recv_counts[p]; ++i) ASSERT_EQ(recv[recv_displs[p] + i], Pattern(p, r, i)) << p << " " << i;
+  }
+}
+
+TEST_F(NcclCommunicatorTest, RingSendRecvPostedSendFirst) {
+  const int n = comm_->size(), r = comm_->rank();
+  const size_t bytes = 64 << 20;  // large enough that an unbatched send would block
+  std::vector<uint8_t> send(bytes);
+  for (size_t i = 0; i < bytes; ++i) send[i] = Pattern(r, (r + 1) % n, i);
+  uint8_t* d_send = Upload(send);
+  uint8_t* d_recv = Upload(std::vector<uint8_t>(bytes, 0));
+  auto s = comm_->Send(d_send, bytes, (r + 1) % n, 0);
+  auto v = comm_->Recv(d_recv, bytes, (r + n - 1) % n, 0);
+  ASSERT_TRUE(s.ok() && v.ok());
+  ASSERT_TRUE((*s)->Wait().ok());
+  ASSERT_TRUE((*v)->Wait().ok());
+  const std::vector<uint8_t> recv = Download(d_recv, bytes);
+  const int from = (r + n - 1) % n;
+  for (size_t i = 0; i < bytes; i += 4099) ASSERT_EQ(recv[i], Pattern(from, r, i)) << i;
+}
+
+TEST_F(NcclCommunicatorTest, AllGatherAndAllGatherV) {
+  const int n = comm_->size(), r = comm_->rank();
+  const size_t bytes = 1000;
+  std::vector<uint8_t> mine(bytes);
+  for (size_t i = 0; i < bytes; ++i) mine[i] = Pattern(r, 0, i);
+  uint8_t* d_mine = Upload(mine);
+  uint8_t* d_all = Upload(std::vector<uint8_t>(n * bytes, 0));
+  ASSERT_TRUE(comm_->AllGather(d_mine, bytes, d_all).ok());
+  std::vector<uint8_t> all = Download(d_all, n * bytes);
+  for (int p = 0; p < n; ++p) {
+    for (size_t i = 0; i < bytes; ++i) ASSERT_EQ(all[p * bytes + i], Pattern(p, 0, i));
+  }
+  // V: every rank sends the same `bytes`; slots in reverse rank order with gaps.
+  std::vector<size_t> counts(n, bytes), displs(n);
+  for (int p = 0; p < n; ++p) displs[p] = (n - 1 - p) * (bytes + 16);
+  uint8_t* d_v = Upload(std::vector<uint8_t>(n * (bytes + 16), 0));
+  ASSERT_TRUE(comm_->AllGatherV(d_mine, bytes, d_v, counts, displs).ok());
+  all = Download(d_v, n * (bytes + 16));
+  for (int p = 0; p < n; ++p) {
+    for (size_t i = 0; i < bytes; ++i) ASSERT_EQ(all[displs[p] + i], Pattern(p, 0, i));
+  }
+}
+
+TEST_F(NcclCommunicatorTest, AllReduceOnHostDoublesAndBarrier) {
+  const int n = comm_->size(), r = comm_->rank();
+  std::vector<double> sum = {1.0, static_cast<double>(r), 0.5 * r};
+  ASSERT_TRUE(comm_->AllReduceSum(sum.data(), sum.size()).ok());
+  EXPECT_EQ(sum[0], n);
+  EXPECT_EQ(sum[1], n * (n - 1) / 2.0);
+  std::vector<double> max = {static_cast<double>(r), -static_cast<double>(r)};
+  ASSERT_TRUE(comm_->AllReduceMax(max.data(), max.size()).ok());
+  EXPECT_EQ(max[0], n - 1);
+  EXPECT_EQ(max[1], 0.0);
+  EXPECT_TRUE(comm_->Barrier().ok());
+}
+
+TEST(ChooseLocalDevice, FlagWinsThenLocalRank) {
+  const char* saved = std::getenv("OMPI_COMM_WORLD_LOCAL_RANK");
+  const std::string saved_value = saved ? saved : "";
+  EXPECT_EQ(ChooseLocalDevice(3, 8), 3);
+  setenv("OMPI_COMM_WORLD_LOCAL_RANK", "5", 1);
+  EXPECT_EQ(ChooseLocalDevice(-1, 4), 1);
+  unsetenv("OMPI_COMM_WORLD_LOCAL_RANK");
+  setenv("SLURM_LOCALID", "2", 1);
+  EXPECT_EQ(ChooseLocalDevice(-1, 4), 2);
+  unsetenv("SLURM_LOCALID");
+  if (saved) setenv("OMPI_COMM_WORLD_LOCAL_RANK", saved_value.c_str(), 1);
+}
+
+}  // namespace
+}  // namespace prefill
+
+int main(int argc, char** argv) {
+  MPI_Init(&argc, &argv);
+  ::testing::InitGoogleTest(&argc, argv);
+  int rank = 0;
+  MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+  if (rank != 0) {
+    delete ::testing::UnitTest::GetInstance()->listeners().Release(
+        ::testing::UnitTest::GetInstance()->listeners().default_result_printer());
+  }
+  const int local = RUN_ALL_TESTS();
+  int any = 0;
+  MPI_Allreduce(&local, &any, 1, MPI_INT, MPI_MAX, MPI_COMM_WORLD);
+  MPI_Finalize();
+  return any;
+}
