@@ -331,6 +331,8 @@ nlohmann::json AttentionJobReport::ToJson() const {
     j["rel_l2_err"] = rel_l2_err;
   }
   if (needle_recall >= 0) j["needle_recall"] = needle_recall;
+  // Phase times bracket synchronized backend work, so on CUDA they are the GPU's times.
+  if (device == "cuda") j["gpu_name"] = device_name;
   return j;
 }
 
