@@ -11,15 +11,33 @@
 #include "absl/strings/str_cat.h"
 
 namespace prefill {
+namespace {
+
+// The running session's rank environment, for DefaultThreadsPerRank.
+const RankEnvironment* session_environment = nullptr;
+
+}  // namespace
 
 MpiSession::MpiSession(int* argc, char*** argv) {
   int provided = 0;
   MPI_Init_thread(argc, argv, MPI_THREAD_FUNNELED, &provided);
   MPI_Comm_rank(MPI_COMM_WORLD, &rank_);
   MPI_Comm_size(MPI_COMM_WORLD, &size_);
+  where_ = DiscoverRankEnvironment(ProcessEnvironment(), rank_, size_);
+  // All ranks refuse together, so none is left waiting for a peer that has gone.
+  int bad = where_.ok() ? 0 : 1, any_bad = 0;
+  MPI_Allreduce(&bad, &any_bad, 1, MPI_INT, MPI_MAX, MPI_COMM_WORLD);
+  if (where_.ok() && any_bad != 0) {
+    where_ = absl::FailedPreconditionError(
+        "another rank refused its launch environment (see its message)");
+  }
+  if (where_.ok()) session_environment = &*where_;
 }
 
-MpiSession::~MpiSession() { MPI_Finalize(); }
+MpiSession::~MpiSession() {
+  session_environment = nullptr;
+  MPI_Finalize();
+}
 
 int ExitCodeFor(const absl::Status& status, int rank) {
   if (status.ok()) return 0;
@@ -40,14 +58,9 @@ int ExitCodeFor(const absl::Status& status, int rank) {
 
 int DefaultThreadsPerRank() {
   const unsigned cores = std::max(1u, std::thread::hardware_concurrency());
-  int local_ranks = 1;
-  for (const char* var : {"OMPI_COMM_WORLD_LOCAL_SIZE", "SLURM_NTASKS_PER_NODE", "MPI_LOCALNRANKS"}) {
-    if (const char* v = std::getenv(var); v != nullptr && std::atoi(v) > 0) {
-      local_ranks = std::atoi(v);
-      break;
-    }
-  }
-  return std::max(1, static_cast<int>(cores) / local_ranks);
+  if (session_environment == nullptr) return static_cast<int>(cores);
+  if (session_environment->cpus_per_task > 0) return session_environment->cpus_per_task;
+  return std::max(1, static_cast<int>(cores) / std::max(1, session_environment->local_size));
 }
 
 }  // namespace prefill

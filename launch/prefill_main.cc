@@ -40,6 +40,13 @@ int main(int argc, char** argv) {
     }
     return 2;
   }
+  // A wrong launch (Slurm's N tasks started as N singletons) must not run N whole jobs: each
+  // process is a world of 1, so each prints the fix.
+  if (!session.rank_environment().ok()) {
+    const std::string message(session.rank_environment().status().message());
+    std::fprintf(stderr, "prefill: error: %s\n", message.c_str());
+    return 2;
+  }
   for (CLI::App* sub : app.get_subcommands()) return commands.at(sub->get_name())();
   return 2;
 }

@@ -14,6 +14,7 @@ packages=(
   python3-numpy
   clang-14 libclang-rt-14-dev libomp-14-dev
   prometheus curl
+  slurm-wlm munge
 )
 missing=()
 for p in "${packages[@]}"; do
