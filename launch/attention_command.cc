@@ -7,6 +7,27 @@
 
 namespace prefill {
 
+namespace {
+
+// This rank's share of the job, as the service's metrics count it.
+void RecordAttentionJob(const AttentionJobReport& report, int rank, monitoring::PrefillMetrics& metrics) {
+  const RankStats& mine = report.ranks[rank];
+  monitoring::PrefillRequestRecord r;
+  r.prompt_tokens = report.config.seq_len / report.world_size;
+  r.prefill_seconds = mine.total_seconds;
+  r.phase_seconds[static_cast<int>(monitoring::PrefillPhase::kMaskEstimation)] = mine.estimate_seconds;
+  r.phase_seconds[static_cast<int>(monitoring::PrefillPhase::kKvExchange)] = mine.exchange_seconds;
+  r.phase_seconds[static_cast<int>(monitoring::PrefillPhase::kAttention)] = mine.attention_seconds;
+  if (report.config.mode == "sparse" && mine.visible_blocks > 0) {
+    r.attention_density = static_cast<double>(mine.selected_blocks) / mine.visible_blocks;
+  }
+  r.kv_bytes_sent = mine.kv_bytes_sent;
+  r.kv_bytes_dense_ring = report.kv_bytes_dense_ring / report.world_size;
+  metrics.RecordRequest(r);
+}
+
+}  // namespace
+
 CLI::App* AddAttentionFlags(CLI::App& app, AttentionFlags& flags) {
   AttentionJobConfig& c = flags.config;
   CLI::App* cmd = app.add_subcommand(
@@ -36,6 +57,7 @@ CLI::App* AddAttentionFlags(CLI::App& app, AttentionFlags& flags) {
   cmd->add_flag("--check", c.check, "Also compute fp64 dense attention and report the output's error");
   cmd->add_option("--out", c.out_path, "Write the output o [L,H,D] f32 in token order to this safetensors file");
   cmd->add_option("--json", flags.json_path, "Write the report as JSON to this file");
+  AddMetricsFlags(*cmd, flags.metrics);
   return cmd;
 }
 
@@ -49,8 +71,13 @@ std::function<int()> AddAttentionCommand(CLI::App& app, const MpiSession& sessio
     if (c.threads <= 0) c.threads = DefaultThreadsPerRank();
     absl::StatusOr<std::unique_ptr<MpiCommunicator>> comm = MpiCommunicator::Create(MPI_COMM_WORLD);
     if (!comm.ok()) return ExitCodeFor(comm.status(), session.world_rank());
+    absl::StatusOr<std::unique_ptr<JobMetrics>> metrics = StartJobMetrics(flags->metrics, session.world_rank(), "attention");
+    if (absl::Status s = AgreeOnStatus(**comm, metrics.status()); !s.ok()) return ExitCodeFor(s, session.world_rank());
+    (*metrics)->metrics->SetRequestsRunning(1);
     absl::StatusOr<AttentionJobReport> report = RunAttentionJob(c, **comm);
+    (*metrics)->metrics->SetRequestsRunning(0);
     if (!report.ok()) return ExitCodeFor(report.status(), session.world_rank());
+    RecordAttentionJob(*report, session.world_rank(), *(*metrics)->metrics);
     absl::Status written;
     if (session.world_rank() == 0) {
       std::fputs(report->Summary().c_str(), stdout);

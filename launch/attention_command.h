@@ -5,6 +5,7 @@
 #include <string>
 
 #include "CLI/CLI.hpp"
+#include "launch/job_metrics.h"
 #include "launch/mpi_session.h"
 #include "runtime/attention_job.h"
 
@@ -14,6 +15,7 @@ struct AttentionFlags {
   AttentionJobConfig config;
   std::string json_path;
   bool no_keep_recent = false;
+  MetricsFlags metrics;
 };
 
 // Declares the subcommand's flags into `flags` (also what the CLI fuzzer parses).

@@ -31,6 +31,13 @@ void PrintSummary(const nlohmann::json& r) {
     std::printf("  next token %d (logit %.3f)\n", top[0]["id"].get<int>(), top[0]["logit"].get<double>());
   }
   if (!r["kv_out"].get<std::string>().empty()) std::printf("  KV cache   %s/index.json\n", r["kv_out"].get<std::string>().c_str());
+  for (const auto& h : r["kv_handoff"]) {
+    if (h["sink"] == "ucx") {
+      std::printf("  KV handoff %s: acknowledged, %.1f MiB in %.3f s (%.2f GB/s; %.2f GB/s after connecting)\n",
+                  h["destination"].get<std::string>().c_str(), h["bytes"].get<double>() / (1 << 20),
+                  h["seconds"].get<double>(), h["gb_per_second"].get<double>(), h["transfer_gb_per_second"].get<double>());
+    }
+  }
 }
 
 }  // namespace
@@ -56,6 +63,8 @@ std::function<int()> AddModelCommand(CLI::App& app, const MpiSession& session) {
   cmd->add_option("--tau", c.tau, "Attention mass the mask keeps")->capture_default_str();
   cmd->add_option("--threads", c.threads, "Threads per rank (0: the node's cores / ranks on the node)")->capture_default_str();
   cmd->add_option("--kv-out", c.kv_out, "Write the KV cache to this folder");
+  cmd->add_option("--kv-target", c.kv_target, "Also stream the KV cache over UCX to a decode server (kv-receiver) at HOST:PORT; succeeds only once acknowledged");
+  cmd->add_option("--kv-timeout", c.kv_timeout, "Seconds without progress (connect, send, acknowledgement) before the KV handoff fails")->capture_default_str();
   cmd->add_option("--memory-per-rank", c.memory_per_rank, "Bytes one rank may hold (0: the node's available memory / its ranks); larger requests are refused up front")->capture_default_str();
   cmd->add_option("--kv-dtype", c.kv_dtype, "KV cache storage: bf16, f16, f32")->capture_default_str();
   cmd->add_option("--top-k", c.top_k, "Top logits in the report")->capture_default_str();

@@ -1,10 +1,12 @@
 #include "launch/run_command.h"
 
 #include <csignal>
+#include <filesystem>
 #include <cstdio>
 #include <memory>
 
 #include "absl/strings/str_format.h"
+#include "launch/job_metrics.h"
 #include "launch/termination_signal.h"
 #include "scheduler/batch_runner.h"
 
@@ -12,6 +14,7 @@ namespace prefill {
 
 std::function<int()> AddRunCommand(CLI::App& app, const MpiSession& session) {
   auto options = std::make_shared<BatchOptions>();
+  auto metrics_flags = std::make_shared<MetricsFlags>();
   CLI::App* cmd = app.add_subcommand(
       "run",
       "Prefill every prompt of a manifest (JSON lines: {\"id\", \"tokens\" | \"embeddings\", \"mode\"?,\n"
@@ -27,6 +30,7 @@ std::function<int()> AddRunCommand(CLI::App& app, const MpiSession& session) {
   cmd->add_option("--max-tokens-per-rank", o.max_tokens_per_rank, "Memory budget: the most tokens one rank holds")->capture_default_str();
   cmd->add_option("--min-tokens-per-rank", o.min_tokens_per_rank, "Below this per rank, CP costs more than it saves")->capture_default_str();
   cmd->add_option("--progress", o.progress, "auto, line (one line updated in place), log (a line per wave), off")->capture_default_str();
+  AddMetricsFlags(*cmd, *metrics_flags);
   PrefillRequestOptions& d = o.defaults;
   cmd->add_option("--mode", d.mode, "sparse or dense (a request's \"mode\" overrides)")->capture_default_str();
   cmd->add_option("--layout", d.layout, "contiguous or zigzag")->capture_default_str();
@@ -36,14 +40,20 @@ std::function<int()> AddRunCommand(CLI::App& app, const MpiSession& session) {
   cmd->add_option("--threads", d.threads, "Threads per rank (0: the node's cores / ranks on the node)")->capture_default_str();
   cmd->add_option("--memory-per-rank", d.memory_per_rank, "Bytes one rank may hold (0: the node's available memory / its ranks); larger requests are refused up front")->capture_default_str();
   cmd->add_option("--kv-dtype", d.kv_dtype, "KV cache storage: bf16, f16, f32")->capture_default_str();
+  cmd->add_option("--kv-target", d.kv_target, "Also stream each KV cache over UCX to a decode server (kv-receiver) at HOST:PORT; a request is ok only once acknowledged");
+  cmd->add_option("--kv-timeout", d.kv_timeout, "Seconds without progress (connect, send, acknowledgement) before a KV handoff fails")->capture_default_str();
 
-  return [options, &session]() -> int {
+  return [options, metrics_flags, &session]() -> int {
     BatchOptions o = *options;
     if (o.defaults.threads <= 0) o.defaults.threads = DefaultThreadsPerRank();
     InstallTerminationHandlers();
     o.stop_requested = [] { return TerminationRequested(); };
     absl::StatusOr<std::unique_ptr<MpiCommunicator>> world = MpiCommunicator::Create(MPI_COMM_WORLD);
     if (!world.ok()) return ExitCodeFor(world.status(), session.world_rank());
+    absl::StatusOr<std::unique_ptr<JobMetrics>> metrics =
+        StartJobMetrics(*metrics_flags, session.world_rank(), std::filesystem::path(o.model_dir).filename().string());
+    if (absl::Status s = AgreeOnStatus(**world, metrics.status()); !s.ok()) return ExitCodeFor(s, session.world_rank());
+    o.metrics = (*metrics)->metrics.get();
     absl::StatusOr<BatchSummary> summary = RunBatch(o, **world);
     if (!summary.ok()) return ExitCodeFor(summary.status(), session.world_rank());
     if (session.world_rank() == 0) {

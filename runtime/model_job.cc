@@ -3,6 +3,7 @@
 #include <sys/resource.h>
 
 #include <algorithm>
+#include <cctype>
 #include <chrono>
 #include <filesystem>
 #include <numeric>
@@ -10,13 +11,15 @@
 #include "absl/strings/str_cat.h"
 #include "kernels/backend.h"
 #include "parallel/cp_layout.h"
-#include "runtime/atomic_file.h"
+#include "runtime/kv_file_sink.h"
+#include "runtime/kv_handoff_protocol.h"
 #include "runtime/layer_ops.h"
 #include "runtime/memory_estimate.h"
 #include "runtime/prompt_input.h"
 #include "runtime/safetensors.h"
 #include "runtime/tensor.h"
 #include "runtime/transformer_prefill.h"
+#include "runtime/ucx_kv_sink.h"
 
 namespace prefill {
 namespace {
@@ -69,59 +72,83 @@ absl::StatusOr<std::vector<float>> LocalEmbeddings(const LoadedModel& m, const P
   return out;
 }
 
-// Writes shard rank{r}.safetensors (layers.{i}.key / .value [local rows, kv_heads, head_dim])
-// into a temporary folder; rank 0 adds index.json (absolute token ranges -> shard rows, real
-// tokens only) and renames the folder into place, so a KV cache folder is whole or absent.
-absl::Status WriteKvCache(Communicator& comm, const PrefillRequestOptions& o, const ModelConfig& c,
-                          const CpLayout& layout, int64_t length, const PrefillOutput& out) {
+// The request's name on the wire: given, else the KV folder's name, else the prompt file's stem.
+std::string RequestId(const PrefillRequestOptions& o, const PromptSource& source) {
+  if (!o.request_id.empty()) return o.request_id;
+  std::filesystem::path p = !o.kv_out.empty() ? std::filesystem::path(o.kv_out).lexically_normal()
+                                              : std::filesystem::path(!source.tokens_path.empty() ? source.tokens_path
+                                                                                                  : source.embeddings_path);
+  if (!p.has_filename()) p = p.parent_path();
+  std::string id = o.kv_out.empty() ? p.stem().string() : p.filename().string();
+  for (char& ch : id) {
+    if (!std::isalnum(static_cast<unsigned char>(ch)) && ch != '.' && ch != '_' && ch != '-') ch = '_';
+  }
+  if (id.size() > 128) id.resize(128);
+  return id.empty() || id == "." || id == ".." ? "request" : id;
+}
+
+// What one sink moved: bytes over all ranks; seconds of the slowest rank from Begin to Commit
+// (seconds) and from the first PutLayer to Commit (transfer_seconds: without the setup, e.g.
+// UCX initialisation and connection).
+struct SinkReport {
+  std::string sink, destination;
+  double bytes = 0, seconds = 0, transfer_seconds = 0;
+};
+
+// Hands the KV cache (layers.{i}.key / .value [local rows, kv_heads, head_dim] per rank; the
+// index lists absolute token ranges -> shard rows, real tokens only) to each sink in turn.
+absl::StatusOr<std::vector<SinkReport>> WriteKvCache(Communicator& comm, const std::vector<std::unique_ptr<KvSink>>& sinks,
+                                                     const std::string& request_id, const PrefillRequestOptions& o,
+                                                     const ModelConfig& c, const CpLayout& layout, int64_t length,
+                                                     const PrefillOutput& out) {
   absl::StatusOr<DType> dtype = ParseDType(o.kv_dtype);
   if (!dtype.ok()) return dtype.status();
-  const std::string final_dir = o.kv_out;
-  const std::string tmp_dir = final_dir + ".partial";
-  absl::Status s;
-  if (comm.rank() == 0) {
-    std::error_code ec;
-    std::filesystem::remove_all(tmp_dir, ec);
-    std::filesystem::create_directories(tmp_dir, ec);
-    if (ec) s = absl::PermissionDeniedError(absl::StrCat(tmp_dir, ": cannot create: ", ec.message()));
+  KvCacheGeometry g;
+  g.seq_len = length;
+  g.num_layers = c.num_layers;
+  g.kv_heads = c.num_kv_heads;
+  g.head_dim = c.head_dim;
+  g.dtype = *dtype;
+  g.layout = LayoutKindName(layout.kind());
+  g.rank = comm.rank();
+  g.world_size = comm.size();
+  g.local_rows = layout.local_len();
+  for (int r = 0; r < comm.size(); ++r) {
+    std::vector<KvTokenRange>& ranges = g.ranges.emplace_back();
+    int64_t row = 0;
+    for (const Chunk& chunk : layout.Chunks(r)) {
+      const int64_t real = std::min(chunk.start + chunk.length, length) - chunk.start;
+      if (real > 0) ranges.push_back({chunk.start, real, row});
+      row += chunk.length;
+    }
   }
-  if (s = AgreeOnStatus(comm, s); !s.ok()) return s;
   const int64_t n = layout.local_len();
-  std::vector<Tensor> tensors;
+  std::vector<Tensor> tensors;  // alive until every sink has committed (zero-copy senders read them in place)
   tensors.reserve(2 * out.keys.size());
-  std::vector<std::pair<std::string, const Tensor*>> named;
   for (size_t i = 0; i < out.keys.size(); ++i) {
     tensors.push_back(FromF32(out.keys[i], *dtype, {n, c.num_kv_heads, c.head_dim}));
     tensors.push_back(FromF32(out.values[i], *dtype, {n, c.num_kv_heads, c.head_dim}));
   }
-  for (size_t i = 0; i < out.keys.size(); ++i) {
-    named.emplace_back(absl::StrCat("layers.", i, ".key"), &tensors[2 * i]);
-    named.emplace_back(absl::StrCat("layers.", i, ".value"), &tensors[2 * i + 1]);
-  }
-  s = WriteSafetensors(absl::StrCat(tmp_dir, "/rank", comm.rank(), ".safetensors"), named);
-  if (s = AgreeOnStatus(comm, s); !s.ok()) return s;
-  if (comm.rank() == 0) {
-    nlohmann::json index = {{"seq_len", length}, {"num_layers", c.num_layers}, {"kv_heads", c.num_kv_heads},
-                            {"head_dim", c.head_dim}, {"dtype", std::string(DTypeName(*dtype))},
-                            {"layout", LayoutKindName(layout.kind())}, {"ranges", nlohmann::json::array()}};
-    for (int r = 0; r < comm.size(); ++r) {
-      int64_t row = 0;
-      for (const Chunk& chunk : layout.Chunks(r)) {
-        const int64_t real = std::min(chunk.start + chunk.length, length) - chunk.start;
-        if (real > 0) {
-          index["ranges"].push_back({{"start", chunk.start}, {"length", real},
-                                     {"file", absl::StrCat("rank", r, ".safetensors")}, {"row", row}});
-        }
-        row += chunk.length;
+  std::vector<SinkReport> reports;
+  for (const std::unique_ptr<KvSink>& sink : sinks) {
+    const auto t0 = Clock::now();
+    absl::Status s = sink->Begin(request_id, g);
+    const auto t1 = Clock::now();
+    if (s.ok()) {
+      for (size_t i = 0; i < out.keys.size(); ++i) {
+        if (!sink->PutLayer(static_cast<int>(i), tensors[2 * i], tensors[2 * i + 1], g.ranges[comm.rank()]).ok()) break;
       }
+      s = sink->Commit();  // reports a PutLayer error, agreed
     }
-    const absl::Status written = WriteFileAtomically(tmp_dir + "/index.json", index.dump(2) + "\n");
-    std::error_code ec;
-    std::filesystem::remove_all(final_dir, ec);
-    std::filesystem::rename(tmp_dir, final_dir, ec);
-    if (!written.ok() || ec) s = absl::InternalError(absl::StrCat(final_dir, ": cannot publish the KV cache"));
+    if (!s.ok()) return s;
+    std::vector<double> figures = {2.0 * n * c.num_kv_heads * c.head_dim * DTypeSize(*dtype) * out.keys.size(),
+                                   std::chrono::duration<double>(Clock::now() - t0).count(),
+                                   std::chrono::duration<double>(Clock::now() - t1).count()};
+    if (s = comm.AllReduceSum(&figures[0], 1); !s.ok()) return s;
+    if (s = comm.AllReduceMax(&figures[1], 2); !s.ok()) return s;
+    reports.push_back({std::string(sink->name()), sink->destination(), figures[0], figures[1], figures[2]});
   }
-  return AgreeOnStatus(comm, s);
+  return reports;
 }
 
 nlohmann::json TopK(const std::vector<float>& logits, int k) {
@@ -155,7 +182,13 @@ absl::Status ValidateOptions(const PrefillRequestOptions& o) {
     return absl::InvalidArgumentError(absl::StrCat("--stride ", o.stride, " must divide --block ", o.block));
   }
   if (!(o.tau > 0.f && o.tau <= 1.f)) return absl::InvalidArgumentError(absl::StrCat("--tau ", o.tau, " must be in (0, 1]"));
-  if (!o.kv_out.empty()) return ParseDType(o.kv_dtype).status();
+  if (!o.kv_target.empty()) {
+    if (absl::Status s = ValidateUcxKvSinkOptions({o.kv_target, o.kv_timeout}); !s.ok()) return s;
+  }
+  if (!o.request_id.empty() && !kvwire::ValidRequestId(o.request_id)) {
+    return absl::InvalidArgumentError(absl::StrCat("request id '", o.request_id, "' is not [A-Za-z0-9._-]{1,128}"));
+  }
+  if (!o.kv_out.empty() || !o.kv_target.empty()) return ParseDType(o.kv_dtype).status();
   return absl::OkStatus();
 }
 
@@ -208,8 +241,21 @@ absl::StatusOr<nlohmann::json> PrefillRequest(const LoadedModel& model, const Pr
       RunTransformerPrefill(comm, *backend, *layout, c, model.weights, std::move(*hidden), *length - 1, options);
   if (s = AgreeOnStatus(comm, out.status()); !s.ok()) return s;
   const double prefill_seconds = std::chrono::duration<double>(Clock::now() - t0).count();
-  if (!o.kv_out.empty()) {
-    if (s = WriteKvCache(comm, o, c, *layout, *length, *out); !s.ok()) return s;
+  // Files first: the local copy is durable before the decode server is asked to acknowledge.
+  std::vector<std::unique_ptr<KvSink>> sinks;
+  if (!o.kv_out.empty()) sinks.push_back(MakeKvFileSink(comm, o.kv_out));
+  if (!o.kv_target.empty()) sinks.push_back(MakeUcxKvSink(comm, {o.kv_target, o.kv_timeout}));
+  nlohmann::json handoff = nlohmann::json::array();
+  if (!sinks.empty()) {
+    absl::StatusOr<std::vector<SinkReport>> written =
+        WriteKvCache(comm, sinks, RequestId(o, source), o, c, *layout, *length, *out);
+    if (!written.ok()) return written.status();
+    for (const SinkReport& r : *written) {
+      handoff.push_back({{"sink", r.sink}, {"destination", r.destination}, {"bytes", r.bytes}, {"seconds", r.seconds},
+                         {"gb_per_second", r.seconds > 0 ? r.bytes / r.seconds / 1e9 : 0.0},
+                         {"transfer_seconds", r.transfer_seconds},
+                         {"transfer_gb_per_second", r.transfer_seconds > 0 ? r.bytes / r.transfer_seconds / 1e9 : 0.0}});
+    }
   }
 
   // Per layer: density over all ranks; per phase: the slowest rank.
@@ -246,7 +292,8 @@ absl::StatusOr<nlohmann::json> PrefillRequest(const LoadedModel& model, const Pr
       {"phase_seconds", {{"mask_estimation", maxes[0]}, {"kv_exchange", maxes[1]}, {"attention", maxes[2]}, {"gemm", maxes[3]}}},
       {"density", visible > 0 ? selected / visible : 1.0}, {"layer_density", density},
       {"kv_bytes_sent", 0}, {"peak_memory_bytes_per_rank", peaks}, {"top_logits", TopK(out->last_logits, o.top_k)},
-      {"last_logits", out->last_logits}, {"kv_out", o.kv_out}};
+      {"last_logits", out->last_logits}, {"kv_out", o.kv_out}, {"kv_target", o.kv_target},
+      {"request_id", RequestId(o, source)}, {"kv_handoff", handoff}};
 }
 
 }  // namespace prefill

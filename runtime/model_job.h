@@ -1,7 +1,8 @@
 // Whole-model prefill requests: a Hugging Face Llama-family model loaded once per process,
 // then any number of prompts prefilled over a group of ranks (`prefill model` runs one;
 // `prefill run` runs a manifest of them). Each writes its KV cache (one safetensors shard
-// per rank + index.json, published atomically) and reports its last-token logits.
+// per rank + index.json, published atomically) and/or streams it to a decode server over UCX
+// (runtime/kv_sink.h), and reports its last-token logits.
 #pragma once
 
 #include <cstdint>
@@ -43,6 +44,12 @@ struct PrefillRequestOptions {
   int threads = 1;
   std::string kv_out;  // folder for the KV cache; empty: not written
   std::string kv_dtype = "bf16";
+  // host:port of a decode server (kv-receiver): every rank streams its KV shards there over
+  // UCX and the request succeeds only once it is acknowledged; empty: not sent.
+  std::string kv_target;
+  double kv_timeout = 60;  // seconds without progress (connect, send, acknowledgement) before the handoff fails
+  // Names the request on the wire; empty: kv_out's last component, else the prompt file's stem.
+  std::string request_id;
   int top_k = 10;
   int64_t memory_per_rank = 0;  // bytes a rank may hold; 0: DefaultMemoryPerRank()
 };

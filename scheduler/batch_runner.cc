@@ -125,16 +125,43 @@ absl::StatusOr<std::string> BroadcastFromRoot(MpiCommunicator& world, std::strin
   return text;
 }
 
+// This rank's share of a finished request, for Prometheus.
+void RecordRequestMetrics(const absl::StatusOr<json>& result, int64_t tokens, double seconds,
+                          monitoring::PrefillMetrics& metrics) {
+  monitoring::PrefillRequestRecord r;
+  r.status = result.status().code();
+  r.prompt_tokens = tokens;
+  r.prefill_seconds = seconds;
+  if (result.ok()) {
+    const json& phases = (*result)["phase_seconds"];
+    using monitoring::PrefillPhase;
+    for (auto [phase, key] : {std::pair{PrefillPhase::kMaskEstimation, "mask_estimation"},
+                              std::pair{PrefillPhase::kKvExchange, "kv_exchange"},
+                              std::pair{PrefillPhase::kAttention, "attention"}, std::pair{PrefillPhase::kGemm, "gemm"}}) {
+      r.phase_seconds[static_cast<int>(phase)] = phases.value(key, 0.0);
+    }
+    if ((*result)["mode"] == "sparse") r.attention_density = (*result)["density"].get<double>();
+  }
+  metrics.RecordRequest(r);
+}
+
 // Every rank of a group prefills the request; the group's rank 0 records the outcome.
 absl::Status RunAssignment(const BatchOptions& o, const LoadedModel& model, const BatchPlan& plan,
                            const Assignment& a, MpiCommunicator& group, const ResultStore& store) {
   const BatchRequest& r = plan.requests[a.request];
   PrefillRequestOptions options = o.defaults;
   options.kv_out = store.KvDir(r.id);
+  options.request_id = r.id;
   if (r.mode) options.mode = *r.mode;
   if (r.tau) options.tau = *r.tau;
   const auto start = Clock::now();
+  if (o.metrics != nullptr) o.metrics->SetRequestsRunning(1);
   absl::StatusOr<json> result = PrefillRequest(model, {r.tokens_path, r.embeddings_path}, options, group);
+  if (o.metrics != nullptr) {
+    o.metrics->SetRequestsRunning(0);
+    RecordRequestMetrics(result, plan.tokens[a.request] / a.ranks, std::chrono::duration<double>(Clock::now() - start).count(),
+                         *o.metrics);
+  }
   if (group.rank() != 0) return absl::OkStatus();
   const double seconds = std::chrono::duration<double>(Clock::now() - start).count();
   json record = result.ok() ? json{{"id", r.id}, {"status", "ok"}, {"tokens", plan.tokens[a.request]},
@@ -142,6 +169,9 @@ absl::Status RunAssignment(const BatchOptions& o, const LoadedModel& model, cons
                                    {"seconds", seconds}, {"error", nullptr}, {"kv_cache", options.kv_out},
                                    {"top_logits", (*result)["top_logits"]}}
                             : ErrorRecord(r.id, plan.tokens[a.request], std::string(result.status().message()));
+  // A KV handoff is part of the request: PrefillRequest returned OK only after the decode
+  // server acknowledged it, so an ok record here means acknowledged.
+  if (result.ok() && !options.kv_target.empty()) record["kv_target"] = options.kv_target;
   return store.WriteRecord(record);
 }
 
@@ -191,7 +221,11 @@ absl::StatusOr<BatchSummary> RunBatch(const BatchOptions& o, MpiCommunicator& wo
   for (const Wave& w : plan->placement.waves) {
     for (const Assignment& a : w.assignments) planned_tokens += plan->tokens[a.request];
   }
+  int64_t waiting = 0;
+  for (const Wave& w : plan->placement.waves) waiting += static_cast<int64_t>(w.assignments.size());
   for (const Wave& wave : plan->placement.waves) {
+    waiting -= static_cast<int64_t>(wave.assignments.size());
+    if (o.metrics != nullptr) o.metrics->SetRequestsWaiting(waiting);
     double stop = o.stop_requested() ? 1 : 0;
     if (absl::Status s = world.AllReduceMax(&stop, 1); !s.ok()) return s;
     if (stop > 0) {

@@ -11,6 +11,7 @@
 
 #include "absl/status/statusor.h"
 #include "parallel/mpi_communicator.h"
+#include "monitoring/prefill_metrics.h"
 #include "runtime/model_job.h"
 #include "scheduler/placement.h"
 
@@ -25,6 +26,7 @@ struct BatchOptions {
   int64_t min_tokens_per_rank = 8192;
   PrefillRequestOptions defaults;  // kv_out is set per request
   std::function<bool()> stop_requested = [] { return false; };
+  monitoring::PrefillMetrics* metrics = nullptr;  // every rank records its share when set
   std::string progress = "auto";  // rank 0: "line" (updated in place), "log" (a line each), "off"; auto: line on a terminal
 };
 

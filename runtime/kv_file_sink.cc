@@ -1,0 +1,154 @@
+#include "runtime/kv_file_sink.h"
+
+#include <filesystem>
+
+#include "absl/strings/str_cat.h"
+#include "runtime/atomic_file.h"
+#include "runtime/safetensors.h"
+
+namespace prefill {
+namespace {
+
+// Shape and dtype of one tensor handed to a sink, checked against the geometry.
+absl::Status CheckKvTensor(const KvCacheGeometry& g, const Tensor& t, int layer, const char* what) {
+  const std::vector<int64_t> want = {g.local_rows, g.kv_heads, g.head_dim};
+  if (t.dtype != g.dtype || t.shape != want ||
+      static_cast<int64_t>(t.bytes.size()) != g.TensorBytes()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("layer ", layer, " ", what, ": ", std::string(DTypeName(t.dtype)), " ",
+                     t.ShapeString(), ", the KV cache needs ", std::string(DTypeName(g.dtype)),
+                     " [", g.local_rows, ", ", g.kv_heads, ", ", g.head_dim, "]"));
+  }
+  return absl::OkStatus();
+}
+
+class KvFileSink final : public KvSink {
+ public:
+  KvFileSink(Communicator& comm, std::string dir) : comm_(comm), dir_(std::move(dir)) {}
+
+  std::string_view name() const override { return "file"; }
+  std::string destination() const override { return dir_; }
+
+  absl::Status Begin(const std::string& /*request_id*/, const KvCacheGeometry& geometry) override {
+    geometry_ = geometry;
+    keys_.clear();
+    values_.clear();
+    error_ = absl::OkStatus();
+    absl::Status s;
+    if (comm_.rank() == 0) s = StageKvCache(dir_).status();
+    return AgreeOnStatus(comm_, s);
+  }
+
+  absl::Status PutLayer(int layer, const Tensor& key, const Tensor& value,
+                        std::span<const KvTokenRange>) override {
+    if (!error_.ok()) return error_;
+    if (layer != static_cast<int>(keys_.size()) || layer >= geometry_.num_layers) {
+      error_ = absl::InternalError(
+          absl::StrCat("KV layer ", layer, " out of order (expected ", keys_.size(), ")"));
+    } else if (absl::Status s = CheckKvTensor(geometry_, key, layer, "key"); !s.ok()) {
+      error_ = s;
+    } else if (absl::Status s = CheckKvTensor(geometry_, value, layer, "value"); !s.ok()) {
+      error_ = s;
+    }
+    if (!error_.ok()) return error_;
+    keys_.push_back(&key);
+    values_.push_back(&value);
+    return absl::OkStatus();
+  }
+
+  absl::Status Commit() override {
+    absl::Status s = error_;
+    if (s.ok() && static_cast<int>(keys_.size()) != geometry_.num_layers) {
+      s = absl::InternalError(absl::StrCat("KV cache committed with ", keys_.size(), " of ",
+                                           geometry_.num_layers, " layers"));
+    }
+    if (s.ok())
+      s = WriteKvShard(absl::StrCat(dir_, ".partial/", KvShardFileName(comm_.rank())), keys_,
+                       values_);
+    s = AgreeOnStatus(comm_, s);
+    if (comm_.rank() == 0) {
+      if (s.ok()) {
+        s = PublishKvCache(dir_, geometry_);
+      } else {
+        std::error_code ec;
+        std::filesystem::remove_all(dir_ + ".partial", ec);
+      }
+    }
+    return AgreeOnStatus(comm_, s);
+  }
+
+ private:
+  Communicator& comm_;
+  const std::string dir_;
+  KvCacheGeometry geometry_;
+  std::vector<const Tensor*> keys_, values_;
+  absl::Status error_;
+};
+
+}  // namespace
+
+std::string KvShardFileName(int rank) { return absl::StrCat("rank", rank, ".safetensors"); }
+
+nlohmann::json KvCacheIndex(const KvCacheGeometry& g) {
+  nlohmann::json index = {{"seq_len", g.seq_len},
+                          {"num_layers", g.num_layers},
+                          {"kv_heads", g.kv_heads},
+                          {"head_dim", g.head_dim},
+                          {"dtype", std::string(DTypeName(g.dtype))},
+                          {"layout", g.layout},
+                          {"ranges", nlohmann::json::array()}};
+  for (size_t r = 0; r < g.ranges.size(); ++r) {
+    for (const KvTokenRange& range : g.ranges[r]) {
+      index["ranges"].push_back({{"start", range.start},
+                                 {"length", range.length},
+                                 {"file", KvShardFileName(static_cast<int>(r))},
+                                 {"row", range.row}});
+    }
+  }
+  return index;
+}
+
+absl::Status WriteKvShard(const std::string& path, const std::vector<const Tensor*>& keys,
+                          const std::vector<const Tensor*>& values) {
+  std::vector<std::pair<std::string, const Tensor*>> named;
+  named.reserve(2 * keys.size());
+  for (size_t i = 0; i < keys.size(); ++i) {
+    named.emplace_back(absl::StrCat("layers.", i, ".key"), keys[i]);
+    named.emplace_back(absl::StrCat("layers.", i, ".value"), values[i]);
+  }
+  return WriteSafetensors(path, named);
+}
+
+absl::StatusOr<std::string> StageKvCache(const std::string& final_dir) {
+  const std::string tmp_dir = final_dir + ".partial";
+  std::error_code ec;
+  std::filesystem::remove_all(tmp_dir, ec);
+  std::filesystem::create_directories(tmp_dir, ec);
+  if (ec)
+    return absl::PermissionDeniedError(absl::StrCat(tmp_dir, ": cannot create: ", ec.message()));
+  return tmp_dir;
+}
+
+absl::Status PublishKvCache(const std::string& final_dir, const KvCacheGeometry& g) {
+  const std::string tmp_dir = final_dir + ".partial";
+  const absl::Status written =
+      WriteFileAtomically(tmp_dir + "/index.json", KvCacheIndex(g).dump(2) + "\n");
+  std::error_code ec;
+  if (written.ok()) {
+    std::filesystem::remove_all(final_dir, ec);
+    std::filesystem::rename(tmp_dir, final_dir, ec);
+  }
+  if (!written.ok() || ec) {
+    std::filesystem::remove_all(tmp_dir, ec);
+    return absl::InternalError(
+        absl::StrCat(final_dir, ": cannot publish the KV cache",
+                     written.ok() ? "" : absl::StrCat(": ", written.message())));
+  }
+  return absl::OkStatus();
+}
+
+std::unique_ptr<KvSink> MakeKvFileSink(Communicator& comm, std::string dir) {
+  return std::make_unique<KvFileSink>(comm, std::move(dir));
+}
+
+}  // namespace prefill

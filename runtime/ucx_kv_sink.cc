@@ -1,0 +1,601 @@
+#include "runtime/ucx_kv_sink.h"
+
+#include <arpa/inet.h>
+#include <netdb.h>
+
+#include <chrono>
+#include <cstdlib>
+#include <cstring>
+#include <deque>
+#include <optional>
+#include <random>
+#include <thread>
+#include <vector>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "runtime/kv_handoff_protocol.h"
+
+namespace prefill {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double SecondsSince(Clock::time_point t) {
+  return std::chrono::duration<double>(Clock::now() - t).count();
+}
+
+}  // namespace
+
+// ---- UCX plumbing ----------------------------------------------------------------------
+
+absl::StatusCode UcsStatusCode(ucs_status_t status) {
+  switch (status) {
+    case UCS_OK:
+      return absl::StatusCode::kOk;
+    case UCS_ERR_UNREACHABLE:
+    case UCS_ERR_CONNECTION_RESET:
+    case UCS_ERR_ENDPOINT_TIMEOUT:
+    case UCS_ERR_REJECTED:
+    case UCS_ERR_IO_ERROR:
+    case UCS_ERR_CANCELED:
+    case UCS_ERR_NOT_CONNECTED:
+    case UCS_ERR_BUSY:
+    case UCS_ERR_NO_RESOURCE:
+      return absl::StatusCode::kUnavailable;
+    case UCS_ERR_TIMED_OUT:
+      return absl::StatusCode::kDeadlineExceeded;
+    case UCS_ERR_INVALID_PARAM:
+    case UCS_ERR_INVALID_ADDR:
+      return absl::StatusCode::kInvalidArgument;
+    case UCS_ERR_NO_MEMORY:
+    case UCS_ERR_EXCEEDS_LIMIT:
+      return absl::StatusCode::kResourceExhausted;
+    case UCS_ERR_UNSUPPORTED:
+      return absl::StatusCode::kUnimplemented;
+    default:
+      return absl::StatusCode::kInternal;
+  }
+}
+
+absl::Status UcsError(ucs_status_t status, const char* call, const char* file, int line) {
+  return absl::Status(UcsStatusCode(status), absl::StrCat(call, ": ", ucs_status_string(status),
+                                                          " (", file, ":", line, ")"));
+}
+
+absl::StatusOr<SocketAddress> ResolveHostPort(std::string_view host_port_view, bool passive) {
+  const std::string host_port(host_port_view);
+  auto bad = [&](const std::string& why) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("'", host_port, "' is not HOST:PORT (", why, ")"));
+  };
+  const size_t colon = host_port.rfind(':');
+  if (colon == std::string_view::npos || colon == 0) return bad("no host or no port");
+  std::string host(host_port.substr(0, colon));
+  if (host.size() >= 2 && host.front() == '[' && host.back() == ']')
+    host = host.substr(1, host.size() - 2);
+  int port = -1;
+  if (!absl::SimpleAtoi(host_port.substr(colon + 1), &port) || port < (passive ? 0 : 1) ||
+      port > 65535) {
+    return bad(passive ? "the port must be 0..65535" : "the port must be 1..65535");
+  }
+  addrinfo hints{};
+  hints.ai_family = AF_UNSPEC;
+  hints.ai_socktype = SOCK_STREAM;
+  hints.ai_flags = passive ? AI_PASSIVE : 0;
+  addrinfo* found = nullptr;
+  const std::string service = std::to_string(port);
+  if (const int rc =
+          getaddrinfo(host == "*" ? nullptr : host.c_str(), service.c_str(), &hints, &found);
+      rc != 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("'", host_port, "': cannot resolve '", host, "': ", gai_strerror(rc)));
+  }
+  SocketAddress out;
+  std::memcpy(&out.addr, found->ai_addr, found->ai_addrlen);
+  out.length = found->ai_addrlen;
+  freeaddrinfo(found);
+  return out;
+}
+
+std::string SocketAddressText(const sockaddr_storage& addr) {
+  char host[INET6_ADDRSTRLEN] = "?";
+  int port = 0;
+  if (addr.ss_family == AF_INET) {
+    const auto* a = reinterpret_cast<const sockaddr_in*>(&addr);
+    inet_ntop(AF_INET, &a->sin_addr, host, sizeof host);
+    port = ntohs(a->sin_port);
+    return absl::StrCat(host, ":", port);
+  }
+  if (addr.ss_family == AF_INET6) {
+    const auto* a = reinterpret_cast<const sockaddr_in6*>(&addr);
+    inet_ntop(AF_INET6, &a->sin6_addr, host, sizeof host);
+    port = ntohs(a->sin6_port);
+    return absl::StrCat("[", host, "]:", port);
+  }
+  return "?";
+}
+
+absl::StatusOr<std::unique_ptr<UcxWorker>> UcxWorker::Create() {
+  std::unique_ptr<UcxWorker> w(new UcxWorker());
+  ucp_config_t* config = nullptr;
+  // UCX 1.13's TCP PUT zcopy (its rendezvous over TCP) aborts the process on an internal
+  // assertion (tcp_ep.c: PUT_TX_WAITING_ACK) when the peer dies mid-transfer, which would take a
+  // whole prefill job down with a receiver. Without it, rendezvous data goes as active-message
+  // fragments, still sent from the registered buffer. The transport reads its settings from the
+  // environment only (ucp_config_modify does not reach it in 1.13), so the default is set there,
+  // once, before the first context; UCX_TCP_PUT_ENABLE=y in the environment restores PUT.
+  static const bool tcp_put_default = [] {
+    return setenv("UCX_TCP_PUT_ENABLE", "n", /*overwrite=*/0) == 0;
+  }();
+  (void)tcp_put_default;
+  UCS_CHECK(ucp_config_read(nullptr, nullptr, &config));
+  ucp_params_t params{};
+  params.field_mask = UCP_PARAM_FIELD_FEATURES;
+  params.features = UCP_FEATURE_AM;
+  const ucs_status_t init = ucp_init(&params, config, &w->context_);
+  ucp_config_release(config);
+  UCS_CHECK(init);
+  ucp_worker_params_t wp{};
+  wp.field_mask = UCP_WORKER_PARAM_FIELD_THREAD_MODE;
+  wp.thread_mode = UCS_THREAD_MODE_SINGLE;
+  UCS_CHECK(ucp_worker_create(w->context_, &wp, &w->worker_));
+  ucp_worker_attr_t attr{};
+  attr.field_mask = UCP_WORKER_ATTR_FIELD_MAX_AM_HEADER;
+  UCS_CHECK(ucp_worker_query(w->worker_, &attr));
+  w->max_am_header_ = attr.max_am_header;
+  return w;
+}
+
+UcxWorker::~UcxWorker() {
+  if (worker_ != nullptr) ucp_worker_destroy(worker_);
+  if (context_ != nullptr) ucp_cleanup(context_);
+}
+
+bool UcxWorker::Progress() {
+  bool any = false;
+  while (ucp_worker_progress(worker_) != 0) any = true;
+  return any;
+}
+
+void UcxWorker::Backoff(int& idle_rounds, int max_sleep_us) {
+  ++idle_rounds;
+  if (idle_rounds < 64) return;
+  const int shift = std::min(idle_rounds - 64, 20);
+  std::this_thread::sleep_for(std::chrono::microseconds(std::min(10 << shift, max_sleep_us)));
+}
+
+absl::Status UcxWorker::ProgressUntil(const std::function<bool()>& done, double idle_timeout_s,
+                                      std::string_view what, const uint64_t* activity) {
+  Clock::time_point last = Clock::now();
+  uint64_t seen = activity ? *activity : 0;
+  int idle_rounds = 0;
+  while (!done()) {
+    bool any = Progress();
+    if (activity != nullptr && *activity != seen) {
+      seen = *activity;
+      any = true;
+    }
+    if (any) {
+      last = Clock::now();
+      idle_rounds = 0;
+      continue;
+    }
+    if (SecondsSince(last) > idle_timeout_s) {
+      return absl::DeadlineExceededError(
+          absl::StrCat(std::string(what), ": nothing happened for ", idle_timeout_s, " s"));
+    }
+    Backoff(idle_rounds);
+  }
+  return absl::OkStatus();
+}
+
+void UcxWorker::CloseEndpoint(ucp_ep_h ep, bool force, double timeout_s) {
+  if (ep == nullptr) return;
+  ucp_request_param_t p{};
+  p.op_attr_mask = UCP_OP_ATTR_FIELD_FLAGS;
+  p.flags = force ? UCP_EP_CLOSE_FLAG_FORCE : 0;
+  ucs_status_ptr_t req = ucp_ep_close_nbx(ep, &p);
+  if (req == nullptr || UCS_PTR_IS_ERR(req)) return;
+  const Clock::time_point start = Clock::now();
+  int idle_rounds = 0;
+  while (ucp_request_check_status(req) == UCS_INPROGRESS && SecondsSince(start) < timeout_s) {
+    if (!Progress()) Backoff(idle_rounds);
+  }
+  ucp_request_free(req);  // if still in progress, UCX releases it when done (or with the worker)
+}
+
+// ---- The sink --------------------------------------------------------------------------
+
+absl::Status ValidateUcxKvSinkOptions(const UcxKvSinkOptions& o) {
+  if (absl::StatusOr<SocketAddress> a = ResolveHostPort(o.target, false); !a.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat("--kv-target ", a.status().message()));
+  }
+  if (!(o.timeout_seconds > 0)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--kv-timeout ", o.timeout_seconds, " must be a positive number of seconds"));
+  }
+  return absl::OkStatus();
+}
+
+namespace {
+
+// One posted active message: its header, and its payload's registration.
+struct PendingSend {
+  std::string header;
+  ucp_mem_h memh = nullptr;
+  bool done = false;
+  ucs_status_t status = UCS_OK;
+  uint64_t bytes = 0;
+  uint64_t* activity = nullptr;  // the sink's event count, bumped on completion
+};
+
+class UcxKvSink final : public KvSink {
+ public:
+  UcxKvSink(Communicator& comm, UcxKvSinkOptions options)
+      : comm_(comm), options_(std::move(options)) {}
+  ~UcxKvSink() override { Shutdown(true); }
+
+  std::string_view name() const override { return "ucx"; }
+  std::string destination() const override { return options_.target; }
+
+  absl::Status Begin(const std::string& request_id, const KvCacheGeometry& geometry) override {
+    request_id_ = request_id;
+    geometry_ = geometry;
+    // Rank 0 names this attempt; every rank sends the same transfer id.
+    uint64_t mine = 0;
+    if (comm_.rank() == 0) {
+      std::random_device rd;
+      mine = (uint64_t{rd()} << 32) ^ rd() ^
+             static_cast<uint64_t>(Clock::now().time_since_epoch().count());
+      if (mine == 0) mine = 1;
+    }
+    std::vector<uint64_t> ids(comm_.size());
+    absl::Status s = comm_.AllGather(&mine, sizeof mine, ids.data());
+    if (s.ok()) {
+      transfer_id_ = ids[0];
+      s = Connect();
+    }
+    s = AgreeOnStatus(comm_, s);
+    if (!s.ok()) {
+      error_ = s;  // every rank: later calls return it
+      Shutdown(true);
+    }
+    return s;
+  }
+
+  absl::Status PutLayer(int layer, const Tensor& key, const Tensor& value,
+                        std::span<const KvTokenRange> ranges) override {
+    if (!error_.ok()) return error_;
+    if (layer != next_layer_ || layer >= geometry_.num_layers) {
+      return Fail(absl::InternalError(
+          absl::StrCat("KV layer ", layer, " out of order (expected ", next_layer_, ")")));
+    }
+    const std::vector<int64_t> shape = {geometry_.local_rows, geometry_.kv_heads,
+                                        geometry_.head_dim};
+    for (const Tensor* t : {&key, &value}) {
+      if (t->dtype != geometry_.dtype || t->shape != shape) {
+        return Fail(
+            absl::InvalidArgumentError(absl::StrCat("layer ", layer, ": tensor ", t->ShapeString(),
+                                                    " does not match the KV cache geometry")));
+      }
+    }
+    ++next_layer_;
+    for (uint8_t kind = 0; kind < 2; ++kind) {
+      const Tensor& t = kind == 0 ? key : value;
+      kvwire::LayerMessage m;
+      m.prefix = Prefix(kvwire::MessageType::kLayer);
+      m.layer = static_cast<uint32_t>(layer);
+      m.kind = kind;
+      m.dtype = std::string(DTypeName(t.dtype));
+      m.shape = t.shape;
+      m.ranges.assign(ranges.begin(), ranges.end());
+      m.payload_bytes = t.bytes.size();
+      m.payload_crc = kvwire::Crc32c(t.bytes.data(), t.bytes.size());
+      crcs_.push_back(m.payload_crc);
+      if (absl::Status s =
+              Post(kvwire::MessageType::kLayer, kvwire::Encode(m), t.bytes.data(), t.bytes.size());
+          !s.ok()) {
+        return Fail(s);
+      }
+    }
+    worker_->Progress();  // start moving data while the caller converts the next layer
+    return absl::OkStatus();
+  }
+
+  absl::Status Commit() override {
+    absl::Status s = error_;
+    if (s.ok() && next_layer_ != geometry_.num_layers) {
+      s = absl::InternalError(absl::StrCat("KV handoff committed with ", next_layer_, " of ",
+                                           geometry_.num_layers, " layers"));
+    }
+    if (s.ok()) {
+      kvwire::CommitMessage m;
+      m.prefix = Prefix(kvwire::MessageType::kCommit);
+      m.messages = static_cast<uint32_t>(crcs_.size());
+      m.payload_bytes = payload_bytes_;
+      m.payload_crc = kvwire::CombineCrcs(crcs_);
+      s = Post(kvwire::MessageType::kCommit, kvwire::Encode(m), nullptr, 0);
+    }
+    if (s.ok()) s = WaitForSends("sending the KV cache");
+    if (s.ok()) s = WaitForAck();
+    const bool ok = s.ok();
+    Shutdown(!ok);
+    return AgreeOnStatus(comm_, s);
+  }
+
+ private:
+  kvwire::Prefix Prefix(kvwire::MessageType type) const {
+    return kvwire::Prefix{type, transfer_id_, request_id_, static_cast<uint32_t>(geometry_.rank)};
+  }
+
+  std::string Where() const { return absl::StrCat("KV receiver at ", options_.target); }
+
+  absl::Status Fail(absl::Status s) {
+    if (error_.ok()) error_ = std::move(s);
+    return error_;
+  }
+
+  // Payload bytes whose sends completed.
+  uint64_t SentBytes() const {
+    uint64_t n = 0;
+    for (const PendingSend& s : sends_) n += s.done && s.status == UCS_OK ? s.bytes : 0;
+    return n;
+  }
+
+  // The connection's failure, in words a user can act on.
+  absl::Status Lost(const std::string& during) const {
+    const int64_t total = 2 * int64_t{geometry_.num_layers} * geometry_.TensorBytes();
+    return absl::UnavailableError(absl::StrCat(
+        Where(), ": connection lost while ", during, " (", ucs_status_string(ep_status_),
+        "), rank ", geometry_.rank, " had sent ", SentBytes(), " of ", total, " bytes; request '",
+        request_id_, "' was not acknowledged"));
+  }
+
+  absl::Status Connect() {
+    absl::StatusOr<SocketAddress> address = ResolveHostPort(options_.target, false);
+    if (!address.ok()) return address.status();
+    absl::StatusOr<std::unique_ptr<UcxWorker>> w = UcxWorker::Create();
+    if (!w.ok())
+      return absl::UnavailableError(
+          absl::StrCat("UCX initialisation failed: ", w.status().message()));
+    worker_ = std::move(*w);
+    ucp_am_handler_param_t h{};
+    h.field_mask = UCP_AM_HANDLER_PARAM_FIELD_ID | UCP_AM_HANDLER_PARAM_FIELD_CB |
+                   UCP_AM_HANDLER_PARAM_FIELD_ARG;
+    h.id = static_cast<unsigned>(kvwire::MessageType::kAck);
+    h.cb = &UcxKvSink::OnAck;
+    h.arg = this;
+    UCS_CHECK(ucp_worker_set_am_recv_handler(worker_->worker(), &h));
+    ucp_ep_params_t ep{};
+    ep.field_mask = UCP_EP_PARAM_FIELD_FLAGS | UCP_EP_PARAM_FIELD_SOCK_ADDR |
+                    UCP_EP_PARAM_FIELD_ERR_HANDLER | UCP_EP_PARAM_FIELD_ERR_HANDLING_MODE;
+    ep.err_mode = UCP_ERR_HANDLING_MODE_PEER;
+    ep.err_handler.cb = &UcxKvSink::OnEndpointError;
+    ep.err_handler.arg = this;
+    ep.flags = UCP_EP_PARAMS_FLAGS_CLIENT_SERVER;
+    ep.sockaddr.addr = reinterpret_cast<const sockaddr*>(&address->addr);
+    ep.sockaddr.addrlen = address->length;
+    if (const ucs_status_t st = ucp_ep_create(worker_->worker(), &ep, &ep_); st != UCS_OK) {
+      ep_ = nullptr;
+      return absl::UnavailableError(
+          absl::StrCat("cannot reach the ", Where(), ": ", ucs_status_string(st)));
+    }
+    kvwire::BeginMessage m;
+    m.prefix = Prefix(kvwire::MessageType::kBegin);
+    m.world_size = static_cast<uint32_t>(geometry_.world_size);
+    m.seq_len = geometry_.seq_len;
+    m.num_layers = static_cast<uint32_t>(geometry_.num_layers);
+    m.kv_heads = static_cast<uint32_t>(geometry_.kv_heads);
+    m.head_dim = static_cast<uint32_t>(geometry_.head_dim);
+    m.dtype = std::string(DTypeName(geometry_.dtype));
+    m.layout = geometry_.layout;
+    m.local_rows = geometry_.local_rows;
+    m.ranges = geometry_.ranges.at(geometry_.rank);
+    if (absl::Status s = Post(kvwire::MessageType::kBegin, kvwire::Encode(m), nullptr, 0); !s.ok())
+      return s;
+    // The flush completes once the connection is up and the Begin has left: a receiver that
+    // is not there fails the request here, before any KV moves.
+    ucp_request_param_t p{};
+    ucs_status_ptr_t flush = ucp_ep_flush_nbx(ep_, &p);
+    absl::Status s = worker_->ProgressUntil(
+        [&] {
+          return ep_failed_ || flush == nullptr || UCS_PTR_IS_ERR(flush) ||
+                 ucp_request_check_status(flush) != UCS_INPROGRESS;
+        },
+        options_.timeout_seconds, "connecting", &activity_);
+    ucs_status_t flushed = UCS_OK;
+    if (UCS_PTR_IS_ERR(flush)) {
+      flushed = UCS_PTR_STATUS(flush);
+    } else if (flush != nullptr) {
+      flushed = ucp_request_check_status(flush);
+      ucp_request_free(flush);
+    }
+    if (!s.ok()) {
+      return absl::UnavailableError(absl::StrCat("cannot reach the ", Where(),
+                                                 ": no connection within ",
+                                                 options_.timeout_seconds, " s (--kv-timeout)"));
+    }
+    if (ep_failed_ || flushed != UCS_OK) {
+      return absl::UnavailableError(absl::StrCat(
+          "cannot reach the ", Where(), ": ", ucs_status_string(ep_failed_ ? ep_status_ : flushed),
+          " (is kv-receiver running and listening there?)"));
+    }
+    return absl::OkStatus();
+  }
+
+  // Posts one active message; data (may be null) is registered and sent in place.
+  absl::Status Post(kvwire::MessageType type, std::string header, const void* data, size_t bytes) {
+    if (ep_failed_) return Lost("sending the KV cache");
+    if (header.size() > worker_->max_am_header()) {
+      return absl::InternalError(absl::StrCat("KV handoff header of ", header.size(),
+                                              " bytes exceeds UCX's limit of ",
+                                              worker_->max_am_header()));
+    }
+    sends_.emplace_back();
+    PendingSend& send = sends_.back();
+    send.header = std::move(header);
+    send.bytes = bytes;
+    send.activity = &activity_;
+    ucp_request_param_t p{};
+    p.op_attr_mask =
+        UCP_OP_ATTR_FIELD_CALLBACK | UCP_OP_ATTR_FIELD_USER_DATA | UCP_OP_ATTR_FIELD_FLAGS;
+    p.cb.send = &UcxKvSink::OnSent;
+    p.user_data = &send;
+    p.flags = UCP_AM_SEND_FLAG_REPLY;
+    if (bytes > 0) {
+      ucp_mem_map_params_t mp{};
+      mp.field_mask = UCP_MEM_MAP_PARAM_FIELD_ADDRESS | UCP_MEM_MAP_PARAM_FIELD_LENGTH;
+      mp.address = const_cast<void*>(data);
+      mp.length = bytes;
+      UCS_CHECK(ucp_mem_map(worker_->context(), &mp, &send.memh));
+      p.op_attr_mask |= UCP_OP_ATTR_FIELD_MEMH;
+      p.memh = send.memh;
+      payload_bytes_ += bytes;
+    }
+    ucs_status_ptr_t req = ucp_am_send_nbx(ep_, static_cast<unsigned>(type), send.header.data(),
+                                           send.header.size(), data, bytes, &p);
+    if (req == nullptr) {
+      send.done = true;
+    } else if (UCS_PTR_IS_ERR(req)) {
+      send.done = true;
+      send.status = UCS_PTR_STATUS(req);
+      if (ep_status_ == UCS_OK) ep_status_ = send.status;
+      return Lost("sending the KV cache");
+    }
+    return absl::OkStatus();
+  }
+
+  absl::Status WaitForSends(const std::string& what) {
+    auto all_done = [&] {
+      for (const PendingSend& s : sends_) {
+        if (!s.done) return ep_failed_;
+      }
+      return true;
+    };
+    absl::Status s = worker_->ProgressUntil(all_done, options_.timeout_seconds, what, &activity_);
+    if (!s.ok()) {
+      return absl::DeadlineExceededError(
+          absl::StrCat(Where(), ": ", what, " stalled for ", options_.timeout_seconds,
+                       " s (--kv-timeout) after ", SentBytes(), " of ", payload_bytes_,
+                       " bytes; request '", request_id_, "' was not acknowledged"));
+    }
+    for (const PendingSend& p : sends_) {
+      if (p.status != UCS_OK && ep_status_ == UCS_OK) ep_status_ = p.status;
+    }
+    if (ep_failed_ || ep_status_ != UCS_OK) return Lost(what);
+    return absl::OkStatus();
+  }
+
+  absl::Status WaitForAck() {
+    absl::Status s = worker_->ProgressUntil([&] { return ack_.has_value() || ep_failed_; },
+                                            options_.timeout_seconds,
+                                            "waiting for the acknowledgement", &activity_);
+    if (!s.ok()) {
+      return absl::DeadlineExceededError(
+          absl::StrCat(Where(), ": no acknowledgement of request '", request_id_, "' within ",
+                       options_.timeout_seconds, " s (--kv-timeout); it was not acknowledged"));
+    }
+    if (!ack_.has_value()) return Lost("waiting for the acknowledgement");
+    if (!ack_status_.ok()) return ack_status_;
+    const uint32_t crc = kvwire::CombineCrcs(crcs_);
+    if (ack_->status != 0) {
+      const bool known = ack_->status > 0 && ack_->status <= 16;
+      return absl::Status(
+          known ? static_cast<absl::StatusCode>(ack_->status) : absl::StatusCode::kAborted,
+          absl::StrCat(Where(), " refused request '", request_id_, "': ", ack_->message));
+    }
+    if (ack_->payload_bytes != payload_bytes_ || ack_->payload_crc != crc) {
+      return absl::DataLossError(absl::StrCat(
+          Where(), " acknowledged ", ack_->payload_bytes, " bytes (crc ", ack_->payload_crc,
+          ") of rank ", geometry_.rank, "'s ", payload_bytes_, " (crc ", crc, ")"));
+    }
+    return absl::OkStatus();
+  }
+
+  // Ends the connection and releases everything UCX holds, so nothing reads the caller's
+  // tensors after Commit returns.
+  void Shutdown(bool force) {
+    if (!worker_) return;
+    if (ep_ != nullptr) {
+      worker_->CloseEndpoint(ep_, force || ep_failed_,
+                             force ? 1.0 : std::min(options_.timeout_seconds, 5.0));
+    }
+    ep_ = nullptr;
+    // Forced closes complete outstanding sends with an error; let their callbacks run.
+    const Clock::time_point start = Clock::now();
+    int idle_rounds = 0;
+    while (SecondsSince(start) < 1.0) {
+      bool pending = false;
+      for (const PendingSend& s : sends_) pending = pending || !s.done;
+      if (!pending) break;
+      if (!worker_->Progress()) worker_->Backoff(idle_rounds);
+    }
+    for (PendingSend& s : sends_) {
+      if (s.memh != nullptr) ucp_mem_unmap(worker_->context(), s.memh);
+      s.memh = nullptr;
+    }
+    worker_.reset();  // destroys the worker (and any request still in it), then the context
+    sends_.clear();
+  }
+
+  static void OnSent(void* request, ucs_status_t status, void* user_data) {
+    auto* send = static_cast<PendingSend*>(user_data);
+    send->done = true;
+    send->status = status;
+    ++*send->activity;
+    ucp_request_free(request);
+  }
+
+  static void OnEndpointError(void* arg, ucp_ep_h, ucs_status_t status) {
+    auto* self = static_cast<UcxKvSink*>(arg);
+    self->ep_failed_ = true;
+    if (self->ep_status_ == UCS_OK) self->ep_status_ = status;
+    ++self->activity_;
+  }
+
+  static ucs_status_t OnAck(void* arg, const void* header, size_t header_length, void*, size_t,
+                            const ucp_am_recv_param_t*) {
+    auto* self = static_cast<UcxKvSink*>(arg);
+    ++self->activity_;
+    absl::StatusOr<kvwire::AckMessage> ack =
+        kvwire::DecodeAck({static_cast<const std::byte*>(header), header_length});
+    if (!ack.ok()) {
+      self->ack_status_ = absl::DataLossError(
+          absl::StrCat(self->Where(), " sent a bad acknowledgement: ", ack.status().message()));
+      self->ack_ = kvwire::AckMessage{};
+      return UCS_OK;
+    }
+    const bool mine = ack->prefix.transfer_id == self->transfer_id_ &&
+                      ack->prefix.rank == static_cast<uint32_t>(self->geometry_.rank);
+    if (!mine && ack->prefix.transfer_id != 0) return UCS_OK;  // a stale attempt's
+    self->ack_ = std::move(*ack);
+    return UCS_OK;
+  }
+
+  Communicator& comm_;
+  const UcxKvSinkOptions options_;
+  std::string request_id_;
+  KvCacheGeometry geometry_;
+  uint64_t transfer_id_ = 0;
+  std::unique_ptr<UcxWorker> worker_;
+  ucp_ep_h ep_ = nullptr;
+  bool ep_failed_ = false;
+  ucs_status_t ep_status_ = UCS_OK;
+  uint64_t activity_ = 0;
+  std::deque<PendingSend> sends_;  // stable addresses: the callbacks hold pointers
+  std::vector<uint32_t> crcs_;     // payload CRCs in (layer, kind) order
+  uint64_t payload_bytes_ = 0;
+  int next_layer_ = 0;
+  std::optional<kvwire::AckMessage> ack_;
+  absl::Status ack_status_;
+  absl::Status error_;
+};
+
+}  // namespace
+
+std::unique_ptr<KvSink> MakeUcxKvSink(Communicator& comm, UcxKvSinkOptions options) {
+  return std::make_unique<UcxKvSink>(comm, std::move(options));
+}
+
+}  // namespace prefill
