@@ -1,9 +1,11 @@
 #include "launch/model_command.h"
 
 #include <cstdio>
+#include <filesystem>
 #include <memory>
 
 #include "absl/strings/str_format.h"
+#include "launch/job_metrics.h"
 #include "runtime/model_job.h"
 
 namespace prefill {
@@ -13,7 +15,29 @@ struct ModelCommandConfig {
   std::string model_dir;
   PromptSource source;
   PrefillRequestOptions options;
+  MetricsFlags metrics;
 };
+
+// This rank's share of the request, for Prometheus.
+void RecordRequestMetrics(const absl::StatusOr<nlohmann::json>& report, const ModelConfig&, const Communicator& comm,
+                          monitoring::PrefillMetrics& metrics) {
+  monitoring::PrefillRequestRecord r;
+  r.status = report.status().code();
+  if (report.ok()) {
+    const nlohmann::json& j = *report;
+    r.prompt_tokens = j["seq_len"].get<int64_t>() / comm.size();
+    r.prefill_seconds = j["prefill_seconds"].get<double>();
+    using monitoring::PrefillPhase;
+    r.phase_seconds[static_cast<int>(PrefillPhase::kMaskEstimation)] = j["phase_seconds"]["mask_estimation"].get<double>();
+    r.phase_seconds[static_cast<int>(PrefillPhase::kKvExchange)] = j["phase_seconds"]["kv_exchange"].get<double>();
+    r.phase_seconds[static_cast<int>(PrefillPhase::kAttention)] = j["phase_seconds"]["attention"].get<double>();
+    r.phase_seconds[static_cast<int>(PrefillPhase::kGemm)] = j["phase_seconds"]["gemm"].get<double>();
+    if (j["mode"] == "sparse") r.attention_density = j["density"].get<double>();
+    r.kv_bytes_sent = static_cast<int64_t>(j["kv_bytes_sent_rank"].get<double>());
+    r.kv_bytes_dense_ring = static_cast<int64_t>(j["kv_bytes_dense_ring"].get<double>()) / comm.size();
+  }
+  metrics.RecordRequest(r);
+}
 
 void PrintSummary(const nlohmann::json& r) {
   std::printf("prefill model: %s (%s), %d tokens on %d ranks, %s\n", r["model"].get<std::string>().c_str(),
@@ -69,6 +93,7 @@ std::function<int()> AddModelCommand(CLI::App& app, const MpiSession& session) {
   cmd->add_option("--kv-dtype", c.kv_dtype, "KV cache storage: bf16, f16, f32")->capture_default_str();
   cmd->add_option("--top-k", c.top_k, "Top logits in the report")->capture_default_str();
   cmd->add_option("--json", *json_path, "Write the report as JSON to this file");
+  AddMetricsFlags(*cmd, mc.metrics);
 
   return [config, json_path, &session]() -> int {
     ModelCommandConfig c = *config;
@@ -77,7 +102,13 @@ std::function<int()> AddModelCommand(CLI::App& app, const MpiSession& session) {
     if (!comm.ok()) return ExitCodeFor(comm.status(), session.world_rank());
     absl::StatusOr<LoadedModel> model = LoadModel(c.model_dir);
     if (absl::Status s = AgreeOnStatus(**comm, model.status()); !s.ok()) return ExitCodeFor(s, session.world_rank());
+    absl::StatusOr<std::unique_ptr<JobMetrics>> metrics =
+        StartJobMetrics(c.metrics, session.world_rank(), std::filesystem::path(c.model_dir).filename().string());
+    if (absl::Status s = AgreeOnStatus(**comm, metrics.status()); !s.ok()) return ExitCodeFor(s, session.world_rank());
+    (*metrics)->metrics->SetRequestsRunning(1);
     absl::StatusOr<nlohmann::json> report = PrefillRequest(*model, c.source, c.options, **comm);
+    (*metrics)->metrics->SetRequestsRunning(0);
+    RecordRequestMetrics(report, model->config, **comm, *(*metrics)->metrics);
     if (!report.ok()) return ExitCodeFor(report.status(), session.world_rank());
     absl::Status written;
     if (session.world_rank() == 0) {

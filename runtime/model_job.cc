@@ -13,6 +13,7 @@
 #include "parallel/cp_layout.h"
 #include "runtime/kv_file_sink.h"
 #include "runtime/kv_handoff_protocol.h"
+#include "parallel/ring_attention.h"
 #include "runtime/layer_ops.h"
 #include "runtime/memory_estimate.h"
 #include "runtime/prompt_input.h"
@@ -260,9 +261,11 @@ absl::StatusOr<nlohmann::json> PrefillRequest(const LoadedModel& model, const Pr
 
   // Per layer: density over all ranks; per phase: the slowest rank.
   const size_t layers = out->layers.size();
-  std::vector<double> sums(2 * layers), maxes(4);
+  std::vector<double> sums(2 * layers + 1), maxes(4);
+  double kv_bytes_rank = 0;
   for (size_t i = 0; i < layers; ++i) {
     const LayerReport& l = out->layers[i];
+    kv_bytes_rank += static_cast<double>(l.attention.kv_bytes_sent);
     sums[2 * i] = static_cast<double>(l.attention.selected_blocks);
     sums[2 * i + 1] = static_cast<double>(l.attention.visible_blocks);
     maxes[0] += l.attention.estimate_seconds;
@@ -270,6 +273,7 @@ absl::StatusOr<nlohmann::json> PrefillRequest(const LoadedModel& model, const Pr
     maxes[2] += l.attention.attention_seconds;
     maxes[3] += l.gemm_seconds;
   }
+  sums[2 * layers] = kv_bytes_rank;
   struct rusage usage {};
   getrusage(RUSAGE_SELF, &usage);
   double peak = static_cast<double>(usage.ru_maxrss) * 1024.0;
@@ -291,7 +295,9 @@ absl::StatusOr<nlohmann::json> PrefillRequest(const LoadedModel& model, const Pr
       {"prefill_seconds", prefill_seconds}, {"tokens_per_second", *length / prefill_seconds},
       {"phase_seconds", {{"mask_estimation", maxes[0]}, {"kv_exchange", maxes[1]}, {"attention", maxes[2]}, {"gemm", maxes[3]}}},
       {"density", visible > 0 ? selected / visible : 1.0}, {"layer_density", density},
-      {"kv_bytes_sent", 0}, {"peak_memory_bytes_per_rank", peaks}, {"top_logits", TopK(out->last_logits, o.top_k)},
+      {"kv_bytes_sent", sums[2 * layers]}, {"kv_bytes_sent_rank", kv_bytes_rank},
+      {"kv_bytes_dense_ring", static_cast<double>(layers) * DenseRingKvBytes(*layout, c.num_kv_heads, c.head_dim, DType::kF32)},
+      {"peak_memory_bytes_per_rank", peaks}, {"top_logits", TopK(out->last_logits, o.top_k)},
       {"last_logits", out->last_logits}, {"kv_out", o.kv_out}, {"kv_target", o.kv_target},
       {"request_id", RequestId(o, source)}, {"kv_handoff", handoff}};
 }

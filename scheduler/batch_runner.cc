@@ -141,6 +141,8 @@ void RecordRequestMetrics(const absl::StatusOr<json>& result, int64_t tokens, do
       r.phase_seconds[static_cast<int>(phase)] = phases.value(key, 0.0);
     }
     if ((*result)["mode"] == "sparse") r.attention_density = (*result)["density"].get<double>();
+    r.kv_bytes_sent = static_cast<int64_t>((*result)["kv_bytes_sent_rank"].get<double>());
+    r.kv_bytes_dense_ring = static_cast<int64_t>((*result)["kv_bytes_dense_ring"].get<double>()) / (*result)["world_size"].get<int>();
   }
   metrics.RecordRequest(r);
 }
