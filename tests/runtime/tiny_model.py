@@ -117,6 +117,10 @@ def forward(cfg, W, tokens):
 
 
 def make(args):
+    global HIDDEN, INTER, LAYERS, HEADS, KV_HEADS, HEAD_DIM, VOCAB
+    HIDDEN, INTER, LAYERS = args.hidden or HIDDEN, args.inter or INTER, args.layers or LAYERS
+    HEADS, KV_HEADS = args.heads or HEADS, args.kv_heads or KV_HEADS
+    HEAD_DIM = HIDDEN // HEADS
     rng = np.random.default_rng(1 if args.arch == "llama" else 2)
     os.makedirs(args.dir, exist_ok=True)
     llama = args.arch == "llama"
@@ -183,7 +187,7 @@ def make(args):
     np.save(os.path.join(args.dir, "tokens.npy"), tokens)
     embeddings = W["model.embed_tokens.weight"][tokens % VOCAB].astype(np.float32)  # what a vision encoder would hand over
     write_safetensors(os.path.join(args.dir, "embeddings.safetensors"), {"embeddings": ("F32", embeddings)})
-    if args.brk:
+    if args.brk or args.no_reference:
         return
     logits, kv = forward(cfg, W, tokens)
     np.save(os.path.join(args.dir, "ref_logits.npy"), logits)
@@ -225,6 +229,12 @@ def main():
     m.add_argument("dir")
     m.add_argument("--arch", choices=["llama", "qwen2"], required=True)
     m.add_argument("--seq-len", type=int, default=512)
+    m.add_argument("--hidden", type=int)  # sizes for benchmarks; defaults: the tiny test model
+    m.add_argument("--inter", type=int)
+    m.add_argument("--layers", type=int)
+    m.add_argument("--heads", type=int)
+    m.add_argument("--kv-heads", type=int)
+    m.add_argument("--no-reference", action="store_true")
     m.add_argument("--break", dest="brk", default="", choices=["", "bad_shape", "missing_tensor", "bad_arch", "bad_token"])
     c = sub.add_parser("compare")
     c.add_argument("dir")
