@@ -44,6 +44,7 @@ struct MaskEstimateParams {
   bool causal = true;
   bool keep_sink = true;    // KV block 0 always kept
   bool keep_recent = true;  // the last query block of the sequence attends densely
+  bool rotate_offsets = true;  // false: every head samples offset 0 (the unrotated baseline)
   float scale = 0.f;        // 1/sqrt(head_dim); the estimator multiplies by 1/stride (mean pooling)
 };
 

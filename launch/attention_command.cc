@@ -43,6 +43,9 @@ CLI::App* AddAttentionFlags(CLI::App& app, AttentionFlags& flags) {
   cmd->add_option("--kv-heads", c.kv_heads, "KV heads (divides --heads)")->capture_default_str();
   cmd->add_option("--head-dim", c.head_dim, "Head dimension")->capture_default_str();
   cmd->add_option("--seed", c.seed, "Seed of the synthetic workload")->capture_default_str();
+  cmd->add_option("--concentration", c.concentration,
+                  "Synthetic workloads: multiplies every structured logit (> 1 sharper, < 1 more diffuse)")->capture_default_str();
+  cmd->add_flag("--slash-heads", c.slash_heads, "Synthetic workloads: every 4th head looks back by a fixed offset (docs/workloads.md)");
   cmd->add_option("--dtype", c.dtype, "Storage of synthetic Q/K/V: f32, bf16, f16")->capture_default_str();
   cmd->add_option("--mode", c.mode, "sparse (estimated block mask) or dense (ring attention, exact)")->capture_default_str();
   cmd->add_option("--layout", c.layout, "contiguous or zigzag (balances causal work)")->capture_default_str();

@@ -11,7 +11,7 @@ packages=(
   openmpi-bin libopenmpi-dev libucx-dev libpmix-dev
   libabsl-dev libgtest-dev libgmock-dev libbenchmark-dev
   libcivetweb-dev civetweb nlohmann-json3-dev libcli11-dev libopenblas-dev
-  python3-numpy
+  python3-numpy python3-matplotlib
   clang-14 libclang-rt-14-dev libomp-14-dev
   prometheus curl
   slurm-wlm munge

@@ -91,7 +91,15 @@ absl::StatusOr<Shard> LoadShard(const AttentionJobConfig& c, DType dtype, const 
   absl::StatusOr<WorkloadKind> kind = ParseWorkloadKind(c.workload);
   if (!kind.ok()) return kind.status();
   const std::vector<int32_t> positions = layout.Positions(rank);
-  const WorkloadSpec spec{*kind, c.seq_len, c.heads, c.kv_heads, c.head_dim, c.seed};
+  WorkloadSpec spec;
+  spec.kind = *kind;
+  spec.seq_len = c.seq_len;
+  spec.heads = c.heads;
+  spec.kv_heads = c.kv_heads;
+  spec.head_dim = c.head_dim;
+  spec.seed = c.seed;
+  spec.slash_heads = c.slash_heads;
+  spec.concentration = c.concentration;
   QkvRows rows = GenerateQkvRows(spec, positions);
   const int64_t n = static_cast<int64_t>(positions.size());
   shard.q = FromF32(rows.q, dtype, {n, c.heads, c.head_dim});
@@ -178,6 +186,7 @@ std::pair<double, double> NeedleHits(const BlockMask& mask, int64_t seq_len, int
 
 absl::Status ValidateAttentionConfig(const AttentionJobConfig& c, int world_size) {
   if (c.heads < 1 || c.kv_heads < 1) return Invalid("--heads and --kv-heads must be positive");
+  if (!(c.concentration > 0 && c.concentration <= 10)) return Invalid("--concentration must be in (0, 10]");
   if (c.heads % c.kv_heads != 0) {
     return Invalid(absl::StrCat("--heads ", c.heads, " must be a multiple of --kv-heads ", c.kv_heads,
                                 " (grouped-query attention: each KV head serves heads/kv-heads query heads)"));
@@ -304,7 +313,7 @@ nlohmann::json AttentionJobReport::ToJson() const {
       {"world_size", world_size}, {"device", device}, {"device_name", device_name},
       {"workload", c.qkv_path.empty() ? c.workload : "file"}, {"qkv", c.qkv_path},
       {"seq_len", c.seq_len}, {"heads", c.heads}, {"kv_heads", c.kv_heads}, {"head_dim", c.head_dim},
-      {"dtype", c.dtype}, {"block", c.block}, {"stride", c.stride}, {"tau", c.tau},
+      {"dtype", c.dtype}, {"concentration", c.concentration}, {"slash_heads", c.slash_heads}, {"block", c.block}, {"stride", c.stride}, {"tau", c.tau},
       {"mode", c.mode}, {"layout", c.layout}, {"causal", c.causal}, {"threads", c.threads},
       {"density", density}, {"kv_bytes_sent_total", kv_bytes_sent_total},
       {"kv_bytes_dense_ring", kv_bytes_dense_ring}};

@@ -26,6 +26,8 @@ struct AttentionJobConfig {
   int kv_heads = 2;
   int head_dim = 64;
   uint64_t seed = 0;
+  double concentration = 1.5;  // synthetic workloads: multiplies every structured logit
+  bool slash_heads = false;  // synthetic workloads: every 4th head a slash head (docs/workloads.md)
   std::string dtype = "f32";  // storage of synthetic Q/K/V
   std::string mode = "sparse";
   std::string layout = "zigzag";

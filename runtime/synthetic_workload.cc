@@ -1,3 +1,13 @@
+// The generator behind the synthetic workloads; docs/workloads.md explains each structure,
+// the literature it comes from and the mass it carries.
+//
+// Mechanism: logits are built feature by feature. A key carries a feature with amplitude
+// d^(1/4) (a fixed dimension, or a random unit vector in dimensions [3, d) named by what it
+// stands for: a position bucket, a video patch); a query that wants the feature carries it with
+// amplitude logit * d^(1/4), so after the 1/sqrt(d) scale the pair's logit is `logit`. Random
+// unit vectors in d-3 dimensions are nearly orthogonal: the cross-talk of unrelated features,
+// about logit / sqrt(d-3) per pair, is the content noise every key gets, the background that
+// makes sparse attention lose a little.
 #include "runtime/synthetic_workload.h"
 
 #include <cmath>
@@ -8,9 +18,15 @@ namespace prefill {
 namespace {
 
 constexpr double kTwoPi = 6.283185307179586;
-constexpr int kQuestionBlock = 128;  // queries seeking the needle: one estimator block
-constexpr int64_t kFrameTokens = 512;  // video: tokens per frame
-constexpr int kSinkTokens = 4;
+constexpr int kQuestionBlock = 128;         // queries seeking the needle: one estimator block
+constexpr int kSinkTokens = 4;              // StreamingLLM: the first four tokens
+constexpr int64_t kFrameTokens = 512;       // video: tokens per frame (16 rows of 32 patches)
+constexpr int kVideoPatchTokens = 8;        // video: tokens of one spatial patch within a frame
+constexpr int kStripeTokens = 16;           // a vertical stripe: a short span every query likes
+constexpr double kStripeRate = 1.0 / 2048;  // stripe starts per token
+constexpr int kLookBack = 2;                // retrieval heads also see this many older windows
+// Slash heads look back by a fixed offset: one per head, alternating between these.
+constexpr int64_t kSlashOffsets[2] = {616, 2088};
 
 uint64_t SplitMix(uint64_t x) {
   x += 0x9e3779b97f4a7c15ull;
@@ -30,78 +46,168 @@ double Gaussian(uint64_t seed, uint64_t stream, uint64_t a, uint64_t b, uint64_t
   return std::sqrt(-2.0 * std::log(u1)) * std::cos(kTwoPi * u2);
 }
 
-enum Stream : uint64_t { kQNoise = 1, kKNoise, kVNoise, kLocalBucket, kVideoBucket, kStripe };
+enum Stream : uint64_t {
+  kQNoise = 1,
+  kKNoise,
+  kVNoise,
+  kLocalBucket,
+  kVideoBucket,
+  kStripe,
+  kVideoFrame
+};
 
-constexpr int kNeedleTokens = 32;  // a needle is a sentence, not one token
-constexpr int kStripeTokens = 16;  // a vertical stripe: a short span every query attends to
-constexpr double kStripeRate = 1.0 / 2048;  // stripe starts per token
-constexpr int kVideoPatchTokens = 8;  // video: tokens of one spatial patch within a frame
-
-// Dimensions of each head: [0] sink, [1] needle, [2] stripe; the rest carry random unit
-// vectors that name a token's local bucket and (video) its spatial patch. Random vectors in
-// d-3 dimensions are nearly orthogonal (cross-talk ~ 1/sqrt(d-3)), so far-away tokens add
-// little mass: attention stays concentrated as the workload intends.
+// Dimensions of each head: [0] sink, [1] needle, [2] stripe; the rest carry the random unit
+// vectors.
 constexpr int kFeatureDim0 = 3;
 
-// Logit targets (after the 1/sqrt(d) scale) at the peak of each feature.
+// Logits (after the 1/sqrt(d) scale) of each structure at its peak, for concentration 1.
 struct Strengths {
-  double local, sink, needle, stripe, video, noise;
+  double sink = 0, local = 0, slash = 0, stripe = 0, needle = 0, video_spatial = 0,
+         video_temporal = 0, noise = 0;
 };
 
 Strengths StrengthsFor(WorkloadKind kind) {
-  if (kind == WorkloadKind::kRandom) return {0, 0, 0, 0, 0, 1.0};
-  Strengths s{18.0, 21.0, 0, 0, 0, 0.3};
-  if (kind == WorkloadKind::kNeedle) s.needle = 26.0;
-  if (kind == WorkloadKind::kStripes) s.stripe = 17.0;
-  if (kind == WorkloadKind::kVideo) s.video = 16.0;
+  Strengths s;
+  if (kind == WorkloadKind::kRandom) {
+    s.noise = 1.0;
+    return s;
+  }
+  s.sink = 16.0;
+  s.local = 14.0;
+  s.slash = 15.0;
+  s.noise = 0.1;
+  if (kind == WorkloadKind::kNeedle) s.needle = 19.0;
+  if (kind == WorkloadKind::kStripes) s.stripe = 15.0;
+  if (kind == WorkloadKind::kVideo) {
+    s.video_spatial = 8.0;
+    s.video_temporal = 10.0;
+  }
   return s;
 }
 
+// How much of each structure a head of a role uses (multipliers of the strengths).
+struct RoleWeights {
+  double sink, local, look_back, slash, stripe, video_spatial, video_temporal, overall;
+};
+
+RoleWeights WeightsOf(HeadRole role) {
+  switch (role) {
+    case HeadRole::kLocal:
+      return {1.0, 1.0, 0.0, 0.0, 0.7, 1.0, 0.0, 1.0};
+    case HeadRole::kSlash:
+      return {0.9, 0.9, 0.0, 1.0, 0.5, 0.0, 1.0, 1.0};
+    case HeadRole::kRetrieval:
+      return {0.9, 0.8, 0.6, 0.0, 1.0, 0.6, 0.7, 1.0};
+    case HeadRole::kDiffuse:
+      return {1.0, 1.0, 0.5, 0.0, 0.7, 1.0, 1.0, 0.15};
+  }
+  return {};
+}
+
 // Local window width of KV head g, in tokens: heads differ, as they do in models.
-int64_t WindowOf(int kv_head) { return int64_t{16} << (kv_head % 4); }
+int64_t WindowOf(int kv_head) { return int64_t{32} << (kv_head % 3); }
 
 bool IsStripeKey(uint64_t seed, int64_t pos) {
   const int64_t span_start = pos / kStripeTokens * kStripeTokens;
-  return pos >= kSinkTokens && Uniform(seed, kStripe, span_start, 0, 0) < kStripeRate * kStripeTokens;
+  return pos >= kSinkTokens &&
+         Uniform(seed, kStripe, span_start, 0, 0) < kStripeRate * kStripeTokens;
 }
 
-struct Row {
+struct Generator {
   const WorkloadSpec& spec;
-  const Strengths& s;
+  Strengths s;
   NeedlePlacement needle;
-  double amp(double logit) const { return std::sqrt(logit * std::sqrt(static_cast<double>(spec.head_dim))); }
 
-  // out[3..d) += amplitude * (a random unit vector named by (stream, head, id)).
-  void AddUnitVector(float* out, Stream stream, int head, int64_t id, double amplitude) const {
+  // A feature's key amplitude is fixed by its base logit (keys are shared by the query heads
+  // of a KV head), split evenly with the query's at the base: sqrt(base * sqrt(d)) each, which
+  // keeps the products with the other side's noise small. A query reaches `logit` with
+  // logit * sqrt(d) / KeyAmp(base).
+  double KeyAmp(double base) const { return std::sqrt(base * std::sqrt(double(spec.head_dim))); }
+  double QueryAmp(double logit, double base) const {
+    return logit * std::sqrt(double(spec.head_dim)) / KeyAmp(base);
+  }
+
+  // out[3..d) += amplitude * (a random unit vector named by (stream, kv head, id)).
+  void AddUnitVector(float* out, Stream stream, int kv_head, int64_t id, double amplitude) const {
     const int d = spec.head_dim;
     double v[512];
     double norm = 0;
     for (int e = kFeatureDim0; e < d; ++e) {
-      v[e] = Gaussian(spec.seed, stream, head, static_cast<uint64_t>(id), e);
+      v[e] = Gaussian(spec.seed, stream, kv_head, static_cast<uint64_t>(id), e);
       norm += v[e] * v[e];
     }
     const double scale = amplitude / std::sqrt(norm);
     for (int e = kFeatureDim0; e < d; ++e) out[e] += static_cast<float>(v[e] * scale);
   }
 
-  void Fill(float* out, int64_t pos, int kv_head, int noise_id, bool is_query) const {
-    const int d = spec.head_dim;
-    const Stream noise = is_query ? kQNoise : kKNoise;
-    for (int e = 0; e < d; ++e) out[e] = static_cast<float>(std::sqrt(s.noise) * Gaussian(spec.seed, noise, pos, noise_id, e));
+  // The two bucket grids of width w, offset by half a window: tokens within a window of each
+  // other share one or two buckets, each worth half the logit. A key carries its own
+  // position's buckets; a query that looks at position `target` carries target's.
+  void AddWindow(float* out, int kv_head, int64_t target, double amplitude) const {
+    const int64_t w = WindowOf(kv_head);
+    AddUnitVector(out, kLocalBucket, kv_head, 2 * (target / w), amplitude);
+    AddUnitVector(out, kLocalBucket, kv_head, 2 * ((target + w / 2) / w) + 1, amplitude);
+  }
+
+  void Noise(float* out, int64_t pos, int id, Stream stream) const {
+    const double sd = std::sqrt(s.noise);
+    for (int e = 0; e < spec.head_dim; ++e) {
+      out[e] = static_cast<float>(sd * Gaussian(spec.seed, stream, pos, id, e));
+    }
+  }
+
+  void Key(float* out, int64_t pos, int g) const {
+    Noise(out, pos, g, kKNoise);
+    if (s.local > 0) AddWindow(out, g, pos, KeyAmp(s.local / 2));
+    if (s.video_temporal > 0) {
+      AddUnitVector(out, kVideoBucket, g, pos % kFrameTokens / kVideoPatchTokens,
+                    KeyAmp(s.video_temporal));
+    }
+    if (s.video_spatial > 0)
+      AddUnitVector(out, kVideoFrame, g, pos / kFrameTokens, KeyAmp(s.video_spatial));
+    if (s.sink > 0 && pos < kSinkTokens) out[0] += static_cast<float>(KeyAmp(s.sink));
+    if (s.stripe > 0 && IsStripeKey(spec.seed, pos)) out[2] += static_cast<float>(KeyAmp(s.stripe));
+    if (s.needle > 0 && pos >= needle.needle_position &&
+        pos < needle.needle_position + kNeedleTokens) {
+      out[1] += static_cast<float>(KeyAmp(s.needle));
+    }
+  }
+
+  void Query(float* out, int64_t pos, int head, int g) const {
+    Noise(out, pos, head, kQNoise);
+    const RoleWeights w = WeightsOf(RoleOfHead(spec, head));
+    // The structured part scales with concentration and the role's overall weight.
+    const double c = spec.concentration * w.overall;
     if (s.local > 0) {
-      // Two bucket grids offset by half a window: tokens within a window share one or two.
-      const int64_t w = WindowOf(kv_head);
-      AddUnitVector(out, kLocalBucket, kv_head, 2 * (pos / w), amp(s.local / 2));
-      AddUnitVector(out, kLocalBucket, kv_head, 2 * ((pos + w / 2) / w) + 1, amp(s.local / 2));
+      const double half = s.local / 2;
+      AddWindow(out, g, pos, QueryAmp(half * w.local * c, half));
+      // Older windows with decaying weight: a broader, distance-decaying local view.
+      const int64_t win = WindowOf(g);
+      for (int back = 1; back <= kLookBack && w.look_back > 0; ++back) {
+        if (pos - back * win < 0) break;
+        AddWindow(out, g, pos - back * win,
+                  QueryAmp(half * w.look_back * (1.0 - 0.3 * back) * c, half));
+      }
+      const int64_t offset = kSlashOffsets[head / 4 % 2];
+      if (s.slash > 0 && w.slash > 0 && pos - offset >= 0) {
+        AddWindow(out, g, pos - offset, QueryAmp(s.slash / 2 * w.slash * c, half));
+      }
     }
-    if (s.video > 0) {
-      AddUnitVector(out, kVideoBucket, kv_head, pos % kFrameTokens / kVideoPatchTokens, amp(s.video));
+    if (s.video_temporal > 0 && w.video_temporal > 0) {
+      AddUnitVector(out, kVideoBucket, g, pos % kFrameTokens / kVideoPatchTokens,
+                    QueryAmp(s.video_temporal * w.video_temporal * c, s.video_temporal));
     }
-    if (s.sink > 0 && (is_query || pos < kSinkTokens)) out[0] += static_cast<float>(amp(s.sink));
-    if (s.stripe > 0 && (is_query || IsStripeKey(spec.seed, pos))) out[2] += static_cast<float>(amp(s.stripe));
+    if (s.video_spatial > 0 && w.video_spatial > 0) {
+      AddUnitVector(out, kVideoFrame, g, pos / kFrameTokens,
+                    QueryAmp(s.video_spatial * w.video_spatial * c, s.video_spatial));
+    }
+    if (s.sink > 0) out[0] += static_cast<float>(QueryAmp(s.sink * w.sink * c, s.sink));
+    if (s.stripe > 0) out[2] += static_cast<float>(QueryAmp(s.stripe * w.stripe * c, s.stripe));
     const bool asks = pos >= needle.question_begin && pos < needle.question_begin + kQuestionBlock;
-    const bool is_needle = pos >= needle.needle_position && pos < needle.needle_position + kNeedleTokens;
-    if (s.needle > 0 && (is_query ? asks : is_needle)) out[1] += static_cast<float>(amp(s.needle));
+    // Every head seeks the needle at full strength: the question is what the text is about.
+    if (s.needle > 0 && asks) {
+      out[1] += static_cast<float>(QueryAmp(s.needle * spec.concentration, s.needle));
+    }
   }
 };
 
@@ -118,25 +224,57 @@ absl::StatusOr<WorkloadKind> ParseWorkloadKind(const std::string& name) {
 
 const char* WorkloadKindName(WorkloadKind kind) {
   switch (kind) {
-    case WorkloadKind::kRandom: return "random";
-    case WorkloadKind::kNeedle: return "needle";
-    case WorkloadKind::kStripes: return "stripes";
-    case WorkloadKind::kSinks: return "sinks";
-    case WorkloadKind::kVideo: return "video";
+    case WorkloadKind::kRandom:
+      return "random";
+    case WorkloadKind::kNeedle:
+      return "needle";
+    case WorkloadKind::kStripes:
+      return "stripes";
+    case WorkloadKind::kSinks:
+      return "sinks";
+    case WorkloadKind::kVideo:
+      return "video";
+  }
+  return "?";
+}
+
+HeadRole RoleOfHead(const WorkloadSpec& spec, int head) {
+  switch (head % 4) {
+    case 0:
+      return HeadRole::kLocal;
+    case 1:
+      return spec.slash_heads ? HeadRole::kSlash : HeadRole::kLocal;
+    case 2:
+      return HeadRole::kRetrieval;
+    default:
+      return spec.diffuse_head ? HeadRole::kDiffuse : HeadRole::kLocal;
+  }
+}
+
+const char* HeadRoleName(HeadRole role) {
+  switch (role) {
+    case HeadRole::kLocal:
+      return "local";
+    case HeadRole::kSlash:
+      return "slash";
+    case HeadRole::kRetrieval:
+      return "retrieval";
+    case HeadRole::kDiffuse:
+      return "diffuse";
   }
   return "?";
 }
 
 NeedlePlacement PlaceNeedle(int64_t seq_len, int block_size) {
-  const int64_t needle = seq_len / 5 + 17;
+  // 17 tokens into the block holding seq_len / 5: inside one block of >= 64 tokens.
+  const int64_t needle = seq_len / 5 / block_size * block_size + 17;
   int64_t question = (seq_len * 3 / 5) / block_size * block_size;
   if (question <= needle) question = seq_len - kQuestionBlock;
   return {needle, question};
 }
 
 QkvRows GenerateQkvRows(const WorkloadSpec& spec, std::span<const int32_t> positions) {
-  const Strengths strengths = StrengthsFor(spec.kind);
-  const Row row{spec, strengths, PlaceNeedle(spec.seq_len, kQuestionBlock)};
+  const Generator gen{spec, StrengthsFor(spec.kind), PlaceNeedle(spec.seq_len, kQuestionBlock)};
   const int d = spec.head_dim;
   const int group = spec.heads / spec.kv_heads;
   QkvRows out;
@@ -146,11 +284,13 @@ QkvRows GenerateQkvRows(const WorkloadSpec& spec, std::span<const int32_t> posit
   out.v.resize(n * spec.kv_heads * d);
   for (size_t i = 0; i < n; ++i) {
     const int64_t pos = positions[i];
-    for (int h = 0; h < spec.heads; ++h) row.Fill(&out.q[(i * spec.heads + h) * d], pos, h / group, h, true);
+    for (int h = 0; h < spec.heads; ++h)
+      gen.Query(&out.q[(i * spec.heads + h) * d], pos, h, h / group);
     for (int g = 0; g < spec.kv_heads; ++g) {
-      row.Fill(&out.k[(i * spec.kv_heads + g) * d], pos, g, g, false);
+      gen.Key(&out.k[(i * spec.kv_heads + g) * d], pos, g);
       for (int e = 0; e < d; ++e) {
-        out.v[(i * spec.kv_heads + g) * d + e] = static_cast<float>(Gaussian(spec.seed, kVNoise, pos, g, e));
+        out.v[(i * spec.kv_heads + g) * d + e] =
+            static_cast<float>(Gaussian(spec.seed, kVNoise, pos, g, e));
       }
     }
   }

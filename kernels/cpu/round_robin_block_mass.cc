@@ -64,7 +64,8 @@ void RowBlockMass(const MaskEstimateParams& p, const PackedKeys& keys, int head,
   for (int i0 = 0; i0 < strides_per_block; i0 += kGroupRows) {
     group.rows = std::min(kGroupRows, strides_per_block - i0);
     for (int r = 0; r < group.rows; ++r) {
-      const int64_t row = SampledQueryRow(head, q_block, i0 + r, p.block_size, p.stride);
+      const int64_t row =
+          SampledQueryRow(head, q_block, i0 + r, p.block_size, p.stride, p.rotate_offsets);
       ConvertToF32(p.dtype, q + (row * p.q_row_stride + head * p.q_head_stride) * elem,
                    queries.data() + r * p.head_dim, p.head_dim);
       // Causal: key stride j is visible iff j * S <= the query's position, i.e. iff j is at

@@ -20,8 +20,10 @@ inline constexpr int kGroupRows = 4;
 // Local query row standing for query stride i of local query block q_block in query head
 // `head`. Heads take turns over the offsets inside a stride (offset = head mod stride), so any
 // `stride` consecutive heads sample every position of every query stride between them.
-constexpr int64_t SampledQueryRow(int head, int q_block, int i, int block_size, int stride) {
-  return int64_t{q_block} * block_size + int64_t{i} * stride + head % stride;
+// rotate = false is the unrotated baseline: every head samples offset 0.
+constexpr int64_t SampledQueryRow(int head, int q_block, int i, int block_size, int stride,
+                                  bool rotate = true) {
+  return int64_t{q_block} * block_size + int64_t{i} * stride + (rotate ? head % stride : 0);
 }
 
 // Pooled keys of every KV head, transposed in tiles so that one vector load reads 16

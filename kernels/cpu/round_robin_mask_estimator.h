@@ -1,5 +1,6 @@
 // RRAttention mask estimation on the CPU (../shared/research/rrattention.md section 1):
-// query head h samples position i*S + (h mod S) of each query stride i, scores it against the
+// query head h samples position i*S + (h mod S) of each query stride i (i*S with
+// rotate_offsets = false: the unrotated baseline), scores it against the
 // pooled keys of every visible key stride, takes a global fp32 row softmax, sums the
 // probabilities into BxB blocks and keeps, per (head, query block), the shortest descending
 // prefix of blocks whose mass reaches tau (ties: lower block id first), AND causal
