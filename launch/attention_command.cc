@@ -24,6 +24,7 @@ void RecordAttentionJob(const AttentionJobReport& report, int rank, monitoring::
   r.kv_bytes_sent = mine.kv_bytes_sent;
   r.kv_bytes_dense_ring = report.kv_bytes_dense_ring / report.world_size;
   metrics.RecordRequest(r);
+  if (report.device_memory_used_bytes >= 0) metrics.SetGpuMemoryUsedBytes(report.device_memory_used_bytes);
 }
 
 }  // namespace

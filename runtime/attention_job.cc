@@ -266,6 +266,7 @@ absl::StatusOr<AttentionJobReport> RunAttentionJob(const AttentionJobConfig& con
     mask = std::move(r->mask);
   }
   if (s = backend.CopyToHost(o.data(), o_dev->get(), o.size() * sizeof(float)); !s.ok()) return s;
+  report.device_memory_used_bytes = ctx->device_memory_used();
   RankStats mine{stats.estimate_seconds, stats.exchange_seconds, stats.attention_seconds,
                  std::chrono::duration<double>(Clock::now() - start).count(), stats.kv_bytes_sent,
                  stats.selected_blocks, stats.visible_blocks};

@@ -54,6 +54,7 @@ struct AttentionJobReport {
   int world_size = 0;
   std::string device = "cpu";
   std::string device_name;
+  int64_t device_memory_used_bytes = -1;  // this rank's GPU memory in use after the job; -1 on CPU
   double density = 1.0;
   int64_t kv_bytes_sent_total = 0;
   int64_t kv_bytes_dense_ring = 0;

@@ -59,6 +59,11 @@ absl::StatusOr<ExecutionContext> MakeExecutionContext(const std::string& device,
   ctx.backend = std::move(*backend);
   ctx.owned_comm = std::move(*nccl);
   ctx.comm = ctx.owned_comm.get();
+  ctx.device_memory_used = [] {
+    size_t free_bytes = 0, total_bytes = 0;
+    return cudaMemGetInfo(&free_bytes, &total_bytes) == cudaSuccess ? static_cast<int64_t>(total_bytes - free_bytes)
+                                                                     : int64_t{-1};
+  };
   return ctx;
 #else
   (void)device_id;

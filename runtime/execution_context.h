@@ -3,6 +3,8 @@
 // local rank). Host-side agreement (statuses, reports, checks) always goes over MPI.
 #pragma once
 
+#include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 
@@ -19,6 +21,8 @@ struct ExecutionContext {
   std::unique_ptr<AttentionBackend> backend;
   std::unique_ptr<Communicator> owned_comm;  // the NCCL communicator, when there is one
   Communicator* comm = nullptr;              // moves backend memory: owned_comm or the MPI one
+  // Bytes of device memory in use (CUDA: cudaMemGetInfo); -1 on the CPU.
+  std::function<int64_t()> device_memory_used = [] { return int64_t{-1}; };
 };
 
 // device: "cpu" or "cuda". device_id < 0 picks the local rank's GPU. Unimplemented when the
