@@ -1,6 +1,7 @@
 // prefill: the command line of the context-parallel prefill system. Run it under mpirun
 // (or srun): every rank runs the same command on its shard.
 #include <cstdio>
+#include <cstdlib>
 #include <functional>
 #include <map>
 
@@ -11,6 +12,11 @@
 #include "launch/mpi_session.h"
 
 int main(int argc, char** argv) {
+  // UCX's memory hooks (libucm patches malloc/mmap) crashed civetweb's idle worker threads at
+  // exit; we register the memory UCX sends explicitly, so the hooks buy nothing. Set before
+  // MPI or UCX load; an operator's own setting wins.
+  setenv("UCX_MEM_MALLOC_HOOKS", "no", 0);
+  setenv("UCX_MEM_MMAP_HOOK_MODE", "none", 0);
   prefill::MpiSession session(&argc, &argv);
   CLI::App app(
       "prefill: context-parallel block-sparse prefill of very long sequences.\n"
