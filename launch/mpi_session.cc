@@ -9,6 +9,7 @@
 #include <thread>
 
 #include "absl/strings/str_cat.h"
+#include "launch/launcher_watch.h"
 
 namespace prefill {
 namespace {
@@ -32,6 +33,7 @@ MpiSession::MpiSession(int* argc, char*** argv) {
         "another rank refused its launch environment (see its message)");
   }
   if (where_.ok()) session_environment = &*where_;
+  if (where_.ok() && where_->launcher != "none") WatchLauncher(rank_);
 }
 
 MpiSession::~MpiSession() {

@@ -4,8 +4,9 @@
     mixed    : a manifest of mixed lengths (one request with a bad token file) on 4 ranks;
                every ok result matches the float64 numpy forward of that prompt alone, the
                bad one is recorded as an error, the others run.
-    resume   : the job is killed (SIGKILL) mid-way, then rerun: exactly one result per request,
-               all correct.
+    resume   : mpirun is killed (SIGKILL) mid-way: its ranks (in process groups of their own)
+               must end by themselves within seconds; then the rerun: exactly one result per
+               request, all correct.
     sigterm  : SIGTERM to the ranks mid-way: exit 0, resumable; the rerun finishes the rest.
     invalid  : a manifest with bad lines is refused, every bad line listed, exit 2, nothing run.
 """
@@ -88,6 +89,16 @@ def check_results(work, model, n, bad=()):
     print(f"ok: {n} results, {len(bad)} recorded errors, all others equal the numpy forward")
 
 
+def ranks_end_within(session, seconds):
+    deadline = time.time() + seconds
+    while time.time() < deadline:
+        if subprocess.run(["pgrep", "-s", str(session)], capture_output=True).returncode != 0:
+            return True
+        time.sleep(0.1)
+    subprocess.run(["pkill", "-KILL", "-s", str(session)])
+    return False
+
+
 def main():
     scenario, prefill, mpirun = sys.argv[1], sys.argv[2], sys.argv[3:]
     work = tempfile.mkdtemp(prefix=f"batch_{scenario}_")
@@ -109,8 +120,9 @@ def main():
                 time.sleep(0.05)
             assert os.path.isdir(records) and len(os.listdir(records)) >= 3, "no progress before the deadline"
             if scenario == "resume":
-                os.killpg(p.pid, signal.SIGKILL)
+                os.kill(p.pid, signal.SIGKILL)
                 p.wait()
+                assert ranks_end_within(p.pid, 15), "ranks outlived their killed mpirun"
             else:
                 ranks = subprocess.run(["pgrep", "-P", str(p.pid)], capture_output=True, text=True).stdout.split()
                 for pid in ranks:
