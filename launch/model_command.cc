@@ -6,6 +6,7 @@
 
 #include "absl/strings/str_format.h"
 #include "launch/job_metrics.h"
+#include "runtime/execution_context.h"
 #include "runtime/model_job.h"
 
 namespace prefill {
@@ -16,6 +17,8 @@ struct ModelCommandConfig {
   PromptSource source;
   PrefillRequestOptions options;
   MetricsFlags metrics;
+  std::string device = "cpu";
+  int device_id = -1;
 };
 
 // This rank's share of the request, for Prometheus.
@@ -81,6 +84,8 @@ std::function<int()> AddModelCommand(CLI::App& app, const MpiSession& session) {
   cmd->add_option("--tokens", mc.source.tokens_path, "Prompt token ids: .npy (int32/int64) or a JSON array");
   cmd->add_option("--embeddings", mc.source.embeddings_path, "Or precomputed input embeddings: safetensors [L, hidden] (vision/video tokens)");
   cmd->add_option("--mode", c.mode, "sparse or dense")->capture_default_str();
+  cmd->add_option("--device", mc.device, "cpu, or cuda (one GPU per local rank, NCCL between ranks; bf16 GEMMs on cuBLAS)")->capture_default_str();
+  cmd->add_option("--device-id", mc.device_id, "GPU ordinal (-1: the local rank's)")->capture_default_str();
   cmd->add_option("--layout", c.layout, "contiguous or zigzag")->capture_default_str();
   cmd->add_option("--block", c.block, "Block size of the mask")->capture_default_str();
   cmd->add_option("--stride", c.stride, "Estimation stride")->capture_default_str();
@@ -102,12 +107,18 @@ std::function<int()> AddModelCommand(CLI::App& app, const MpiSession& session) {
     if (!comm.ok()) return ExitCodeFor(comm.status(), session.world_rank());
     absl::StatusOr<LoadedModel> model = LoadModel(c.model_dir);
     if (absl::Status s = AgreeOnStatus(**comm, model.status()); !s.ok()) return ExitCodeFor(s, session.world_rank());
+    absl::StatusOr<ExecutionContext> ctx = MakeExecutionContext(c.device, c.options.threads, c.device_id, **comm);
+    absl::StatusOr<PreparedModel> prepared =
+        ctx.ok() ? PrepareModel(model->config, model->weights, *ctx->backend, *ctx->layers) : ctx.status();
+    if (absl::Status s = AgreeOnStatus(**comm, prepared.status()); !s.ok()) return ExitCodeFor(s, session.world_rank());
+    const ModelExecution on{ctx->backend.get(), ctx->layers.get(), &*prepared, ctx->comm, comm->get()};
     absl::StatusOr<std::unique_ptr<JobMetrics>> metrics =
         StartJobMetrics(c.metrics, session.world_rank(), std::filesystem::path(c.model_dir).filename().string());
     if (absl::Status s = AgreeOnStatus(**comm, metrics.status()); !s.ok()) return ExitCodeFor(s, session.world_rank());
     (*metrics)->metrics->SetRequestsRunning(1);
-    absl::StatusOr<nlohmann::json> report = PrefillRequest(*model, c.source, c.options, **comm);
+    absl::StatusOr<nlohmann::json> report = PrefillRequest(*model, c.source, c.options, on);
     (*metrics)->metrics->SetRequestsRunning(0);
+    if (const int64_t used = ctx->device_memory_used(); used >= 0) (*metrics)->metrics->SetGpuMemoryUsedBytes(used);
     RecordRequestMetrics(report, model->config, **comm, *(*metrics)->metrics);
     if (!report.ok()) return ExitCodeFor(report.status(), session.world_rank());
     absl::Status written;

@@ -48,6 +48,15 @@ class Communicator {
                                                                 int peer, int tag) = 0;
   virtual absl::Status Barrier() = 0;
 
+  // Collective over this communicator: ranks passing the same color >= 0 form one new
+  // communicator, ordered by key (ties by rank); a rank passing kNoColor takes part but gets
+  // nullptr. The new communicator moves the same kind of memory as this one.
+  // This one stays usable, and the two are independent: either may be destroyed first.
+  // A rank passing another negative color takes part as kNoColor and gets InvalidArgument,
+  // so the other ranks are not left waiting.
+  static constexpr int kNoColor = -1;
+  virtual absl::StatusOr<std::unique_ptr<Communicator>> Split(int color, int key) = 0;
+
   // Ends every rank of the job now, with `reason` printed by this rank. Never returns.
   [[noreturn]] virtual void Abort(int exit_code, std::string_view reason) = 0;
 };

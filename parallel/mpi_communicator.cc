@@ -53,17 +53,33 @@ class MpiTransfer final : public PendingTransfer {
 
 }  // namespace
 
+absl::StatusOr<std::unique_ptr<MpiCommunicator>> MpiCommunicator::Adopt(MPI_Comm owned) {
+  std::unique_ptr<MpiCommunicator> c(new MpiCommunicator(owned));  // frees `owned` from here on
+  MPI_CHECK(MPI_Comm_set_errhandler(c->comm_, MPI_ERRORS_RETURN));
+  MPI_CHECK(MPI_Comm_rank(c->comm_, &c->rank_));
+  MPI_CHECK(MPI_Comm_size(c->comm_, &c->size_));
+  return c;
+}
+
 absl::StatusOr<std::unique_ptr<MpiCommunicator>> MpiCommunicator::Create(MPI_Comm comm) {
   MPI_Comm dup;
   MPI_CHECK(MPI_Comm_dup(comm, &dup));
-  MPI_CHECK(MPI_Comm_set_errhandler(dup, MPI_ERRORS_RETURN));
-  int rank = 0, size = 0;
-  MPI_CHECK(MPI_Comm_rank(dup, &rank));
-  MPI_CHECK(MPI_Comm_size(dup, &size));
-  return std::unique_ptr<MpiCommunicator>(new MpiCommunicator(dup, rank, size));
+  return Adopt(dup);
 }
 
 MpiCommunicator::~MpiCommunicator() { MPI_Comm_free(&comm_); }
+
+absl::StatusOr<std::unique_ptr<Communicator>> MpiCommunicator::Split(int color, int key) {
+  const bool member = color >= 0;
+  MPI_Comm split = MPI_COMM_NULL;
+  MPI_CHECK(MPI_Comm_split(comm_, member ? color : MPI_UNDEFINED, key, &split));
+  if (!member && color != kNoColor) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("rank ", rank_, ": Split color ", color, " is neither >= 0 nor kNoColor"));
+  }
+  if (split == MPI_COMM_NULL) return std::unique_ptr<Communicator>();
+  return Adopt(split);
+}
 
 absl::Status MpiCommunicator::AllGather(const void* send, size_t bytes, void* recv) {
   if (bytes > static_cast<size_t>(INT_MAX)) {

@@ -15,6 +15,7 @@ class MpiCommunicator final : public Communicator {
   // Duplicates `comm` (MPI_COMM_WORLD for the whole job, a split for a CP group) and makes
   // its errors return instead of aborting, so failures surface as statuses.
   static absl::StatusOr<std::unique_ptr<MpiCommunicator>> Create(MPI_Comm comm);
+  // Frees the MPI communicator it owns (its duplicate, or its split).
   ~MpiCommunicator() override;
 
   int rank() const override { return rank_; }
@@ -36,13 +37,18 @@ class MpiCommunicator final : public Communicator {
   absl::StatusOr<std::unique_ptr<PendingTransfer>> Recv(void* data, size_t bytes, int peer,
                                                         int tag) override;
   absl::Status Barrier() override;
+  // MPI_Comm_split; the new MpiCommunicator owns its MPI communicator.
+  absl::StatusOr<std::unique_ptr<Communicator>> Split(int color, int key) override;
   [[noreturn]] void Abort(int exit_code, std::string_view reason) override;
 
  private:
-  MpiCommunicator(MPI_Comm comm, int rank, int size) : comm_(comm), rank_(rank), size_(size) {}
+  explicit MpiCommunicator(MPI_Comm owned) : comm_(owned) {}
+  // Takes ownership of `owned` (freed on failure too) and makes its errors return.
+  static absl::StatusOr<std::unique_ptr<MpiCommunicator>> Adopt(MPI_Comm owned);
+
   MPI_Comm comm_;
-  int rank_;
-  int size_;
+  int rank_ = 0;
+  int size_ = 1;
 };
 
 }  // namespace prefill

@@ -8,6 +8,7 @@
 #include <cuda_runtime_api.h>
 
 #include "kernels/cuda/cuda_backend.h"
+#include "kernels/cuda/cuda_layer_backend.h"
 #include "parallel/nccl/nccl_communicator.h"
 #endif
 
@@ -31,6 +32,7 @@ absl::StatusOr<ExecutionContext> MakeExecutionContext(const std::string& device,
   if (device == "cpu") {
     ctx.device_name = CpuModelName();
     ctx.backend = MakeCpuBackend(threads);
+    ctx.layers = MakeCpuLayerBackend(threads);
     ctx.comm = &mpi;
     return ctx;
   }
@@ -47,6 +49,8 @@ absl::StatusOr<ExecutionContext> MakeExecutionContext(const std::string& device,
   backend_options.device_id = ChooseLocalDevice(device_id, count);
   absl::StatusOr<std::unique_ptr<AttentionBackend>> backend = CreateCudaBackend(backend_options);
   if (!backend.ok()) return backend.status();
+  absl::StatusOr<std::unique_ptr<LayerBackend>> layers = CreateCudaLayerBackend(**backend);
+  if (!layers.ok()) return layers.status();
   cudaDeviceProp props{};
   cudaGetDeviceProperties(&props, backend_options.device_id);
   ctx.device_name = props.name;
@@ -57,6 +61,7 @@ absl::StatusOr<ExecutionContext> MakeExecutionContext(const std::string& device,
   absl::StatusOr<std::unique_ptr<NcclCommunicator>> nccl = NcclCommunicator::Create(nccl_options);
   if (!nccl.ok()) return nccl.status();
   ctx.backend = std::move(*backend);
+  ctx.layers = std::move(*layers);
   ctx.owned_comm = std::move(*nccl);
   ctx.comm = ctx.owned_comm.get();
   ctx.device_memory_used = [] {

@@ -10,6 +10,7 @@
 
 #include "absl/status/statusor.h"
 #include "kernels/backend.h"
+#include "kernels/layer_backend.h"
 #include "parallel/communicator.h"
 #include "parallel/mpi_communicator.h"
 
@@ -19,6 +20,7 @@ struct ExecutionContext {
   std::string device;  // "cpu" or "cuda"
   std::string device_name;  // e.g. the GPU's name; the CPU's model
   std::unique_ptr<AttentionBackend> backend;
+  std::unique_ptr<LayerBackend> layers;  // the model's dense math, on backend's memory and stream
   std::unique_ptr<Communicator> owned_comm;  // the NCCL communicator, when there is one
   Communicator* comm = nullptr;              // moves backend memory: owned_comm or the MPI one
   // Bytes of device memory in use (CUDA: cudaMemGetInfo); -1 on the CPU.

@@ -14,7 +14,6 @@
 #include "runtime/kv_file_sink.h"
 #include "runtime/kv_handoff_protocol.h"
 #include "parallel/ring_attention.h"
-#include "runtime/layer_ops.h"
 #include "runtime/memory_estimate.h"
 #include "runtime/prompt_input.h"
 #include "runtime/safetensors.h"
@@ -218,8 +217,9 @@ absl::StatusOr<int64_t> PromptLength(const PromptSource& source, const ModelConf
 }
 
 absl::StatusOr<nlohmann::json> PrefillRequest(const LoadedModel& model, const PromptSource& source,
-                                              const PrefillRequestOptions& o, Communicator& comm) {
+                                              const PrefillRequestOptions& o, const ModelExecution& on) {
   const ModelConfig& c = model.config;
+  Communicator& comm = *on.host;
   absl::Status s = ValidateOptions(o);
   absl::StatusOr<int64_t> length = s.ok() ? PromptLength(source, c) : s;
   absl::StatusOr<LayoutKind> kind = ParseLayoutKind(o.layout);
@@ -234,12 +234,10 @@ absl::StatusOr<nlohmann::json> PrefillRequest(const LoadedModel& model, const Pr
       s.ok() ? LocalEmbeddings(model, source, *layout, comm.rank(), *length) : absl::StatusOr<std::vector<float>>(s);
   if (s = AgreeOnStatus(comm, hidden.status()); !s.ok()) return s;
 
-  SetGemmThreads(o.threads);
-  std::unique_ptr<AttentionBackend> backend = MakeCpuBackend(o.threads);
   const PrefillOptions options{o.mode == "sparse", SparseOptions{o.stride, o.tau, true, true}};
   const auto t0 = Clock::now();
-  absl::StatusOr<PrefillOutput> out =
-      RunTransformerPrefill(comm, *backend, *layout, c, model.weights, std::move(*hidden), *length - 1, options);
+  absl::StatusOr<PrefillOutput> out = RunTransformerPrefill({*on.attention, *on.layers, *on.comm, *on.weights},
+                                                            *layout, c, *hidden, *length - 1, options);
   if (s = AgreeOnStatus(comm, out.status()); !s.ok()) return s;
   const double prefill_seconds = std::chrono::duration<double>(Clock::now() - t0).count();
   // Files first: the local copy is durable before the decode server is asked to acknowledge.
@@ -292,6 +290,7 @@ absl::StatusOr<nlohmann::json> PrefillRequest(const LoadedModel& model, const Pr
       {"model", model.dir}, {"architecture", c.architecture}, {"world_size", comm.size()},
       {"seq_len", *length}, {"padded_seq_len", layout->seq_len()}, {"mode", o.mode}, {"layout", o.layout},
       {"block", o.block}, {"stride", o.stride}, {"tau", o.tau}, {"threads", o.threads},
+      {"device", std::string(on.attention->name())},
       {"prefill_seconds", prefill_seconds}, {"tokens_per_second", *length / prefill_seconds},
       {"phase_seconds", {{"mask_estimation", maxes[0]}, {"kv_exchange", maxes[1]}, {"attention", maxes[2]}, {"gemm", maxes[3]}}},
       {"density", visible > 0 ? selected / visible : 1.0}, {"layer_density", density},

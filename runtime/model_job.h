@@ -11,9 +11,12 @@
 
 #include "absl/status/statusor.h"
 #include "nlohmann/json.hpp"
+#include "kernels/backend.h"
+#include "kernels/layer_backend.h"
 #include "parallel/communicator.h"
 #include "runtime/model_config.h"
 #include "runtime/model_weights.h"
+#include "runtime/prepared_model.h"
 
 namespace prefill {
 
@@ -41,7 +44,7 @@ struct PrefillRequestOptions {
   int block = 128;
   int stride = 8;
   float tau = 0.95f;
-  int threads = 1;
+  int threads = 1;  // for the report: the backends were made with it
   std::string kv_out;  // folder for the KV cache; empty: not written
   std::string kv_dtype = "bf16";
   // host:port of a decode server (kv-receiver): every rank streams its KV shards there over
@@ -54,10 +57,21 @@ struct PrefillRequestOptions {
   int64_t memory_per_rank = 0;  // bytes a rank may hold; 0: DefaultMemoryPerRank()
 };
 
-// Prefills one prompt over the ranks of `comm` (every rank calls it). The sequence is padded
+// Where requests compute: the backends and the model prepared on them, and the group of
+// ranks twice: `comm` moves backend memory (MPI on CPU ranks, NCCL on GPU ranks); `host`
+// agrees on statuses and reports and carries the KV handoff (always MPI). Same ranks, same order.
+struct ModelExecution {
+  AttentionBackend* attention = nullptr;
+  LayerBackend* layers = nullptr;
+  const PreparedModel* weights = nullptr;
+  Communicator* comm = nullptr;
+  Communicator* host = nullptr;
+};
+
+// Prefills one prompt over the ranks of `on` (every rank calls it). The sequence is padded
 // at its end to whole blocks per rank; causal attention keeps the padding from touching real
 // tokens, and neither its KV nor its logits are reported. Errors are agreed by all ranks.
 absl::StatusOr<nlohmann::json> PrefillRequest(const LoadedModel& model, const PromptSource& source,
-                                              const PrefillRequestOptions& options, Communicator& comm);
+                                              const PrefillRequestOptions& options, const ModelExecution& on);
 
 }  // namespace prefill

@@ -28,25 +28,4 @@ std::vector<double> RopeInverseFrequencies(const ModelConfig& c) {
   return inv;
 }
 
-void ApplyRope(float* x, int heads, int head_dim, std::span<const int32_t> positions,
-               const std::vector<double>& inv_freq) {
-  const int half = head_dim / 2;
-  std::vector<float> cos_t(half), sin_t(half);
-  for (size_t r = 0; r < positions.size(); ++r) {
-    for (int i = 0; i < half; ++i) {
-      const double angle = positions[r] * inv_freq[i];  // double: exact at million-token positions
-      cos_t[i] = static_cast<float>(std::cos(angle));
-      sin_t[i] = static_cast<float>(std::sin(angle));
-    }
-    for (int h = 0; h < heads; ++h) {
-      float* v = x + (r * heads + h) * head_dim;
-      for (int i = 0; i < half; ++i) {
-        const float a = v[i], b = v[i + half];
-        v[i] = a * cos_t[i] - b * sin_t[i];
-        v[i + half] = b * cos_t[i] + a * sin_t[i];
-      }
-    }
-  }
-}
-
 }  // namespace prefill

@@ -1,8 +1,8 @@
-// Rotary position embedding (Hugging Face rotate_half convention: dimension i pairs with
-// i + head_dim/2) on absolute positions, with Llama 3 and linear frequency scaling.
+// Rotary position embedding frequencies (Hugging Face rotate_half convention: dimension i
+// pairs with i + head_dim/2), with Llama 3 and linear frequency scaling. The rotation itself
+// is LayerBackend::Rope (kernels/layer_backend.h).
 #pragma once
 
-#include <span>
 #include <vector>
 
 #include "runtime/model_config.h"
@@ -11,9 +11,5 @@ namespace prefill {
 
 // [head_dim / 2] inverse frequencies after scaling.
 std::vector<double> RopeInverseFrequencies(const ModelConfig& config);
-
-// Rotates x [rows, heads, head_dim] in place; row r sits at absolute position positions[r].
-void ApplyRope(float* x, int heads, int head_dim, std::span<const int32_t> positions,
-               const std::vector<double>& inv_freq);
 
 }  // namespace prefill

@@ -4,8 +4,8 @@
 #include <cmath>
 
 #include "parallel/ring_attention.h"
-#include "runtime/layer_ops.h"
-#include "runtime/rope.h"
+#include "runtime/execution_context.h"
+#include "runtime/status_macros.h"
 
 namespace prefill {
 namespace {
@@ -13,92 +13,127 @@ namespace {
 using Clock = std::chrono::steady_clock;
 double Since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
 
-struct Scratch {
-  std::vector<float> normed, q, k, v, attn, lse, proj, gate, up;
+// This rank's activations, in backend memory.
+struct Activations {
+  BackendBuffer hidden, normed, q, keys, values, attn, lse, proj, gate, up, positions;
+  float* f(const BackendBuffer& b) const { return static_cast<float*>(b.get()); }
 };
 
-absl::StatusOr<CpAttentionStats> Attend(Communicator& comm, AttentionBackend& backend, const CpLayout& layout,
-                                        const ModelConfig& c, const PrefillOptions& options, Scratch& s,
-                                        std::vector<float>& keys, std::vector<float>& values) {
-  const CpAttentionShard shard{DType::kF32, s.q.data(), keys.data(), values.data(), c.num_heads, c.num_kv_heads,
+absl::StatusOr<Activations> AllocateActivations(AttentionBackend& memory, const ModelConfig& c, int64_t n,
+                                                const std::vector<float>& hidden,
+                                                const std::vector<int32_t>& positions) {
+  const size_t f = sizeof(float), d = c.hidden_size, inter = c.intermediate_size;
+  const size_t q_dim = size_t{static_cast<size_t>(c.num_heads)} * c.head_dim;
+  const size_t kv_dim = size_t{static_cast<size_t>(c.num_kv_heads)} * c.head_dim;
+  absl::StatusOr<BackendBuffer> b[] = {
+      UploadBytes(memory, hidden.data(), hidden.size() * f), memory.Allocate(n * d * f), memory.Allocate(n * q_dim * f),
+      memory.Allocate(n * kv_dim * f), memory.Allocate(n * kv_dim * f), memory.Allocate(n * q_dim * f),
+      memory.Allocate(n * c.num_heads * f), memory.Allocate(n * d * f), memory.Allocate(n * inter * f),
+      memory.Allocate(n * inter * f), UploadBytes(memory, positions.data(), positions.size() * sizeof(int32_t))};
+  for (const auto& buffer : b) {
+    if (!buffer.ok()) return buffer.status();
+  }
+  return Activations{std::move(*b[0]), std::move(*b[1]), std::move(*b[2]), std::move(*b[3]),
+                     std::move(*b[4]), std::move(*b[5]), std::move(*b[6]), std::move(*b[7]),
+                     std::move(*b[8]), std::move(*b[9]), std::move(*b[10])};
+}
+
+absl::StatusOr<CpAttentionStats> Attend(const TransformerBackends& on, const CpLayout& layout, const ModelConfig& c,
+                                        const PrefillOptions& options, const Activations& a) {
+  const CpAttentionShard shard{DType::kF32, a.q.get(), a.keys.get(), a.values.get(), c.num_heads, c.num_kv_heads,
                                c.head_dim, /*causal=*/true, 1.0f / std::sqrt(static_cast<float>(c.head_dim))};
-  const CpAttentionOutput out{s.attn.data(), s.lse.data()};
-  if (!options.sparse) return RingAttention(comm, backend, layout, shard, out);
-  absl::StatusOr<SparseCpResult> r = SparseCpAttention(comm, backend, layout, shard, options.sparse_options, out);
+  const CpAttentionOutput out{a.f(a.attn), a.f(a.lse)};
+  if (!options.sparse) return RingAttention(on.comm, on.attention, layout, shard, out);
+  absl::StatusOr<SparseCpResult> r = SparseCpAttention(on.comm, on.attention, layout, shard, options.sparse_options, out);
   if (!r.ok()) return r.status();
   return r->stats;
 }
 
+const float* Vector(const BackendBuffer& b) { return static_cast<const float*>(b.get()); }
+
+// RMSNorm, Q/K/V projections and RoPE: q, keys, values ready for attention.
+absl::Status ProjectQkv(const TransformerBackends& on, const ModelConfig& c, const PreparedLayer& l, int64_t n,
+                        const Activations& a) {
+  LayerBackend& m = on.layers;
+  PREFILL_RETURN_IF_ERROR(m.RmsNorm({a.f(a.hidden), Vector(l.input_norm), n, c.hidden_size,
+                                     static_cast<float>(c.rms_norm_eps), a.f(a.normed)}));
+  PREFILL_RETURN_IF_ERROR(m.Linear({a.f(a.normed), n, &l.q, Vector(l.q_bias), a.f(a.q)}));
+  PREFILL_RETURN_IF_ERROR(m.Linear({a.f(a.normed), n, &l.k, Vector(l.k_bias), a.f(a.keys)}));
+  PREFILL_RETURN_IF_ERROR(m.Linear({a.f(a.normed), n, &l.v, Vector(l.v_bias), a.f(a.values)}));
+  const auto* positions = static_cast<const int32_t*>(a.positions.get());
+  const auto* inv_freq = static_cast<const double*>(on.weights.inv_freq.get());
+  PREFILL_RETURN_IF_ERROR(m.Rope({a.f(a.q), n, c.num_heads, c.head_dim, positions, inv_freq}));
+  return m.Rope({a.f(a.keys), n, c.num_kv_heads, c.head_dim, positions, inv_freq});
+}
+
+// Output projection, residual, RMSNorm, SwiGLU MLP, residual.
+absl::Status OutputAndMlp(const TransformerBackends& on, const ModelConfig& c, const PreparedLayer& l, int64_t n,
+                          const Activations& a) {
+  LayerBackend& m = on.layers;
+  const int64_t d = c.hidden_size;
+  PREFILL_RETURN_IF_ERROR(m.Linear({a.f(a.attn), n, &l.o, nullptr, a.f(a.proj)}));
+  PREFILL_RETURN_IF_ERROR(m.Add({a.f(a.hidden), a.f(a.proj), n * d}));
+  PREFILL_RETURN_IF_ERROR(
+      m.RmsNorm({a.f(a.hidden), Vector(l.post_norm), n, d, static_cast<float>(c.rms_norm_eps), a.f(a.normed)}));
+  PREFILL_RETURN_IF_ERROR(m.Linear({a.f(a.normed), n, &l.gate, nullptr, a.f(a.gate)}));
+  PREFILL_RETURN_IF_ERROR(m.Linear({a.f(a.normed), n, &l.up, nullptr, a.f(a.up)}));
+  PREFILL_RETURN_IF_ERROR(m.SwiGlu({a.f(a.gate), a.f(a.up), n * c.intermediate_size}));
+  PREFILL_RETURN_IF_ERROR(m.Linear({a.f(a.gate), n, &l.down, nullptr, a.f(a.proj)}));
+  return m.Add({a.f(a.hidden), a.f(a.proj), n * d});
+}
+
 // The rank holding the last token computes its logits; a sum shares them with every rank.
-absl::StatusOr<std::vector<float>> LastTokenLogits(Communicator& comm, const CpLayout& layout, const ModelConfig& c,
-                                                   const ModelWeights& w, const std::vector<float>& hidden,
-                                                   int64_t last) {
+absl::StatusOr<std::vector<float>> LastTokenLogits(const TransformerBackends& on, const CpLayout& layout,
+                                                   const ModelConfig& c, const Activations& a, int64_t last) {
   const BlockHome home = layout.HomeOf(last / layout.block_size());
   std::vector<double> logits(c.vocab_size, 0.0);
-  if (home.rank == comm.rank()) {
+  if (home.rank == on.comm.rank()) {
     const int64_t row = int64_t{home.local_block} * layout.block_size() + last % layout.block_size();
-    std::vector<float> normed(c.hidden_size), out(c.vocab_size);
-    RmsNorm(&hidden[row * c.hidden_size], 1, c.hidden_size, w.final_norm, c.rms_norm_eps, normed.data());
-    Linear(normed.data(), 1, c.hidden_size, w.output_embedding(), {}, c.vocab_size, out.data());
-    for (int i = 0; i < c.vocab_size; ++i) logits[i] = out[i];
+    absl::StatusOr<BackendBuffer> out = on.attention.Allocate(sizeof(float) * c.vocab_size);
+    if (!out.ok()) return out.status();
+    PREFILL_RETURN_IF_ERROR(on.layers.RmsNorm({a.f(a.hidden) + row * c.hidden_size, Vector(on.weights.final_norm), 1,
+                                               c.hidden_size, static_cast<float>(c.rms_norm_eps), a.f(a.normed)}));
+    PREFILL_RETURN_IF_ERROR(on.layers.Linear({a.f(a.normed), 1, &on.weights.lm_head, nullptr, a.f(*out)}));
+    std::vector<float> host(c.vocab_size);
+    PREFILL_RETURN_IF_ERROR(on.attention.CopyToHost(host.data(), out->get(), host.size() * sizeof(float)));
+    for (int i = 0; i < c.vocab_size; ++i) logits[i] = host[i];
   }
-  if (absl::Status s = comm.AllReduceSum(logits.data(), logits.size()); !s.ok()) return s;
+  PREFILL_RETURN_IF_ERROR(on.comm.AllReduceSum(logits.data(), logits.size()));
   return std::vector<float>(logits.begin(), logits.end());
 }
 
 }  // namespace
 
-absl::StatusOr<PrefillOutput> RunTransformerPrefill(Communicator& comm, AttentionBackend& backend,
-                                                    const CpLayout& layout, const ModelConfig& c,
-                                                    const ModelWeights& w, std::vector<float> hidden,
+absl::StatusOr<PrefillOutput> RunTransformerPrefill(const TransformerBackends& on, const CpLayout& layout,
+                                                    const ModelConfig& c, const std::vector<float>& hidden,
                                                     int64_t last_position, const PrefillOptions& options) {
-  const int64_t n = layout.local_len(), d = c.hidden_size;
-  const int64_t q_dim = int64_t{c.num_heads} * c.head_dim, kv_dim = int64_t{c.num_kv_heads} * c.head_dim;
-  const std::vector<int32_t> positions = layout.Positions(comm.rank());
-  const std::vector<double> inv_freq = RopeInverseFrequencies(c);
-  Scratch s;
-  s.normed.resize(n * d);
-  s.q.resize(n * q_dim);
-  s.attn.resize(n * q_dim);
-  s.lse.resize(n * c.num_heads);
-  s.proj.resize(n * d);
-  s.gate.resize(n * c.intermediate_size);
-  s.up.resize(n * c.intermediate_size);
+  const int64_t n = layout.local_len(), kv_dim = int64_t{c.num_kv_heads} * c.head_dim;
+  absl::StatusOr<Activations> a =
+      AllocateActivations(on.attention, c, n, hidden, layout.Positions(on.comm.rank()));
+  if (!a.ok()) return a.status();
 
   PrefillOutput out;
-  for (int i = 0; i < c.num_layers; ++i) {
-    const LayerWeights& l = w.layers[i];
+  for (const PreparedLayer& l : on.weights.layers) {
     LayerReport report;
     auto t = Clock::now();
-    std::vector<float> keys(n * kv_dim), values(n * kv_dim);
-    RmsNorm(hidden.data(), n, d, l.input_norm, c.rms_norm_eps, s.normed.data());
-    Linear(s.normed.data(), n, d, l.q_proj, l.q_bias, q_dim, s.q.data());
-    Linear(s.normed.data(), n, d, l.k_proj, l.k_bias, kv_dim, keys.data());
-    Linear(s.normed.data(), n, d, l.v_proj, l.v_bias, kv_dim, values.data());
-    ApplyRope(s.q.data(), c.num_heads, c.head_dim, positions, inv_freq);
-    ApplyRope(keys.data(), c.num_kv_heads, c.head_dim, positions, inv_freq);
+    PREFILL_RETURN_IF_ERROR(ProjectQkv(on, c, l, n, *a));
+    PREFILL_RETURN_IF_ERROR(on.attention.Synchronize());  // GPU work is queued: time it done
     report.gemm_seconds += Since(t);
 
-    absl::StatusOr<CpAttentionStats> attention = Attend(comm, backend, layout, c, options, s, keys, values);
+    absl::StatusOr<CpAttentionStats> attention = Attend(on, layout, c, options, *a);
     if (!attention.ok()) return attention.status();
     report.attention = *attention;
 
     t = Clock::now();
-    Linear(s.attn.data(), n, q_dim, l.o_proj, {}, d, s.proj.data());
-    AddInPlace(hidden.data(), s.proj.data(), n * d);
-    RmsNorm(hidden.data(), n, d, l.post_norm, c.rms_norm_eps, s.normed.data());
-    Linear(s.normed.data(), n, d, l.gate_proj, {}, c.intermediate_size, s.gate.data());
-    Linear(s.normed.data(), n, d, l.up_proj, {}, c.intermediate_size, s.up.data());
-    SwiGlu(s.gate.data(), s.up.data(), n * c.intermediate_size);
-    Linear(s.gate.data(), n, c.intermediate_size, l.down_proj, {}, d, s.proj.data());
-    AddInPlace(hidden.data(), s.proj.data(), n * d);
+    PREFILL_RETURN_IF_ERROR(OutputAndMlp(on, c, l, n, *a));
+    std::vector<float>& keys = out.keys.emplace_back(n * kv_dim);
+    std::vector<float>& values = out.values.emplace_back(n * kv_dim);
+    PREFILL_RETURN_IF_ERROR(on.attention.CopyToHost(keys.data(), a->keys.get(), keys.size() * sizeof(float)));
+    PREFILL_RETURN_IF_ERROR(on.attention.CopyToHost(values.data(), a->values.get(), values.size() * sizeof(float)));
     report.gemm_seconds += Since(t);
-
-    out.keys.push_back(std::move(keys));
-    out.values.push_back(std::move(values));
     out.layers.push_back(report);
   }
-  absl::StatusOr<std::vector<float>> logits = LastTokenLogits(comm, layout, c, w, hidden, last_position);
+  absl::StatusOr<std::vector<float>> logits = LastTokenLogits(on, layout, c, *a, last_position);
   if (!logits.ok()) return logits.status();
   out.last_logits = std::move(*logits);
   return out;

@@ -1,6 +1,8 @@
 // Prefill of a Llama-family decoder over the context-parallel attention: each rank runs the
-// dense math on its own rows (activations O(L/N)), attention is the spine's dense ring or
-// sparse CP attention, and the rank holding the last token computes its logits.
+// dense math on its own rows (activations O(L/N)) on its LayerBackend, attention is the
+// spine's dense ring or sparse CP attention on its AttentionBackend, and the rank holding the
+// last token computes its logits. The same code runs on CPU ranks (MPI) and GPU ranks (NCCL):
+// activations live in backend memory and only the KV cache and the logits come back to the host.
 #pragma once
 
 #include <string>
@@ -8,11 +10,12 @@
 
 #include "absl/status/statusor.h"
 #include "kernels/backend.h"
+#include "kernels/layer_backend.h"
 #include "parallel/communicator.h"
 #include "parallel/cp_layout.h"
 #include "parallel/sparse_cp_attention.h"
 #include "runtime/model_config.h"
-#include "runtime/model_weights.h"
+#include "runtime/prepared_model.h"
 
 namespace prefill {
 
@@ -24,7 +27,7 @@ struct PrefillOptions {
 struct LayerReport {
   int64_t selected_blocks = 0, visible_blocks = 0;  // this rank's
   CpAttentionStats attention;
-  double gemm_seconds = 0;  // projections, norms, MLP
+  double gemm_seconds = 0;  // projections, norms, RoPE, MLP
 };
 
 struct PrefillOutput {
@@ -33,12 +36,20 @@ struct PrefillOutput {
   std::vector<LayerReport> layers;
 };
 
-// hidden: this rank's input embeddings [local_len, hidden] in local order; consumed.
+// Where the prefill computes: `comm` moves `attention`'s memory between the ranks of the group
+// (MPI for the CPU backend, NCCL for CUDA); `weights` were prepared on these backends.
+struct TransformerBackends {
+  AttentionBackend& attention;
+  LayerBackend& layers;
+  Communicator& comm;
+  const PreparedModel& weights;
+};
+
+// hidden: this rank's input embeddings [local_len, hidden] in local order, on the host.
 // last_position: the token whose logits are wanted (the sequence may be padded past it;
 // causal attention keeps padding from touching earlier tokens).
-absl::StatusOr<PrefillOutput> RunTransformerPrefill(Communicator& comm, AttentionBackend& backend,
-                                                    const CpLayout& layout, const ModelConfig& config,
-                                                    const ModelWeights& weights, std::vector<float> hidden,
+absl::StatusOr<PrefillOutput> RunTransformerPrefill(const TransformerBackends& on, const CpLayout& layout,
+                                                    const ModelConfig& config, const std::vector<float>& hidden,
                                                     int64_t last_position, const PrefillOptions& options);
 
 }  // namespace prefill

@@ -149,7 +149,7 @@ void RecordRequestMetrics(const absl::StatusOr<json>& result, int64_t tokens, do
 
 // Every rank of a group prefills the request; the group's rank 0 records the outcome.
 absl::Status RunAssignment(const BatchOptions& o, const LoadedModel& model, const BatchPlan& plan,
-                           const Assignment& a, MpiCommunicator& group, const ResultStore& store) {
+                           const Assignment& a, const ModelExecution& group, const ResultStore& store) {
   const BatchRequest& r = plan.requests[a.request];
   PrefillRequestOptions options = o.defaults;
   options.kv_out = store.KvDir(r.id);
@@ -164,7 +164,7 @@ absl::Status RunAssignment(const BatchOptions& o, const LoadedModel& model, cons
     RecordRequestMetrics(result, plan.tokens[a.request] / a.ranks, std::chrono::duration<double>(Clock::now() - start).count(),
                          *o.metrics);
   }
-  if (group.rank() != 0) return absl::OkStatus();
+  if (group.host->rank() != 0) return absl::OkStatus();
   const double seconds = std::chrono::duration<double>(Clock::now() - start).count();
   json record = result.ok() ? json{{"id", r.id}, {"status", "ok"}, {"tokens", plan.tokens[a.request]},
                                    {"ranks", a.ranks}, {"mode", options.mode}, {"density", (*result)["density"]},
@@ -175,6 +175,27 @@ absl::Status RunAssignment(const BatchOptions& o, const LoadedModel& model, cons
   // server acknowledged it, so an ok record here means acknowledged.
   if (result.ok() && !options.kv_target.empty()) record["kv_target"] = options.kv_target;
   return store.WriteRecord(record);
+}
+
+// This rank's CP group of one wave: the split of the MPI world and, on GPU ranks, the split
+// of the NCCL world (ncclCommSplit); both null on a rank idle in the wave.
+struct WaveGroup {
+  std::unique_ptr<Communicator> host, nccl;
+  Communicator* device() const { return nccl ? nccl.get() : host.get(); }
+};
+
+// Collective over the world (idle ranks pass kNoColor), so every rank calls it every wave.
+absl::StatusOr<WaveGroup> SplitForWave(MpiCommunicator& world, ExecutionContext& ctx, int color) {
+  WaveGroup g;
+  absl::StatusOr<std::unique_ptr<Communicator>> host = world.Split(color, world.rank());
+  if (!host.ok()) return host.status();
+  g.host = std::move(*host);
+  if (ctx.comm != &world) {
+    absl::StatusOr<std::unique_ptr<Communicator>> nccl = ctx.comm->Split(color, world.rank());
+    if (!nccl.ok()) return nccl.status();
+    g.nccl = std::move(*nccl);
+  }
+  return g;
 }
 
 void PrintProgress(const std::string& mode, const BatchSummary& s, int64_t planned_tokens, double seconds, bool done) {
@@ -198,10 +219,12 @@ void PrintProgress(const std::string& mode, const BatchSummary& s, int64_t plann
 
 }  // namespace
 
-absl::StatusOr<BatchSummary> RunBatch(const BatchOptions& o, MpiCommunicator& world) {
+absl::StatusOr<BatchSummary> RunBatch(const BatchOptions& o, MpiCommunicator& world, ExecutionContext& ctx) {
   const auto start = Clock::now();
   absl::StatusOr<LoadedModel> model = LoadModel(o.model_dir);
-  if (absl::Status s = AgreeOnStatus(world, model.status()); !s.ok()) return s;
+  absl::StatusOr<PreparedModel> prepared =
+      model.ok() ? PrepareModel(model->config, model->weights, *ctx.backend, *ctx.layers) : model.status();
+  if (absl::Status s = AgreeOnStatus(world, prepared.status()); !s.ok()) return s;
 
   absl::StatusOr<BatchPlan> plan = absl::UnknownError("not planned");
   std::string text;
@@ -234,7 +257,7 @@ absl::StatusOr<BatchSummary> RunBatch(const BatchOptions& o, MpiCommunicator& wo
       summary.stopped = true;
       break;
     }
-    int color = MPI_UNDEFINED;
+    int color = Communicator::kNoColor;
     const Assignment* mine = nullptr;
     for (size_t g = 0; g < wave.assignments.size(); ++g) {
       const Assignment& a = wave.assignments[g];
@@ -243,15 +266,12 @@ absl::StatusOr<BatchSummary> RunBatch(const BatchOptions& o, MpiCommunicator& wo
         mine = &a;
       }
     }
-    MPI_Comm split;
-    if (MPI_Comm_split(world.comm(), color, world.rank(), &split) != MPI_SUCCESS) {
-      return absl::UnavailableError("MPI_Comm_split failed while forming CP groups");
-    }
+    absl::StatusOr<WaveGroup> group = SplitForWave(world, ctx, color);
+    if (!group.ok()) return group.status();
     absl::Status wave_status;
     if (mine != nullptr) {
-      absl::StatusOr<std::unique_ptr<MpiCommunicator>> group = MpiCommunicator::Create(split);
-      wave_status = group.ok() ? RunAssignment(o, *model, *plan, *mine, **group, *store) : group.status();
-      MPI_Comm_free(&split);
+      const ModelExecution on{ctx.backend.get(), ctx.layers.get(), &*prepared, group->device(), group->host.get()};
+      wave_status = RunAssignment(o, *model, *plan, *mine, on, *store);
     }
     if (absl::Status s = AgreeOnStatus(world, wave_status); !s.ok()) return s;
     if (world.rank() == 0) {

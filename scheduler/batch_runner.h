@@ -1,7 +1,7 @@
 // BatchRunner: `prefill run` — works through a manifest of prompts with one model loaded
 // once per rank. Rank 0 validates the manifest, skips what an earlier run finished, plans
 // waves of concurrent CP groups (placement.h) and shares the plan; every wave splits the
-// world into its groups, each group prefills its request and records the result; a failed
+// world into its groups (the MPI world, and on GPU ranks the NCCL world with ncclCommSplit), each group prefills its request and records the result; a failed
 // request records its error and the batch goes on. Between waves the ranks agree whether a
 // stop (SIGTERM/SIGINT) was requested; if so they return with the output resumable.
 #pragma once
@@ -12,6 +12,7 @@
 #include "absl/status/statusor.h"
 #include "parallel/mpi_communicator.h"
 #include "monitoring/prefill_metrics.h"
+#include "runtime/execution_context.h"
 #include "runtime/model_job.h"
 #include "scheduler/placement.h"
 
@@ -41,6 +42,7 @@ struct BatchSummary {
   double seconds = 0;
 };
 
-absl::StatusOr<BatchSummary> RunBatch(const BatchOptions& options, MpiCommunicator& world);
+// ctx: the backends every request computes on, made once by the caller over `world`.
+absl::StatusOr<BatchSummary> RunBatch(const BatchOptions& options, MpiCommunicator& world, ExecutionContext& ctx);
 
 }  // namespace prefill

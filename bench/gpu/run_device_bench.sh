@@ -8,8 +8,11 @@
 #   3. compute-sanitizer memcheck on the attention test, once (a subset of cases);
 #   4. attention_gpu_benchmark (JSON);
 #   5. bench/gpu/torch_attention_anchors.py: cuDNN / flash SDPA and FlexAttention on the
-#      identical shapes and KV block lists (JSON).
-# Stages: pack | build | test | sanitize | bench | torch | all (default: all but pack).
+#      identical shapes and KV block lists (JSON);
+#   6. model: `prefill model|run --device cuda` on the tiny models against the numpy forward
+#      (tests/gpu/model_on_gpu.sh), one rank as an MPI singleton when the image has no mpirun
+#      (the bundle carries a relocated OpenMPI: OPAL_PREFIX).
+# Stages: pack | build | test | sanitize | bench | torch | model | all (default: all but pack).
 # Each stage fits one 10-minute device call; run them one per call if needed (the build
 # folder survives between calls of one machine). The last lines printed are a summary table.
 set -uo pipefail
@@ -20,7 +23,7 @@ mkdir -p "$OUT"
 BUILD=${BUILD:-$ROOT/build-device}
 BUNDLE=$ROOT/bench/gpu/device_bundle
 JOBS=$(nproc 2>/dev/null || echo 8)
-GPU_TESTS="cuda_ops_test cuda_attention_test cuda_mask_estimator_test"
+GPU_TESTS="cuda_ops_test cuda_attention_test cuda_mask_estimator_test cuda_layer_backend_test"
 STAGE=${1:-all}
 BIN=""
 
@@ -32,6 +35,8 @@ pick_bin() {
   elif [ -x "$BUNDLE/bin/attention_gpu_benchmark" ]; then
     BIN=$BUNDLE/bin
     export LD_LIBRARY_PATH=$BUNDLE/lib:${LD_LIBRARY_PATH:-}
+    # OpenMPI finds its plugins and help files under OPAL_PREFIX; a singleton needs no daemon.
+    export OPAL_PREFIX=$BUNDLE/ompi OMPI_MCA_ess_singleton_isolated=1
   else
     log "no binaries: run the build stage (or carry bench/gpu/device_bundle)"
     return 1
@@ -40,14 +45,21 @@ pick_bin() {
 }
 
 stage_pack() {  # on the build machine (no GPU needed)
-  local b=$ROOT/build-pack
+  local b=${PACK_BUILD:-$ROOT/build-pack}
   cmake -S "$ROOT" -B "$b" -DPREFILL_CUDA=ON -DCMAKE_BUILD_TYPE=Release \
     -DCMAKE_CUDA_ARCHITECTURES="80-real;90a-real" >/dev/null || return 1
-  cmake --build "$b" -j"$JOBS" --target $GPU_TESTS attention_gpu_benchmark || return 1
+  cmake --build "$b" -j"$JOBS" --target $GPU_TESTS attention_gpu_benchmark prefill || return 1
   rm -rf "$BUNDLE" && mkdir -p "$BUNDLE/bin" "$BUNDLE/lib"
-  for t in $GPU_TESTS attention_gpu_benchmark; do cp "$b/bin/$t" "$BUNDLE/bin/"; done
+  for t in $GPU_TESTS attention_gpu_benchmark prefill; do cp "$b/bin/$t" "$BUNDLE/bin/"; done
+  # OpenMPI's plugins (dlopen'ed from its libdir) and help files, laid out under a prefix of
+  # their own so that OPAL_PREFIX relocates them (Debian: prefix /usr).
+  local ompi=$BUNDLE/ompi/lib/x86_64-linux-gnu
+  mkdir -p "$ompi" "$BUNDLE/ompi/share"
+  cp -rL /usr/lib/x86_64-linux-gnu/openmpi /usr/lib/x86_64-linux-gnu/pmix2 "$ompi/"
+  rm -rf "$ompi/openmpi/include"
+  cp -r /usr/share/openmpi "$BUNDLE/ompi/share/"
   # Every shared library but the C runtime's own (libc, libm, libdl, libpthread, librt, ld.so).
-  for t in "$BUNDLE"/bin/*; do ldd "$t"; done | awk '/=>/ {print $3}' | sort -u |
+  for t in "$BUNDLE"/bin/* "$ompi"/openmpi/lib/openmpi3/*.so; do ldd "$t"; done | awk '/=>/ {print $3}' | sort -u |
     grep -v -E '/(libc|libm|libdl|libpthread|librt|ld-linux[^/]*)\.so' |
     while read -r lib; do cp -L "$lib" "$BUNDLE/lib/"; done
   strip --strip-unneeded "$BUNDLE"/lib/*.so* 2>/dev/null || true
@@ -125,6 +137,14 @@ stage_torch() {
   log "torch anchors: exit ${PIPESTATUS[0]}"
 }
 
+stage_model() {
+  pick_bin || return 1
+  PYTHON=${PYTHON:-python3} sh "$ROOT/tests/gpu/model_on_gpu.sh" "$BIN/prefill" "$OUT/model_on_gpu" \
+    >"$OUT/model_on_gpu.log" 2>&1
+  log "model_on_gpu: exit $? ($(tail -1 "$OUT/model_on_gpu.log"))"
+  rm -rf "$OUT/model_on_gpu"
+}
+
 summary() {
   echo "==== summary ===="
   cat "$OUT/summary.txt" 2>/dev/null
@@ -139,13 +159,15 @@ case "$STAGE" in
   sanitize) stage_sanitize ;;
   bench) stage_bench ;;
   torch) stage_torch ;;
+  model) stage_model ;;
   all)
     stage_build
     stage_test
     stage_sanitize
     stage_bench
     stage_torch
+    stage_model
     ;;
-  *) echo "usage: $0 [pack|build|test|sanitize|bench|torch|all]"; exit 2 ;;
+  *) echo "usage: $0 [pack|build|test|sanitize|bench|torch|model|all]"; exit 2 ;;
 esac
 summary

@@ -12,6 +12,9 @@
 #include "parallel/mpi_check.h"
 #include "parallel/nccl/nccl_check.h"
 
+static_assert(NCCL_VERSION_CODE >= NCCL_VERSION(2, 18, 0),
+              "NcclCommunicator::Split needs ncclCommSplit (NCCL 2.18)");
+
 namespace prefill {
 
 struct NcclCommunicator::PendingBatch {
@@ -78,18 +81,20 @@ int ChooseLocalDevice(int device_id_flag, int device_count) {
   return 0;
 }
 
-absl::StatusOr<std::unique_ptr<NcclCommunicator>> NcclCommunicator::Create(const NcclOptions& options) {
+absl::StatusOr<std::unique_ptr<NcclCommunicator>> NcclCommunicator::Prepare(
+    MPI_Comm owned_mpi_comm, int device_id, cudaStream_t compute_stream,
+    double comm_timeout_seconds) {
   std::unique_ptr<NcclCommunicator> c(new NcclCommunicator());
-  MPI_CHECK(MPI_Comm_dup(options.mpi_comm, &c->mpi_comm_));
+  c->mpi_comm_ = owned_mpi_comm;  // the destructor frees it from here on
   MPI_CHECK(MPI_Comm_set_errhandler(c->mpi_comm_, MPI_ERRORS_RETURN));
   MPI_CHECK(MPI_Comm_rank(c->mpi_comm_, &c->rank_));
   MPI_CHECK(MPI_Comm_size(c->mpi_comm_, &c->size_));
-  c->timeout_seconds_ = options.comm_timeout_seconds;
-  c->compute_stream_ = options.compute_stream;
+  c->timeout_seconds_ = comm_timeout_seconds;
+  c->compute_stream_ = compute_stream;
 
   int count = 0;
   CUDA_CHECK(cudaGetDeviceCount(&count));
-  c->device_ = ChooseLocalDevice(options.device_id, count);
+  c->device_ = ChooseLocalDevice(device_id, count);
   if (c->device_ >= count) {
     return absl::InvalidArgumentError(
         absl::StrCat("rank ", c->rank_, ": device ", c->device_, " but only ", count, " CUDA devices"));
@@ -97,6 +102,22 @@ absl::StatusOr<std::unique_ptr<NcclCommunicator>> NcclCommunicator::Create(const
   CUDA_CHECK(cudaSetDevice(c->device_));
   CUDA_CHECK(cudaStreamCreateWithFlags(&c->comm_stream_, cudaStreamNonBlocking));
   c->watchdog_ = std::thread([raw = c.get()] { raw->WatchdogLoop(); });
+  return c;
+}
+
+void NcclCommunicator::Attach(ncclComm_t comm) {
+  std::lock_guard<std::mutex> lock(mu_);  // the watchdog reads comm_
+  comm_ = comm;
+}
+
+absl::StatusOr<std::unique_ptr<NcclCommunicator>> NcclCommunicator::Create(
+    const NcclOptions& options) {
+  MPI_Comm dup = MPI_COMM_NULL;
+  MPI_CHECK(MPI_Comm_dup(options.mpi_comm, &dup));
+  absl::StatusOr<std::unique_ptr<NcclCommunicator>> prepared =
+      Prepare(dup, options.device_id, options.compute_stream, options.comm_timeout_seconds);
+  if (!prepared.ok()) return prepared.status();
+  std::unique_ptr<NcclCommunicator> c = std::move(*prepared);
 
   ncclUniqueId id;
   if (c->rank_ == 0) NCCL_CHECK(ncclGetUniqueId(&id));
@@ -106,11 +127,56 @@ absl::StatusOr<std::unique_ptr<NcclCommunicator>> NcclCommunicator::Create(const
   const ncclResult_t init = ncclCommInitRank(&comm, c->size_, id, c->rank_);
   c->EndBlocking();
   NCCL_CHECK(init);
-  {
-    std::lock_guard<std::mutex> lock(c->mu_);  // the watchdog reads comm_
-    c->comm_ = comm;
-  }
+  c->Attach(comm);
   return c;
+}
+
+absl::StatusOr<std::unique_ptr<Communicator>> NcclCommunicator::Split(int color, int key) {
+  if (absl::Status s = FlushPending(); !s.ok()) return s;
+  CUDA_CHECK(cudaSetDevice(device_));
+  // Both splits order by (key, rank here), and the NCCL ranks here are the MPI ranks, so the
+  // two new communicators rank their members alike (checked below). Both are collective over
+  // this communicator, members or not, and watched: a rank that never calls Split turns the
+  // others' wait into an abort.
+  const bool member = color >= 0;
+  MPI_Comm split = MPI_COMM_NULL;
+  BeginBlocking("MPI_Comm_split");
+  const int split_rc = MPI_Comm_split(mpi_comm_, member ? color : MPI_UNDEFINED, key, &split);
+  EndBlocking();
+  MPI_CHECK(split_rc);
+  std::unique_ptr<NcclCommunicator> c;
+  if (split != MPI_COMM_NULL) {
+    absl::StatusOr<std::unique_ptr<NcclCommunicator>> prepared =
+        Prepare(split, device_, compute_stream_, timeout_seconds_);
+    if (!prepared.ok()) return prepared.status();
+    c = std::move(*prepared);
+  }
+  ncclConfig_t config = NCCL_CONFIG_INITIALIZER;
+  ncclComm_t comm = nullptr;
+  BeginBlocking("ncclCommSplit");
+  const ncclResult_t r =
+      ncclCommSplit(comm_, member ? color : NCCL_SPLIT_NOCOLOR, key, &comm, &config);
+  EndBlocking();
+  NCCL_CHECK(r);
+  if (!member && color != kNoColor) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("rank ", rank_, ": Split color ", color, " is neither >= 0 nor kNoColor"));
+  }
+  if (c == nullptr) return std::unique_ptr<Communicator>();
+  if (comm == nullptr) {
+    return absl::InternalError(
+        absl::StrCat("rank ", rank_, ": ncclCommSplit returned no communicator"));
+  }
+  c->Attach(comm);  // destroyed with `c` from here on
+  int nccl_rank = -1, nccl_size = -1;
+  NCCL_CHECK(ncclCommUserRank(comm, &nccl_rank));
+  NCCL_CHECK(ncclCommCount(comm, &nccl_size));
+  if (nccl_rank != c->rank_ || nccl_size != c->size_) {
+    return absl::InternalError(absl::StrCat("rank ", rank_, ": split NCCL rank ", nccl_rank, " of ",
+                                            nccl_size, " but MPI rank ", c->rank_, " of ",
+                                            c->size_));
+  }
+  return std::unique_ptr<Communicator>(std::move(c));
 }
 
 NcclCommunicator::~NcclCommunicator() {

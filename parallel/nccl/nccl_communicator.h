@@ -21,6 +21,10 @@
 // transfers in flight; an NCCL error, or a transfer (or a blocking NCCL call such as
 // initialisation) still unfinished after comm_timeout_seconds, aborts the job with a message
 // naming this rank: ncclCommAbort, then MPI_Abort. A hang becomes an abort.
+//
+// Split. ncclCommSplit (NCCL >= 2.18) of the NCCL communicator plus MPI_Comm_split of the MPI
+// one beside it: the new communicator has the same device and compute stream, and its own
+// comm stream, watchdog and event pool.
 #pragma once
 
 #include <cuda_runtime_api.h>
@@ -79,6 +83,9 @@ class NcclCommunicator final : public Communicator {
   absl::StatusOr<std::unique_ptr<PendingTransfer>> Recv(void* data, size_t bytes, int peer, int tag) override;
   // Returns when every rank has reached it and this rank's queued compute work is done.
   absl::Status Barrier() override;
+  // Issues pending Send/Recv first, like any collective. Blocks until every rank of this
+  // communicator has called it (watched: a missing rank aborts after comm_timeout_seconds).
+  absl::StatusOr<std::unique_ptr<Communicator>> Split(int color, int key) override;
   [[noreturn]] void Abort(int exit_code, std::string_view reason) override;
 
   // Transfers posted by Send/Recv and not yet issued (see the file comment).
@@ -86,6 +93,16 @@ class NcclCommunicator final : public Communicator {
 
  private:
   NcclCommunicator() = default;
+
+  // What Create and Split share: everything but the NCCL communicator. Takes ownership of
+  // `owned_mpi_comm` (freed on failure too), makes its errors return, picks the device
+  // (ChooseLocalDevice(device_id, ...)), creates the comm stream and starts the watchdog.
+  static absl::StatusOr<std::unique_ptr<NcclCommunicator>> Prepare(MPI_Comm owned_mpi_comm,
+                                                                   int device_id,
+                                                                   cudaStream_t compute_stream,
+                                                                   double comm_timeout_seconds);
+  // Hands the initialised NCCL communicator to this object (and its watchdog).
+  void Attach(ncclComm_t comm);
 
   // Issues the pending point-to-point batch, if any, as one group.
   absl::Status FlushPending();

@@ -1,7 +1,8 @@
 // NcclCommunicator over 2+ ranks (mpirun -n 2), one GPU each: AllGather(V), AllToAllV, a ring
 // of Send/Recv posted send-first on every rank (the pattern that deadlocks with unbatched
-// NCCL point-to-point), AllReduce on host doubles, Barrier. Every rank checks its own result
-// against the pattern the senders wrote. Skips when the node has fewer GPUs than ranks.
+// NCCL point-to-point), AllReduce on host doubles, Barrier, Split (singletons and one group in
+// reverse order, reducing device memory). Every rank checks its own result against the
+// pattern the senders wrote. Skips when the node has fewer GPUs than ranks.
 #include <cuda_runtime_api.h>
 #include <gtest/gtest.h>
 #include <mpi.h>
@@ -144,6 +145,54 @@ TEST_F(NcclCommunicatorTest, AllReduceOnHostDoublesAndBarrier) {
   ASSERT_TRUE(comm_->AllReduceMax(max.data(), max.size()).ok());
   EXPECT_EQ(max[0], n - 1);
   EXPECT_EQ(max[1], 0.0);
+  EXPECT_TRUE(comm_->Barrier().ok());
+}
+
+TEST_F(NcclCommunicatorTest, SplitIntoSingletonsAndReversedGroup) {
+  const int n = comm_->size(), r = comm_->rank();
+  // Singletons: every rank alone; a sum over one rank leaves the values as they were.
+  {
+    auto split = comm_->Split(r, 0);
+    ASSERT_TRUE(split.ok()) << split.status();
+    ASSERT_NE(*split, nullptr);
+    auto* alone = dynamic_cast<NcclCommunicator*>(split->get());
+    ASSERT_NE(alone, nullptr) << "a split of an NcclCommunicator moves device memory too";
+    EXPECT_EQ(alone->size(), 1);
+    EXPECT_EQ(alone->rank(), 0);
+    EXPECT_EQ(alone->device(), comm_->device());
+    EXPECT_NE(alone->comm_stream(), comm_->comm_stream());
+    const std::vector<double> mine = {r + 1.0, 10.0 * r};
+    double* d = Upload(mine);
+    ASSERT_TRUE(alone->AllReduceSum(d, mine.size()).ok());
+    EXPECT_EQ(Download(d, mine.size()), mine);
+  }
+  // One group of all ranks, keys reversed: new rank = n - 1 - r.
+  {
+    auto split = comm_->Split(0, -r);
+    ASSERT_TRUE(split.ok()) << split.status();
+    ASSERT_NE(*split, nullptr);
+    Communicator& group = **split;
+    EXPECT_EQ(group.size(), n);
+    EXPECT_EQ(group.rank(), n - 1 - r);
+    double* d =
+        Upload(std::vector<double>{1.0, static_cast<double>(group.rank()), static_cast<double>(r)});
+    ASSERT_TRUE(group.AllReduceSum(d, 3).ok());
+    const std::vector<double> sum = Download(d, 3);
+    EXPECT_EQ(sum[0], n);
+    EXPECT_EQ(sum[1], n * (n - 1) / 2.0);
+    EXPECT_EQ(sum[2], n * (n - 1) / 2.0);
+    // AllGather lands slot i = new rank i, holding world rank n - 1 - i.
+    const std::vector<int> me = {r};
+    int* d_me = Upload(me);
+    int* d_all = Upload(std::vector<int>(n, -1));
+    ASSERT_TRUE(group.AllGather(d_me, sizeof(int), d_all).ok());
+    const std::vector<int> all = Download(d_all, n);
+    for (int i = 0; i < n; ++i) EXPECT_EQ(all[i], n - 1 - i) << i;
+  }
+  // The parent still reduces over every rank.
+  double* d = Upload(std::vector<double>{r + 1.0});
+  ASSERT_TRUE(comm_->AllReduceSum(d, 1).ok());
+  EXPECT_EQ(Download(d, 1)[0], n * (n + 1) / 2.0);
   EXPECT_TRUE(comm_->Barrier().ok());
 }
 

@@ -150,7 +150,9 @@ TEST_P(CpAttentionTest, SparseSendsExactlyTheSelectedRemoteBlocks) {
   const double ring = static_cast<double>(DenseRingKvBytes(*layout_, kKvHeads, kDim, job_.dtype));
   if (world_->size() > 1) {
     const double density = totals[2] / world_->size();
-    if (density < 1.0) EXPECT_LT(totals[1], ring);
+    if (density < 1.0) {
+      EXPECT_LT(totals[1], ring);
+    }
   } else {
     EXPECT_EQ(totals[1], 0);
   }

@@ -9,6 +9,10 @@
                request, all correct.
     sigterm  : SIGTERM to the ranks mid-way: exit 0, resumable; the rerun finishes the rest.
     invalid  : a manifest with bad lines is refused, every bad line listed, exit 2, nothing run.
+
+  Environment: BATCH_RANKS (default 4); BATCH_DEVICE=cuda runs on GPUs (block 128, the bf16
+  GEMM tolerance below); an empty MPIRUN_ARGS runs one rank as an MPI singleton (a machine
+  without mpirun).
 """
 import json
 import os
@@ -22,6 +26,12 @@ import time
 import numpy as np
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+RANKS = int(os.environ.get("BATCH_RANKS", "4"))
+DEVICE = os.environ.get("BATCH_DEVICE", "cpu")
+BLOCK = "128" if DEVICE == "cuda" else "64"
+# fp32 GEMMs on the CPU match float64 to 1e-4; the GPU rounds GEMM inputs to bf16 (2^-9
+# relative each), a few 1e-3 after two layers: 3e-2 leaves room and still catches a wrong op.
+TOL = 3e-2 if DEVICE == "cuda" else 1e-4
 sys.path.insert(0, os.path.join(HERE, "..", "runtime"))
 import tiny_model  # noqa: E402
 
@@ -44,9 +54,10 @@ def make_batch(work, lengths, bad=()):
 
 
 def run(prefill, mpirun, work, model, extra=(), background=False):
-    cmd = [*mpirun, "-np", "4", prefill, "run", "--manifest", os.path.join(work, "jobs.jsonl"), "--model", model,
-           "--out", os.path.join(work, "out"), "--block", "64", "--min-tokens-per-rank", "128", "--mode", "dense",
-           "--kv-dtype", "f32", "--progress", "log", *extra]
+    launch = [*mpirun, "-np", str(RANKS)] if mpirun else []
+    cmd = [*launch, prefill, "run", "--manifest", os.path.join(work, "jobs.jsonl"), "--model", model,
+           "--out", os.path.join(work, "out"), "--block", BLOCK, "--min-tokens-per-rank", "128", "--mode", "dense",
+           "--kv-dtype", "f32", "--progress", "log", "--device", DEVICE, *extra]
     if background:
         return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
     return subprocess.run(cmd, capture_output=True, text=True, timeout=240)
@@ -75,8 +86,10 @@ def check_results(work, model, n, bad=()):
         tokens = np.load(os.path.join(work, f"p{i}.npy"))
         logits, kv = tiny_model.forward(cfg, w, tokens)
         top = r["top_logits"][0]
-        assert top["id"] == int(np.argmax(logits)), (r["id"], top, int(np.argmax(logits)))
-        assert abs(top["logit"] - logits.max()) <= 1e-4 * max(1, abs(logits.max())), (top, logits.max())
+        scale = max(1, abs(logits.max()))
+        # The top id may differ only between logits that the tolerance cannot tell apart.
+        assert logits.max() - logits[top["id"]] <= 2 * TOL * scale, (r["id"], top, int(np.argmax(logits)))
+        assert abs(top["logit"] - logits.max()) <= TOL * scale, (top, logits.max())
         index = json.load(open(os.path.join(r["kv_cache"], "index.json")))
         assert index["seq_len"] == len(tokens)
         worst = 0.0
@@ -85,7 +98,7 @@ def check_results(work, model, n, bad=()):
             for layer in range(index["num_layers"]):
                 got = shard[f"layers.{layer}.key"][rng["row"]:rng["row"] + rng["length"]]
                 worst = max(worst, float(np.abs(got - kv[f"k{layer}"][rng["start"]:rng["start"] + rng["length"]]).max()))
-        assert worst <= 1e-4, (r["id"], worst)
+        assert worst <= TOL, (r["id"], worst)
     print(f"ok: {n} results, {len(bad)} recorded errors, all others equal the numpy forward")
 
 

@@ -96,11 +96,25 @@ watchdog=$!
 
 fail() { log "FAIL: $*"; exit 1; }
 
+# The metrics endpoint takes 4 consecutive ports (base + local rank): a base whose 4 ports are
+# free now, below the kernel's ephemeral range (32768+), where concurrent tests' outgoing
+# connections would otherwise take them between this check and the job.
 read -r ctld_port slurmd_port metrics_port < <("$py" -c '
-import socket
-s = [socket.socket() for _ in range(3)]
+import random, socket
+def free(ports):
+    held = []
+    try:
+        for p in ports:
+            s = socket.socket(); held.append(s); s.bind(("127.0.0.1", p))
+        return True
+    except OSError:
+        return False
+    finally:
+        for s in held: s.close()
+s = [socket.socket() for _ in range(2)]
 for x in s: x.bind(("127.0.0.1", 0))
-print(*[x.getsockname()[1] for x in s])')
+base = next(b for b in iter(lambda: random.randrange(20000, 32000, 4), None) if free(range(b, b + 4)))
+print(*[x.getsockname()[1] for x in s], base)')
 host="$(hostname -s)"
 export SLURM_CONF="$work/slurm.conf"
 # Fake GPUs: Slurm drops GPUs without device files and wants character devices, so four

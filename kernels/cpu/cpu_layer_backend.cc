@@ -1,0 +1,109 @@
+// The CPU LayerBackend: projections through OpenBLAS sgemm on the caller's fp32 weights (no
+// copy), the elementwise ops as plain loops over rows spread with ParallelFor.
+#include <cblas.h>
+
+#include <cmath>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "kernels/cpu/parallel_for.h"
+#include "kernels/layer_backend.h"
+
+namespace prefill {
+namespace {
+
+absl::Status Invalid(const char* op, const char* what) {
+  return absl::InvalidArgumentError(absl::StrCat(op, ": ", what));
+}
+
+class CpuLayerBackend final : public LayerBackend {
+ public:
+  explicit CpuLayerBackend(int threads) : threads_(threads > 0 ? threads : 1) { openblas_set_num_threads(threads_); }
+
+  std::string_view name() const override { return "cpu"; }
+
+  absl::StatusOr<WeightMatrix> PrepareMatrix(std::span<const float> values, int64_t rows, int64_t cols) override {
+    if (rows < 1 || cols < 1 || static_cast<int64_t>(values.size()) != rows * cols) {
+      return Invalid("PrepareMatrix", absl::StrCat(values.size(), " values for a [", rows, ", ", cols, "] matrix").c_str());
+    }
+    WeightMatrix m;
+    m.data = values.data();
+    m.rows = rows;
+    m.cols = cols;
+    return m;
+  }
+
+  absl::Status Linear(const LinearParams& p) override {
+    if (!p.w || !p.w->data || !p.x || !p.y || p.rows < 0) return Invalid("Linear", "null pointer or negative rows");
+    if (p.x == p.y) return Invalid("Linear", "y must not alias x");
+    if (p.rows == 0) return absl::OkStatus();
+    const int64_t in = p.w->cols, out = p.w->rows;
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(p.rows), static_cast<int>(out),
+                static_cast<int>(in), 1.0f, p.x, static_cast<int>(in), static_cast<const float*>(p.w->data),
+                static_cast<int>(in), 0.0f, p.y, static_cast<int>(out));
+    if (p.bias) {
+      cpu::ParallelFor(p.rows, threads_, [&](int64_t r) {
+        for (int64_t o = 0; o < out; ++o) p.y[r * out + o] += p.bias[o];
+      });
+    }
+    return absl::OkStatus();
+  }
+
+  absl::Status RmsNorm(const RmsNormParams& p) override {
+    if (!p.x || !p.y || !p.weight || p.rows < 0 || p.features < 1) return Invalid("RmsNorm", "null pointer or bad size");
+    cpu::ParallelFor(p.rows, threads_, [&](int64_t r) {
+      const float* x = p.x + r * p.features;
+      float* y = p.y + r * p.features;
+      double sum = 0;
+      for (int64_t i = 0; i < p.features; ++i) sum += double{x[i]} * x[i];
+      const float inv = static_cast<float>(1.0 / std::sqrt(sum / p.features + p.eps));
+      for (int64_t i = 0; i < p.features; ++i) y[i] = x[i] * inv * p.weight[i];
+    });
+    return absl::OkStatus();
+  }
+
+  absl::Status Rope(const RopeParams& p) override {
+    if (!p.x || !p.positions || !p.inv_freq || p.rows < 0 || p.heads < 1 || p.head_dim < 2 || p.head_dim % 2) {
+      return Invalid("Rope", "null pointer, or heads < 1, or head_dim not even");
+    }
+    const int half = p.head_dim / 2;
+    cpu::ParallelFor(p.rows, threads_, [&](int64_t r) {
+      std::vector<float> cos_t(half), sin_t(half);
+      for (int i = 0; i < half; ++i) {
+        const double angle = p.positions[r] * p.inv_freq[i];
+        cos_t[i] = static_cast<float>(std::cos(angle));
+        sin_t[i] = static_cast<float>(std::sin(angle));
+      }
+      for (int h = 0; h < p.heads; ++h) {
+        float* v = p.x + (r * p.heads + h) * p.head_dim;
+        for (int i = 0; i < half; ++i) {
+          const float a = v[i], b = v[i + half];
+          v[i] = a * cos_t[i] - b * sin_t[i];
+          v[i + half] = b * cos_t[i] + a * sin_t[i];
+        }
+      }
+    });
+    return absl::OkStatus();
+  }
+
+  absl::Status SwiGlu(const SwiGluParams& p) override {
+    if (!p.gate || !p.up || p.n < 0) return Invalid("SwiGlu", "null pointer or negative size");
+    for (int64_t i = 0; i < p.n; ++i) p.gate[i] = p.gate[i] / (1.0f + std::exp(-p.gate[i])) * p.up[i];
+    return absl::OkStatus();
+  }
+
+  absl::Status Add(const AddParams& p) override {
+    if (!p.acc || !p.x || p.n < 0) return Invalid("Add", "null pointer or negative size");
+    for (int64_t i = 0; i < p.n; ++i) p.acc[i] += p.x[i];
+    return absl::OkStatus();
+  }
+
+ private:
+  int threads_;
+};
+
+}  // namespace
+
+std::unique_ptr<LayerBackend> MakeCpuLayerBackend(int threads) { return std::make_unique<CpuLayerBackend>(threads); }
+
+}  // namespace prefill

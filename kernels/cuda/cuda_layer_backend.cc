@@ -1,0 +1,307 @@
+// The CUDA LayerBackend: validation of every op's params (once, here), then the launchers of
+// kernels/cuda/layer_ops.h or cuBLAS, queued on the attention backend's stream. Owns a cuBLAS
+// handle bound to that stream with its own workspace, and a scratch buffer for the bf16 copy of
+// Linear's input.
+#include "kernels/cuda/cuda_layer_backend.h"
+
+#include <cublas_v2.h>
+#include <cuda_runtime_api.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <limits>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "kernels/cuda/cublas_check.h"
+#include "kernels/cuda/cuda_backend.h"
+#include "kernels/cuda/cuda_check.h"
+#include "kernels/cuda/device_context.h"
+#include "kernels/cuda/layer_ops.h"
+
+namespace prefill {
+namespace {
+
+constexpr int64_t kIntMax = std::numeric_limits<int>::max();  // cuBLAS sizes are int
+
+absl::Status Invalid(const char* op, const std::string& what) {
+  return absl::InvalidArgumentError(absl::StrCat(op, ": ", what));
+}
+
+// True when [a, a + a_bytes) and [b, b + b_bytes) share a byte.
+bool Overlap(const void* a, int64_t a_bytes, const void* b, int64_t b_bytes) {
+  const auto pa = reinterpret_cast<uintptr_t>(a), pb = reinterpret_cast<uintptr_t>(b);
+  return a_bytes > 0 && b_bytes > 0 && pa < pb + static_cast<uintptr_t>(b_bytes) &&
+         pb < pa + static_cast<uintptr_t>(a_bytes);
+}
+
+// Elementwise ops allow exact aliasing (each element is read and written by one thread) but
+// not a shifted overlap, where one thread's write is another's pending read.
+bool PartialOverlap(const void* a, const void* b, int64_t bytes) {
+  return a != b && Overlap(a, bytes, b, bytes);
+}
+
+void FreeDeviceMemory(void* ptr) { (void)cudaFree(ptr); }
+
+absl::Status ValidateLinear(const LinearParams& p) {
+  if (p.rows < 0) return Invalid("Linear", absl::StrCat("rows (", p.rows, ") < 0"));
+  if (!p.w || !p.w->data) return Invalid("Linear", "null w or w->data (not a prepared matrix)");
+  if (p.w->rows < 1 || p.w->cols < 1 || p.w->rows > kIntMax || p.w->cols > kIntMax) {
+    return Invalid("Linear", absl::StrCat("w is [", p.w->rows, ", ", p.w->cols,
+                                          "]; each side must be in [1, 2^31)"));
+  }
+  if (p.rows == 0) return absl::OkStatus();
+  if (!p.x || !p.y) return Invalid("Linear", "null x or y");
+  const int64_t x_bytes = p.rows * p.w->cols * int64_t{sizeof(float)};
+  const int64_t y_bytes = p.rows * p.w->rows * int64_t{sizeof(float)};
+  if (Overlap(p.x, x_bytes, p.y, y_bytes)) return Invalid("Linear", "y must not alias x");
+  if (p.bias && Overlap(p.bias, p.w->rows * int64_t{sizeof(float)}, p.y, y_bytes)) {
+    return Invalid("Linear", "bias must not alias y");
+  }
+  return absl::OkStatus();
+}
+
+absl::Status ValidateRmsNorm(const RmsNormParams& p) {
+  if (p.rows < 0 || p.features < 1) {
+    return Invalid("RmsNorm", absl::StrCat("rows (", p.rows, ") must be >= 0 and features (",
+                                           p.features, ") >= 1"));
+  }
+  if (!(p.eps >= 0.f) || !std::isfinite(p.eps))
+    return Invalid("RmsNorm", "eps must be finite and >= 0");
+  if (p.rows == 0) return absl::OkStatus();
+  if (!p.x || !p.y || !p.weight) return Invalid("RmsNorm", "null x, y or weight");
+  const int64_t bytes = p.rows * p.features * int64_t{sizeof(float)};
+  if (PartialOverlap(p.x, p.y, bytes)) return Invalid("RmsNorm", "y must be x or not overlap it");
+  if (Overlap(p.weight, p.features * int64_t{sizeof(float)}, p.y, bytes)) {
+    return Invalid("RmsNorm", "weight must not alias y");
+  }
+  return absl::OkStatus();
+}
+
+absl::Status ValidateRope(const RopeParams& p) {
+  if (p.rows < 0) return Invalid("Rope", absl::StrCat("rows (", p.rows, ") < 0"));
+  if (p.heads < 1) return Invalid("Rope", absl::StrCat("heads (", p.heads, ") < 1"));
+  if (p.head_dim < 2 || p.head_dim % 2 != 0 || p.head_dim > cuda::kMaxRopeHeadDim) {
+    return Invalid("Rope", absl::StrCat("head_dim (", p.head_dim, ") must be even, in [2, ",
+                                        cuda::kMaxRopeHeadDim, "]"));
+  }
+  if (int64_t{p.heads} * p.head_dim > kIntMax) return Invalid("Rope", "heads * head_dim >= 2^31");
+  if (p.rows == 0) return absl::OkStatus();
+  if (!p.x || !p.positions || !p.inv_freq) return Invalid("Rope", "null x, positions or inv_freq");
+  return absl::OkStatus();
+}
+
+absl::Status ValidateSwiGlu(const SwiGluParams& p) {
+  if (p.n < 0) return Invalid("SwiGlu", absl::StrCat("n (", p.n, ") < 0"));
+  if (p.n == 0) return absl::OkStatus();
+  if (!p.gate || !p.up) return Invalid("SwiGlu", "null gate or up");
+  if (PartialOverlap(p.gate, p.up, p.n * int64_t{sizeof(float)})) {
+    return Invalid("SwiGlu", "up must be gate or not overlap it");
+  }
+  return absl::OkStatus();
+}
+
+absl::Status ValidateAdd(const AddParams& p) {
+  if (p.n < 0) return Invalid("Add", absl::StrCat("n (", p.n, ") < 0"));
+  if (p.n == 0) return absl::OkStatus();
+  if (!p.acc || !p.x) return Invalid("Add", "null acc or x");
+  if (PartialOverlap(p.acc, p.x, p.n * int64_t{sizeof(float)}))
+    return Invalid("Add", "x must be acc or not overlap it");
+  return absl::OkStatus();
+}
+
+class CudaLayerBackend final : public LayerBackend {
+ public:
+  CudaLayerBackend(const cuda::DeviceContext& ctx, const CudaLayerBackendOptions& options)
+      : ctx_(ctx), options_(options), scratch_(std::make_unique<cuda::DeviceScratch>()) {
+    ctx_.scratch = scratch_.get();
+  }
+  ~CudaLayerBackend() override {
+    (void)cudaSetDevice(ctx_.device);
+    scratch_.reset();                          // frees on the stream, while the stream is alive
+    (void)cudaStreamSynchronize(ctx_.stream);  // queued GEMMs may still use the workspace
+    if (handle_) (void)cublasDestroy(handle_);
+    if (workspace_) (void)cudaFree(workspace_);
+  }
+
+  // The handle runs on the attention backend's stream with a workspace of its own (cuBLAS
+  // recommends 32 MiB on Hopper, 4 MiB before; a fixed workspace also keeps cuBLAS from
+  // allocating inside a captured graph).
+  absl::Status Init() {
+    CUDA_CHECK(cudaSetDevice(ctx_.device));
+    CUDA_CHECK(cudaDeviceGetAttribute(&ctx_.sm_count, cudaDevAttrMultiProcessorCount, ctx_.device));
+    CUDA_CHECK(
+        cudaDeviceGetAttribute(&ctx_.cc_major, cudaDevAttrComputeCapabilityMajor, ctx_.device));
+    CUDA_CHECK(
+        cudaDeviceGetAttribute(&ctx_.cc_minor, cudaDevAttrComputeCapabilityMinor, ctx_.device));
+    CUBLAS_CHECK(cublasCreate(&handle_));
+    // cublasSetStream resets the workspace to cuBLAS' own pool: set ours after it.
+    CUBLAS_CHECK(cublasSetStream(handle_, ctx_.stream));
+    const size_t workspace_bytes = ctx_.cc_major >= 9 ? size_t{32} << 20 : size_t{4} << 20;
+    CUDA_CHECK(cudaMalloc(&workspace_, workspace_bytes));
+    CUBLAS_CHECK(cublasSetWorkspace(handle_, workspace_, workspace_bytes));
+    return absl::OkStatus();
+  }
+
+  std::string_view name() const override { return "cuda"; }
+
+  // bf16 copy of `values` in device memory: uploaded through a temporary fp32 buffer in chunks
+  // of options_.upload_chunk_bytes and rounded on the device. Waits for the upload, so the
+  // caller may free `values` (pageable or pinned) on return.
+  absl::StatusOr<WeightMatrix> PrepareMatrix(std::span<const float> values, int64_t rows,
+                                             int64_t cols) override {
+    if (rows < 1 || cols < 1 || rows > kIntMax || cols > kIntMax) {
+      return Invalid("PrepareMatrix",
+                     absl::StrCat("[", rows, ", ", cols, "]: each side must be in [1, 2^31)"));
+    }
+    const int64_t n = rows * cols;
+    if (static_cast<int64_t>(values.size()) != n) {
+      return Invalid("PrepareMatrix",
+                     absl::StrCat(values.size(), " values for a [", rows, ", ", cols, "] matrix"));
+    }
+    if (!values.data()) return Invalid("PrepareMatrix", "null values");
+    CUDA_CHECK(cudaSetDevice(ctx_.device));
+    void* data = nullptr;
+    CUDA_CHECK(cudaMalloc(&data, static_cast<size_t>(n) * sizeof(uint16_t)));
+    BackendBuffer owned(data, FreeDeviceMemory);
+
+    // Chunks of a multiple of 4 values keep every chunk's bf16 destination 8-byte aligned.
+    const int64_t chunk = std::min(
+        n, std::max<int64_t>(
+               4, static_cast<int64_t>(options_.upload_chunk_bytes / sizeof(float)) / 4 * 4));
+    float* staging = nullptr;
+    CUDA_CHECK(cudaMallocAsync(reinterpret_cast<void**>(&staging),
+                               static_cast<size_t>(chunk) * sizeof(float), ctx_.stream));
+    struct FreeOnStream {
+      cudaStream_t stream;
+      void operator()(float* ptr) const { (void)cudaFreeAsync(ptr, stream); }
+    };
+    std::unique_ptr<float, FreeOnStream> staging_owner(staging, FreeOnStream{ctx_.stream});
+    for (int64_t begin = 0; begin < n; begin += chunk) {
+      const int64_t count = std::min(chunk, n - begin);
+      // Stream-ordered after the previous chunk's conversion, which read the staging buffer.
+      CUDA_CHECK(cudaMemcpyAsync(staging, values.data() + begin,
+                                 static_cast<size_t>(count) * sizeof(float), cudaMemcpyHostToDevice,
+                                 ctx_.stream));
+      const cuda::ConvertToBf16Params convert{
+          .src = staging, .dst = static_cast<uint16_t*>(data) + begin, .n = count};
+      if (absl::Status s = cuda::LaunchConvertToBf16(convert, ctx_); !s.ok()) return s;
+    }
+    staging_owner.reset();
+    CUDA_CHECK(cudaStreamSynchronize(ctx_.stream));
+
+    WeightMatrix m;
+    m.data = data;
+    m.rows = rows;
+    m.cols = cols;
+    m.owned = std::move(owned);
+    return m;
+  }
+
+  // Row-major y [rows, out] = x [rows, in] * W [out, in]^T is, column-major, y^T = W^T x^T:
+  // cuBLAS sees W as a column-major [in, out] matrix (lda = in) transposed, x as [in, rows]
+  // (ldb = in) and writes y as [out, rows] (ldc = out). x goes to bf16 in chunks of rows that
+  // fit the scratch; every chunk is stream-ordered after the previous chunk's GEMM.
+  absl::Status Linear(const LinearParams& p) override {
+    if (absl::Status s = ValidateLinear(p); !s.ok()) return s;
+    if (p.rows == 0) return absl::OkStatus();
+    CUDA_CHECK(cudaSetDevice(ctx_.device));
+    if (absl::Status s = CheckDeviceMatrix(*p.w); !s.ok()) return s;
+    const int64_t in = p.w->cols, out = p.w->rows;
+    const int64_t row_bytes = in * int64_t{sizeof(uint16_t)};
+    const int64_t chunk =
+        std::clamp<int64_t>(static_cast<int64_t>(options_.linear_scratch_bytes) / row_bytes, 1,
+                            std::min(p.rows, kIntMax));
+    absl::StatusOr<void*> x16 =
+        scratch_->Reserve(static_cast<size_t>(chunk * row_bytes), ctx_.stream);
+    if (!x16.ok()) return x16.status();
+    const float alpha = 1.f, beta = 0.f;
+    for (int64_t begin = 0; begin < p.rows; begin += chunk) {
+      const int64_t count = std::min(chunk, p.rows - begin);
+      const cuda::ConvertToBf16Params convert{
+          .src = p.x + begin * in, .dst = *x16, .n = count * in};
+      if (absl::Status s = cuda::LaunchConvertToBf16(convert, ctx_); !s.ok()) return s;
+      CUBLAS_CHECK(cublasGemmEx(handle_, CUBLAS_OP_T, CUBLAS_OP_N, static_cast<int>(out),
+                                static_cast<int>(count), static_cast<int>(in), &alpha, p.w->data,
+                                CUDA_R_16BF, static_cast<int>(in), *x16, CUDA_R_16BF,
+                                static_cast<int>(in), &beta, p.y + begin * out, CUDA_R_32F,
+                                static_cast<int>(out), CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+    }
+    if (p.bias) {
+      const cuda::BiasAddParams bias{.y = p.y, .bias = p.bias, .rows = p.rows, .cols = out};
+      if (absl::Status s = cuda::LaunchBiasAdd(bias, ctx_); !s.ok()) return s;
+    }
+    return absl::OkStatus();
+  }
+
+  absl::Status RmsNorm(const RmsNormParams& p) override {
+    if (absl::Status s = ValidateRmsNorm(p); !s.ok()) return s;
+    CUDA_CHECK(cudaSetDevice(ctx_.device));
+    return cuda::LaunchRmsNorm(p, ctx_);
+  }
+  absl::Status Rope(const RopeParams& p) override {
+    if (absl::Status s = ValidateRope(p); !s.ok()) return s;
+    CUDA_CHECK(cudaSetDevice(ctx_.device));
+    return cuda::LaunchRope(p, ctx_);
+  }
+  absl::Status SwiGlu(const SwiGluParams& p) override {
+    if (absl::Status s = ValidateSwiGlu(p); !s.ok()) return s;
+    CUDA_CHECK(cudaSetDevice(ctx_.device));
+    return cuda::LaunchSwiGlu(p, ctx_);
+  }
+  absl::Status Add(const AddParams& p) override {
+    if (absl::Status s = ValidateAdd(p); !s.ok()) return s;
+    CUDA_CHECK(cudaSetDevice(ctx_.device));
+    return cuda::LaunchAdd(p, ctx_);
+  }
+
+ private:
+  // A WeightMatrix carries no device tag: one prepared by the CPU backend (fp32 host memory)
+  // would be read as bf16 device memory and fault the context. One pointer query per Linear
+  // (no synchronisation) turns that into InvalidArgument.
+  absl::Status CheckDeviceMatrix(const WeightMatrix& w) const {
+    cudaPointerAttributes attributes{};
+    CUDA_CHECK(cudaPointerGetAttributes(&attributes, w.data));
+    const bool device_memory =
+        attributes.type == cudaMemoryTypeDevice || attributes.type == cudaMemoryTypeManaged;
+    if (!device_memory || attributes.device != ctx_.device) {
+      return Invalid("Linear", absl::StrCat("w->data is not memory of device ", ctx_.device,
+                                            " (a matrix prepared by another backend?)"));
+    }
+    return absl::OkStatus();
+  }
+
+  cuda::DeviceContext ctx_;
+  CudaLayerBackendOptions options_;
+  std::unique_ptr<cuda::DeviceScratch> scratch_;
+  cublasHandle_t handle_ = nullptr;
+  void* workspace_ = nullptr;
+};
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<LayerBackend>> CreateCudaLayerBackend(
+    const AttentionBackend& attention, const CudaLayerBackendOptions& options) {
+  const int device = CudaBackendDevice(attention);
+  if (device < 0) {
+    return absl::FailedPreconditionError(absl::StrCat("CreateCudaLayerBackend: attention backend '",
+                                                      std::string(attention.name()),
+                                                      "' is not a CUDA backend"));
+  }
+  if (options.linear_scratch_bytes == 0 || options.upload_chunk_bytes == 0) {
+    return absl::InvalidArgumentError(
+        "CudaLayerBackendOptions: scratch and upload chunk sizes must be > 0");
+  }
+  cuda::DeviceContext ctx;
+  ctx.device = device;
+  ctx.stream = CudaBackendStream(attention);
+  auto backend = std::make_unique<CudaLayerBackend>(ctx, options);
+  if (absl::Status s = backend->Init(); !s.ok()) return s;  // the destructor frees what Init made
+  return std::unique_ptr<LayerBackend>(std::move(backend));
+}
+
+}  // namespace prefill

@@ -1,0 +1,41 @@
+// Launchers of the dense layer kernels behind the CUDA LayerBackend
+// (kernels/cuda/cuda_layer_backend.cc): RMSNorm, RoPE, SwiGLU, Add, the bias add of Linear and
+// the fp32 -> bf16 conversion of Linear's input and of prepared weights. Each takes its params
+// struct by value, sizes the grid from ctx.sm_count, queues on ctx.stream and checks the launch.
+// The entry validates: a launcher trusts its params (sizes >= 0, non-null pointers, head_dim
+// even and <= kMaxRopeHeadDim, exact aliasing only where the params allow it).
+#pragma once
+
+#include <cstdint>
+
+#include "absl/status/status.h"
+#include "kernels/cuda/device_context.h"
+#include "kernels/layer_backend.h"
+
+namespace prefill::cuda {
+
+// y[r, c] += bias[c] for r < rows, c < cols.
+struct BiasAddParams {
+  float* y = nullptr;           // [rows, cols]
+  const float* bias = nullptr;  // [cols]; must not overlap y
+  int64_t rows = 0, cols = 0;
+};
+
+// dst[i] = bf16(src[i]) for i < n, round to nearest even (__float2bfloat16_rn).
+struct ConvertToBf16Params {
+  const float* src = nullptr;  // [n]
+  void* dst = nullptr;         // [n] __nv_bfloat16; must not overlap src
+  int64_t n = 0;
+};
+
+// RoPE keeps a row's cos/sin table (head_dim floats) in shared memory.
+inline constexpr int kMaxRopeHeadDim = 8192;
+
+absl::Status LaunchRmsNorm(const RmsNormParams& p, const DeviceContext& ctx);
+absl::Status LaunchRope(const RopeParams& p, const DeviceContext& ctx);
+absl::Status LaunchSwiGlu(const SwiGluParams& p, const DeviceContext& ctx);
+absl::Status LaunchAdd(const AddParams& p, const DeviceContext& ctx);
+absl::Status LaunchBiasAdd(const BiasAddParams& p, const DeviceContext& ctx);
+absl::Status LaunchConvertToBf16(const ConvertToBf16Params& p, const DeviceContext& ctx);
+
+}  // namespace prefill::cuda

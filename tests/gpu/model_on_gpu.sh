@@ -1,0 +1,41 @@
+#!/bin/sh
+# The whole-model prefill on GPUs (`prefill model --device cuda`, `prefill run --device cuda`)
+# against the float64 numpy forward of tests/runtime/tiny_model.py: Llama and Qwen2, dense and
+# sparse at tau=1, and a batch through the CUDA groups (ncclCommSplit).
+#
+#   model_on_gpu.sh PREFILL WORKDIR [LAUNCHER...]
+# LAUNCHER: mpirun and its options but -np (one rank: `-np 1` is added); none runs the rank as
+# an MPI singleton (a machine without mpirun).
+# PYTHON (default /usr/bin/python3) must have numpy. Exit 77 (skipped) without a GPU.
+#
+# Tolerances: the CPU path matches float64 to 1e-4; the GPU rounds every GEMM input and the
+# attention's Q/K/V to bf16 (relative 2^-9 each), which after two layers leaves errors of a
+# few 1e-3 relative to the largest logit or KV value: 3e-2 still catches any wrong op
+# (a wrong RoPE pairing, a missing bias or norm moves them by O(1)).
+set -u
+prefill=$1 work=$2
+shift 2
+py=${PYTHON:-/usr/bin/python3}
+here=$(cd "$(dirname "$0")" && pwd)
+tiny=$here/../runtime/tiny_model.py
+if ! nvidia-smi -L 2>/dev/null | grep -q GPU; then
+  echo "SKIP: no GPU (nvidia-smi lists none): the CUDA model path is not tested here"
+  exit 77
+fi
+rm -rf "$work" && mkdir -p "$work" || exit 1
+launch="$*"  # mpirun's own arguments carry no spaces
+fail=0
+for arch in llama qwen2; do
+  "$py" "$tiny" make "$work/$arch" --arch $arch --seq-len 700 >/dev/null || exit 1
+  for mode in dense sparse; do
+    out=$work/${arch}_$mode
+    echo "== $arch $mode"
+    $launch ${launch:+-np 1} "$prefill" model --device cuda --model "$work/$arch" --tokens "$work/$arch/tokens.npy" --block 128 \
+      --mode $mode --tau 1.0 --kv-out "$out" --kv-dtype f32 --json "$out.json" || { fail=1; continue; }
+    "$py" "$tiny" compare "$work/$arch" "$out.json" "$out" --tol-logits 3e-2 --tol-kv 3e-2 || fail=1
+  done
+done
+echo "== batch (prefill run --device cuda)"
+BATCH_DEVICE=cuda BATCH_RANKS=1 "$py" "$here/../scheduler/batch_test.py" mixed "$prefill" $launch || fail=1
+[ $fail = 0 ] && echo "model_on_gpu: all passed"
+exit $fail
