@@ -1,5 +1,6 @@
 #include "parallel/nccl/nccl_communicator.h"
 
+#include <algorithm>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -34,6 +35,17 @@ struct NcclCommunicator::PendingBatch {
 };
 
 namespace {
+
+// Pageable or pinned host memory (anything that is not device or managed memory).
+bool IsHostMemory(const void* p) {
+  cudaPointerAttributes attr{};
+  if (p == nullptr || cudaPointerGetAttributes(&attr, p) != cudaSuccess) {
+    (void)cudaGetLastError();
+    return p != nullptr;
+  }
+  return attr.type != cudaMemoryTypeDevice && attr.type != cudaMemoryTypeManaged;
+}
+
 
 using Clock = std::chrono::steady_clock;
 
@@ -196,7 +208,7 @@ NcclCommunicator::~NcclCommunicator() {
   if (comm_ != nullptr) (void)ncclCommDestroy(comm_);
   pending_.reset();
   for (cudaEvent_t e : all_events_) (void)cudaEventDestroy(e);
-  if (reduce_buffer_ != nullptr) (void)cudaFree(reduce_buffer_);
+  if (stage_ != nullptr) (void)cudaFree(stage_);
   if (comm_stream_ != nullptr) (void)cudaStreamDestroy(comm_stream_);
   if (mpi_comm_ != MPI_COMM_NULL) MPI_Comm_free(&mpi_comm_);
 }
@@ -332,8 +344,60 @@ absl::StatusOr<std::unique_ptr<PendingTransfer>> NcclCommunicator::Recv(void* da
   return std::unique_ptr<PendingTransfer>(new NcclPendingTransfer(pending_, [this] { return FlushPending(); }));
 }
 
+absl::StatusOr<char*> NcclCommunicator::Stage(size_t bytes) {
+  if (stage_capacity_ < bytes) {
+    // Work queued on the comm stream may still read the old buffer.
+    CUDA_CHECK(cudaStreamSynchronize(comm_stream_));
+    if (stage_ != nullptr) CUDA_CHECK(cudaFree(stage_));
+    stage_ = nullptr;
+    stage_capacity_ = 0;
+    CUDA_CHECK(cudaMalloc(&stage_, bytes));
+    stage_capacity_ = bytes;
+  }
+  return stage_;
+}
+
+absl::Status NcclCommunicator::StagedAllGather(const void* send, size_t bytes, void* recv) {
+  CUDA_CHECK(cudaSetDevice(device_));
+  absl::StatusOr<char*> stage = Stage(bytes * (size_ + 1));
+  if (!stage.ok()) return stage.status();
+  char* dev_recv = *stage;
+  char* dev_send = *stage + bytes * size_;
+  CUDA_CHECK(cudaMemcpyAsync(dev_send, send, bytes, cudaMemcpyDefault, comm_stream_));
+  if (absl::Status s = AllGather(dev_send, bytes, dev_recv); !s.ok()) return s;
+  CUDA_CHECK(cudaMemcpyAsync(recv, dev_recv, bytes * size_, cudaMemcpyDefault, comm_stream_));
+  absl::StatusOr<cudaEvent_t> done = FinishOnCommStream("AllGather (host memory)");
+  if (!done.ok()) return done.status();
+  return HostWait(*done, "AllGather (host memory)");
+}
+
+absl::Status NcclCommunicator::StagedExchange(const void* send, std::span<const size_t> send_counts,
+                                              std::span<const size_t> send_displs, void* recv,
+                                              std::span<const size_t> recv_counts,
+                                              std::span<const size_t> recv_displs, const char* what) {
+  size_t send_bytes = 0, recv_bytes = 0;
+  for (int p = 0; p < size_; ++p) {
+    send_bytes = std::max(send_bytes, send_displs[p] + send_counts[p]);
+    recv_bytes = std::max(recv_bytes, recv_displs[p] + recv_counts[p]);
+  }
+  CUDA_CHECK(cudaSetDevice(device_));
+  const size_t recv_at = (send_bytes + 255) / 256 * 256;
+  absl::StatusOr<char*> stage = Stage(recv_at + recv_bytes + 1);
+  if (!stage.ok()) return stage.status();
+  char* dev_send = *stage;
+  char* dev_recv = *stage + recv_at;
+  if (send_bytes > 0) CUDA_CHECK(cudaMemcpyAsync(dev_send, send, send_bytes, cudaMemcpyDefault, comm_stream_));
+  absl::Status s = GroupedExchange(dev_send, send_counts, send_displs, dev_recv, recv_counts, recv_displs, what);
+  if (!s.ok()) return s;
+  if (recv_bytes > 0) CUDA_CHECK(cudaMemcpyAsync(recv, dev_recv, recv_bytes, cudaMemcpyDefault, comm_stream_));
+  absl::StatusOr<cudaEvent_t> done = FinishOnCommStream(what);
+  if (!done.ok()) return done.status();
+  return HostWait(*done, what);
+}
+
 absl::Status NcclCommunicator::AllGather(const void* send, size_t bytes, void* recv) {
   if (absl::Status s = FlushPending(); !s.ok()) return s;
+  if (IsHostMemory(send) || IsHostMemory(recv)) return StagedAllGather(send, bytes, recv);
   CUDA_CHECK(cudaSetDevice(device_));
   if (absl::Status s = OrderAfterCompute(); !s.ok()) return s;
   BeginBlocking("ncclAllGather");
@@ -348,6 +412,9 @@ absl::Status NcclCommunicator::GroupedExchange(const void* send, std::span<const
                                                std::span<const size_t> recv_counts,
                                                std::span<const size_t> recv_displs, const char* what) {
   if (absl::Status s = FlushPending(); !s.ok()) return s;
+  if (IsHostMemory(send) || IsHostMemory(recv)) {
+    return StagedExchange(send, send_counts, send_displs, recv, recv_counts, recv_displs, what);
+  }
   CUDA_CHECK(cudaSetDevice(device_));
   if (absl::Status s = OrderAfterCompute(); !s.ok()) return s;
   const auto* src = static_cast<const char*>(send);
@@ -399,19 +466,13 @@ absl::Status NcclCommunicator::AllReduce(double* values, size_t count, ncclRedOp
   if (absl::Status s = FlushPending(); !s.ok()) return s;
   if (count == 0) return absl::OkStatus();
   CUDA_CHECK(cudaSetDevice(device_));
-  cudaPointerAttributes attr{};
-  CUDA_CHECK(cudaPointerGetAttributes(&attr, values));
-  const bool on_device = attr.type == cudaMemoryTypeDevice || attr.type == cudaMemoryTypeManaged;
+  const bool on_device = !IsHostMemory(values);
   if (absl::Status s = OrderAfterCompute(); !s.ok()) return s;
   double* buffer = values;
   if (!on_device) {
-    if (reduce_capacity_ < count) {
-      if (reduce_buffer_ != nullptr) CUDA_CHECK(cudaFree(reduce_buffer_));
-      reduce_buffer_ = nullptr;
-      CUDA_CHECK(cudaMalloc(&reduce_buffer_, count * sizeof(double)));
-      reduce_capacity_ = count;
-    }
-    buffer = reduce_buffer_;
+    absl::StatusOr<char*> stage = Stage(count * sizeof(double));
+    if (!stage.ok()) return stage.status();
+    buffer = reinterpret_cast<double*>(*stage);
     CUDA_CHECK(cudaMemcpyAsync(buffer, values, count * sizeof(double), cudaMemcpyHostToDevice, comm_stream_));
   }
   BeginBlocking("ncclAllReduce");

@@ -75,8 +75,9 @@ class NcclCommunicator final : public Communicator {
   absl::Status AllToAllV(const void* send, std::span<const size_t> send_counts,
                          std::span<const size_t> send_displs, void* recv, std::span<const size_t> recv_counts,
                          std::span<const size_t> recv_displs) override;
-  // `values` may be host or device memory; host values are copied through a device buffer
-  // and the call returns with the result in place.
+  // Every collective takes host or device memory: host buffers (the plans' small metadata,
+  // e.g. the lists of requested KV blocks) go through a device staging buffer and the call
+  // returns with the result in place; device buffers are stream-ordered as above.
   absl::Status AllReduceSum(double* values, size_t count) override;
   absl::Status AllReduceMax(double* values, size_t count) override;
   absl::StatusOr<std::unique_ptr<PendingTransfer>> Send(const void* data, size_t bytes, int peer, int tag) override;
@@ -116,6 +117,14 @@ class NcclCommunicator final : public Communicator {
   // Blocks the host until `event` completes, polling for errors; aborts past the timeout.
   absl::Status HostWait(cudaEvent_t event, const std::string& what);
   absl::Status AllReduce(double* values, size_t count, ncclRedOp_t op);
+  // At least `bytes` of stage_, valid for work on the comm stream.
+  absl::StatusOr<char*> Stage(size_t bytes);
+  // AllGather / GroupedExchange where send or recv is host memory: through stage_, blocking.
+  absl::Status StagedAllGather(const void* send, size_t bytes, void* recv);
+  absl::Status StagedExchange(const void* send, std::span<const size_t> send_counts,
+                              std::span<const size_t> send_displs, void* recv,
+                              std::span<const size_t> recv_counts, std::span<const size_t> recv_displs,
+                              const char* what);
   absl::Status GroupedExchange(const void* send, std::span<const size_t> send_counts,
                                std::span<const size_t> send_displs, void* recv,
                                std::span<const size_t> recv_counts, std::span<const size_t> recv_displs,
@@ -134,8 +143,9 @@ class NcclCommunicator final : public Communicator {
   double timeout_seconds_ = 600.0;
   cudaStream_t compute_stream_ = nullptr;
   cudaStream_t comm_stream_ = nullptr;
-  double* reduce_buffer_ = nullptr;  // device scratch of AllReduce on host values
-  size_t reduce_capacity_ = 0;
+  // Device staging of collectives on host memory (grow-only; used on the comm stream only).
+  char* stage_ = nullptr;
+  size_t stage_capacity_ = 0;
   std::shared_ptr<PendingBatch> pending_;
 
   struct InFlight {
