@@ -10,6 +10,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <type_traits>
 
 #include "kernels/cuda/cuda_check.h"
 #include "kernels/cuda/layer_ops.h"
@@ -228,6 +229,19 @@ __global__ void __launch_bounds__(kElementwiseThreads)
   for (int64_t i = done + start; i < n; i += stride) dst[i] = __float2bfloat16_rn(src[i]);
 }
 
+// Runs launch(std::true_type) -- the float4 variant of a kernel -- when vec4, else
+// launch(std::false_type), and checks the launch.
+template <typename Launch>
+absl::Status LaunchVectorised(bool vec4, Launch&& launch) {
+  if (vec4) {
+    launch(std::true_type{});
+  } else {
+    launch(std::false_type{});
+  }
+  CUDA_CHECK(cudaGetLastError());
+  return absl::OkStatus();
+}
+
 }  // namespace
 
 absl::Status LaunchRmsNorm(const RmsNormParams& p, const DeviceContext& ctx) {
@@ -235,13 +249,7 @@ absl::Status LaunchRmsNorm(const RmsNormParams& p, const DeviceContext& ctx) {
   const unsigned grid = GridFor(p.rows, 1, ctx);  // one block per row
   const bool vec4 =
       p.features % 4 == 0 && Aligned(p.x, 16) && Aligned(p.y, 16) && Aligned(p.weight, 16);
-  if (vec4) {
-    RmsNormKernel<true><<<grid, kRowThreads, 0, ctx.stream>>>(p);
-  } else {
-    RmsNormKernel<false><<<grid, kRowThreads, 0, ctx.stream>>>(p);
-  }
-  CUDA_CHECK(cudaGetLastError());
-  return absl::OkStatus();
+  return LaunchVectorised(vec4, [&](auto v) { RmsNormKernel<decltype(v)::value><<<grid, kRowThreads, 0, ctx.stream>>>(p); });
 }
 
 absl::Status LaunchRope(const RopeParams& p, const DeviceContext& ctx) {
@@ -249,39 +257,21 @@ absl::Status LaunchRope(const RopeParams& p, const DeviceContext& ctx) {
   const unsigned grid = GridFor(p.rows, 1, ctx);  // one block per row
   const size_t smem = static_cast<size_t>(p.head_dim) * sizeof(float);
   const bool vec4 = (p.head_dim / 2) % 4 == 0 && Aligned(p.x, 16);
-  if (vec4) {
-    RopeKernel<true><<<grid, kRowThreads, smem, ctx.stream>>>(p);
-  } else {
-    RopeKernel<false><<<grid, kRowThreads, smem, ctx.stream>>>(p);
-  }
-  CUDA_CHECK(cudaGetLastError());
-  return absl::OkStatus();
+  return LaunchVectorised(vec4, [&](auto v) { RopeKernel<decltype(v)::value><<<grid, kRowThreads, smem, ctx.stream>>>(p); });
 }
 
 absl::Status LaunchSwiGlu(const SwiGluParams& p, const DeviceContext& ctx) {
   if (p.n == 0) return absl::OkStatus();
   const bool vec4 = Aligned(p.gate, 16) && Aligned(p.up, 16);
   const unsigned grid = GridFor(vec4 ? p.n / 4 : p.n, kElementwiseThreads, ctx);
-  if (vec4) {
-    SwiGluKernel<true><<<grid, kElementwiseThreads, 0, ctx.stream>>>(p);
-  } else {
-    SwiGluKernel<false><<<grid, kElementwiseThreads, 0, ctx.stream>>>(p);
-  }
-  CUDA_CHECK(cudaGetLastError());
-  return absl::OkStatus();
+  return LaunchVectorised(vec4, [&](auto v) { SwiGluKernel<decltype(v)::value><<<grid, kElementwiseThreads, 0, ctx.stream>>>(p); });
 }
 
 absl::Status LaunchAdd(const AddParams& p, const DeviceContext& ctx) {
   if (p.n == 0) return absl::OkStatus();
   const bool vec4 = Aligned(p.acc, 16) && Aligned(p.x, 16);
   const unsigned grid = GridFor(vec4 ? p.n / 4 : p.n, kElementwiseThreads, ctx);
-  if (vec4) {
-    AddKernel<true><<<grid, kElementwiseThreads, 0, ctx.stream>>>(p);
-  } else {
-    AddKernel<false><<<grid, kElementwiseThreads, 0, ctx.stream>>>(p);
-  }
-  CUDA_CHECK(cudaGetLastError());
-  return absl::OkStatus();
+  return LaunchVectorised(vec4, [&](auto v) { AddKernel<decltype(v)::value><<<grid, kElementwiseThreads, 0, ctx.stream>>>(p); });
 }
 
 absl::Status LaunchBiasAdd(const BiasAddParams& p, const DeviceContext& ctx) {
@@ -294,13 +284,7 @@ absl::Status LaunchBiasAdd(const BiasAddParams& p, const DeviceContext& ctx) {
   const int64_t y_blocks = std::clamp<int64_t>(cap / x_blocks, 1, std::min<int64_t>(p.rows, 65535));
   const dim3 grid(static_cast<unsigned>(std::min<int64_t>(x_blocks, cap)),
                   static_cast<unsigned>(y_blocks));
-  if (vec4) {
-    BiasAddKernel<true><<<grid, kElementwiseThreads, 0, ctx.stream>>>(p);
-  } else {
-    BiasAddKernel<false><<<grid, kElementwiseThreads, 0, ctx.stream>>>(p);
-  }
-  CUDA_CHECK(cudaGetLastError());
-  return absl::OkStatus();
+  return LaunchVectorised(vec4, [&](auto v) { BiasAddKernel<decltype(v)::value><<<grid, kElementwiseThreads, 0, ctx.stream>>>(p); });
 }
 
 absl::Status LaunchConvertToBf16(const ConvertToBf16Params& p, const DeviceContext& ctx) {
@@ -308,13 +292,7 @@ absl::Status LaunchConvertToBf16(const ConvertToBf16Params& p, const DeviceConte
   const bool vec4 = Aligned(p.src, 16) && Aligned(p.dst, 4);
   const unsigned grid = GridFor(vec4 ? p.n / 4 : p.n, kElementwiseThreads, ctx);
   auto* dst = static_cast<__nv_bfloat16*>(p.dst);
-  if (vec4) {
-    ConvertToBf16Kernel<true><<<grid, kElementwiseThreads, 0, ctx.stream>>>(p.src, dst, p.n);
-  } else {
-    ConvertToBf16Kernel<false><<<grid, kElementwiseThreads, 0, ctx.stream>>>(p.src, dst, p.n);
-  }
-  CUDA_CHECK(cudaGetLastError());
-  return absl::OkStatus();
+  return LaunchVectorised(vec4, [&](auto v) { ConvertToBf16Kernel<decltype(v)::value><<<grid, kElementwiseThreads, 0, ctx.stream>>>(p.src, dst, p.n); });
 }
 
 }  // namespace prefill::cuda
