@@ -16,6 +16,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "monitoring/civetweb_thread_stack.h"
 #include "monitoring/text_format.h"
 
 namespace prefill::monitoring {
@@ -100,6 +101,9 @@ absl::StatusOr<std::unique_ptr<Exposer>> Exposer::Create(const std::string& bind
   absl::StatusOr<HostPort> hp = ParseBindAddress(bind_address);
   if (!hp.ok()) return hp.status();
   if (num_threads < 1) return absl::InvalidArgumentError("the metrics exposer needs at least one thread");
+  if (!ThreadStackFloorActive()) {
+    return absl::InternalError("metrics endpoint: pthread_attr_setstacksize is not interposed (civetweb_thread_stack.h)");
+  }
   static std::once_flag init_once;
   std::call_once(init_once, [] { mg_init_library(0); });
 
