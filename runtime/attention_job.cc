@@ -317,7 +317,7 @@ nlohmann::json AttentionJobReport::ToJson() const {
       {"dtype", c.dtype}, {"concentration", c.concentration}, {"slash_heads", c.slash_heads}, {"block", c.block}, {"stride", c.stride}, {"tau", c.tau},
       {"mode", c.mode}, {"layout", c.layout}, {"causal", c.causal}, {"threads", c.threads},
       {"density", density}, {"kv_bytes_sent_total", kv_bytes_sent_total},
-      {"kv_bytes_dense_ring", kv_bytes_dense_ring}};
+      {"kv_bytes_dense_ring", kv_bytes_dense_ring}, {"device_memory_used_bytes", device_memory_used_bytes}};
   double est = 0, ex = 0, att = 0, total = 0;
   nlohmann::json per_rank = nlohmann::json::array();
   for (const RankStats& r : ranks) {

@@ -58,8 +58,10 @@ stage_pack() {  # on the build machine (no GPU needed)
   cp -rL /usr/lib/x86_64-linux-gnu/openmpi /usr/lib/x86_64-linux-gnu/pmix2 "$ompi/"
   rm -rf "$ompi/openmpi/include"
   cp -r /usr/share/openmpi "$BUNDLE/ompi/share/"
+  # mpirun for the multi-GPU runs (bench/gpu/cp_scaling.sh): orterun finds orted in OPAL_PREFIX/bin.
+  mkdir -p "$BUNDLE/ompi/bin" && cp -L /usr/bin/orterun /usr/bin/orted "$BUNDLE/ompi/bin/"
   # Every shared library but the C runtime's own (libc, libm, libdl, libpthread, librt, ld.so).
-  for t in "$BUNDLE"/bin/* "$ompi"/openmpi/lib/openmpi3/*.so; do ldd "$t"; done | awk '/=>/ {print $3}' | sort -u |
+  for t in "$BUNDLE"/bin/* "$BUNDLE"/ompi/bin/* "$ompi"/openmpi/lib/openmpi3/*.so; do ldd "$t"; done | awk '/=>/ {print $3}' | sort -u |
     grep -v -E '/(libc|libm|libdl|libpthread|librt|ld-linux[^/]*)\.so' |
     while read -r lib; do cp -L "$lib" "$BUNDLE/lib/"; done
   strip --strip-unneeded "$BUNDLE"/lib/*.so* 2>/dev/null || true
