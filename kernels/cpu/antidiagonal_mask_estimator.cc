@@ -25,37 +25,11 @@ absl::Status Invalid(const auto&... parts) {
 }
 
 absl::Status Validate(const AntidiagonalMaskParams& p) {
-  if (p.hq < 1 || p.hkv < 1 || p.hq % p.hkv != 0) {
-    return Invalid("hq (", p.hq, ") and hkv (", p.hkv, ") must be >= 1 with hkv dividing hq");
-  }
-  if (p.head_dim < 1) return Invalid("head_dim (", p.head_dim, ") must be >= 1");
   if (p.block_size < 1 || p.stride < 1 || p.block_size % p.stride != 0) {
-    return Invalid("stride (", p.stride, ") must be >= 1 and divide block_size (", p.block_size,
-                   ")");
-  }
-  if (p.seq_len < 1 || p.seq_len % p.block_size != 0) {
-    return Invalid("seq_len (", p.seq_len, ") must be a positive multiple of block_size (",
-                   p.block_size, ")");
+    return Invalid("stride (", p.stride, ") must be >= 1 and divide block_size (", p.block_size, ")");
   }
   if (!(p.tau > 0.f && p.tau <= 1.f)) return Invalid("tau (", p.tau, ") must be in (0, 1]");
-  if (!(p.scale > 0.f && std::isfinite(p.scale))) {
-    return Invalid("scale (", p.scale, ") must be positive and finite");
-  }
-  if (p.k == nullptr || p.k_row_stride < 1 || p.k_head_stride < 0) {
-    return Invalid("k must be set with k_row_stride >= 1 and k_head_stride >= 0");
-  }
-  if (p.num_q_blocks < 0) return Invalid("num_q_blocks (", p.num_q_blocks, ") must be >= 0");
-  if (p.num_q_blocks > 0 && (p.q == nullptr || p.q_block_ids == nullptr || p.q_row_stride < 1)) {
-    return Invalid("q and q_block_ids must be set with q_row_stride >= 1");
-  }
-  const int num_blocks = p.seq_len / p.block_size;
-  for (int i = 0; i < p.num_q_blocks; ++i) {
-    if (p.q_block_ids[i] < 0 || p.q_block_ids[i] >= num_blocks) {
-      return Invalid("q_block_ids[", i, "] (", p.q_block_ids[i], ") must be in [0, ", num_blocks,
-                     ")");
-    }
-  }
-  return absl::OkStatus();
+  return ValidateQueryBlocksAgainstKeys(p, "EstimateAntidiagonalMask");
 }
 
 // Keys of one KV head, element x = t*d + e of key stride j (key j*S + t, element e) at

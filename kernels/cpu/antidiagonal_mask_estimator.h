@@ -18,35 +18,17 @@
 
 #include "absl/status/statusor.h"
 #include "kernels/block_mask.h"
+#include "kernels/cpu/query_blocks_against_keys.h"
 #include "kernels/dtype.h"
 
 namespace prefill::cpu {
 
-struct AntidiagonalMaskParams {
-  DType dtype = DType::kF32;  // storage of q and k
-  // Local queries [lq, hq, head_dim]; local query block q is rows [q*B, (q+1)*B) and holds
-  // the absolute positions [q_block_ids[q]*B, (q_block_ids[q]+1)*B).
-  const void* q = nullptr;
-  int64_t q_row_stride = 0;
-  int64_t q_head_stride = 0;
-  const int32_t* q_block_ids = nullptr;
-  int num_q_blocks = 0;
-  // Keys of the whole sequence in absolute order: element (pos, g, e) at
-  // k[pos * k_row_stride + g * k_head_stride + e].
-  const void* k = nullptr;
-  int64_t k_row_stride = 0;
-  int64_t k_head_stride = 0;
-  int seq_len = 0;  // a multiple of block_size
-  int hq = 0;
-  int hkv = 0;
-  int head_dim = 0;
-  int block_size = 128;
+// scale: 1/sqrt(head_dim); the estimator multiplies by 1/stride.
+struct AntidiagonalMaskParams : QueryBlocksAgainstKeys {
   int stride = 8;  // divides block_size
   float tau = 0.9f;
-  bool causal = true;
   bool keep_sink = true;
   bool keep_recent = true;
-  float scale = 0.f;  // 1/sqrt(head_dim); the estimator multiplies by 1/stride
 };
 
 // [hq][num_q_blocks][seq_len / block_size]: each block's softmax mass summed over the query
