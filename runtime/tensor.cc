@@ -1,5 +1,6 @@
 #include "runtime/tensor.h"
 
+#include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 
 namespace prefill {
@@ -18,7 +19,7 @@ int64_t Tensor::numel() const {
   return n;
 }
 
-std::string Tensor::ShapeString() const { return "[" + absl::StrJoin(shape, ", ") + "]"; }
+std::string Tensor::ShapeString() const { return absl::StrCat("[", absl::StrJoin(shape, ", "), "]"); }
 
 std::vector<float> ToF32(const Tensor& t) {
   std::vector<float> out(t.numel());
@@ -26,7 +27,7 @@ std::vector<float> ToF32(const Tensor& t) {
   return out;
 }
 
-Tensor FromF32(const std::vector<float>& values, DType dtype, std::vector<int64_t> shape) {
+Tensor FromF32(std::span<const float> values, DType dtype, std::vector<int64_t> shape) {
   Tensor t = Tensor::Zeros(dtype, std::move(shape));
   ConvertFromF32(dtype, values.data(), t.bytes.data(), t.numel());
   return t;

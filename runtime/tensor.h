@@ -3,6 +3,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -27,6 +28,6 @@ struct Tensor {
 // fp32 copy of any tensor.
 std::vector<float> ToF32(const Tensor& t);
 // Tensor of `dtype` from fp32 values (rounded to nearest even for bf16/f16).
-Tensor FromF32(const std::vector<float>& values, DType dtype, std::vector<int64_t> shape);
+Tensor FromF32(std::span<const float> values, DType dtype, std::vector<int64_t> shape);
 
 }  // namespace prefill

@@ -113,6 +113,10 @@ absl::StatusOr<PrefillOutput> RunTransformerPrefill(const TransformerBackends& o
   if (!a.ok()) return a.status();
 
   PrefillOutput out;
+  const size_t layer_floats = static_cast<size_t>(n * kv_dim);
+  absl::StatusOr<std::shared_ptr<HostArena>> storage = HostArena::Create(2 * layer_floats * on.weights.layers.size());
+  if (!storage.ok()) return storage.status();
+  out.kv_storage = *std::move(storage);
   for (const PreparedLayer& l : on.weights.layers) {
     LayerReport report;
     auto t = Clock::now();
@@ -126,10 +130,12 @@ absl::StatusOr<PrefillOutput> RunTransformerPrefill(const TransformerBackends& o
 
     t = Clock::now();
     PREFILL_RETURN_IF_ERROR(OutputAndMlp(on, c, l, n, *a));
-    std::vector<float>& keys = out.keys.emplace_back(n * kv_dim);
-    std::vector<float>& values = out.values.emplace_back(n * kv_dim);
-    PREFILL_RETURN_IF_ERROR(on.attention.CopyToHost(keys.data(), a->keys.get(), keys.size() * sizeof(float)));
-    PREFILL_RETURN_IF_ERROR(on.attention.CopyToHost(values.data(), a->values.get(), values.size() * sizeof(float)));
+    const std::span<float> keys = out.kv_storage->Slice(2 * out.keys.size() * layer_floats, layer_floats);
+    const std::span<float> values = out.kv_storage->Slice((2 * out.keys.size() + 1) * layer_floats, layer_floats);
+    out.keys.push_back(keys);
+    out.values.push_back(values);
+    PREFILL_RETURN_IF_ERROR(on.attention.CopyToHost(keys.data(), a->keys.get(), keys.size_bytes()));
+    PREFILL_RETURN_IF_ERROR(on.attention.CopyToHost(values.data(), a->values.get(), values.size_bytes()));
     report.gemm_seconds += Since(t);
     out.layers.push_back(report);
   }

@@ -5,6 +5,8 @@
 // activations live in backend memory and only the KV cache and the logits come back to the host.
 #pragma once
 
+#include <memory>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -14,6 +16,7 @@
 #include "parallel/communicator.h"
 #include "parallel/cp_layout.h"
 #include "parallel/sparse_cp_attention.h"
+#include "runtime/host_arena.h"
 #include "runtime/model_config.h"
 #include "runtime/prepared_model.h"
 
@@ -31,7 +34,8 @@ struct LayerReport {
 };
 
 struct PrefillOutput {
-  std::vector<std::vector<float>> keys, values;  // per layer: local rows [n, kv_heads, head_dim], after RoPE
+  std::shared_ptr<HostArena> kv_storage;          // holds keys and values
+  std::vector<std::span<float>> keys, values;     // per layer: local rows [n, kv_heads, head_dim], after RoPE
   std::vector<float> last_logits;                // [vocab] on every rank
   std::vector<LayerReport> layers;
 };
