@@ -16,8 +16,10 @@ double Since(Clock::time_point t) { return std::chrono::duration<double>(Clock::
 // This rank's activations, in backend memory.
 struct Activations {
   BackendBuffer hidden, normed, q, keys, values, attn, lse, proj, gate, up, positions;
-  float* f(const BackendBuffer& b) const { return static_cast<float*>(b.get()); }
 };
+
+// A backend buffer of fp32 values (activations, norm weights, biases; null stays null).
+float* Floats(const BackendBuffer& b) { return static_cast<float*>(b.get()); }
 
 absl::StatusOr<Activations> AllocateActivations(AttentionBackend& memory, const ModelConfig& c, int64_t n,
                                                 const std::vector<float>& hidden,
@@ -42,28 +44,26 @@ absl::StatusOr<CpAttentionStats> Attend(const TransformerBackends& on, const CpL
                                         const PrefillOptions& options, const Activations& a) {
   const CpAttentionShard shard{DType::kF32, a.q.get(), a.keys.get(), a.values.get(), c.num_heads, c.num_kv_heads,
                                c.head_dim, /*causal=*/true, 1.0f / std::sqrt(static_cast<float>(c.head_dim))};
-  const CpAttentionOutput out{a.f(a.attn), a.f(a.lse)};
+  const CpAttentionOutput out{Floats(a.attn), Floats(a.lse)};
   if (!options.sparse) return RingAttention(on.comm, on.attention, layout, shard, out);
   absl::StatusOr<SparseCpResult> r = SparseCpAttention(on.comm, on.attention, layout, shard, options.sparse_options, out);
   if (!r.ok()) return r.status();
   return r->stats;
 }
 
-const float* Vector(const BackendBuffer& b) { return static_cast<const float*>(b.get()); }
-
 // RMSNorm, Q/K/V projections and RoPE: q, keys, values ready for attention.
 absl::Status ProjectQkv(const TransformerBackends& on, const ModelConfig& c, const PreparedLayer& l, int64_t n,
                         const Activations& a) {
   LayerBackend& m = on.layers;
-  PREFILL_RETURN_IF_ERROR(m.RmsNorm({a.f(a.hidden), Vector(l.input_norm), n, c.hidden_size,
-                                     static_cast<float>(c.rms_norm_eps), a.f(a.normed)}));
-  PREFILL_RETURN_IF_ERROR(m.Linear({a.f(a.normed), n, &l.q, Vector(l.q_bias), a.f(a.q)}));
-  PREFILL_RETURN_IF_ERROR(m.Linear({a.f(a.normed), n, &l.k, Vector(l.k_bias), a.f(a.keys)}));
-  PREFILL_RETURN_IF_ERROR(m.Linear({a.f(a.normed), n, &l.v, Vector(l.v_bias), a.f(a.values)}));
+  PREFILL_RETURN_IF_ERROR(m.RmsNorm({Floats(a.hidden), Floats(l.input_norm), n, c.hidden_size,
+                                     static_cast<float>(c.rms_norm_eps), Floats(a.normed)}));
+  PREFILL_RETURN_IF_ERROR(m.Linear({Floats(a.normed), n, &l.q, Floats(l.q_bias), Floats(a.q)}));
+  PREFILL_RETURN_IF_ERROR(m.Linear({Floats(a.normed), n, &l.k, Floats(l.k_bias), Floats(a.keys)}));
+  PREFILL_RETURN_IF_ERROR(m.Linear({Floats(a.normed), n, &l.v, Floats(l.v_bias), Floats(a.values)}));
   const auto* positions = static_cast<const int32_t*>(a.positions.get());
   const auto* inv_freq = static_cast<const double*>(on.weights.inv_freq.get());
-  PREFILL_RETURN_IF_ERROR(m.Rope({a.f(a.q), n, c.num_heads, c.head_dim, positions, inv_freq}));
-  return m.Rope({a.f(a.keys), n, c.num_kv_heads, c.head_dim, positions, inv_freq});
+  PREFILL_RETURN_IF_ERROR(m.Rope({Floats(a.q), n, c.num_heads, c.head_dim, positions, inv_freq}));
+  return m.Rope({Floats(a.keys), n, c.num_kv_heads, c.head_dim, positions, inv_freq});
 }
 
 // Output projection, residual, RMSNorm, SwiGLU MLP, residual.
@@ -71,15 +71,15 @@ absl::Status OutputAndMlp(const TransformerBackends& on, const ModelConfig& c, c
                           const Activations& a) {
   LayerBackend& m = on.layers;
   const int64_t d = c.hidden_size;
-  PREFILL_RETURN_IF_ERROR(m.Linear({a.f(a.attn), n, &l.o, nullptr, a.f(a.proj)}));
-  PREFILL_RETURN_IF_ERROR(m.Add({a.f(a.hidden), a.f(a.proj), n * d}));
+  PREFILL_RETURN_IF_ERROR(m.Linear({Floats(a.attn), n, &l.o, nullptr, Floats(a.proj)}));
+  PREFILL_RETURN_IF_ERROR(m.Add({Floats(a.hidden), Floats(a.proj), n * d}));
   PREFILL_RETURN_IF_ERROR(
-      m.RmsNorm({a.f(a.hidden), Vector(l.post_norm), n, d, static_cast<float>(c.rms_norm_eps), a.f(a.normed)}));
-  PREFILL_RETURN_IF_ERROR(m.Linear({a.f(a.normed), n, &l.gate, nullptr, a.f(a.gate)}));
-  PREFILL_RETURN_IF_ERROR(m.Linear({a.f(a.normed), n, &l.up, nullptr, a.f(a.up)}));
-  PREFILL_RETURN_IF_ERROR(m.SwiGlu({a.f(a.gate), a.f(a.up), n * c.intermediate_size}));
-  PREFILL_RETURN_IF_ERROR(m.Linear({a.f(a.gate), n, &l.down, nullptr, a.f(a.proj)}));
-  return m.Add({a.f(a.hidden), a.f(a.proj), n * d});
+      m.RmsNorm({Floats(a.hidden), Floats(l.post_norm), n, d, static_cast<float>(c.rms_norm_eps), Floats(a.normed)}));
+  PREFILL_RETURN_IF_ERROR(m.Linear({Floats(a.normed), n, &l.gate, nullptr, Floats(a.gate)}));
+  PREFILL_RETURN_IF_ERROR(m.Linear({Floats(a.normed), n, &l.up, nullptr, Floats(a.up)}));
+  PREFILL_RETURN_IF_ERROR(m.SwiGlu({Floats(a.gate), Floats(a.up), n * c.intermediate_size}));
+  PREFILL_RETURN_IF_ERROR(m.Linear({Floats(a.gate), n, &l.down, nullptr, Floats(a.proj)}));
+  return m.Add({Floats(a.hidden), Floats(a.proj), n * d});
 }
 
 // The rank holding the last token computes its logits; a sum shares them with every rank.
@@ -91,9 +91,9 @@ absl::StatusOr<std::vector<float>> LastTokenLogits(const TransformerBackends& on
     const int64_t row = int64_t{home.local_block} * layout.block_size() + last % layout.block_size();
     absl::StatusOr<BackendBuffer> out = on.attention.Allocate(sizeof(float) * c.vocab_size);
     if (!out.ok()) return out.status();
-    PREFILL_RETURN_IF_ERROR(on.layers.RmsNorm({a.f(a.hidden) + row * c.hidden_size, Vector(on.weights.final_norm), 1,
-                                               c.hidden_size, static_cast<float>(c.rms_norm_eps), a.f(a.normed)}));
-    PREFILL_RETURN_IF_ERROR(on.layers.Linear({a.f(a.normed), 1, &on.weights.lm_head, nullptr, a.f(*out)}));
+    PREFILL_RETURN_IF_ERROR(on.layers.RmsNorm({Floats(a.hidden) + row * c.hidden_size, Floats(on.weights.final_norm), 1,
+                                               c.hidden_size, static_cast<float>(c.rms_norm_eps), Floats(a.normed)}));
+    PREFILL_RETURN_IF_ERROR(on.layers.Linear({Floats(a.normed), 1, &on.weights.lm_head, nullptr, Floats(*out)}));
     std::vector<float> host(c.vocab_size);
     PREFILL_RETURN_IF_ERROR(on.attention.CopyToHost(host.data(), out->get(), host.size() * sizeof(float)));
     for (int i = 0; i < c.vocab_size; ++i) logits[i] = host[i];

@@ -28,8 +28,7 @@ struct PrefillOptions {
 };
 
 struct LayerReport {
-  int64_t selected_blocks = 0, visible_blocks = 0;  // this rank's
-  CpAttentionStats attention;
+  CpAttentionStats attention;  // this rank's, incl. its selected and visible blocks
   double gemm_seconds = 0;  // projections, norms, RoPE, MLP
 };
 
