@@ -148,7 +148,8 @@ absl::StatusOr<Tensor> SafetensorsFile::ReadRows(const std::string& name, int64_
   shape[0] = row_end - row_begin;
   Tensor t = Tensor::Zeros(entry.dtype, shape);
   const size_t row_bytes = entry.shape[0] ? entry.size / entry.shape[0] : 0;
-  std::memcpy(t.bytes.data(), entry.data + row_begin * row_bytes, t.bytes.size());
+  // An empty range (or a tensor with a zero dimension) has no bytes and a null data().
+  if (!t.bytes.empty()) std::memcpy(t.bytes.data(), entry.data + row_begin * row_bytes, t.bytes.size());
   return t;
 }
 
