@@ -6,14 +6,23 @@
 // of 128, random masks keeping each visible block with probability density_pct / 100 (the
 // diagonal block always). Flops count 4 * B * B * D per computed (head, q block, kv block),
 // masked halves of diagonal blocks included, nothing else (no exp, no rescale).
-// BM_FmaPeak: a register-only loop of independent FMAs, one thread and all threads.
+// BM_FmaPeak: a register-only loop of independent FMAs, one thread and all threads, as wide
+// as the kernel's ISA (PREFILL_CPU_ISA forces one: portable|avx2|avx512|neon; the portable
+// path is measured against the widest FMA the CPU has). The ISA is the label of every result
+// and `cpu_isa` in the JSON context.
 #include <benchmark/benchmark.h>
+#if defined(__x86_64__)
 #include <immintrin.h>
+#elif defined(__aarch64__)
+#include <arm_neon.h>
+#endif
 
 #include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstdint>
+#include <cstdio>
+#include <cstdlib>
 #include <random>
 #include <string>
 #include <thread>
@@ -21,6 +30,7 @@
 
 #include "kernels/attention_params.h"
 #include "kernels/cpu/block_sparse_attention.h"
+#include "kernels/cpu/cpu_isa.h"
 #include "kernels/dtype.h"
 
 namespace prefill {
@@ -32,6 +42,7 @@ namespace {
 // cycle; a = a * x + y with |x| < 1 stays finite forever.
 constexpr int kChains = 12;
 
+#if defined(__x86_64__)
 __attribute__((target("avx512f"))) float FmaLoopAvx512(int64_t steps) {
   __m512 acc[kChains];
   for (int c = 0; c < kChains; ++c) acc[c] = _mm512_set1_ps(static_cast<float>(c));
@@ -57,6 +68,18 @@ __attribute__((target("avx2,fma"))) float FmaLoopAvx2(int64_t steps) {
   _mm256_storeu_ps(lanes, acc[0]);
   return lanes[0];
 }
+#elif defined(__aarch64__)
+float FmaLoopNeon(int64_t steps) {
+  float32x4_t acc[kChains];
+  for (int c = 0; c < kChains; ++c) acc[c] = vdupq_n_f32(static_cast<float>(c));
+  const float32x4_t x = vdupq_n_f32(0.999f), y = vdupq_n_f32(0.001f);
+  for (int64_t s = 0; s < steps; ++s) {
+    for (int c = 0; c < kChains; ++c) acc[c] = vfmaq_f32(y, acc[c], x);
+  }
+  for (int c = 1; c < kChains; ++c) acc[0] = vaddq_f32(acc[0], acc[c]);
+  return vgetq_lane_f32(acc[0], 0);
+}
+#endif
 
 struct FmaKernel {
   float (*loop)(int64_t steps);
@@ -64,10 +87,29 @@ struct FmaKernel {
   const char* name;
 };
 
-FmaKernel WidestFma() {
-  if (__builtin_cpu_supports("avx512f")) return {FmaLoopAvx512, 16, "avx512"};
-  return {FmaLoopAvx2, 8, "avx2"};
+// The FMA as wide as the ISA the attention kernel runs (the widest the CPU has for portable).
+FmaKernel FmaFor(cpu::CpuIsa isa) {
+  if (isa == cpu::CpuIsa::kPortable) isa = cpu::BestCpuIsa();
+#if defined(__x86_64__)
+  if (isa == cpu::CpuIsa::kAvx512) return {FmaLoopAvx512, 16, "avx512"};
+  if (isa == cpu::CpuIsa::kAvx2) return {FmaLoopAvx2, 8, "avx2"};
+#elif defined(__aarch64__)
+  if (isa == cpu::CpuIsa::kNeon) return {FmaLoopNeon, 4, "neon"};
+#endif
+  std::fprintf(stderr, "attention_kernel_benchmark: no FMA loop for this CPU\n");
+  std::exit(1);
 }
+
+cpu::CpuIsa KernelIsa() {
+  const absl::StatusOr<cpu::CpuIsa> isa = cpu::SelectedCpuIsa();
+  if (!isa.ok()) {
+    std::fprintf(stderr, "attention_kernel_benchmark: %s\n", std::string(isa.status().message()).c_str());
+    std::exit(2);
+  }
+  return *isa;
+}
+
+FmaKernel WidestFma() { return FmaFor(KernelIsa()); }
 
 // Seconds for `threads` threads to each run `steps` steps of the FMA loop.
 double TimeFmaLoop(const FmaKernel& fma, int threads, int64_t steps) {
@@ -236,7 +278,7 @@ void BM_BlockSparseAttention(benchmark::State& state) {
   state.counters["pct_of_peak"] = 100.0 * gflops / peak;
   state.counters["computed_blocks"] = computed_blocks;
   state.counters["density"] = computed_blocks / visible;
-  state.SetLabel(cpu::BlockSparseAttentionUsesAvx512() ? "avx512" : "portable");
+  state.SetLabel(std::string(cpu::CpuIsaName(KernelIsa())));
 }
 BENCHMARK(BM_BlockSparseAttention)
     ->ArgNames({"density_pct", "head_dim", "bf16", "causal"})
@@ -247,4 +289,11 @@ BENCHMARK(BM_BlockSparseAttention)
 }  // namespace
 }  // namespace prefill
 
-BENCHMARK_MAIN();
+int main(int argc, char** argv) {
+  benchmark::Initialize(&argc, argv);
+  if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
+  benchmark::AddCustomContext("cpu_isa", std::string(prefill::cpu::CpuIsaName(prefill::KernelIsa())));
+  benchmark::RunSpecifiedBenchmarks();
+  benchmark::Shutdown();
+  return 0;
+}

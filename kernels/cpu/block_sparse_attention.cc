@@ -1,14 +1,12 @@
-// Entry of the CPU flash attention forward: validates the params once, then runs the AVX-512
-// instantiation when the CPU has it, else the portable one. PREFILL_CPU_ISA=portable forces
-// the portable path (read at every call, so one test process can compare both).
+// Entry of the CPU flash attention forward: validates the params once, then runs the
+// instantiation of the ISA SelectedCpuIsa() names: the fastest this CPU runs, or the one
+// PREFILL_CPU_ISA forces (read at every call, so one test process can compare them all).
 #include "kernels/cpu/block_sparse_attention.h"
-
-#include <cstdlib>
-#include <string_view>
 
 #include "absl/strings/str_cat.h"
 #include "kernels/cpu/attention_validation.h"
 #include "kernels/cpu/block_sparse_attention_isa.h"
+#include "kernels/cpu/cpu_isa.h"
 
 namespace prefill::cpu {
 namespace {
@@ -35,30 +33,30 @@ absl::Status ValidateKernelParams(const AttentionParams& p) {
   return absl::OkStatus();
 }
 
-bool CpuRunsAvx512() {
-  static const bool supported =
-      __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-      __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl") &&
-      __builtin_cpu_supports("fma");  // every AVX-512 CPU has F16C (clang cannot ask for it)
-  return supported;
-}
-
 }  // namespace
-
-bool BlockSparseAttentionUsesAvx512() {
-  const char* isa = std::getenv("PREFILL_CPU_ISA");
-  if (isa != nullptr && std::string_view(isa) == "portable") return false;
-  return CpuRunsAvx512();
-}
 
 absl::Status BlockSparseAttention(const AttentionParams& p, int threads) {
   if (absl::Status s = ValidateKernelParams(p); !s.ok()) return s;
-  if (BlockSparseAttentionUsesAvx512()) {
-    RunBlockSparseAttentionAvx512(p, threads);
-  } else {
-    RunBlockSparseAttentionPortable(p, threads);
+  const absl::StatusOr<CpuIsa> isa = SelectedCpuIsa();
+  if (!isa.ok()) return isa.status();
+  switch (*isa) {
+#if defined(__x86_64__)
+    case CpuIsa::kAvx512:
+      RunBlockSparseAttentionAvx512(p, threads);
+      return absl::OkStatus();
+    case CpuIsa::kAvx2:
+      RunBlockSparseAttentionAvx2(p, threads);
+      return absl::OkStatus();
+#endif
+#if defined(__aarch64__)
+    case CpuIsa::kNeon:
+      RunBlockSparseAttentionNeon(p, threads);
+      return absl::OkStatus();
+#endif
+    default:
+      RunBlockSparseAttentionPortable(p, threads);
+      return absl::OkStatus();
   }
-  return absl::OkStatus();
 }
 
 }  // namespace prefill::cpu

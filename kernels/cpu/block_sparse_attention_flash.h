@@ -138,12 +138,12 @@ class ItemScratch {
   size_t capacity_ = 0;
 };
 
-// scores[r][lanes] = keys[r] . q_t[:, lanes] for R keys and C vectors of queries, held in
-// R x C accumulators; k_pos non-null (a partially visible block) hides later keys. Folds the
-// tile's column maxima into block_max.
+// scores[r][lanes] = keys[r] . q_t[:, lanes] for R keys (rows key_stride floats apart) and C
+// vectors of queries, held in R x C accumulators; k_pos non-null (a partially visible block)
+// hides later keys. Folds the tile's column maxima into block_max.
 template <class Isa, int R, int C>
-void ScoreTile(const float* keys, const float* q_t, const int32_t* k_pos, const int32_t* q_pos,
-               int head_dim, int64_t bp, float* scores, float* block_max) {
+void ScoreTile(const float* keys, int64_t key_stride, const float* q_t, const int32_t* k_pos,
+               const int32_t* q_pos, int head_dim, int64_t bp, float* scores, float* block_max) {
   using Vec = typename Isa::Vec;
   constexpr int L = Isa::kLanes;
   Vec acc[R][C];
@@ -156,7 +156,7 @@ void ScoreTile(const float* keys, const float* q_t, const int32_t* k_pos, const 
     for (int c = 0; c < C; ++c) q[c] = Isa::Load(q_t + d * bp + c * L);
 #pragma GCC unroll 8
     for (int r = 0; r < R; ++r) {
-      const Vec k = Isa::Set1(keys[r * head_dim + d]);
+      const Vec k = Isa::Set1(keys[r * key_stride + d]);
 #pragma GCC unroll 8
       for (int c = 0; c < C; ++c) acc[r][c] = Isa::Fma(k, q[c], acc[r][c]);
     }
@@ -176,10 +176,10 @@ void ScoreTile(const float* keys, const float* q_t, const int32_t* k_pos, const 
 }
 
 // o_t[rows][lanes] = rescale * o_t + sum_j values[j][rows] * probs[j][lanes] for R rows of
-// O^T (head dims) and C vectors of queries.
+// O^T (head dims) and C vectors of queries; value rows are value_stride floats apart.
 template <class Isa, int R, int C>
 void AccumulateTile(const float* probs, const float* values, const float* rescale, int keys,
-                    int head_dim, int64_t bp, float* o_t) {
+                    int64_t value_stride, int64_t bp, float* o_t) {
   using Vec = typename Isa::Vec;
   constexpr int L = Isa::kLanes;
   Vec acc[R][C];
@@ -195,7 +195,7 @@ void AccumulateTile(const float* probs, const float* values, const float* rescal
     for (int c = 0; c < C; ++c) p[c] = Isa::Load(probs + j * bp + c * L);
 #pragma GCC unroll 8
     for (int r = 0; r < R; ++r) {
-      const Vec v = Isa::Set1(values[j * head_dim + r]);
+      const Vec v = Isa::Set1(values[j * value_stride + r]);
 #pragma GCC unroll 8
       for (int c = 0; c < C; ++c) acc[r][c] = Isa::Fma(v, p[c], acc[r][c]);
     }
@@ -247,7 +247,9 @@ class WorkItem {
     PackQueries();
     ResetAccumulators();
     const int32_t mask_row = head_ * (p_.lq / g_.block) + q_block_;
-    for (int32_t e = p_.mask_row_offsets[mask_row]; e < p_.mask_row_offsets[mask_row + 1]; ++e) {
+    const int32_t end = p_.mask_row_offsets[mask_row + 1];
+    for (int32_t e = p_.mask_row_offsets[mask_row]; e < end; ++e) {
+      if (e + 1 < end) PrefetchKvBlock(p_.mask_kv_blocks[e + 1]);
       ProcessKvBlock(p_.mask_kv_blocks[e]);
     }
     WriteOutputs();
@@ -297,10 +299,40 @@ class WorkItem {
     AccumulateValues();
   }
 
+  int64_t FirstKvElement(int32_t kv_block) const {
+    return kv_head_ * p_.kv_head_stride +
+           static_cast<int64_t>(kv_block) * g_.block * p_.kv_row_stride;
+  }
+
+  // Asks for the next block's K and V rows while this one computes: a row of the mask jumps
+  // between blocks, which the hardware prefetchers cannot guess.
+  void PrefetchKvBlock(int32_t kv_block) const {
+    const size_t elem = DTypeSize(p_.dtype);
+    const int64_t first = FirstKvElement(kv_block);
+    const size_t row_bytes = g_.head_dim * elem;
+    for (int j = 0; j < g_.block; ++j) {
+      const size_t offset = (first + j * p_.kv_row_stride) * elem;
+      for (size_t b = 0; b < row_bytes; b += 64) {
+        __builtin_prefetch(static_cast<const char*>(p_.k) + offset + b);
+        __builtin_prefetch(static_cast<const char*>(p_.v) + offset + b);
+      }
+    }
+  }
+
+  // fp32 K and V are read in place (rows kv_row_stride apart); other dtypes are converted
+  // into the item's tiles.
   void PackKeysAndValues(int32_t kv_block) {
     const size_t elem = DTypeSize(p_.dtype);
-    const int64_t first =
-        kv_head_ * p_.kv_head_stride + static_cast<int64_t>(kv_block) * g_.block * p_.kv_row_stride;
+    const int64_t first = FirstKvElement(kv_block);
+    if (p_.dtype == DType::kF32) {
+      key_rows_ = static_cast<const float*>(p_.k) + first;
+      value_rows_ = static_cast<const float*>(p_.v) + first;
+      kv_stride_ = p_.kv_row_stride;
+      return;
+    }
+    key_rows_ = t_.keys;
+    value_rows_ = t_.values;
+    kv_stride_ = g_.head_dim;
     for (int j = 0; j < g_.block; ++j) {
       const int64_t offset = (first + j * p_.kv_row_stride) * elem;
       Isa::ConvertRow(p_.dtype, static_cast<const char*>(p_.k) + offset, t_.keys + j * g_.head_dim,
@@ -313,7 +345,7 @@ class WorkItem {
   void ComputeScores(const int32_t* k_pos) {
     std::copy_n(t_.running_max, g_.bp, t_.block_max);
     ForEachRegisterBlock<Isa>(g_.block, vecs(), [&]<int R, int C>(int key0, int vec0) {
-      ScoreTile<Isa, R, C>(t_.keys + key0 * g_.head_dim, t_.q_t + vec0 * L,
+      ScoreTile<Isa, R, C>(key_rows_ + key0 * kv_stride_, kv_stride_, t_.q_t + vec0 * L,
                            k_pos ? k_pos + key0 : nullptr, t_.q_pos + vec0 * L, g_.head_dim, g_.bp,
                            t_.scores + key0 * g_.bp + vec0 * L, t_.block_max + vec0 * L);
     });
@@ -324,13 +356,14 @@ class WorkItem {
   // keeps max -inf; it subtracts -FLT_MAX instead, so every exp2 is of -inf: exactly 0.
   // Column by column, so the shift and the sum of a vector of queries stay in registers.
   void ExponentiateScores() {
-    for (int lane0 = 0; lane0 < g_.bp; lane0 += L) {
+    const int bp = g_.bp, block = g_.block;  // locals: the stores below may not alias them
+    for (int lane0 = 0; lane0 < bp; lane0 += L) {
       const Vec new_max = Isa::Load(t_.block_max + lane0);
       const Vec shift = Isa::Max(new_max, Isa::Set1(-FLT_MAX));
       const Vec rescale = Exp2<Isa>(Isa::Sub(Isa::Load(t_.running_max + lane0), shift));
       Vec sum = Isa::Zero();
-      for (int j = 0; j < g_.block; ++j) {
-        float* score = t_.scores + j * g_.bp + lane0;
+      for (int j = 0; j < block; ++j) {
+        float* score = t_.scores + j * bp + lane0;
         const Vec prob = Exp2<Isa>(Isa::Sub(Isa::Load(score), shift));
         Isa::Store(score, prob);
         sum = Isa::Add(sum, prob);
@@ -343,8 +376,8 @@ class WorkItem {
 
   void AccumulateValues() {
     ForEachRegisterBlock<Isa>(g_.head_dim, vecs(), [&]<int R, int C>(int d0, int vec0) {
-      AccumulateTile<Isa, R, C>(t_.scores + vec0 * L, t_.values + d0, t_.rescale + vec0 * L,
-                                g_.block, g_.head_dim, g_.bp, t_.o_t + d0 * g_.bp + vec0 * L);
+      AccumulateTile<Isa, R, C>(t_.scores + vec0 * L, value_rows_ + d0, t_.rescale + vec0 * L,
+                                g_.block, kv_stride_, g_.bp, t_.o_t + d0 * g_.bp + vec0 * L);
     });
   }
 
@@ -370,6 +403,9 @@ class WorkItem {
   const ItemTiles t_;
   const int head_, kv_head_, q_block_;
   int32_t q_min_ = 0, q_max_ = 0;
+  const float* key_rows_ = nullptr;    // the current KV block's K rows in fp32
+  const float* value_rows_ = nullptr;  // and its V rows
+  int64_t kv_stride_ = 0;              // floats between consecutive K (and V) rows
 };
 
 // Runs every (query head, query block) work item; `p` is already validated.

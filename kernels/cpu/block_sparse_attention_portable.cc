@@ -27,7 +27,8 @@ struct Portable {
   static constexpr int kTileVecs = 1;
 
   static Vec Zero() { return Vec{}; }
-  static Vec Set1(float x) { return Vec{} + x; }
+  // x - 0 is x for every x, so GCC drops the subtraction (not the add of Vec{} + x: -0 + 0 is +0).
+  static Vec Set1(float x) { return x - Vec{}; }
   static Vec Load(const float* p) {
     Vec v;
     std::memcpy(&v, p, sizeof v);

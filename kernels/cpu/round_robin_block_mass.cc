@@ -28,15 +28,14 @@ PackedKeys PackKeys(const MaskEstimateParams& p) {
   return packed;
 }
 
-bool CpuHasAvx512() {
-  // The instruction sets round_robin_block_mass_avx512.cc may be compiled to use (the bf16
-  // extension is enabled there too, but nothing in this kernel can become a bf16 instruction).
-  return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-         __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl");
-}
-
-BlockMassKernel BestBlockMassKernel() {
-  return CpuHasAvx512() ? &AccumulateBlockMassAvx512 : &AccumulateBlockMassGeneric;
+BlockMassKernel BlockMassKernelFor(CpuIsa isa) {
+  switch (isa) {
+#if defined(__x86_64__)
+    case CpuIsa::kAvx512: return &AccumulateBlockMassAvx512;
+    case CpuIsa::kAvx2: return &AccumulateBlockMassAvx2;
+#endif
+    default: return &AccumulateBlockMassGeneric;
+  }
 }
 
 void RowBlockMass(const MaskEstimateParams& p, const PackedKeys& keys, int head, int q_block,

@@ -8,6 +8,7 @@
 #include <span>
 #include <vector>
 
+#include "kernels/cpu/cpu_isa.h"
 #include "kernels/mask_estimation_params.h"
 
 namespace prefill::cpu::round_robin {
@@ -60,17 +61,18 @@ struct RowGroup {
 };
 
 // The vector kernel, compiled from one source (round_robin_block_mass_kernel.inc) for the
-// baseline ISA and for AVX-512. Every lane does the same IEEE operations in the same order on
-// both (no FMA: the library builds with -ffp-contract=off), so the two agree bitwise and a
-// cluster mixing CPUs still produces one mask.
+// baseline ISA, AVX2 and AVX-512. Every lane does the same IEEE operations in the same order on
+// all of them (no FMA: the library builds with -ffp-contract=off), so they agree bitwise and a
+// cluster mixing CPUs still produces one mask. On aarch64 the baseline compilation is NEON.
 using BlockMassKernel = void (*)(const RowGroup& group);
 void AccumulateBlockMassGeneric(const RowGroup& group);
+#if defined(__x86_64__)
+void AccumulateBlockMassAvx2(const RowGroup& group);
 void AccumulateBlockMassAvx512(const RowGroup& group);
+#endif
 
-// True when this CPU runs the instructions the AVX-512 kernel was compiled for.
-bool CpuHasAvx512();
-// The AVX-512 kernel where the CPU has it, the generic one otherwise.
-BlockMassKernel BestBlockMassKernel();
+// The compilation for `isa` (the generic one for portable and NEON); isa must be runnable.
+BlockMassKernel BlockMassKernelFor(CpuIsa isa);
 
 // mass[J] (size seq_len / block_size) = the softmax mass of KV block J summed over the sampled
 // queries of local query block q_block in query head `head` (p must be valid).

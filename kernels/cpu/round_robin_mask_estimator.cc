@@ -128,7 +128,9 @@ absl::StatusOr<BlockMask> EstimateRoundRobinMask(const MaskEstimateParams& p, in
   if (absl::Status s = Validate(p); !s.ok()) return s;
   const int num_kv_blocks = p.seq_len / p.block_size;
   const round_robin::PackedKeys keys = round_robin::PackKeys(p);
-  const round_robin::BlockMassKernel kernel = round_robin::BestBlockMassKernel();
+  const absl::StatusOr<CpuIsa> isa = SelectedCpuIsa();
+  if (!isa.ok()) return isa.status();
+  const round_robin::BlockMassKernel kernel = round_robin::BlockMassKernelFor(*isa);
 
   std::vector<std::vector<int32_t>> rows(int64_t{p.hq} * p.num_q_blocks);
   ParallelFor(static_cast<int64_t>(rows.size()), threads, [&](int64_t row) {

@@ -416,7 +416,7 @@ TEST(RoundRobinMaskEstimator, MatchesNumpyReferenceExactly) {
       for (int h = 0; h < pb.hq; ++h) {
         for (int qb = 0; qb < pb.num_blocks(); ++qb) {
           ASSERT_EQ(Row(m, h, qb), ref.mask.at({h, qb})) << where << " row " << h << " " << qb;
-          round_robin::RowBlockMass(p, keys, h, qb, round_robin::BestBlockMassKernel(), mass);
+          round_robin::RowBlockMass(p, keys, h, qb, round_robin::BlockMassKernelFor(cpu::BestCpuIsa()), mass);
           const std::vector<float>& want = ref.mass.at({h, qb});
           // Masses sum to the number of sampled queries; fp32 logits of magnitude up to ~20
           // and a polynomial exp stay well within 1e-5 of that sum.
@@ -445,7 +445,7 @@ TEST(RoundRobinMaskEstimator, ZigzagShardsReproduceTheSingleRankRowsBitwise) {
     full.causal = causal;
     const BlockMask whole = Estimate(full, 1);
     const round_robin::PackedKeys keys = round_robin::PackKeys(full);
-    const round_robin::BlockMassKernel kernel = round_robin::BestBlockMassKernel();
+    const round_robin::BlockMassKernel kernel = round_robin::BlockMassKernelFor(cpu::BestCpuIsa());
     for (int ranks : {2, 4}) {
       const int chunk_blocks = pb.num_blocks() / (2 * ranks);
       for (int rank = 0; rank < ranks; ++rank) {
@@ -480,8 +480,9 @@ TEST(RoundRobinMaskEstimator, ZigzagShardsReproduceTheSingleRankRowsBitwise) {
   }
 }
 
-TEST(RoundRobinMaskEstimator, GenericAndAvx512KernelsAgreeBitwise) {
-  if (!round_robin::CpuHasAvx512()) GTEST_SKIP() << "no AVX-512 on this CPU";
+// Every compilation this CPU runs against the generic one, bitwise; and the estimator's mask
+// under each forced PREFILL_CPU_ISA equals the default one.
+TEST(RoundRobinMaskEstimator, EveryIsaKernelAgreesBitwiseWithTheGenericOne) {
   Problem pb;
   pb.seq_len = 960;
   pb.block_size = 48;
@@ -491,15 +492,24 @@ TEST(RoundRobinMaskEstimator, GenericAndAvx512KernelsAgreeBitwise) {
   for (bool causal : {true, false}) {
     p.causal = causal;
     const round_robin::PackedKeys keys = round_robin::PackKeys(p);
-    std::vector<float> generic(pb.num_blocks()), avx512(pb.num_blocks());
-    for (int h = 0; h < pb.hq; ++h) {
-      for (int qb = 0; qb < pb.num_blocks(); ++qb) {
-        round_robin::RowBlockMass(p, keys, h, qb, &round_robin::AccumulateBlockMassGeneric,
-                                  generic);
-        round_robin::RowBlockMass(p, keys, h, qb, &round_robin::AccumulateBlockMassAvx512, avx512);
-        EXPECT_EQ(0, std::memcmp(generic.data(), avx512.data(), generic.size() * sizeof(float)))
-            << h << " " << qb;
+    const BlockMask best = Estimate(p);
+    for (cpu::CpuIsa isa : cpu::RunnableCpuIsas()) {
+      SCOPED_TRACE(cpu::CpuIsaName(isa));
+      std::vector<float> generic(pb.num_blocks()), variant(pb.num_blocks());
+      for (int h = 0; h < pb.hq; ++h) {
+        for (int qb = 0; qb < pb.num_blocks(); ++qb) {
+          round_robin::RowBlockMass(p, keys, h, qb, &round_robin::AccumulateBlockMassGeneric,
+                                    generic);
+          round_robin::RowBlockMass(p, keys, h, qb, round_robin::BlockMassKernelFor(isa), variant);
+          EXPECT_EQ(0, std::memcmp(generic.data(), variant.data(), generic.size() * sizeof(float)))
+              << h << " " << qb;
+        }
       }
+      setenv("PREFILL_CPU_ISA", std::string(cpu::CpuIsaName(isa)).c_str(), 1);
+      const BlockMask forced = Estimate(p);
+      unsetenv("PREFILL_CPU_ISA");
+      EXPECT_EQ(forced.row_offsets, best.row_offsets);
+      EXPECT_EQ(forced.kv_blocks, best.kv_blocks);
     }
   }
 }
