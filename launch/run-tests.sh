@@ -5,7 +5,9 @@
 #     the CLI, the model, batch jobs, reliability, monitoring, Slurm; GPU tests (label gpu)
 #     skip with a message when no GPU is present;
 #  2. builds again with clang, AddressSanitizer + UndefinedBehaviorSanitizer and libFuzzer,
-#     runs the unit tests under the sanitizers and each fuzzer for a bounded time.
+#     runs the unit tests under the sanitizers and each fuzzer for a bounded time;
+#  3. cross-builds the CPU kernels for aarch64 and runs their tests under qemu (the NEON path
+#     against fp64 and the portable one; launch/test-aarch64.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ./launch/setup-debian.sh
@@ -23,3 +25,6 @@ cmake --build build-sanitize -j "$jobs"
 ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
   ctest --test-dir build-sanitize --output-on-failure -j "$jobs" -L "kernels|scheduler|parallel|monitoring|fuzz" \
   -LE "mpi|slurm|e2e" --timeout 900
+
+echo "run-tests: aarch64 cross build, kernel tests under qemu (build-aarch64/)"
+./launch/test-aarch64.sh
