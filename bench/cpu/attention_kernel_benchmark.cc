@@ -29,6 +29,7 @@
 #include <vector>
 
 #include "kernels/attention_params.h"
+#include "bench/cpu/benchmark_cpu_isa.h"
 #include "kernels/cpu/block_sparse_attention.h"
 #include "kernels/cpu/cpu_isa.h"
 #include "kernels/dtype.h"
@@ -100,16 +101,7 @@ FmaKernel FmaFor(cpu::CpuIsa isa) {
   std::exit(1);
 }
 
-cpu::CpuIsa KernelIsa() {
-  const absl::StatusOr<cpu::CpuIsa> isa = cpu::SelectedCpuIsa();
-  if (!isa.ok()) {
-    std::fprintf(stderr, "attention_kernel_benchmark: %s\n", std::string(isa.status().message()).c_str());
-    std::exit(2);
-  }
-  return *isa;
-}
-
-FmaKernel WidestFma() { return FmaFor(KernelIsa()); }
+FmaKernel WidestFma() { return FmaFor(bench::BenchmarkIsa()); }
 
 // Seconds for `threads` threads to each run `steps` steps of the FMA loop.
 double TimeFmaLoop(const FmaKernel& fma, int threads, int64_t steps) {
@@ -278,7 +270,7 @@ void BM_BlockSparseAttention(benchmark::State& state) {
   state.counters["pct_of_peak"] = 100.0 * gflops / peak;
   state.counters["computed_blocks"] = computed_blocks;
   state.counters["density"] = computed_blocks / visible;
-  state.SetLabel(std::string(cpu::CpuIsaName(KernelIsa())));
+  state.SetLabel(bench::BenchmarkIsaName());
 }
 BENCHMARK(BM_BlockSparseAttention)
     ->ArgNames({"density_pct", "head_dim", "bf16", "causal"})
@@ -289,11 +281,4 @@ BENCHMARK(BM_BlockSparseAttention)
 }  // namespace
 }  // namespace prefill
 
-int main(int argc, char** argv) {
-  benchmark::Initialize(&argc, argv);
-  if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
-  benchmark::AddCustomContext("cpu_isa", std::string(prefill::cpu::CpuIsaName(prefill::KernelIsa())));
-  benchmark::RunSpecifiedBenchmarks();
-  benchmark::Shutdown();
-  return 0;
-}
+int main(int argc, char** argv) { return prefill::bench::RunBenchmarksNamingIsa(argc, argv); }

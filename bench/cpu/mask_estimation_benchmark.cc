@@ -11,13 +11,11 @@
 #include <chrono>
 #include <cmath>
 #include <cstdint>
-#include <cstdio>
-#include <cstdlib>
 #include <random>
 #include <string>
 #include <vector>
 
-#include "kernels/cpu/cpu_isa.h"
+#include "bench/cpu/benchmark_cpu_isa.h"
 #include "kernels/cpu/round_robin_mask_estimator.h"
 #include "kernels/mask_estimation_params.h"
 
@@ -25,15 +23,6 @@ namespace prefill {
 namespace {
 
 constexpr int kSeqLen = 32768, kHeads = 8, kKvHeads = 2, kBlock = 128, kStride = 8;
-
-std::string IsaName() {
-  const absl::StatusOr<cpu::CpuIsa> isa = cpu::SelectedCpuIsa();
-  if (!isa.ok()) {
-    std::fprintf(stderr, "mask_estimation_benchmark: %s\n", std::string(isa.status().message()).c_str());
-    std::exit(2);
-  }
-  return std::string(cpu::CpuIsaName(*isa));
-}
 
 // Sampled dot products of one estimate: block q's B / S sampled queries each see the strides
 // up to their own (causal) or all of them.
@@ -89,7 +78,7 @@ void BM_RoundRobinMaskEstimate(benchmark::State& state) {
     seconds += s;
   }
   state.counters["GFLOP/s"] = EstimateFlops(head_dim, causal) * state.iterations() / seconds * 1e-9;
-  state.SetLabel(IsaName());
+  state.SetLabel(bench::BenchmarkIsaName());
 }
 BENCHMARK(BM_RoundRobinMaskEstimate)
     ->ArgNames({"head_dim", "causal"})
@@ -100,11 +89,4 @@ BENCHMARK(BM_RoundRobinMaskEstimate)
 }  // namespace
 }  // namespace prefill
 
-int main(int argc, char** argv) {
-  benchmark::Initialize(&argc, argv);
-  if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
-  benchmark::AddCustomContext("cpu_isa", prefill::IsaName());
-  benchmark::RunSpecifiedBenchmarks();
-  benchmark::Shutdown();
-  return 0;
-}
+int main(int argc, char** argv) { return prefill::bench::RunBenchmarksNamingIsa(argc, argv); }
