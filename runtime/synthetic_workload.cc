@@ -10,7 +10,9 @@
 // makes sparse attention lose a little.
 #include "runtime/synthetic_workload.h"
 
+#include <algorithm>
 #include <cmath>
+#include <thread>
 
 #include "absl/strings/str_cat.h"
 
@@ -36,14 +38,23 @@ uint64_t SplitMix(uint64_t x) {
 }
 
 // Counter-based randomness: the same (seed, stream, a, b, c) always gives the same number.
-double Uniform(uint64_t seed, uint64_t stream, uint64_t a, uint64_t b, uint64_t c) {
-  const uint64_t h = SplitMix(SplitMix(SplitMix(SplitMix(seed ^ stream) ^ a) ^ b) ^ c);
+// The hash of (seed, stream, a, b) is a prefix the loops over c (dimensions) compute once.
+uint64_t HashPrefix(uint64_t seed, uint64_t stream, uint64_t a, uint64_t b) {
+  return SplitMix(SplitMix(SplitMix(seed ^ stream) ^ a) ^ b);
+}
+
+double UniformAt(uint64_t prefix, uint64_t c) {
+  const uint64_t h = SplitMix(prefix ^ c);
   return (static_cast<double>(h >> 11) + 0.5) * (1.0 / 9007199254740992.0);
 }
 
-double Gaussian(uint64_t seed, uint64_t stream, uint64_t a, uint64_t b, uint64_t c) {
-  const double u1 = Uniform(seed, stream, a, b, 2 * c), u2 = Uniform(seed, stream, a, b, 2 * c + 1);
+double GaussianAt(uint64_t prefix, uint64_t c) {
+  const double u1 = UniformAt(prefix, 2 * c), u2 = UniformAt(prefix, 2 * c + 1);
   return std::sqrt(-2.0 * std::log(u1)) * std::cos(kTwoPi * u2);
+}
+
+double Uniform(uint64_t seed, uint64_t stream, uint64_t a, uint64_t b, uint64_t c) {
+  return UniformAt(HashPrefix(seed, stream, a, b), c);
 }
 
 enum Stream : uint64_t {
@@ -113,10 +124,51 @@ bool IsStripeKey(uint64_t seed, int64_t pos) {
          Uniform(seed, kStripe, span_start, 0, 0) < kStripeRate * kStripeTokens;
 }
 
+// The random unit vectors of the features, remembered per (stream, kv head, id). A feature
+// is shared by every token of its bucket and every query head of its KV head, so without this
+// generation spends most of its time recomputing the same Gaussians; with it, about the noise
+// alone (1M tokens x 32 heads: minutes instead of a quarter of an hour per core). A cached
+// vector is the very numbers a fresh one would be, so the rows do not change.
+class UnitVectorCache {
+ public:
+  explicit UnitVectorCache(int head_dim)
+      : dim_(head_dim), slots_(kSlots), values_(kSlots * head_dim) {}
+
+  // The Gaussian draws of dimensions [kFeatureDim0, d) (stored from index 0) and their
+  // squared norm, computed by `fill` on a miss.
+  template <typename Fill>
+  const double* Get(uint64_t stream, int kv_head, int64_t id, double* norm, Fill&& fill) {
+    const uint64_t key = SplitMix(stream * 0x100000001b3ull ^ static_cast<uint64_t>(kv_head) << 40 ^
+                                  static_cast<uint64_t>(id));
+    const size_t slot = key % kSlots;
+    Slot& e = slots_[slot];
+    double* v = &values_[slot * dim_];
+    if (!e.used || e.stream != stream || e.kv_head != kv_head || e.id != id) {
+      e = {true, stream, kv_head, id, fill(v)};
+    }
+    *norm = e.norm;
+    return v;
+  }
+
+ private:
+  static constexpr size_t kSlots = 4096;  // buckets in flight across 8 KV heads and 4 streams
+  struct Slot {
+    bool used = false;
+    uint64_t stream = 0;
+    int kv_head = 0;
+    int64_t id = 0;
+    double norm = 0;
+  };
+  int dim_;
+  std::vector<Slot> slots_;
+  std::vector<double> values_;
+};
+
 struct Generator {
   const WorkloadSpec& spec;
   Strengths s;
   NeedlePlacement needle;
+  UnitVectorCache* cache;  // this thread's
 
   // A feature's key amplitude is fixed by its base logit (keys are shared by the query heads
   // of a KV head), split evenly with the query's at the base: sqrt(base * sqrt(d)) each, which
@@ -130,14 +182,19 @@ struct Generator {
   // out[3..d) += amplitude * (a random unit vector named by (stream, kv head, id)).
   void AddUnitVector(float* out, Stream stream, int kv_head, int64_t id, double amplitude) const {
     const int d = spec.head_dim;
-    double v[512];
     double norm = 0;
-    for (int e = kFeatureDim0; e < d; ++e) {
-      v[e] = Gaussian(spec.seed, stream, kv_head, static_cast<uint64_t>(id), e);
-      norm += v[e] * v[e];
-    }
+    const double* v = cache->Get(stream, kv_head, id, &norm, [&](double* fresh) {
+      const uint64_t prefix = HashPrefix(spec.seed, stream, kv_head, static_cast<uint64_t>(id));
+      double sum = 0;
+      for (int e = kFeatureDim0; e < d; ++e) {
+        fresh[e - kFeatureDim0] = GaussianAt(prefix, e);
+        sum += fresh[e - kFeatureDim0] * fresh[e - kFeatureDim0];
+      }
+      return sum;
+    });
     const double scale = amplitude / std::sqrt(norm);
-    for (int e = kFeatureDim0; e < d; ++e) out[e] += static_cast<float>(v[e] * scale);
+    for (int e = kFeatureDim0; e < d; ++e)
+      out[e] += static_cast<float>(v[e - kFeatureDim0] * scale);
   }
 
   // The two bucket grids of width w, offset by half a window: tokens within a window of each
@@ -151,9 +208,8 @@ struct Generator {
 
   void Noise(float* out, int64_t pos, int id, Stream stream) const {
     const double sd = std::sqrt(s.noise);
-    for (int e = 0; e < spec.head_dim; ++e) {
-      out[e] = static_cast<float>(sd * Gaussian(spec.seed, stream, pos, id, e));
-    }
+    const uint64_t prefix = HashPrefix(spec.seed, stream, pos, id);
+    for (int e = 0; e < spec.head_dim; ++e) out[e] = static_cast<float>(sd * GaussianAt(prefix, e));
   }
 
   void Key(float* out, int64_t pos, int g) const {
@@ -273,8 +329,9 @@ NeedlePlacement PlaceNeedle(int64_t seq_len, int block_size) {
   return {needle, question};
 }
 
-QkvRows GenerateQkvRows(const WorkloadSpec& spec, std::span<const int32_t> positions) {
-  const Generator gen{spec, StrengthsFor(spec.kind), PlaceNeedle(spec.seq_len, kQuestionBlock)};
+QkvRows GenerateQkvRows(const WorkloadSpec& spec, std::span<const int32_t> positions, int threads) {
+  const NeedlePlacement needle = PlaceNeedle(spec.seq_len, kQuestionBlock);
+  const Strengths strengths = StrengthsFor(spec.kind);
   const int d = spec.head_dim;
   const int group = spec.heads / spec.kv_heads;
   QkvRows out;
@@ -282,18 +339,29 @@ QkvRows GenerateQkvRows(const WorkloadSpec& spec, std::span<const int32_t> posit
   out.q.resize(n * spec.heads * d);
   out.k.resize(n * spec.kv_heads * d);
   out.v.resize(n * spec.kv_heads * d);
-  for (size_t i = 0; i < n; ++i) {
-    const int64_t pos = positions[i];
-    for (int h = 0; h < spec.heads; ++h)
-      gen.Query(&out.q[(i * spec.heads + h) * d], pos, h, h / group);
-    for (int g = 0; g < spec.kv_heads; ++g) {
-      gen.Key(&out.k[(i * spec.kv_heads + g) * d], pos, g);
-      for (int e = 0; e < d; ++e) {
-        out.v[(i * spec.kv_heads + g) * d + e] =
-            static_cast<float>(Gaussian(spec.seed, kVNoise, pos, g, e));
+  // Rows are independent: contiguous ranges of positions per thread (neighbours share buckets,
+  // so each thread's cache stays warm).
+  auto rows = [&](size_t begin, size_t end) {
+    UnitVectorCache cache(d);
+    const Generator gen{spec, strengths, needle, &cache};
+    for (size_t i = begin; i < end; ++i) {
+      const int64_t pos = positions[i];
+      for (int h = 0; h < spec.heads; ++h)
+        gen.Query(&out.q[(i * spec.heads + h) * d], pos, h, h / group);
+      for (int g = 0; g < spec.kv_heads; ++g) {
+        gen.Key(&out.k[(i * spec.kv_heads + g) * d], pos, g);
+        const uint64_t prefix = HashPrefix(spec.seed, kVNoise, pos, g);
+        for (int e = 0; e < d; ++e)
+          out.v[(i * spec.kv_heads + g) * d + e] = static_cast<float>(GaussianAt(prefix, e));
       }
     }
-  }
+  };
+  if (threads <= 0) threads = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  const size_t parts = std::clamp<size_t>(n / 256, 1, static_cast<size_t>(threads));
+  std::vector<std::thread> pool;
+  for (size_t t = 1; t < parts; ++t) pool.emplace_back(rows, n * t / parts, n * (t + 1) / parts);
+  rows(0, n / parts);
+  for (std::thread& t : pool) t.join();
   return out;
 }
 

@@ -62,9 +62,10 @@ HeadRole RoleOfHead(const WorkloadSpec& spec, int head);
 const char* HeadRoleName(HeadRole role);
 
 // fp32 rows for the given absolute positions: q [n, heads, d], k and v [n, kv_heads, d].
+// `threads` <= 0: all hardware threads; the rows do not depend on it.
 struct QkvRows {
   std::vector<float> q, k, v;
 };
-QkvRows GenerateQkvRows(const WorkloadSpec& spec, std::span<const int32_t> positions);
+QkvRows GenerateQkvRows(const WorkloadSpec& spec, std::span<const int32_t> positions, int threads = 0);
 
 }  // namespace prefill
