@@ -100,7 +100,7 @@ absl::StatusOr<Shard> LoadShard(const AttentionJobConfig& c, DType dtype, const 
   spec.seed = c.seed;
   spec.slash_heads = c.slash_heads;
   spec.concentration = c.concentration;
-  QkvRows rows = GenerateQkvRows(spec, positions);
+  QkvRows rows = GenerateQkvRows(spec, positions, c.threads);
   const int64_t n = static_cast<int64_t>(positions.size());
   shard.q = FromF32(rows.q, dtype, {n, c.heads, c.head_dim});
   shard.k = FromF32(rows.k, dtype, {n, c.kv_heads, c.head_dim});
@@ -270,6 +270,9 @@ absl::StatusOr<AttentionJobReport> RunAttentionJob(const AttentionJobConfig& con
   RankStats mine{stats.estimate_seconds, stats.exchange_seconds, stats.attention_seconds,
                  std::chrono::duration<double>(Clock::now() - start).count(), stats.kv_bytes_sent,
                  stats.selected_blocks, stats.visible_blocks};
+  const DeviceMemoryPeakBytes peak = ctx->device_memory_peak();
+  mine.device_memory_peak_bytes = peak.device_used;
+  mine.backend_memory_peak_bytes = peak.backend_held;
   report.ranks.resize(comm.size());
   if (s = comm.AllGather(&mine, sizeof mine, report.ranks.data()); !s.ok()) return s;
   int64_t selected = 0, visible = 0;
@@ -319,8 +322,11 @@ nlohmann::json AttentionJobReport::ToJson() const {
       {"density", density}, {"kv_bytes_sent_total", kv_bytes_sent_total},
       {"kv_bytes_dense_ring", kv_bytes_dense_ring}, {"device_memory_used_bytes", device_memory_used_bytes}};
   double est = 0, ex = 0, att = 0, total = 0;
+  int64_t device_peak = -1, backend_peak = -1;
   nlohmann::json per_rank = nlohmann::json::array();
   for (const RankStats& r : ranks) {
+    device_peak = std::max(device_peak, r.device_memory_peak_bytes);
+    backend_peak = std::max(backend_peak, r.backend_memory_peak_bytes);
     est = std::max(est, r.estimate_seconds);
     ex = std::max(ex, r.exchange_seconds);
     att = std::max(att, r.attention_seconds);
@@ -328,8 +334,13 @@ nlohmann::json AttentionJobReport::ToJson() const {
     per_rank.push_back({{"estimate_seconds", r.estimate_seconds}, {"exchange_seconds", r.exchange_seconds},
                         {"attention_seconds", r.attention_seconds}, {"total_seconds", r.total_seconds},
                         {"kv_bytes_sent", r.kv_bytes_sent}, {"selected_blocks", r.selected_blocks},
-                        {"visible_blocks", r.visible_blocks}});
+                        {"visible_blocks", r.visible_blocks},
+                        {"device_memory_peak_bytes", r.device_memory_peak_bytes},
+                        {"backend_memory_peak_bytes", r.backend_memory_peak_bytes}});
   }
+  // The largest rank's high-water marks (-1 on the CPU): docs/attention-report.md.
+  j["device_memory_peak_bytes"] = device_peak;
+  j["backend_memory_peak_bytes"] = backend_peak;
   // Phase times are the slowest rank's: the job waits for it.
   j["estimate_seconds"] = est;
   j["exchange_seconds"] = ex;
@@ -362,6 +373,10 @@ std::string AttentionJobReport::Summary() const {
   text += absl::StrFormat("  time       %.3f s total: estimate %.3f, exchange %.3f, attention %.3f (slowest rank)\n",
                           j["total_seconds"].get<double>(), j["estimate_seconds"].get<double>(),
                           j["exchange_seconds"].get<double>(), j["attention_seconds"].get<double>());
+  if (const int64_t peak = j["device_memory_peak_bytes"].get<int64_t>(); peak >= 0) {
+    text += absl::StrFormat("  memory     GPU peak %.2f GiB (backend buffers peak %.2f GiB; largest rank)\n",
+                            peak / 1073741824.0, j["backend_memory_peak_bytes"].get<int64_t>() / 1073741824.0);
+  }
   if (needle_recall >= 0) text += absl::StrFormat("  needle     recall %.3f\n", needle_recall);
   if (checked) {
     text += absl::StrFormat("  check      rel L2 error %.2e, max abs error %.2e (vs fp64 dense)\n", rel_l2_err, max_abs_err);

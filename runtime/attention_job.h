@@ -47,6 +47,9 @@ struct AttentionJobConfig {
 struct RankStats {
   double estimate_seconds = 0, exchange_seconds = 0, attention_seconds = 0, total_seconds = 0;
   int64_t kv_bytes_sent = 0, selected_blocks = 0, visible_blocks = 0;
+  // GPU memory high-water marks of the rank's process (-1 on the CPU): the device's used
+  // memory (cudaMemGetInfo sampled at each backend allocation) and the backend's own buffers.
+  int64_t device_memory_peak_bytes = -1, backend_memory_peak_bytes = -1;
 };
 
 struct AttentionJobReport {

@@ -9,6 +9,7 @@
 
 #include "kernels/cuda/cuda_backend.h"
 #include "kernels/cuda/cuda_layer_backend.h"
+#include "kernels/cuda/device_memory_ledger.h"
 #include "parallel/nccl/nccl_communicator.h"
 #endif
 
@@ -68,6 +69,10 @@ absl::StatusOr<ExecutionContext> MakeExecutionContext(const std::string& device,
     size_t free_bytes = 0, total_bytes = 0;
     return cudaMemGetInfo(&free_bytes, &total_bytes) == cudaSuccess ? static_cast<int64_t>(total_bytes - free_bytes)
                                                                      : int64_t{-1};
+  };
+  ctx.device_memory_peak = [] {
+    const cuda::DeviceMemoryPeak peak = cuda::GetDeviceMemoryPeak();
+    return DeviceMemoryPeakBytes{peak.device_used_peak_bytes, peak.held_peak_bytes};
   };
   return ctx;
 #else

@@ -16,6 +16,13 @@
 
 namespace prefill {
 
+// High-water marks of device memory since the process started (CUDA: kernels/cuda/
+// device_memory_ledger.h); -1 on the CPU.
+struct DeviceMemoryPeakBytes {
+  int64_t device_used = -1;   // the device's used memory (cudaMemGetInfo), sampled at each allocation
+  int64_t backend_held = -1;  // what the attention backend itself held: buffers + scratch
+};
+
 struct ExecutionContext {
   std::string device;  // "cpu" or "cuda"
   std::string device_name;  // e.g. the GPU's name; the CPU's model
@@ -25,6 +32,7 @@ struct ExecutionContext {
   Communicator* comm = nullptr;              // moves backend memory: owned_comm or the MPI one
   // Bytes of device memory in use (CUDA: cudaMemGetInfo); -1 on the CPU.
   std::function<int64_t()> device_memory_used = [] { return int64_t{-1}; };
+  std::function<DeviceMemoryPeakBytes()> device_memory_peak = [] { return DeviceMemoryPeakBytes{}; };
 };
 
 // device: "cpu" or "cuda". device_id < 0 picks the local rank's GPU. Unimplemented when the

@@ -3,11 +3,14 @@
 #include "kernels/cuda/cuda_backend.h"
 
 #include <cstdio>
+#include <mutex>
 #include <string>
+#include <unordered_map>
 
 #include "absl/strings/str_cat.h"
 #include "kernels/cuda/attention/block_sparse_attention.h"
 #include "kernels/cuda/cuda_check.h"
+#include "kernels/cuda/device_memory_ledger.h"
 #include "kernels/cuda/estimation/round_robin_mask_estimator.h"
 #include "kernels/cuda/gather_rows.h"
 #include "kernels/cuda/key_pooling.h"
@@ -15,6 +18,38 @@
 
 namespace prefill {
 namespace {
+
+// Sizes of the live buffers from Allocate, so that their release reaches the ledger (a
+// BackendBuffer's deleter is a plain function pointer and cannot carry the size).
+class BufferSizes {
+ public:
+  void Add(void* ptr, size_t bytes) {
+    std::lock_guard<std::mutex> lock(mu_);
+    bytes_[ptr] = bytes;
+  }
+  size_t Take(void* ptr) {
+    std::lock_guard<std::mutex> lock(mu_);
+    auto it = bytes_.find(ptr);
+    if (it == bytes_.end()) return 0;
+    const size_t bytes = it->second;
+    bytes_.erase(it);
+    return bytes;
+  }
+
+ private:
+  std::mutex mu_;
+  std::unordered_map<void*, size_t> bytes_;
+};
+
+BufferSizes& LiveBuffers() {
+  static BufferSizes* sizes = new BufferSizes;  // outlives every buffer, even static ones
+  return *sizes;
+}
+
+void FreeBuffer(void* ptr) {
+  cuda::NoteDeviceRelease(LiveBuffers().Take(ptr));
+  (void)cudaFree(ptr);
+}
 
 class CudaBackend final : public AttentionBackend {
  public:
@@ -53,7 +88,9 @@ class CudaBackend final : public AttentionBackend {
     CUDA_CHECK(cudaSetDevice(ctx_.device));
     void* ptr = nullptr;
     CUDA_CHECK(cudaMalloc(&ptr, bytes ? bytes : 1));
-    BackendBuffer buffer(ptr, [](void* p) { (void)cudaFree(p); });
+    BackendBuffer buffer(ptr, FreeBuffer);
+    LiveBuffers().Add(ptr, bytes);
+    cuda::NoteDeviceAllocation(bytes);
     // Zero-filled in stream order: every later op on the stream sees zeros.
     CUDA_CHECK(cudaMemsetAsync(ptr, 0, bytes, ctx_.stream));
     return buffer;

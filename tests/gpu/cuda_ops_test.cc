@@ -9,6 +9,7 @@
 
 #include "kernels/cpu/key_pooling.h"
 #include "kernels/cpu/lse_merge.h"
+#include "kernels/cuda/device_memory_ledger.h"
 #include "tests/gpu/gpu_test_util.h"
 
 namespace prefill {
@@ -37,6 +38,29 @@ TEST_F(CudaOps, AllocateIsZeroFilledAndCopiesRoundTrip) {
   EXPECT_EQ(backend_->name(), "cuda");
   EXPECT_NE(CudaBackendStream(*backend_), nullptr);
   EXPECT_EQ(CudaBackendDevice(*backend_), 0);
+}
+
+// The ledger holds exactly the bytes of live buffers (a reference count kept here), its peak
+// covers them, and the device's used memory sampled then is at least that much.
+TEST_F(CudaOps, MemoryLedgerCountsLiveBuffers) {
+  const cuda::DeviceMemoryPeak before = cuda::GetDeviceMemoryPeak();
+  const size_t sizes[3] = {size_t{3} << 20, 12345, size_t{64} << 20};
+  int64_t live = 0;
+  {
+    std::vector<DeviceBuffer> buffers;
+    buffers.reserve(3);
+    for (size_t bytes : sizes) {
+      buffers.emplace_back(*backend_, bytes);
+      live += static_cast<int64_t>(bytes);
+      EXPECT_EQ(cuda::GetDeviceMemoryPeak().held_bytes, before.held_bytes + live);
+    }
+    const cuda::DeviceMemoryPeak during = cuda::GetDeviceMemoryPeak();
+    EXPECT_GE(during.held_peak_bytes, before.held_bytes + live);
+    EXPECT_GE(during.device_used_peak_bytes, during.held_bytes);
+  }
+  const cuda::DeviceMemoryPeak after = cuda::GetDeviceMemoryPeak();
+  EXPECT_EQ(after.held_bytes, before.held_bytes);
+  EXPECT_GE(after.held_peak_bytes, before.held_bytes + live);
 }
 
 // fp32 merge: the formula is the same on both; allow a few ulps for expf/log1pf differences.
