@@ -24,6 +24,8 @@ BUILD=${BUILD:-$ROOT/build-device}
 BUNDLE=$ROOT/bench/gpu/device_bundle
 JOBS=$(nproc 2>/dev/null || echo 8)
 GPU_TESTS="cuda_ops_test cuda_attention_test cuda_mask_estimator_test cuda_layer_backend_test"
+# sparse_e2e_benchmark: bench/gpu/sparse_e2e_device_run.sh (end to end on structured inputs).
+GPU_BENCHES="attention_gpu_benchmark sparse_e2e_benchmark"
 STAGE=${1:-all}
 BIN=""
 
@@ -48,9 +50,9 @@ stage_pack() {  # on the build machine (no GPU needed)
   local b=${PACK_BUILD:-$ROOT/build-pack}
   cmake -S "$ROOT" -B "$b" -DPREFILL_CUDA=ON -DCMAKE_BUILD_TYPE=Release \
     -DCMAKE_CUDA_ARCHITECTURES="80-real;90a-real" >/dev/null || return 1
-  cmake --build "$b" -j"$JOBS" --target $GPU_TESTS attention_gpu_benchmark prefill || return 1
+  cmake --build "$b" -j"$JOBS" --target $GPU_TESTS $GPU_BENCHES prefill || return 1
   rm -rf "$BUNDLE" && mkdir -p "$BUNDLE/bin" "$BUNDLE/lib"
-  for t in $GPU_TESTS attention_gpu_benchmark prefill; do cp "$b/bin/$t" "$BUNDLE/bin/"; done
+  for t in $GPU_TESTS $GPU_BENCHES prefill; do cp "$b/bin/$t" "$BUNDLE/bin/"; done
   # OpenMPI's plugins (dlopen'ed from its libdir) and help files, laid out under a prefix of
   # their own so that OPAL_PREFIX relocates them (Debian: prefix /usr).
   local ompi=$BUNDLE/ompi/lib/x86_64-linux-gnu
