@@ -3,6 +3,13 @@
 // bf16 in and out, blocks of 128); round-robin estimation time as a fraction of dense
 // attention time; end to end (pool + estimate + sparse attention) against dense. Writes JSON.
 //
+// Estimation is timed two ways: the device work (key pooling + the estimator's stages, CUDA
+// events through cuda::SetEstimatorProfile, per stage) and the host call (PoolKeys +
+// EstimateMask wall time, which includes copying the CSR into a host BlockMask). --precision
+// picks the estimator's logit precision (bf16, split or both); --estimation-only skips the
+// attention points (the fraction of dense is then left out), for lengths where dense
+// attention would take minutes (1M).
+//
 // Flops: 4 * L^2 * H * D for full attention, half for causal, times the measured density
 // (selected blocks / visible blocks): the convention of shared/anchors/README.md, so the
 // numbers sit beside the cuDNN / FlexAttention anchors. Timing: cudaEvents around each call,
@@ -23,9 +30,12 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <string>
+#include <tuple>
 #include <vector>
 
+#include "bench/gpu/gpu_timing.h"
 #include "kernels/cuda/cuda_backend.h"
+#include "kernels/cuda/estimation/round_robin_mask_estimator.h"
 
 #ifndef PREFILL_GIT_COMMIT
 #define PREFILL_GIT_COMMIT "unknown"
@@ -33,23 +43,6 @@
 
 namespace prefill {
 namespace {
-
-#define BENCH_CHECK(expr)                                                                   \
-  do {                                                                                      \
-    const auto bench_status_ = (expr);                                                      \
-    if (!bench_status_.ok()) {                                                              \
-      std::fprintf(stderr, "%s:%d: %s\n", __FILE__, __LINE__, bench_status_.ToString().c_str()); \
-      std::exit(1);                                                                         \
-    }                                                                                       \
-  } while (0)
-#define BENCH_CUDA(expr)                                                                        \
-  do {                                                                                          \
-    const cudaError_t bench_error_ = (expr);                                                    \
-    if (bench_error_ != cudaSuccess) {                                                          \
-      std::fprintf(stderr, "%s:%d: %s: %s\n", __FILE__, __LINE__, #expr, cudaGetErrorString(bench_error_)); \
-      std::exit(1);                                                                             \
-    }                                                                                           \
-  } while (0)
 
 // The mask hash, replicated in torch_attention_anchors.py (uint32 arithmetic).
 uint32_t KeepHash(uint32_t h, uint32_t q, uint32_t kv, uint32_t seed) {
@@ -100,48 +93,6 @@ __global__ void FillPositions(int32_t* p, int n) {
   for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += gridDim.x * blockDim.x) p[i] = i;
 }
 
-template <typename Fn>
-double MedianMs(Fn&& fn, int warmup, int runs, cudaStream_t stream) {
-  for (int i = 0; i < warmup; ++i) fn();
-  std::vector<double> ms;
-  cudaEvent_t start, stop;
-  BENCH_CUDA(cudaEventCreate(&start));
-  BENCH_CUDA(cudaEventCreate(&stop));
-  for (int i = 0; i < runs; ++i) {
-    BENCH_CUDA(cudaEventRecord(start, stream));
-    fn();
-    BENCH_CUDA(cudaEventRecord(stop, stream));
-    BENCH_CUDA(cudaEventSynchronize(stop));
-    float t = 0;
-    BENCH_CUDA(cudaEventElapsedTime(&t, start, stop));
-    ms.push_back(t);
-  }
-  cudaEventDestroy(start);
-  cudaEventDestroy(stop);
-  std::sort(ms.begin(), ms.end());
-  return ms[ms.size() / 2];
-}
-
-// Host-clock median for ops that synchronise themselves (EstimateMask returns a host mask).
-template <typename Fn>
-double MedianHostMs(Fn&& fn, int warmup, int runs) {
-  for (int i = 0; i < warmup; ++i) fn();
-  std::vector<double> ms;
-  for (int i = 0; i < runs; ++i) {
-    const auto t0 = std::chrono::steady_clock::now();
-    fn();
-    ms.push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
-  }
-  std::sort(ms.begin(), ms.end());
-  return ms[ms.size() / 2];
-}
-
-std::string Now() {
-  const std::time_t t = std::time(nullptr);
-  char buf[64];
-  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", std::gmtime(&t));
-  return buf;
-}
 
 }  // namespace
 }  // namespace prefill
@@ -154,7 +105,10 @@ int main(int argc, char** argv) {
   std::vector<double> densities = {1.0, 0.5, 0.25};
   int hq = 32, hkv = 8, head_dim = 128, device = 0, runs = 5;
   float tau = 0.95f;
-  bool skip_estimation = false;
+  bool skip_estimation = false, estimation_only = false;
+  std::string precision_name = "both", mma_path_name = "auto";
+  std::vector<int> causal_modes = {0, 1};
+  std::vector<int> select_variants = {-1};
   app.add_option("--out", out_path, "JSON output path");
   app.add_option("--lengths", lengths, "sequence lengths");
   app.add_option("--densities", densities, "mask densities");
@@ -167,6 +121,11 @@ int main(int argc, char** argv) {
   app.add_option("--path", path_name, "attention kernel: auto, sm80, sm90");
   app.add_option("--git-commit", commit);
   app.add_flag("--skip-estimation", skip_estimation);
+  app.add_flag("--estimation-only", estimation_only, "time estimation alone (no attention points)");
+  app.add_option("--precision", precision_name, "estimator logit precision: bf16, split, both");
+  app.add_option("--mma-path", mma_path_name, "estimator MMA path: auto (wgmma on sm_90), mma_sync, both");
+  app.add_option("--causal", causal_modes, "causal modes to run (0, 1)");
+  app.add_option("--select-variants", select_variants, "estimator selection radix plans (0, 1; -1 = default)");
   CLI11_PARSE(app, argc, argv);
 
   CudaBackendOptions options;
@@ -179,13 +138,13 @@ int main(int argc, char** argv) {
   std::unique_ptr<AttentionBackend> backend = *std::move(created);
   cudaStream_t stream = CudaBackendStream(*backend);
   cudaDeviceProp prop{};
-  BENCH_CUDA(cudaGetDeviceProperties(&prop, device));
+  BENCH_CHECK(cudaGetDeviceProperties(&prop, device));
 
   std::string command;
   for (int i = 0; i < argc; ++i) command += (i ? " " : "") + std::string(argv[i]);
   nlohmann::json report = {{"device", prop.name},
                            {"sm_count", prop.multiProcessorCount},
-                           {"date", Now()},
+                           {"date", bench::UtcNow()},
                            {"git_commit", commit},
                            {"command", command},
                            {"attention_path", path_name},
@@ -210,7 +169,7 @@ int main(int argc, char** argv) {
     FillBf16<<<1024, 256, 0, stream>>>(static_cast<__nv_bfloat16*>(k.get()), kv_elems, 2u);
     FillBf16<<<1024, 256, 0, stream>>>(static_cast<__nv_bfloat16*>(v.get()), kv_elems, 3u);
     FillPositions<<<256, 256, 0, stream>>>(static_cast<int32_t*>(pos.get()), L);
-    BENCH_CUDA(cudaGetLastError());
+    BENCH_CHECK(cudaGetLastError());
 
     AttentionParams p;
     p.dtype = DType::kBF16;
@@ -235,17 +194,18 @@ int main(int argc, char** argv) {
     const int warmup = 2;
     const int point_runs = L >= 131072 ? std::max(3, runs / 2) : runs;
 
-    for (bool causal : {false, true}) {
+    for (const int causal_mode : causal_modes) {
+      const bool causal = causal_mode != 0;
       p.causal = causal;
       double dense_ms = 0;
-      for (double density : densities) {
+      for (double density : estimation_only ? std::vector<double>{} : densities) {
         const HostMask mask = MakeMask(hq, nb, causal, density, 12345u);
         BackendBuffer offsets = alloc(mask.offsets.size() * 4), blocks = alloc(std::max<size_t>(mask.blocks.size(), 1) * 4);
         BENCH_CHECK(backend->CopyToBackend(offsets.get(), mask.offsets.data(), mask.offsets.size() * 4));
         BENCH_CHECK(backend->CopyToBackend(blocks.get(), mask.blocks.data(), mask.blocks.size() * 4));
         p.mask_row_offsets = static_cast<const int32_t*>(offsets.get());
         p.mask_kv_blocks = static_cast<const int32_t*>(blocks.get());
-        const double ms = MedianMs([&] { BENCH_CHECK(backend->Attention(p)); }, warmup, point_runs, stream);
+        const double ms = bench::MedianMs([&] { BENCH_CHECK(backend->Attention(p)); }, warmup, point_runs, stream);
         const double flops = 4.0 * L * L * hq * head_dim * (causal ? 0.5 : 1.0) * mask.density();
         const double tflops = flops / (ms * 1e-3) / 1e12;
         if (density == 1.0) dense_ms = ms;
@@ -260,7 +220,7 @@ int main(int argc, char** argv) {
                                     {"tflops_on_computed_blocks", tflops}});
       }
 
-      if (skip_estimation || dense_ms == 0) continue;
+      if (skip_estimation || (dense_ms == 0 && !estimation_only)) continue;
       // Estimation (pool + estimate, host mask included) vs dense; then the estimated mask.
       const int stride = 8;
       BackendBuffer pooled = alloc(static_cast<size_t>(L / stride) * hkv * head_dim * 4);
@@ -292,39 +252,106 @@ int main(int argc, char** argv) {
       ep.tau = tau;
       ep.causal = causal;
       ep.scale = p.scale;
+      const int est_runs = L >= (1 << 20) ? 1 : point_runs;
+      const double pool_ms = bench::MedianMs([&] { BENCH_CHECK(backend->PoolKeys(pk)); }, 1, est_runs, stream);
+      std::vector<cuda::EstimatorPrecision> precisions;
+      if (precision_name != "split") precisions.push_back(cuda::EstimatorPrecision::kBf16);
+      if (precision_name != "bf16") precisions.push_back(cuda::EstimatorPrecision::kSplit);
+      std::vector<std::tuple<cuda::EstimatorPrecision, cuda::EstimatorMmaPath, int>> variants;
+      for (const cuda::EstimatorPrecision precision : precisions) {
+        for (const int sv : select_variants) {
+          if (mma_path_name != "mma_sync") variants.emplace_back(precision, cuda::EstimatorMmaPath::kAuto, sv);
+          if (mma_path_name != "auto") variants.emplace_back(precision, cuda::EstimatorMmaPath::kMmaSync, sv);
+        }
+      }
+      const cuda::EstimatorTuning default_tuning = cuda::GetEstimatorTuning();
       BlockMask estimated;
-      const double estimate_ms = MedianHostMs(
-          [&] {
-            BENCH_CHECK(backend->PoolKeys(pk));
-            auto m = backend->EstimateMask(ep);
-            BENCH_CHECK(m.status());
-            estimated = *std::move(m);
-          },
-          1, point_runs);
+      for (const auto& [precision, mma_path, select_variant] : variants) {
+        cuda::EstimatorTuning tuning = default_tuning;
+        if (select_variant >= 0) tuning.select_variant = select_variant;
+        cuda::SetEstimatorTuning(tuning);
+        const std::string pname = std::string(precision == cuda::EstimatorPrecision::kBf16 ? "bf16" : "split") +
+                                  (mma_path == cuda::EstimatorMmaPath::kAuto ? "" : "/mma_sync") + "/select" +
+                                  std::to_string(tuning.select_variant);
+        cuda::SetEstimatorPrecision(precision);
+        cuda::SetEstimatorMmaPath(mma_path);
+        cuda::EstimatorProfile prof;
+        std::vector<cuda::EstimatorProfile> profs;
+        cuda::SetEstimatorProfile(&prof);
+        bool warm = false;
+        const double estimate_ms = bench::MedianHostMs(
+            [&] {
+              BENCH_CHECK(backend->PoolKeys(pk));
+              auto m = backend->EstimateMask(ep);
+              BENCH_CHECK(m.status());
+              if (warm) profs.push_back(prof);
+              warm = true;
+              estimated = *std::move(m);
+            },
+            1, est_runs);
+        cuda::SetEstimatorProfile(nullptr);
+        auto median = [&](double cuda::EstimatorProfile::*field) {
+          std::vector<double> v;
+          for (const auto& e : profs) v.push_back(e.*field);
+          std::sort(v.begin(), v.end());
+          return v.empty() ? 0.0 : v[v.size() / 2];
+        };
+        const double device_ms = pool_ms + median(&cuda::EstimatorProfile::device_ms);
+        const double scores_ms = median(&cuda::EstimatorProfile::scores_ms);
+        const double flops = 2.0 * hq * (static_cast<double>(L) / stride) * (static_cast<double>(L) / stride) *
+                             head_dim * (causal ? 0.5 : 1.0) * (profs.empty() ? 1 : profs[0].terms);
+        std::printf("estimate L=%d causal=%d %s%s: device %.2f ms (pool %.2f, prepare %.2f, scores %.2f = %.0f TFLOP/s "
+                    "of MMA, select %.2f, csr %.2f; %d chunks)",
+                    L, causal, pname.c_str(), !profs.empty() && profs[0].wgmma ? " (wgmma)" : "", device_ms, pool_ms, median(&cuda::EstimatorProfile::prepare_ms), scores_ms,
+                    flops / (scores_ms * 1e-3) / 1e12, median(&cuda::EstimatorProfile::select_ms),
+                    median(&cuda::EstimatorProfile::csr_ms), profs.empty() ? 0 : profs[0].chunks);
+        if (dense_ms > 0) std::printf(" = %.2f%% of dense %.2f ms", 100 * device_ms / dense_ms, dense_ms);
+        std::printf("; host call %.2f ms", estimate_ms);
+        if (dense_ms > 0) std::printf(" (%.2f%%)", 100 * estimate_ms / dense_ms);
+        std::printf("; estimated density %.3f\n", estimated.density());
+        std::fflush(stdout);
+        nlohmann::json point = {{"L", L},
+                                {"causal", causal},
+                                {"stride", stride},
+                                {"tau", tau},
+                                {"precision", precision == cuda::EstimatorPrecision::kBf16 ? "bf16" : "split"},
+                                {"mma_path", !profs.empty() && profs[0].wgmma ? "wgmma" : "mma_sync"},
+                                {"select_variant", tuning.select_variant},
+                                {"mma_terms", profs.empty() ? 0 : profs[0].terms},
+                                {"chunks", profs.empty() ? 0 : profs[0].chunks},
+                                {"estimate_device_ms", device_ms},
+                                {"pool_ms", pool_ms},
+                                {"prepare_ms", median(&cuda::EstimatorProfile::prepare_ms)},
+                                {"scores_ms", scores_ms},
+                                {"select_ms", median(&cuda::EstimatorProfile::select_ms)},
+                                {"csr_ms", median(&cuda::EstimatorProfile::csr_ms)},
+                                {"estimate_host_ms", estimate_ms},
+                                {"estimated_density", estimated.density()},
+                                {"selected_blocks", estimated.selected_blocks()}};
+        if (dense_ms > 0) {
+          point["dense_ms"] = dense_ms;
+          point["estimate_device_fraction_of_dense"] = device_ms / dense_ms;
+          point["estimate_host_fraction_of_dense"] = estimate_ms / dense_ms;
+        }
+        report["estimation"].push_back(point);
+      }
+      cuda::SetEstimatorPrecision(std::get<0>(variants.front()));
+      cuda::SetEstimatorMmaPath(std::get<1>(variants.front()));
+      cuda::SetEstimatorTuning(default_tuning);
+      if (estimation_only) continue;
       BackendBuffer offsets = alloc(estimated.row_offsets.size() * 4);
       BackendBuffer blocks = alloc(std::max<size_t>(estimated.kv_blocks.size(), 1) * 4);
       BENCH_CHECK(backend->CopyToBackend(offsets.get(), estimated.row_offsets.data(), estimated.row_offsets.size() * 4));
       BENCH_CHECK(backend->CopyToBackend(blocks.get(), estimated.kv_blocks.data(), estimated.kv_blocks.size() * 4));
       p.mask_row_offsets = static_cast<const int32_t*>(offsets.get());
       p.mask_kv_blocks = static_cast<const int32_t*>(blocks.get());
-      const double sparse_ms = MedianMs([&] { BENCH_CHECK(backend->Attention(p)); }, warmup, point_runs, stream);
-      std::printf("estimate L=%d causal=%d: %.2f ms = %.2f%% of dense %.2f ms; estimated density %.3f; "
-                  "sparse %.2f ms; end-to-end %.2f ms = %.2fx dense\n",
-                  L, causal, estimate_ms, 100 * estimate_ms / dense_ms, dense_ms, estimated.density(), sparse_ms,
-                  estimate_ms + sparse_ms, (estimate_ms + sparse_ms) / dense_ms);
+      const double sparse_ms = bench::MedianMs([&] { BENCH_CHECK(backend->Attention(p)); }, warmup, point_runs, stream);
+      std::printf("estimated mask L=%d causal=%d: density %.3f, sparse %.2f ms vs dense %.2f ms\n", L, causal,
+                  estimated.density(), sparse_ms, dense_ms);
       std::fflush(stdout);
-      report["estimation"].push_back({{"L", L},
-                                      {"causal", causal},
-                                      {"stride", stride},
-                                      {"tau", tau},
-                                      {"estimate_ms", estimate_ms},
-                                      {"dense_ms", dense_ms},
-                                      {"estimate_fraction_of_dense", estimate_ms / dense_ms},
-                                      {"estimated_density", estimated.density()},
-                                      {"sparse_ms", sparse_ms},
-                                      {"end_to_end_ms", estimate_ms + sparse_ms},
-                                      {"end_to_end_over_dense", (estimate_ms + sparse_ms) / dense_ms},
-                                      {"note", "random inputs: the estimated mask is near dense; the fraction is what counts"}});
+      report["estimation"].back()["sparse_ms"] = sparse_ms;
+      report["estimation"].back()["note"] =
+          "random inputs: the estimated mask is near dense; the fraction is what counts";
     }
   }
   std::ofstream(out_path) << report.dump(1) << "\n";
