@@ -29,6 +29,21 @@ struct GatherRowsParams {
   int64_t bytes_each = 0;
 };
 
+// A mask whose ids stay in the backend's memory for the attention call that follows: no host
+// round trip of the ids, the bulk of a mask (128 MB at 128K tokens and density 1). `host` has
+// the shape, q_block_ids, row_offsets and visible_blocks but no ids (kv_blocks empty);
+// `row_offsets` and `kv_blocks` are backend memory, valid until the next EstimateMaskInBackend.
+struct BackendBlockMask {
+  BlockMask host;
+  const int32_t* row_offsets = nullptr;
+  const int32_t* kv_blocks = nullptr;
+
+  int64_t selected_blocks() const { return host.row_offsets.empty() ? 0 : host.row_offsets.back(); }
+  double density() const {
+    return host.visible_blocks ? static_cast<double>(selected_blocks()) / host.visible_blocks : 0.0;
+  }
+};
+
 class AttentionBackend {
  public:
   virtual ~AttentionBackend() = default;
@@ -39,6 +54,8 @@ class AttentionBackend {
   virtual absl::Status PoolKeys(const PoolKeysParams& p) = 0;
   // The mask comes back on the host: the exchange plan is built from it.
   virtual absl::StatusOr<BlockMask> EstimateMask(const MaskEstimateParams& p) = 0;
+  // The same mask, its ids left in backend memory (one rank needs no exchange plan).
+  virtual absl::StatusOr<BackendBlockMask> EstimateMaskInBackend(const MaskEstimateParams& p) = 0;
 
   virtual absl::StatusOr<BackendBuffer> Allocate(size_t bytes) = 0;  // zero-filled
   virtual absl::Status CopyToBackend(void* dst, const void* host_src, size_t bytes) = 0;

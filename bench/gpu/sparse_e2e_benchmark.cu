@@ -3,8 +3,10 @@
 // point) at the given lengths, H=32, Hkv=8, D=128, bf16, blocks of 128, stride 8. Per point:
 //   estimate  key pooling + round-robin estimation, timed two ways: the device work (CUDA
 //             events: pooling + EstimatorProfile::device_ms) and the host call a user of the
-//             engine pays (PoolKeys + EstimateMask wall time, host CSR included);
-//   sparse    the CUDA attention on the estimated mask (device CSR, CUDA events);
+//             engine pays (PoolKeys + EstimateMaskInBackend wall time: the ids stay on the
+//             device, the row offsets come back); beside it, once, the EstimateMask call that
+//             hands the whole mask to the host (estimate_host_mask_ms);
+//   sparse    the CUDA attention on the estimated mask, read in place (CUDA events);
 //   dense     the same kernel on the dense mask (once per L and causal mode).
 // Densities: every (workload, concentration) runs at each --taus value, and at each
 // --target-densities value by a bisection over tau (the density is monotone in tau), so that
@@ -193,15 +195,14 @@ double DenseMs(AttentionBackend& backend, const Problem& p, bool causal, const T
   return MedianMs([&] { BENCH_CHECK(backend.Attention(a)); }, t.warmup, t.runs, stream);
 }
 
-struct Estimate {
-  BlockMask mask;
-  double host_ms = 0;    // PoolKeys + EstimateMask, wall (what the engine pays)
-  double device_ms = 0;  // pooling + the estimator's stages, CUDA events
+struct EstimateCall {
+  PoolKeysParams pool;
+  MaskEstimateParams estimate;
 };
 
-Estimate RunEstimate(AttentionBackend& backend, const Problem& p, bool causal, float tau,
-                     const Timing& t) {
-  PoolKeysParams pk;
+EstimateCall EstimateCallFor(const Problem& p, bool causal, float tau) {
+  EstimateCall c;
+  PoolKeysParams& pk = c.pool;
   pk.dtype = DType::kBF16;
   pk.k = p.k.get();
   pk.k_row_stride = int64_t{p.shape.hkv} * p.shape.head_dim;
@@ -210,7 +211,7 @@ Estimate RunEstimate(AttentionBackend& backend, const Problem& p, bool causal, f
   pk.head_dim = p.shape.head_dim;
   pk.stride = kStride;
   pk.pooled = static_cast<float*>(p.pooled.get());
-  MaskEstimateParams ep;
+  MaskEstimateParams& ep = c.estimate;
   ep.dtype = DType::kBF16;
   ep.q = p.q.get();
   ep.q_row_stride = int64_t{p.shape.hq} * p.shape.head_dim;
@@ -227,31 +228,54 @@ Estimate RunEstimate(AttentionBackend& backend, const Problem& p, bool causal, f
   ep.tau = tau;
   ep.causal = causal;
   ep.scale = 1.f / std::sqrt(static_cast<float>(p.shape.head_dim));
-  cudaStream_t stream = CudaBackendStream(backend);
+  return c;
+}
+
+struct Estimate {
+  BackendBlockMask mask;  // ids in device memory, for the attention that follows
+  double host_ms = 0;     // PoolKeys + EstimateMaskInBackend, wall: what the engine pays
+  double device_ms = 0;   // pooling + the estimator's stages, CUDA events
+};
+
+Estimate RunEstimate(AttentionBackend& backend, const Problem& p, bool causal, float tau,
+                     const Timing& t) {
+  const EstimateCall call = EstimateCallFor(p, causal, tau);
   Estimate e;
-  const double pool_ms = MedianMs([&] { BENCH_CHECK(backend.PoolKeys(pk)); }, 0, 1, stream);
+  const double pool_ms =
+      MedianMs([&] { BENCH_CHECK(backend.PoolKeys(call.pool)); }, 0, 1, CudaBackendStream(backend));
   const int warmup = t.warmup > 0 ? 1 : 0;
   std::vector<double> device_ms;
-  // Every run's mask is kept until the timing is over: freeing the previous one is no part of
-  // the call.
-  std::vector<BlockMask> masks;
   cuda::EstimatorProfile profile;
   cuda::SetEstimatorProfile(&profile);
   e.host_ms = bench::MedianHostMs(
       [&] {
-        BENCH_CHECK(backend.PoolKeys(pk));
-        absl::StatusOr<BlockMask> m = backend.EstimateMask(ep);
+        BENCH_CHECK(backend.PoolKeys(call.pool));
+        absl::StatusOr<BackendBlockMask> m = backend.EstimateMaskInBackend(call.estimate);
         BENCH_CHECK(m.status());
-        masks.push_back(*std::move(m));
+        e.mask = *std::move(m);
         device_ms.push_back(profile.device_ms);
       },
       warmup, std::max(1, t.runs));
   cuda::SetEstimatorProfile(nullptr);
-  e.mask = std::move(masks.back());
   device_ms.erase(device_ms.begin(), device_ms.begin() + warmup);
   std::sort(device_ms.begin(), device_ms.end());
   e.device_ms = pool_ms + device_ms[device_ms.size() / 2];
   return e;
+}
+
+// The call that hands the whole mask to the host (EstimateMask), one run after a warm-up: what
+// the ids' round trip costs beside the device-resident mask.
+double HostMaskMs(AttentionBackend& backend, const Problem& p, bool causal, float tau) {
+  const EstimateCall call = EstimateCallFor(p, causal, tau);
+  std::vector<BlockMask> masks;  // kept: freeing the previous mask is no part of the call
+  return bench::MedianHostMs(
+      [&] {
+        BENCH_CHECK(backend.PoolKeys(call.pool));
+        absl::StatusOr<BlockMask> m = backend.EstimateMask(call.estimate);
+        BENCH_CHECK(m.status());
+        masks.push_back(*std::move(m));
+      },
+      1, 1);
 }
 
 // Bisection over tau for a target density (monotone in tau); a few host calls of estimation.
@@ -295,21 +319,12 @@ void RunPoints(AttentionBackend& backend, const Problem& p, const Run& run,
   }
   cudaStream_t stream = CudaBackendStream(backend);
   for (const auto& [tau, target] : taus) {
-    Estimate e = RunEstimate(backend, p, causal, tau, t);
-    const BlockMask& m = e.mask;
-    BackendBuffer offsets = Alloc(backend, m.row_offsets.size() * 4);
-    BackendBuffer blocks = Alloc(backend, std::max<size_t>(m.kv_blocks.size(), 1) * 4);
-    const auto up0 = std::chrono::steady_clock::now();
-    BENCH_CHECK(
-        backend.CopyToBackend(offsets.get(), m.row_offsets.data(), m.row_offsets.size() * 4));
-    BENCH_CHECK(backend.CopyToBackend(blocks.get(), m.kv_blocks.data(), m.kv_blocks.size() * 4));
-    BENCH_CHECK(backend.Synchronize());
-    const double upload_ms =
-        std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - up0).count();
-    const AttentionParams a = AttentionOn(p, causal, static_cast<const int32_t*>(offsets.get()),
-                                          static_cast<const int32_t*>(blocks.get()));
+    const Estimate e = RunEstimate(backend, p, causal, tau, t);
+    const BackendBlockMask& m = e.mask;
+    const AttentionParams a = AttentionOn(p, causal, m.row_offsets, m.kv_blocks);
     const double sparse_ms =
         MedianMs([&] { BENCH_CHECK(backend.Attention(a)); }, t.warmup, t.runs, stream);
+    const double host_mask_ms = HostMaskMs(backend, p, causal, tau);
     char name[160];
     std::snprintf(name, sizeof name, "L%d_%s_%s_c%.3g_t%.4f", p.L, causal ? "causal" : "full",
                   workload.c_str(), concentration, tau);
@@ -320,11 +335,11 @@ void RunPoints(AttentionBackend& backend, const Problem& p, const Run& run,
                             {"tau", tau},
                             {"estimated_density", m.density()},
                             {"selected_blocks", m.selected_blocks()},
-                            {"visible_blocks", m.visible_blocks},
+                            {"visible_blocks", m.host.visible_blocks},
                             {"estimate_ms", e.host_ms},
                             {"estimate_host_ms", e.host_ms},
                             {"estimate_device_ms", e.device_ms},
-                            {"mask_upload_ms", upload_ms},
+                            {"estimate_host_mask_ms", host_mask_ms},
                             {"sparse_ms", sparse_ms},
                             {"generate_seconds", generate_s},
                             {"timed_runs", t.runs},
@@ -340,13 +355,15 @@ void RunPoints(AttentionBackend& backend, const Problem& p, const Run& run,
     }
     if (run.write_masks) {
       const std::string base = run.mask_dir + "/" + name;
-      WriteInts(base + ".offsets.i32", m.row_offsets);
-      WriteInts(base + ".blocks.i32", m.kv_blocks);
+      std::vector<int32_t> ids(m.selected_blocks());
+      BENCH_CHECK(backend.CopyToHost(ids.data(), m.kv_blocks, ids.size() * sizeof(int32_t)));
+      WriteInts(base + ".offsets.i32", m.host.row_offsets);
+      WriteInts(base + ".blocks.i32", ids);
       point["mask"] = {{"offsets", base + ".offsets.i32"},
                        {"blocks", base + ".blocks.i32"},
-                       {"heads", m.num_heads},
-                       {"num_q_blocks", m.num_q_blocks},
-                       {"num_kv_blocks", m.num_kv_blocks}};
+                       {"heads", m.host.num_heads},
+                       {"num_q_blocks", m.host.num_q_blocks},
+                       {"num_kv_blocks", m.host.num_kv_blocks}};
     }
     std::printf("%-8d %-6s %-8s %-6.3g %-6.4f %-8.3f %-9.2f %-9.2f %-9.2f %-9.2f\n", p.L,
                 causal ? "yes" : "no", workload.c_str(), concentration, tau, m.density(),
@@ -469,8 +486,10 @@ int main(int argc, char** argv) {
         {"stride", kStride},
         {"dtype", "bf16"}}},
       {"estimate_ms_is",
-       "estimate_host_ms: the PoolKeys + EstimateMask call as the engine makes it (wall, "
-       "the host CSR included); estimate_device_ms: pooling + estimator stages on the device"},
+       "estimate_host_ms: the PoolKeys + EstimateMaskInBackend call (wall; the ids stay in device "
+       "memory for the attention, the row offsets come to the host); estimate_device_ms: pooling + "
+       "estimator stages on the device; estimate_host_mask_ms: PoolKeys + EstimateMask, the whole "
+       "CSR copied into a host BlockMask"},
       {"dense", nlohmann::json::array()},
       {"points", nlohmann::json::array()}};
   std::printf("%-8s %-6s %-8s %-6s %-6s %-8s %-9s %-9s %-9s %-9s\n", "L", "causal", "workload",

@@ -2,6 +2,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <memory>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "kernels/backend.h"
@@ -24,6 +25,15 @@ class CpuBackend final : public AttentionBackend {
   absl::Status PoolKeys(const PoolKeysParams& p) override { return cpu::PoolKeys(p); }
   absl::StatusOr<BlockMask> EstimateMask(const MaskEstimateParams& p) override {
     return cpu::EstimateRoundRobinMask(p, threads_);
+  }
+  absl::StatusOr<BackendBlockMask> EstimateMaskInBackend(const MaskEstimateParams& p) override {
+    absl::StatusOr<BlockMask> mask = EstimateMask(p);
+    if (!mask.ok()) return mask.status();
+    // Host memory is this backend's memory: the ids move into it.
+    resident_ids_ = std::move(mask->kv_blocks);
+    resident_offsets_ = mask->row_offsets;
+    mask->kv_blocks.clear();
+    return BackendBlockMask{*std::move(mask), resident_offsets_.data(), resident_ids_.data()};
   }
   absl::StatusOr<BackendBuffer> Allocate(size_t bytes) override {
     void* ptr = std::calloc(bytes ? bytes : 1, 1);
@@ -52,6 +62,7 @@ class CpuBackend final : public AttentionBackend {
 
  private:
   int threads_;
+  std::vector<int32_t> resident_offsets_, resident_ids_;  // of the last EstimateMaskInBackend
 };
 
 }  // namespace

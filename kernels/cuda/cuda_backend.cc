@@ -2,6 +2,7 @@
 // scratch buffer; each op forwards to its entry in kernels/cuda/.
 #include "kernels/cuda/cuda_backend.h"
 
+#include <algorithm>
 #include <cstdio>
 #include <mutex>
 #include <string>
@@ -54,12 +55,15 @@ void FreeBuffer(void* ptr) {
 class CudaBackend final : public AttentionBackend {
  public:
   explicit CudaBackend(const cuda::DeviceContext& ctx)
-      : ctx_(ctx), scratch_(std::make_unique<cuda::DeviceScratch>()) {
+      : ctx_(ctx),
+        scratch_(std::make_unique<cuda::DeviceScratch>()),
+        mask_storage_(std::make_unique<cuda::DeviceScratch>()) {
     ctx_.scratch = scratch_.get();
   }
   ~CudaBackend() override {
     (void)cudaSetDevice(ctx_.device);
     scratch_.reset();  // frees on the stream, before the stream goes
+    mask_storage_.reset();
     (void)cudaStreamSynchronize(ctx_.stream);
     (void)cudaStreamDestroy(ctx_.stream);
   }
@@ -82,6 +86,30 @@ class CudaBackend final : public AttentionBackend {
   absl::StatusOr<BlockMask> EstimateMask(const MaskEstimateParams& p) override {
     CUDA_CHECK(cudaSetDevice(ctx_.device));
     return cuda::EstimateRoundRobinMask(p, ctx_);
+  }
+  // For now the host mask's ids go back up into mask_storage_: same mask, same cost as
+  // EstimateMask plus an upload. The estimator's device-resident entry (ids built in place,
+  // never copied to the host) replaces this.
+  absl::StatusOr<BackendBlockMask> EstimateMaskInBackend(const MaskEstimateParams& p) override {
+    CUDA_CHECK(cudaSetDevice(ctx_.device));
+    absl::StatusOr<BlockMask> mask = cuda::EstimateRoundRobinMask(p, ctx_);
+    if (!mask.ok()) return mask.status();
+    const size_t offsets = mask->row_offsets.size(), ids = mask->kv_blocks.size();
+    cuda::ScratchCarver plan;
+    plan.Take<int32_t>(offsets);
+    plan.Take<int32_t>(std::max<size_t>(ids, 1));
+    absl::StatusOr<void*> base = mask_storage_->Reserve(plan.bytes(), ctx_.stream);
+    if (!base.ok()) return base.status();
+    cuda::ScratchCarver carve(*base);
+    int32_t* device_offsets = carve.Take<int32_t>(offsets);
+    int32_t* device_ids = carve.Take<int32_t>(std::max<size_t>(ids, 1));
+    CUDA_CHECK(cudaMemcpyAsync(device_offsets, mask->row_offsets.data(), offsets * sizeof(int32_t),
+                               cudaMemcpyHostToDevice, ctx_.stream));
+    CUDA_CHECK(cudaMemcpyAsync(device_ids, mask->kv_blocks.data(), ids * sizeof(int32_t), cudaMemcpyHostToDevice,
+                               ctx_.stream));
+    CUDA_CHECK(cudaStreamSynchronize(ctx_.stream));  // the host ids go out of scope here
+    mask->kv_blocks.clear();
+    return BackendBlockMask{*std::move(mask), device_offsets, device_ids};
   }
 
   absl::StatusOr<BackendBuffer> Allocate(size_t bytes) override {
@@ -122,6 +150,7 @@ class CudaBackend final : public AttentionBackend {
  private:
   cuda::DeviceContext ctx_;
   std::unique_ptr<cuda::DeviceScratch> scratch_;
+  std::unique_ptr<cuda::DeviceScratch> mask_storage_;  // the CSR of the last EstimateMaskInBackend
 };
 
 }  // namespace

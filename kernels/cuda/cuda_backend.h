@@ -1,7 +1,8 @@
 // The CUDA AttentionBackend: every op runs on the backend's one compute stream of one device;
 // pointers in the params are device pointers (memory from Allocate, or any cudaMalloc'ed
 // memory of that device). Ops are stream-ordered and return once queued, except
-// EstimateMask and CopyToHost, which hand results to the host and so wait for the stream.
+// EstimateMask and CopyToHost, which hand results to the host and so wait for the stream
+// (EstimateMaskInBackend waits for the row offsets only; its ids are ready in stream order).
 #pragma once
 
 #include <cuda_runtime_api.h>
