@@ -100,6 +100,11 @@ stage_torch() {
     --inputs "${inputs[@]}" --out "$OUT/sparse_e2e$suffix.json" >"$WORK/torch.log" 2>&1
   log "sparse_e2e_torch: exit $?"
   sed -n '/^ *L causal/,$p' "$WORK/torch.log" | tee -a "$OUT/summary.txt"
+  if [ ! -f "$OUT/sparse_e2e$suffix.json" ]; then  # torch failed early: keep the C++ points
+    python3 -c 'import json, sys; json.dump([json.load(open(f)) for f in sys.argv[2:]], open(sys.argv[1], "w"), indent=1)' \
+      "$OUT/sparse_e2e_cuda_only$suffix.json" "${inputs[@]}"
+    log "torch wrote nothing: the C++ points are in sparse_e2e_cuda_only$suffix.json"
+  fi
 }
 
 stage_cli() {
@@ -109,7 +114,9 @@ stage_cli() {
     timeout "$(time_left 300 5)" "${timer[@]}" "$BIN/prefill" attention --device cuda --mode sparse --seq-len "$L" --heads 32 --kv-heads 8 \
       --head-dim 128 --dtype bf16 --workload needle --layout contiguous --json "$WORK/cli_L$L.json" \
       >"$WORK/cli_L$L.log" 2>&1
-    log "prefill attention --device cuda --mode sparse L=$L: exit $? (host peak RSS: $(grep -oP 'Maximum resident set size \(kbytes\): \K[0-9]+' "$WORK/cli_L$L.log" | awk '{printf "%.1f GiB", $1/1048576}'))"
+    local rc=$? rss
+    rss=$(grep -oP 'Maximum resident set size \(kbytes\): \K[0-9]+' "$WORK/cli_L$L.log" | awk '{printf "%.1f GiB", $1/1048576}')
+    log "prefill attention --device cuda --mode sparse L=$L: exit $rc (host peak RSS: ${rss:-n/a})"
     grep -E '^ +(mask|time|memory|needle) ' "$WORK/cli_L$L.log" | tee -a "$OUT/summary.txt"
     [ -f "$WORK/cli_L$L.json" ] && files+=("$WORK/cli_L$L.json")
   done
