@@ -256,29 +256,19 @@ __global__ void __launch_bounds__(Traits::kThreads, 1)
   sm80::CpAsyncWait<0>();
 
   // Epilogue: normalise, write O [lq, hq, D] in out_dtype and LSE [lq, hq] (natural log).
-  constexpr float kLn2 = 0.6931471805599453f;
 #pragma unroll
   for (int r = 0; r < 2; ++r) {
-    const float total = sm80::WarpQuadSum(row_sum[r]);
-    const float inv = total > 0.f ? 1.f / total : 0.f;
-    const float lse = total > 0.f ? (row_max[r] + log2f(total)) * kLn2 : -INFINITY;
+    const sm80::FinishedRow fin = sm80::FinishRow(row_max[r], row_sum[r]);
     const int64_t q_row = q_row0 + 8 * r;
     const int64_t out_row = (q_row * p.hq + head) * kHeadDim;
 #pragma unroll
     for (int i = 0; i < Traits::kNTilesO; ++i) {
       const int col = 8 * i + 2 * quad_col;
-      const float x0 = acc_o[i][2 * r] * inv;
-      const float x1 = acc_o[i][2 * r + 1] * inv;
-      if (p.out_dtype == DType::kF32) {
-        *reinterpret_cast<float2*>(static_cast<float*>(p.o) + out_row + col) = make_float2(x0, x1);
-      } else if (p.out_dtype == DType::kBF16) {
-        *reinterpret_cast<__nv_bfloat162*>(static_cast<__nv_bfloat16*>(p.o) + out_row + col) =
-            __floats2bfloat162_rn(x0, x1);
-      } else {
-        *reinterpret_cast<__half2*>(static_cast<__half*>(p.o) + out_row + col) = __floats2half2_rn(x0, x1);
-      }
+      const float x0 = acc_o[i][2 * r] * fin.inv_sum;
+      const float x1 = acc_o[i][2 * r + 1] * fin.inv_sum;
+      sm80::StoreOutputPair(p, out_row + col, x0, x1);
     }
-    if (quad_col == 0) p.lse[q_row * p.hq + head] = lse;
+    if (quad_col == 0) p.lse[q_row * p.hq + head] = fin.lse;
   }
 }
 

@@ -19,13 +19,6 @@
 namespace prefill::cuda {
 namespace {
 
-// Shared memory of the sm90 kernel (see Sm90AttentionTraits): 1 KiB slack + Q + 2 * stages *
-// K/V tile + barriers.
-size_t Sm90SmemBytes(int head_dim) {
-  const int stages = head_dim == 128 ? 2 : 4;
-  return 1024 + 128 * head_dim * 2 + 2 * stages * 128 * head_dim * 2 + (2 + 3 * stages) * 8 + 64;
-}
-
 absl::StatusOr<bool> Sm90aCompiledIn() {
   static std::once_flag once;
   static cudaError_t error = cudaSuccess;
@@ -83,8 +76,8 @@ absl::Status Sm90Eligible(const AttentionKernelParams& kp, const DeviceContext& 
     return absl::FailedPreconditionError("TMA needs 16-byte aligned q, k, v");
   }
   // Strides in multiples of 8 elements (16 bytes) are already required by the entry.
-  if (Sm90SmemBytes(p.head_dim) > ctx.max_smem_per_block_optin) {
-    return absl::FailedPreconditionError(absl::StrCat("sm90 attention needs ", Sm90SmemBytes(p.head_dim),
+  if (Sm90SmemBytes(p.head_dim, Sm90KvStages(p.head_dim)) > ctx.max_smem_per_block_optin) {
+    return absl::FailedPreconditionError(absl::StrCat("sm90 attention needs ", Sm90SmemBytes(p.head_dim, Sm90KvStages(p.head_dim)),
                                                       " bytes of shared memory, the device allows ",
                                                       ctx.max_smem_per_block_optin));
   }

@@ -4,14 +4,18 @@
 //     block) items round-robin;
 //   * warp specialization: warpgroup 0 is the producer (one thread issues TMA loads of Q and
 //     of the K/V tiles of the row's selected KV blocks into a kStages-deep shared-memory ring,
-//     completing on mbarriers) and gives its registers away (setmaxnreg.dec 24); warpgroups 1
-//     and 2 are consumers (setmaxnreg.inc 240), 64 query rows each;
+//     completing on mbarriers; K and V stages are released separately) and gives its
+//     registers away (setmaxnreg.dec 24); warpgroups 1 and 2 are consumers (setmaxnreg.inc
+//     240), 64 query rows each;
 //   * S = Q K^T by wgmma with both operands in shared memory (K-major, 128-byte swizzle as
 //     TMA wrote them), O += P V by wgmma with P from registers and V as a transposed
 //     (MN-major) shared-memory operand;
-//   * online softmax in registers (exp2 domain), causal masking only on tiles whose key
-//     position range overlaps the warpgroup's query range (precomputed per KV block), whole
-//     tiles skipped when no row of the warpgroup sees them.
+//   * intra-warpgroup overlap: tile j's S = Q K_j^T and tile j-1's O += P V_{j-1} are issued
+//     together; the softmax of S_j runs while P V_{j-1} is still on the tensor cores;
+//   * inter-warpgroup ping-pong: a pair of named barriers makes the two consumers take turns
+//     issuing their GEMMs, so one's softmax (MUFU, FMA) overlaps the other's GEMMs;
+//   * online softmax in registers (exp2 domain), causal masking only on tiles whose largest
+//     key position (precomputed per KV block) exceeds the warp's smallest query position.
 // Included only by the attention_sm90_hdim*.cu instantiation files. The body exists only in
 // the sm_90a compile pass; the sm_80 pass compiles an empty kernel that is never launched
 // (the host checks Sm90aKernelsCompiledIn() first).
@@ -39,7 +43,9 @@ struct Sm90AttentionTraits {
   static constexpr int kBlockN = 128;  // keys per tile = one KV block
   static constexpr int kConsumers = 2;
   static constexpr int kThreads = 128 * (1 + kConsumers);
-  static constexpr int kStages = kHeadDim == 128 ? 2 : 4;
+  // Two stages for head dim 128 (Q + 2 x (K + V) = 160 KiB): a third (224 KiB) measured
+  // within noise on the H200 (bench/gpu/attention_kernel_notes.md).
+  static constexpr int kStages = Sm90KvStages(kHeadDim);
   static constexpr int kChunks = kHeadDim / 64;      // 128-byte TMA boxes per row
   static constexpr int kChunkBytesQ = kBlockM * 128;  // one 64-column box of Q
   static constexpr int kChunkBytesKv = kBlockN * 128;
@@ -51,19 +57,137 @@ struct Sm90AttentionTraits {
   static constexpr int kKStepsPV = kBlockN / 16;
   static constexpr int kProducerRegs = 24;
   static constexpr int kConsumerRegs = 240;
-  static constexpr int kNumBarriers = 2 + 3 * kStages;
-  static constexpr size_t kSmemBytes =
-      1024 /* alignment slack */ + kTileBytesQ + 2 * kStages * kTileBytesKv + kNumBarriers * 8 + 64 /* scratch */;
+  static constexpr int kNumBarriers = Sm90NumBarriers(kStages);
+  static constexpr size_t kSmemBytes = Sm90SmemBytes(kHeadDim, kStages);
+  // Named barrier ids 1 + consumer: the consumer's GEMM turn.
+  static constexpr int kTurnBarrier = 1;
   static_assert(kHeadDim == 64 || kHeadDim == 128, "head dims 64 and 128");
   static_assert(kProducerRegs * 128 + kConsumerRegs * 128 * kConsumers <= 65536, "register file");
 };
+
+namespace sm90_consumer {
+
+// S[64 x 128] = Q[64 rows of this warpgroup] K^T, both from shared memory, asynchronous.
+template <typename Traits>
+__device__ __forceinline__ void IssueScores(float (&acc_s)[Traits::kNTilesS * 4], uint32_t q_base,
+                                            uint32_t k_stage) {
+  sm90::WgmmaFence();
+#pragma unroll
+  for (int kk = 0; kk < Traits::kKStepsQK; ++kk) {
+    // K-major, 128B swizzle: 8-row groups 1024 bytes apart; k16 steps 32 bytes into the row.
+    const uint64_t desc_q = sm90::MakeSmemDesc(q_base + (kk / 4) * Traits::kChunkBytesQ + (kk % 4) * 32, 16, 1024);
+    const uint64_t desc_k = sm90::MakeSmemDesc(k_stage + (kk / 4) * Traits::kChunkBytesKv + (kk % 4) * 32, 16, 1024);
+    sm90::WgmmaSS128<typename Traits::Element>(acc_s, desc_q, desc_k, kk > 0 ? 1 : 0);
+  }
+  sm90::WgmmaCommit();
+}
+
+// O[64 x D] += P[64 x 128] (registers) V[128 x D] (shared memory, MN-major), asynchronous.
+template <typename Traits>
+__device__ __forceinline__ void IssuePv(float (&acc_o)[Traits::kNTilesO * 4], const uint32_t (&p_frag)[Traits::kKStepsPV][4],
+                                        uint32_t v_stage) {
+  sm90::FenceOperands(acc_o);
+  sm90::WgmmaFence();
+#pragma unroll
+  for (int kk = 0; kk < Traits::kKStepsPV; ++kk) {
+    // MN-major (V rows are keys, head dim contiguous), 128B swizzle: 8-key groups 1024 bytes
+    // apart (stride), 64-column chunks kChunkBytesKv apart (leading); k16 step = 16 keys =
+    // 2048 bytes.
+    const uint64_t desc_v = sm90::MakeSmemDesc(v_stage + kk * 16 * 128, Traits::kChunkBytesKv, 1024);
+    if constexpr (Traits::kHeadDim == 128) {
+      sm90::WgmmaRS128<typename Traits::Element>(acc_o, p_frag[kk], desc_v, 1);
+    } else {
+      sm90::WgmmaRS64<typename Traits::Element>(acc_o, p_frag[kk], desc_v, 1);
+    }
+  }
+  sm90::WgmmaCommit();
+}
+
+template <typename Traits>
+__device__ __forceinline__ void RescaleOutput(float (&acc_o)[Traits::kNTilesO * 4], const float (&alpha)[2]) {
+#pragma unroll
+  for (int i = 0; i < Traits::kNTilesO; ++i) {
+#pragma unroll
+    for (int r = 0; r < 2; ++r) {
+      acc_o[i * 4 + 2 * r] *= alpha[r];
+      acc_o[i * 4 + 2 * r + 1] *= alpha[r];
+    }
+  }
+}
+
+// Online softmax of one tile in place: scores become unnormalised probabilities against the
+// new running max; alpha = how much the previous output must shrink.
+template <typename Traits>
+__device__ __forceinline__ void SoftmaxTile(float (&acc_s)[Traits::kNTilesS * 4], float (&row_max)[2],
+                                            float (&row_sum)[2], float (&alpha)[2], float scale_log2) {
+#pragma unroll
+  for (int r = 0; r < 2; ++r) {
+    float tile_max = -INFINITY;
+#pragma unroll
+    for (int j = 0; j < Traits::kNTilesS; ++j) {
+      tile_max = fmaxf(tile_max, fmaxf(acc_s[j * 4 + 2 * r], acc_s[j * 4 + 2 * r + 1]));
+    }
+    tile_max = sm80::WarpQuadMax(tile_max);
+    const float new_max = fmaxf(row_max[r], tile_max * scale_log2);
+    const float ref = new_max == -INFINITY ? 0.f : new_max;  // a row that sees nothing yet
+    alpha[r] = sm90::FastExp2(row_max[r] - ref);
+    row_max[r] = new_max;
+    float sum = 0.f;
+#pragma unroll
+    for (int j = 0; j < Traits::kNTilesS; ++j) {
+#pragma unroll
+      for (int c = 0; c < 2; ++c) {
+        const float prob = sm90::FastExp2(fmaf(acc_s[j * 4 + 2 * r + c], scale_log2, -ref));
+        acc_s[j * 4 + 2 * r + c] = prob;
+        sum += prob;
+      }
+    }
+    row_sum[r] = row_sum[r] * alpha[r] + sum;
+  }
+}
+
+// The probabilities as the A operand of the P V wgmma (k16 steps of the m64 x k16 layout).
+template <typename Traits>
+__device__ __forceinline__ void PackProbabilities(const float (&acc_s)[Traits::kNTilesS * 4],
+                                                  uint32_t (&p_frag)[Traits::kKStepsPV][4]) {
+  using Element = typename Traits::Element;
+#pragma unroll
+  for (int kk = 0; kk < Traits::kKStepsPV; ++kk) {
+    p_frag[kk][0] = sm80::PackPair<Element>(acc_s[(2 * kk) * 4 + 0], acc_s[(2 * kk) * 4 + 1]);
+    p_frag[kk][1] = sm80::PackPair<Element>(acc_s[(2 * kk) * 4 + 2], acc_s[(2 * kk) * 4 + 3]);
+    p_frag[kk][2] = sm80::PackPair<Element>(acc_s[(2 * kk + 1) * 4 + 0], acc_s[(2 * kk + 1) * 4 + 1]);
+    p_frag[kk][3] = sm80::PackPair<Element>(acc_s[(2 * kk + 1) * 4 + 2], acc_s[(2 * kk + 1) * 4 + 3]);
+  }
+}
+
+// Normalises and writes O [lq, hq, D] in out_dtype and LSE [lq, hq] (natural log).
+template <typename Traits>
+__device__ __forceinline__ void StoreOutput(const AttentionParams& p, const float (&acc_o)[Traits::kNTilesO * 4],
+                                            const float (&row_max)[2], const float (&row_sum)[2], int64_t q_row0,
+                                            int head, int quad_col) {
+#pragma unroll
+  for (int r = 0; r < 2; ++r) {
+    const sm80::FinishedRow fin = sm80::FinishRow(row_max[r], row_sum[r]);
+    const int64_t q_row = q_row0 + 8 * r;
+    const int64_t out_row = (q_row * p.hq + head) * Traits::kHeadDim;
+#pragma unroll
+    for (int i = 0; i < Traits::kNTilesO; ++i) {
+      const int col = 8 * i + 2 * quad_col;
+      const float x0 = acc_o[i * 4 + 2 * r] * fin.inv_sum;
+      const float x1 = acc_o[i * 4 + 2 * r + 1] * fin.inv_sum;
+      sm80::StoreOutputPair(p, out_row + col, x0, x1);
+    }
+    if (quad_col == 0) p.lse[q_row * p.hq + head] = fin.lse;
+  }
+}
+
+}  // namespace sm90_consumer
 
 template <typename Traits>
 __global__ void __launch_bounds__(Traits::kThreads, 1)
     AttentionSm90Kernel(const __grid_constant__ Sm90KernelParams params) {
 #ifdef PREFILL_SM90A_ENABLED
-  using Element = typename Traits::Element;
-  constexpr int kHeadDim = Traits::kHeadDim;
+  namespace consumer_ops = sm90_consumer;
   constexpr int kStages = Traits::kStages;
 
   extern __shared__ unsigned char smem_raw[];
@@ -76,9 +200,9 @@ __global__ void __launch_bounds__(Traits::kThreads, 1)
   uint64_t* q_full = bars;
   uint64_t* q_empty = bars + 1;
   uint64_t* k_full = bars + 2;
-  uint64_t* v_full = bars + 2 + kStages;
-  uint64_t* kv_empty = bars + 2 + 2 * kStages;
-  int* wg_scratch = reinterpret_cast<int*>(bars + Traits::kNumBarriers);  // [consumer][warp][min, max]
+  uint64_t* v_full = k_full + kStages;
+  uint64_t* k_empty = v_full + kStages;
+  uint64_t* v_empty = k_empty + kStages;
 
   const AttentionKernelParams& kp = params.kp;
   const AttentionParams& p = kp.p;
@@ -91,7 +215,8 @@ __global__ void __launch_bounds__(Traits::kThreads, 1)
     for (int s = 0; s < kStages; ++s) {
       sm90::BarrierInit(&k_full[s], 1);
       sm90::BarrierInit(&v_full[s], 1);
-      sm90::BarrierInit(&kv_empty[s], kConsumerThreads);
+      sm90::BarrierInit(&k_empty[s], kConsumerThreads);
+      sm90::BarrierInit(&v_empty[s], kConsumerThreads);
     }
     sm90::BarrierInitFence();
   }
@@ -123,20 +248,19 @@ __global__ void __launch_bounds__(Traits::kThreads, 1)
       q_phase ^= 1;
       for (int e = begin; e < end; ++e) {
         const int block = p.mask_kv_blocks[e];
-        sm90::BarrierWait(&kv_empty[stage], phase ^ 1);
-        unsigned char* k_dst = s_k + stage * Traits::kTileBytesKv;
-        unsigned char* v_dst = s_v + stage * Traits::kTileBytesKv;
+        sm90::BarrierWait(&k_empty[stage], phase ^ 1);
         sm90::BarrierArriveExpectTx(&k_full[stage], Traits::kTileBytesKv);
 #pragma unroll
         for (int c = 0; c < Traits::kChunks; ++c) {
-          sm90::TmaLoad3d(k_dst + c * Traits::kChunkBytesKv, &params.tma_k, &k_full[stage], c * 64,
-                          block * Traits::kBlockN, kv_head);
+          sm90::TmaLoad3d(s_k + stage * Traits::kTileBytesKv + c * Traits::kChunkBytesKv, &params.tma_k, &k_full[stage],
+                          c * 64, block * Traits::kBlockN, kv_head);
         }
+        sm90::BarrierWait(&v_empty[stage], phase ^ 1);
         sm90::BarrierArriveExpectTx(&v_full[stage], Traits::kTileBytesKv);
 #pragma unroll
         for (int c = 0; c < Traits::kChunks; ++c) {
-          sm90::TmaLoad3d(v_dst + c * Traits::kChunkBytesKv, &params.tma_v, &v_full[stage], c * 64,
-                          block * Traits::kBlockN, kv_head);
+          sm90::TmaLoad3d(s_v + stage * Traits::kTileBytesKv + c * Traits::kChunkBytesKv, &params.tma_v, &v_full[stage],
+                          c * 64, block * Traits::kBlockN, kv_head);
         }
         if (++stage == kStages) {
           stage = 0;
@@ -160,48 +284,55 @@ __global__ void __launch_bounds__(Traits::kThreads, 1)
   const uint32_t q_base = sm90::SmemAddr(s_q) + consumer * 64 * 128;
   const uint32_t k_base = sm90::SmemAddr(s_k);
   const uint32_t v_base = sm90::SmemAddr(s_v);
+  // GEMM turns: a consumer waits on its own turn barrier and, once its GEMMs are issued,
+  // opens the other's. Consumer 0 goes first. Both consumers pass the same number of turns
+  // (same items, same tiles), so the pairs always match.
+  const int my_turn = Traits::kTurnBarrier + consumer;
+  const int other_turn = Traits::kTurnBarrier + (1 - consumer);
+  if (consumer == 1) sm90::NamedBarrierArrive(other_turn, kConsumerThreads);
+
+  // The next item's schedule entry and CSR row are loaded while this one computes: the
+  // dependent loads (schedule -> row offsets) would otherwise stall both consumers at every
+  // item boundary, with the tensor cores idle.
+  struct ItemRow {
+    int item = 0, begin = 0, end = 0;
+  };
+  auto load_row = [&](int idx) {
+    ItemRow r;
+    if (idx < kp.num_items) {
+      r.item = kp.schedule[idx];
+      r.begin = p.mask_row_offsets[r.item];
+      r.end = p.mask_row_offsets[r.item + 1];
+    }
+    return r;
+  };
+  ItemRow next_row = load_row(blockIdx.x);
 
   int stage = 0;
   uint32_t phase = 0, q_phase = 0;
   for (int idx = blockIdx.x; idx < kp.num_items; idx += gridDim.x) {
-    const int item = kp.schedule[idx];
+    const ItemRow row = next_row;
+    next_row = load_row(idx + gridDim.x);
+    const int item = row.item;
     const int head = item / kp.num_q_blocks;
     const int q_block = item - head * kp.num_q_blocks;
     const int kv_head = head / kp.group;
-    const int begin = p.mask_row_offsets[item];
-    const int num_blocks = p.mask_row_offsets[item + 1] - begin;
+    const int begin = row.begin;
+    const int num_blocks = row.end - begin;
     const int64_t q_row0 = static_cast<int64_t>(q_block) * Traits::kBlockM + local_row0;
 
-    // Query positions of this thread's rows, and the warpgroup's range (uniform decisions).
+    // Query positions of this thread's rows; the warp's smallest decides (uniformly per warp)
+    // whether a tile needs the mask, once the first S GEMM has been issued.
     int qpos[2] = {INT_MAX, INT_MAX};
-    int wg_qmin = INT_MAX, wg_qmax = INT_MAX;
     const int32_t* kpos_head = nullptr;
     const int32_t* range_head = nullptr;
     if (p.causal) {
       qpos[0] = p.q_pos[q_row0];
       qpos[1] = p.q_pos[q_row0 + 8];
-      int lo = min(qpos[0], qpos[1]), hi = max(qpos[0], qpos[1]);
-#pragma unroll
-      for (int offset = 16; offset >= 1; offset /= 2) {
-        lo = min(lo, __shfl_xor_sync(0xffffffffu, lo, offset));
-        hi = max(hi, __shfl_xor_sync(0xffffffffu, hi, offset));
-      }
-      if (lane == 0) {
-        wg_scratch[(consumer * 4 + warp) * 2] = lo;
-        wg_scratch[(consumer * 4 + warp) * 2 + 1] = hi;
-      }
-      sm90::NamedBarrierSync(1 + consumer, 128);
-      wg_qmin = INT_MAX;
-      wg_qmax = INT_MIN;
-#pragma unroll
-      for (int w = 0; w < 4; ++w) {
-        wg_qmin = min(wg_qmin, wg_scratch[(consumer * 4 + w) * 2]);
-        wg_qmax = max(wg_qmax, wg_scratch[(consumer * 4 + w) * 2 + 1]);
-      }
-      sm90::NamedBarrierSync(1 + consumer, 128);  // scratch free for the next item
       kpos_head = p.k_pos + static_cast<int64_t>(kv_head) * p.k_pos_head_stride;
       range_head = kp.kv_block_range + static_cast<int64_t>(kv_head) * kp.num_kv_blocks * 2;
     }
+    int warp_qmin = INT_MAX;
 
     float acc_o[Traits::kNTilesO * 4];
 #pragma unroll
@@ -211,148 +342,101 @@ __global__ void __launch_bounds__(Traits::kThreads, 1)
 
     sm90::BarrierWait(q_full, q_phase);
     q_phase ^= 1;
-    if (num_blocks == 0) sm90::BarrierArrive(q_empty);
-
-    for (int e = 0; e < num_blocks; ++e) {
-      const int block = p.mask_kv_blocks[begin + e];
-      bool skip = false, masked = false;
-      int kcol[Traits::kNTilesS][2];
-      if (p.causal) {
-        const int kmin = range_head[2 * block];
-        const int kmax = range_head[2 * block + 1];
-        skip = kmin > wg_qmax;                   // no row of the warpgroup sees a key
-        masked = !skip && kmax > wg_qmin;        // some row sees only part of the tile
-        if (masked) {
-          const int32_t* kp_tile = kpos_head + static_cast<int64_t>(block) * Traits::kBlockN;
-#pragma unroll
-          for (int j = 0; j < Traits::kNTilesS; ++j) {
-            kcol[j][0] = kp_tile[8 * j + 2 * quad_col];
-            kcol[j][1] = kp_tile[8 * j + 2 * quad_col + 1];
-          }
-        }
-      }
-
+    if (num_blocks == 0) {
+      sm90::BarrierArrive(q_empty);
+    } else {
+      // Every wgmma sits on a straight path (first tile, steady state, last P V): a wgmma
+      // under a branch ptxas cannot prove uniform gets serialised (warning C7518). Tiles no
+      // row of the warpgroup sees are therefore computed fully masked, not skipped (they are
+      // rare: the mask only lists blocks some row of the query block sees).
       float acc_s[Traits::kNTilesS * 4];
-      sm90::BarrierWait(&k_full[stage], phase);
-      if (!skip) {
-        const uint32_t k_stage = k_base + stage * Traits::kTileBytesKv;
-        sm90::WgmmaFence();
-#pragma unroll
-        for (int kk = 0; kk < Traits::kKStepsQK; ++kk) {
-          // K-major, 128B swizzle: 8-row groups 1024 bytes apart; k16 steps 32 bytes into the row.
-          const uint64_t desc_q = sm90::MakeSmemDesc(q_base + (kk / 4) * Traits::kChunkBytesQ + (kk % 4) * 32, 16, 1024);
-          const uint64_t desc_k = sm90::MakeSmemDesc(k_stage + (kk / 4) * Traits::kChunkBytesKv + (kk % 4) * 32, 16, 1024);
-          sm90::WgmmaSS128<Element>(acc_s, desc_q, desc_k, kk > 0 ? 1 : 0);
-        }
-        sm90::WgmmaCommit();
-        sm90::WgmmaWait<0>();
+      uint32_t p_frag[Traits::kKStepsPV][4];  // the previous tile's P, read by its P V GEMM
+      float alpha[2];
+      auto score_tile = [&](int e) {  // mask and softmax of tile e, after its S GEMM
         sm90::FenceOperands(acc_s);
-      }
-      if (e == num_blocks - 1) sm90::BarrierArrive(q_empty);  // Q no longer read by this thread
-
-      uint32_t p_frag[Traits::kKStepsPV][4];
-      if (!skip) {
-        if (masked) {
+        sm90::BarrierArrive(&k_empty[stage]);
+        if (e == num_blocks - 1) sm90::BarrierArrive(q_empty);  // Q no longer read by this thread
+        if (p.causal) {
+          const int block = p.mask_kv_blocks[begin + e];
+          const int kmax = range_head[2 * block + 1];
+          if (kmax > warp_qmin) {  // some row sees only part of the tile (or none of it)
+            const int32_t* kp_tile = kpos_head + static_cast<int64_t>(block) * Traits::kBlockN;
 #pragma unroll
-          for (int j = 0; j < Traits::kNTilesS; ++j) {
+            for (int j = 0; j < Traits::kNTilesS; ++j) {
 #pragma unroll
-            for (int c = 0; c < 2; ++c) {
-              if (kcol[j][c] > qpos[0]) acc_s[j * 4 + c] = -INFINITY;
-              if (kcol[j][c] > qpos[1]) acc_s[j * 4 + 2 + c] = -INFINITY;
+              for (int c = 0; c < 2; ++c) {
+                const int kcol = kp_tile[8 * j + 2 * quad_col + c];
+                if (kcol > qpos[0]) acc_s[j * 4 + c] = -INFINITY;
+                if (kcol > qpos[1]) acc_s[j * 4 + 2 + c] = -INFINITY;
+              }
             }
           }
         }
-#pragma unroll
-        for (int r = 0; r < 2; ++r) {
-          float tile_max = -INFINITY;
-#pragma unroll
-          for (int j = 0; j < Traits::kNTilesS; ++j) {
-            tile_max = fmaxf(tile_max, fmaxf(acc_s[j * 4 + 2 * r], acc_s[j * 4 + 2 * r + 1]));
-          }
-          tile_max = sm80::WarpQuadMax(tile_max);
-          const float new_max = fmaxf(row_max[r], tile_max * scale_log2);
-          const float ref = new_max == -INFINITY ? 0.f : new_max;
-          const float alpha = exp2f(row_max[r] - ref);
-          row_max[r] = new_max;
-          row_sum[r] *= alpha;
-#pragma unroll
-          for (int i = 0; i < Traits::kNTilesO; ++i) {
-            acc_o[i * 4 + 2 * r] *= alpha;
-            acc_o[i * 4 + 2 * r + 1] *= alpha;
-          }
-#pragma unroll
-          for (int j = 0; j < Traits::kNTilesS; ++j) {
-#pragma unroll
-            for (int c = 0; c < 2; ++c) {
-              const float prob = exp2f(fmaf(acc_s[j * 4 + 2 * r + c], scale_log2, -ref));
-              acc_s[j * 4 + 2 * r + c] = prob;
-              row_sum[r] += prob;
-            }
-          }
-        }
-#pragma unroll
-        for (int kk = 0; kk < Traits::kKStepsPV; ++kk) {
-          p_frag[kk][0] = sm80::PackPair<Element>(acc_s[(2 * kk) * 4 + 0], acc_s[(2 * kk) * 4 + 1]);
-          p_frag[kk][1] = sm80::PackPair<Element>(acc_s[(2 * kk) * 4 + 2], acc_s[(2 * kk) * 4 + 3]);
-          p_frag[kk][2] = sm80::PackPair<Element>(acc_s[(2 * kk + 1) * 4 + 0], acc_s[(2 * kk + 1) * 4 + 1]);
-          p_frag[kk][3] = sm80::PackPair<Element>(acc_s[(2 * kk + 1) * 4 + 2], acc_s[(2 * kk + 1) * 4 + 3]);
-        }
-      }
-
-      sm90::BarrierWait(&v_full[stage], phase);
-      if (!skip) {
-        const uint32_t v_stage = v_base + stage * Traits::kTileBytesKv;
-        sm90::FenceOperands(acc_o);
-        sm90::WgmmaFence();
-#pragma unroll
-        for (int kk = 0; kk < Traits::kKStepsPV; ++kk) {
-          // MN-major (V rows are keys, head dim contiguous), 128B swizzle: 8-key groups 1024
-          // bytes apart (stride), 64-column chunks kChunkBytesKv apart (leading); k16 step =
-          // 16 keys = 2048 bytes.
-          const uint64_t desc_v = sm90::MakeSmemDesc(v_stage + kk * 16 * 128, Traits::kChunkBytesKv, 1024);
-          if constexpr (kHeadDim == 128) {
-            sm90::WgmmaRS128<Element>(acc_o, p_frag[kk], desc_v, 1);
-          } else {
-            sm90::WgmmaRS64<Element>(acc_o, p_frag[kk], desc_v, 1);
-          }
-        }
-        sm90::WgmmaCommit();
+        consumer_ops::SoftmaxTile<Traits>(acc_s, row_max, row_sum, alpha, scale_log2);
+      };
+      auto finish_pv = [&](int v_stage) {  // after the P V GEMM of the tile in v_stage
         sm90::WgmmaWait<0>();
         sm90::FenceOperands(acc_o);
+        // p_frag stays live (its registers untouched) until the GEMM that reads it is done.
+#pragma unroll
+        for (int kk = 0; kk < Traits::kKStepsPV; ++kk) sm90::FenceOperands(p_frag[kk]);
+        sm90::BarrierArrive(&v_empty[v_stage]);
+      };
+
+      // First tile: S only.
+      sm90::BarrierWait(&k_full[stage], phase);
+      sm90::NamedBarrierSync(my_turn, kConsumerThreads);
+      consumer_ops::IssueScores<Traits>(acc_s, q_base, k_base + stage * Traits::kTileBytesKv);
+      sm90::NamedBarrierArrive(other_turn, kConsumerThreads);
+      if (p.causal) {
+        warp_qmin = min(qpos[0], qpos[1]);
+#pragma unroll
+        for (int offset = 16; offset >= 1; offset /= 2) {
+          warp_qmin = min(warp_qmin, __shfl_xor_sync(0xffffffffu, warp_qmin, offset));
+        }
       }
-      sm90::BarrierArrive(&kv_empty[stage]);
+      sm90::WgmmaWait<0>();
+      score_tile(0);
+      consumer_ops::PackProbabilities<Traits>(acc_s, p_frag);
+      int prev_stage = stage;
+      uint32_t prev_phase = phase;
       if (++stage == kStages) {
         stage = 0;
         phase ^= 1;
       }
-    }
-
-    // Epilogue: normalise, O [lq, hq, D] in out_dtype, LSE [lq, hq] natural log.
-    constexpr float kLn2 = 0.6931471805599453f;
-#pragma unroll
-    for (int r = 0; r < 2; ++r) {
-      const float total = sm80::WarpQuadSum(row_sum[r]);
-      const float inv = total > 0.f ? 1.f / total : 0.f;
-      const float lse = total > 0.f ? (row_max[r] + log2f(total)) * kLn2 : -INFINITY;
-      const int64_t q_row = q_row0 + 8 * r;
-      const int64_t out_row = (q_row * p.hq + head) * kHeadDim;
-#pragma unroll
-      for (int i = 0; i < Traits::kNTilesO; ++i) {
-        const int col = 8 * i + 2 * quad_col;
-        const float x0 = acc_o[i * 4 + 2 * r] * inv;
-        const float x1 = acc_o[i * 4 + 2 * r + 1] * inv;
-        if (p.out_dtype == DType::kF32) {
-          *reinterpret_cast<float2*>(static_cast<float*>(p.o) + out_row + col) = make_float2(x0, x1);
-        } else if (p.out_dtype == DType::kBF16) {
-          *reinterpret_cast<__nv_bfloat162*>(static_cast<__nv_bfloat16*>(p.o) + out_row + col) =
-              __floats2bfloat162_rn(x0, x1);
-        } else {
-          *reinterpret_cast<__half2*>(static_cast<__half*>(p.o) + out_row + col) = __floats2half2_rn(x0, x1);
+      // Steady state: S of tile e with P V of tile e-1; softmax of e under that P V.
+      for (int e = 1; e < num_blocks; ++e) {
+        sm90::BarrierWait(&k_full[stage], phase);
+        sm90::BarrierWait(&v_full[prev_stage], prev_phase);
+        sm90::NamedBarrierSync(my_turn, kConsumerThreads);
+        consumer_ops::IssueScores<Traits>(acc_s, q_base, k_base + stage * Traits::kTileBytesKv);
+        consumer_ops::RescaleOutput<Traits>(acc_o, alpha);
+        consumer_ops::IssuePv<Traits>(acc_o, p_frag, v_base + prev_stage * Traits::kTileBytesKv);
+        sm90::NamedBarrierArrive(other_turn, kConsumerThreads);
+        sm90::WgmmaWait<1>();
+        score_tile(e);
+        finish_pv(prev_stage);
+        consumer_ops::PackProbabilities<Traits>(acc_s, p_frag);
+        prev_stage = stage;
+        prev_phase = phase;
+        if (++stage == kStages) {
+          stage = 0;
+          phase ^= 1;
         }
       }
-      if (quad_col == 0) p.lse[q_row * p.hq + head] = lse;
+      // Last tile's P V, in a turn of its own.
+      sm90::BarrierWait(&v_full[prev_stage], prev_phase);
+      sm90::NamedBarrierSync(my_turn, kConsumerThreads);
+      consumer_ops::RescaleOutput<Traits>(acc_o, alpha);
+      consumer_ops::IssuePv<Traits>(acc_o, p_frag, v_base + prev_stage * Traits::kTileBytesKv);
+      sm90::NamedBarrierArrive(other_turn, kConsumerThreads);
+      finish_pv(prev_stage);
     }
+    consumer_ops::StoreOutput<Traits>(p, acc_o, row_max, row_sum, q_row0, head, quad_col);
   }
+  // Consumer 1 opened one turn more than consumer 0 takes; take it, so no barrier is left
+  // half-arrived at exit.
+  if (consumer == 0) sm90::NamedBarrierSync(my_turn, kConsumerThreads);
 #endif  // PREFILL_SM90A_ENABLED
 }
 

@@ -5,6 +5,8 @@
 #include <cuda.h>
 #include <cuda_runtime_api.h>
 
+#include <cstddef>
+
 #include "kernels/cuda/attention/attention_kernel_params.h"
 
 namespace prefill::cuda {
@@ -16,6 +18,15 @@ struct Sm90KernelParams {
   CUtensorMap tma_v;  // V, like K
   AttentionKernelParams kp;
 };
+
+// Shared-memory plan of the kernel, known to the host for the eligibility check: 1 KiB
+// alignment slack + Q (128 rows) + kStages K and V tiles (128 keys) + the mbarriers
+// (Q full/empty, K full/empty and V full/empty per stage).
+constexpr int Sm90KvStages(int head_dim) { return head_dim == 128 ? 2 : 4; }
+constexpr int Sm90NumBarriers(int stages) { return 2 + 4 * stages; }
+constexpr size_t Sm90SmemBytes(int head_dim, int stages) {
+  return 1024 + 128 * head_dim * 2 + 2 * stages * 128 * head_dim * 2 + Sm90NumBarriers(stages) * 8;
+}
 
 // Persistent launch: `grid` CTAs (at most one per SM) walk kp.schedule round-robin.
 template <int kHeadDim, typename Element>

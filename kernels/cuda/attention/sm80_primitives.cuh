@@ -14,6 +14,8 @@
 #include <cstdint>
 #include <type_traits>
 
+#include "kernels/attention_params.h"
+
 namespace prefill::cuda::sm80 {
 
 __device__ __forceinline__ uint32_t SmemAddress(const void* ptr) {
@@ -84,6 +86,31 @@ __device__ __forceinline__ float WarpQuadMax(float x) {
 __device__ __forceinline__ float WarpQuadSum(float x) {
   x += __shfl_xor_sync(0xffffffffu, x, 1);
   return x + __shfl_xor_sync(0xffffffffu, x, 2);
+}
+
+// A finished row of the online softmax (exp2 domain, its partial sums spread over a quad):
+// the factor that normalises O, and the row's log-sum-exp in natural log (-inf, and O = 0,
+// for a row that saw no key).
+struct FinishedRow {
+  float inv_sum;
+  float lse;
+};
+__device__ __forceinline__ FinishedRow FinishRow(float row_max, float quad_partial_sum) {
+  constexpr float kLn2 = 0.6931471805599453f;
+  const float total = WarpQuadSum(quad_partial_sum);
+  if (total > 0.f) return {1.f / total, (row_max + log2f(total)) * kLn2};
+  return {0.f, -INFINITY};
+}
+
+// O[index], O[index + 1] = x0, x1 in p.out_dtype (the epilogue of both attention kernels).
+__device__ __forceinline__ void StoreOutputPair(const AttentionParams& p, int64_t index, float x0, float x1) {
+  if (p.out_dtype == DType::kF32) {
+    *reinterpret_cast<float2*>(static_cast<float*>(p.o) + index) = make_float2(x0, x1);
+  } else if (p.out_dtype == DType::kBF16) {
+    *reinterpret_cast<__nv_bfloat162*>(static_cast<__nv_bfloat16*>(p.o) + index) = __floats2bfloat162_rn(x0, x1);
+  } else {
+    *reinterpret_cast<__half2*>(static_cast<__half*>(p.o) + index) = __floats2half2_rn(x0, x1);
+  }
 }
 
 // Swizzled row-major tile of 16-bit values with kCols columns (kCols/8 16-byte chunks per

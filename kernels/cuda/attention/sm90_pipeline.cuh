@@ -86,9 +86,21 @@ __device__ __forceinline__ void RegisterAlloc() {
 #endif
 }
 
-// Barrier among the 128 threads of one warpgroup (ids 1.. ; 0 is __syncthreads').
+// Named barriers (ids 1.. ; 0 is __syncthreads'): Sync waits for `threads` arrivals
+// including its own; Arrive counts this thread without waiting.
 __device__ __forceinline__ void NamedBarrierSync(int id, int threads) {
   asm volatile("bar.sync %0, %1;\n" ::"r"(id), "r"(threads) : "memory");
+}
+__device__ __forceinline__ void NamedBarrierArrive(int id, int threads) {
+  asm volatile("bar.arrive %0, %1;\n" ::"r"(id), "r"(threads) : "memory");
+}
+
+// 2^x on the special-function unit (flush to zero; 2^-inf = 0): what exp2f becomes only
+// under --use_fast_math, which the project does not build with.
+__device__ __forceinline__ float FastExp2(float x) {
+  float y;
+  asm("ex2.approx.ftz.f32 %0, %1;\n" : "=f"(y) : "f"(x));
+  return y;
 }
 
 }  // namespace prefill::cuda::sm90
