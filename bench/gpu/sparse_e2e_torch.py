@@ -212,10 +212,10 @@ def fmt(x, spec):
 
 
 def print_table(res):
-    print(f"{'L':>8} {'causal':>6} {'workload':>8} {'conc':>5} {'tau':>6} {'density':>7} {'est_ms':>8} {'est_dev':>8} "
+    print(f"{'L':>8} {'causal':>6} {'workload':>8} {'conc':>5} {'tau':>8} {'density':>7} {'est_ms':>8} {'est_dev':>8} "
           f"{'est_hmsk':>8} {'sparse':>8} {'ours_dn':>8} {'cudnn':>8} {'flex':>8} {'x_cudnn':>7}")
     for p in res["points"]:
-        print(f"{p['L']:>8} {str(p['causal']):>6} {p['workload']:>8} {p['concentration']:>5.3g} {p['tau']:>6.4f} "
+        print(f"{p['L']:>8} {str(p['causal']):>6} {p['workload']:>8} {p['concentration']:>5.3g} {p['tau']:>8.6f} "
               f"{p['estimated_density']:>7.3f} {fmt(p['estimate_ms'], '8.2f')} {fmt(p['estimate_device_ms'], '8.2f')} "
               f"{fmt(p.get('estimate_host_mask_ms'), '8.2f')} "
               f"{fmt(p['sparse_ms'], '8.2f')} {fmt(p.get('dense_ms'), '8.2f')} {fmt(p.get('cudnn_dense_ms'), '8.2f')} "
