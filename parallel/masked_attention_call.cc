@@ -12,7 +12,17 @@ absl::Status RunMaskedAttention(AttentionBackend& backend, const CpAttentionShar
   if (!offsets.ok()) return offsets.status();
   absl::StatusOr<BackendBuffer> ids = UploadToBackend(backend, std::span<const int32_t>(mask.ids));
   if (!ids.ok()) return ids.status();
+  absl::Status s = RunMaskedAttentionInBackend(backend, shard, q_pos, lq, block_size, kv,
+                                               static_cast<const int32_t*>(offsets->get()),
+                                               static_cast<const int32_t*>(ids->get()), o, lse);
+  if (!s.ok()) return s;
+  // The uploaded mask dies with this scope: the kernel must be done with it.
+  return backend.Synchronize();
+}
 
+absl::Status RunMaskedAttentionInBackend(AttentionBackend& backend, const CpAttentionShard& shard,
+                                         const int32_t* q_pos, int lq, int block_size, const KvRows& kv,
+                                         const int32_t* row_offsets, const int32_t* kv_blocks, float* o, float* lse) {
   AttentionParams p;
   p.dtype = shard.dtype;
   p.q = shard.q;
@@ -33,15 +43,12 @@ absl::Status RunMaskedAttention(AttentionBackend& backend, const CpAttentionShar
   p.block_size = block_size;
   p.causal = shard.causal;
   p.scale = shard.scale;
-  p.mask_row_offsets = static_cast<const int32_t*>(offsets->get());
-  p.mask_kv_blocks = static_cast<const int32_t*>(ids->get());
+  p.mask_row_offsets = row_offsets;
+  p.mask_kv_blocks = kv_blocks;
   p.out_dtype = DType::kF32;
   p.o = o;
   p.lse = lse;
-  absl::Status s = backend.Attention(p);
-  if (!s.ok()) return s;
-  // The uploaded mask dies with this scope: the kernel must be done with it.
-  return backend.Synchronize();
+  return backend.Attention(p);
 }
 
 }  // namespace prefill

@@ -102,6 +102,48 @@ void SplitMask(const BlockMask& mask, const CpLayout& layout, int rank, int hkv,
   }
 }
 
+// True when local block i is absolute block i (one rank, positions in order): no exchange,
+// and the estimated mask's ids index the local K/V rows as they are.
+bool AllBlocksLocalInOrder(const Communicator& comm, const CpLayout& layout) {
+  if (comm.size() != 1) return false;
+  const std::vector<int32_t> positions = layout.Positions(0);
+  for (size_t i = 0; i < positions.size(); ++i) {
+    if (positions[i] != static_cast<int32_t>(i)) return false;
+  }
+  return true;
+}
+
+// b.-e. on one rank: the mask in backend memory, the attention on the token-major K/V.
+absl::Status AttendOnOneRank(AttentionBackend& backend, const CpLayout& layout, const CpAttentionShard& shard,
+                             const SparseOptions& options, const MaskEstimateParams& est,
+                             const CpAttentionOutput& out, SparseCpResult& result, Clock::time_point t0) {
+  CpAttentionStats& stats = result.stats;
+  absl::StatusOr<BackendBlockMask> mask = backend.EstimateMaskInBackend(est);
+  if (!mask.ok()) return mask.status();
+  stats.selected_blocks = mask->selected_blocks();
+  stats.visible_blocks = mask->host.visible_blocks;
+  stats.estimate_seconds = Seconds(t0);
+
+  t0 = Clock::now();
+  const int lq = static_cast<int>(layout.local_len());
+  const std::vector<int32_t> positions = layout.Positions(0);
+  absl::StatusOr<BackendBuffer> q_pos = UploadToBackend(backend, std::span<const int32_t>(positions));
+  if (!q_pos.ok()) return q_pos.status();
+  const int64_t kv_row = static_cast<int64_t>(shard.hkv) * shard.head_dim;
+  const KvRows rows{shard.k, shard.v, kv_row, shard.head_dim, As<int32_t>(*q_pos), 0, lq};
+  absl::Status s = RunMaskedAttentionInBackend(backend, shard, As<int32_t>(*q_pos), lq, layout.block_size(), rows,
+                                               mask->row_offsets, mask->kv_blocks, out.o, out.lse);
+  if (s.ok()) s = backend.Synchronize();
+  if (!s.ok()) return s;
+  stats.attention_seconds = Seconds(t0);
+  result.mask = std::move(mask->host);
+  if (options.mask_ids_on_host) {
+    result.mask.kv_blocks.resize(stats.selected_blocks);
+    s = backend.CopyToHost(result.mask.kv_blocks.data(), mask->kv_blocks, stats.selected_blocks * sizeof(int32_t));
+  }
+  return s;
+}
+
 }  // namespace
 
 absl::StatusOr<SparseCpResult> SparseCpAttention(Communicator& comm, AttentionBackend& backend,
@@ -141,6 +183,10 @@ absl::StatusOr<SparseCpResult> SparseCpAttention(Communicator& comm, AttentionBa
   est.keep_sink = options.keep_sink;
   est.keep_recent = options.keep_recent;
   est.scale = shard.scale;
+  if (AllBlocksLocalInOrder(comm, layout)) {
+    if (absl::Status s = AttendOnOneRank(backend, layout, shard, options, est, out, result, t0); !s.ok()) return s;
+    return result;
+  }
   absl::StatusOr<BlockMask> mask = backend.EstimateMask(est);
   if (!mask.ok()) return mask.status();
   result.mask = std::move(*mask);

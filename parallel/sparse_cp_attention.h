@@ -3,6 +3,8 @@
 //   b. estimate this rank's mask over the whole sequence, locally (round-robin sampling);
 //   c.-d. fetch exactly the selected remote KV blocks (SparseKvExchange);
 //   e. attend to local blocks while remote ones arrive, then to remote ones, and merge.
+// One rank whose blocks are all local has no c.-d.: its mask stays in backend memory (ids
+// built on the device, read in place by the attention).
 // The mask a rank computes is bitwise the rows a single rank computes for its query blocks.
 #pragma once
 
@@ -20,11 +22,14 @@ struct SparseOptions {
   float tau = 0.95f;
   bool keep_sink = true;
   bool keep_recent = true;
+  // One rank: the mask's ids never need the host (nothing to exchange); false leaves them on
+  // the device and SparseCpResult::mask without ids.
+  bool mask_ids_on_host = true;
 };
 
 struct SparseCpResult {
   CpAttentionStats stats;
-  BlockMask mask;  // this rank's rows, absolute KV block ids
+  BlockMask mask;  // this rank's rows, absolute KV block ids (none: one rank, !mask_ids_on_host)
 };
 
 absl::StatusOr<SparseCpResult> SparseCpAttention(Communicator& comm, AttentionBackend& backend,

@@ -259,7 +259,9 @@ absl::StatusOr<AttentionJobReport> RunAttentionJob(const AttentionJobConfig& con
     if (!r.ok()) return r.status();
     stats = *r;
   } else {
-    const SparseOptions options{c.stride, c.tau, c.keep_sink, c.keep_recent};
+    // The mask's ids come to the host only for the needle's recall.
+    const bool needle = c.qkv_path.empty() && c.workload == "needle";
+    const SparseOptions options{c.stride, c.tau, c.keep_sink, c.keep_recent, needle};
     absl::StatusOr<SparseCpResult> r = SparseCpAttention(*ctx->comm, backend, layout, cp, options, out);
     if (!r.ok()) return r.status();
     stats = r->stats;
