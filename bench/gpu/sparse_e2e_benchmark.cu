@@ -233,7 +233,7 @@ EstimateCall EstimateCallFor(const Problem& p, bool causal, float tau) {
 
 struct Estimate {
   BackendBlockMask mask;  // ids in device memory, for the attention that follows
-  double host_ms = 0;     // PoolKeys + EstimateMaskInBackend, wall: what the engine pays
+  double host_ms = 0;     // PoolKeys + EstimateMaskInBackend until the ids are complete, wall
   double device_ms = 0;   // pooling + the estimator's stages, CUDA events
 };
 
@@ -252,6 +252,7 @@ Estimate RunEstimate(AttentionBackend& backend, const Problem& p, bool causal, f
         BENCH_CHECK(backend.PoolKeys(call.pool));
         absl::StatusOr<BackendBlockMask> m = backend.EstimateMaskInBackend(call.estimate);
         BENCH_CHECK(m.status());
+        BENCH_CHECK(backend.Synchronize());  // until the ids are complete: ready to attend
         e.mask = *std::move(m);
         device_ms.push_back(profile.device_ms);
       },
