@@ -1,5 +1,8 @@
 #!/usr/bin/env bash
 # Issue 22 items 3 and 4 in one device call, everything into $OUT (few files come back):
+#   check  the GPU tests of what these numbers rest on, when the bundle has them:
+#          cuda_resident_mask_test (the device-resident mask equals the host mask, same
+#          attention bits) and cuda_ops_test (the memory ledger's counts);
 #   e2e    sparse_e2e_benchmark, one process per length (a failing length does not stop the
 #          others): the synthetic workloads, estimation (device and host-call time), sparse and
 #          dense attention, the estimated masks written to a scratch dir;
@@ -10,7 +13,7 @@
 #          1M; H=32, Hkv=8, D=128, bf16): completion, phase times and peak GPU memory into
 #          $OUT/cli_memory.json, to show the memory linear in L.
 # Usage (repository root; binaries from bench/gpu/device_bundle, see run_device_bench.sh pack):
-#   bash bench/gpu/sparse_e2e_device_run.sh 32768 131072          # e2e + torch (default stages)
+#   bash bench/gpu/sparse_e2e_device_run.sh 32768 131072          # check + e2e + torch (default)
 #   STAGES=cli bash bench/gpu/sparse_e2e_device_run.sh            # the CLI runs alone
 #   bash bench/gpu/sparse_e2e_device_run.sh 524288 1048576        # long lengths: fewer points
 # Knobs (environment): WORKLOADS, CONCENTRATIONS, TAUS, TARGETS (target densities, reached by
@@ -26,7 +29,7 @@ WORK=$OUT/work
 mkdir -p "$WORK"
 BUNDLE=${BUNDLE:-$ROOT/bench/gpu/device_bundle}
 BUILD=${BUILD:-$ROOT/build}
-STAGES=${STAGES:-"e2e torch"}
+STAGES=${STAGES:-"check e2e torch"}
 LENGTHS=("$@")
 [ ${#LENGTHS[@]} -gt 0 ] || LENGTHS=(32768 131072)
 CLI_LENGTHS=${CLI_LENGTHS:-"131072 262144 1048576"}
@@ -63,6 +66,14 @@ if [ -z "${MASK_DIR:-}" ]; then
   [ "${shm_free:-0}" -gt 41943040 ] && MASK_DIR=/dev/shm/sparse_e2e_masks
 fi
 mkdir -p "$MASK_DIR"
+
+stage_check() {
+  for t in cuda_resident_mask_test cuda_ops_test; do
+    [ -x "$BIN/$t" ] || { log "$t: not in $BIN"; continue; }
+    timeout 120 "$BIN/$t" >"$WORK/$t.log" 2>&1
+    log "$t: exit $? ($(grep -E '^\[  (PASSED|FAILED) ' "$WORK/$t.log" | tr '\n' ' '))"
+  done
+}
 
 stage_e2e() {
   for L in "${LENGTHS[@]}"; do
@@ -142,10 +153,11 @@ EOF
 
 for stage in $STAGES; do
   case $stage in
+    check) stage_check ;;
     e2e) stage_e2e ;;
     torch) stage_torch ;;
     cli) stage_cli ;;
-    *) log "unknown stage $stage (e2e, torch, cli)" ;;
+    *) log "unknown stage $stage (check, e2e, torch, cli)" ;;
   esac
 done
 rm -rf "$MASK_DIR"
