@@ -2,7 +2,6 @@
 // scratch buffer; each op forwards to its entry in kernels/cuda/.
 #include "kernels/cuda/cuda_backend.h"
 
-#include <algorithm>
 #include <cstdio>
 #include <mutex>
 #include <string>
@@ -87,29 +86,14 @@ class CudaBackend final : public AttentionBackend {
     CUDA_CHECK(cudaSetDevice(ctx_.device));
     return cuda::EstimateRoundRobinMask(p, ctx_);
   }
-  // For now the host mask's ids go back up into mask_storage_: same mask, same cost as
-  // EstimateMask plus an upload. The estimator's device-resident entry (ids built in place,
-  // never copied to the host) replaces this.
+  // The ids are built in mask_storage_ and never leave the device; the host gets the row
+  // offsets (one wait, to size the ids).
   absl::StatusOr<BackendBlockMask> EstimateMaskInBackend(const MaskEstimateParams& p) override {
     CUDA_CHECK(cudaSetDevice(ctx_.device));
-    absl::StatusOr<BlockMask> mask = cuda::EstimateRoundRobinMask(p, ctx_);
+    cuda::DeviceMaskCsr csr;
+    absl::StatusOr<BlockMask> mask = cuda::EstimateRoundRobinMaskOnDevice(p, ctx_, *mask_storage_, &csr);
     if (!mask.ok()) return mask.status();
-    const size_t offsets = mask->row_offsets.size(), ids = mask->kv_blocks.size();
-    cuda::ScratchCarver plan;
-    plan.Take<int32_t>(offsets);
-    plan.Take<int32_t>(std::max<size_t>(ids, 1));
-    absl::StatusOr<void*> base = mask_storage_->Reserve(plan.bytes(), ctx_.stream);
-    if (!base.ok()) return base.status();
-    cuda::ScratchCarver carve(*base);
-    int32_t* device_offsets = carve.Take<int32_t>(offsets);
-    int32_t* device_ids = carve.Take<int32_t>(std::max<size_t>(ids, 1));
-    CUDA_CHECK(cudaMemcpyAsync(device_offsets, mask->row_offsets.data(), offsets * sizeof(int32_t),
-                               cudaMemcpyHostToDevice, ctx_.stream));
-    CUDA_CHECK(cudaMemcpyAsync(device_ids, mask->kv_blocks.data(), ids * sizeof(int32_t), cudaMemcpyHostToDevice,
-                               ctx_.stream));
-    CUDA_CHECK(cudaStreamSynchronize(ctx_.stream));  // the host ids go out of scope here
-    mask->kv_blocks.clear();
-    return BackendBlockMask{*std::move(mask), device_offsets, device_ids};
+    return BackendBlockMask{*std::move(mask), csr.row_offsets, csr.kv_blocks};
   }
 
   absl::StatusOr<BackendBuffer> Allocate(size_t bytes) override {

@@ -146,7 +146,11 @@ void SetEstimatorTuning(const EstimatorTuning& tuning) { g_tuning = tuning; }
 EstimatorTuning GetEstimatorTuning() { return g_tuning; }
 void SetEstimatorProfile(EstimatorProfile* out) { g_profile = out; }
 
-absl::StatusOr<BlockMask> EstimateRoundRobinMask(const MaskEstimateParams& p, const DeviceContext& ctx) {
+namespace {
+
+// Both entries: `storage` null leaves the ids to the host mask, else builds them into it.
+absl::StatusOr<BlockMask> Estimate(const MaskEstimateParams& p, const DeviceContext& ctx, DeviceScratch* storage,
+                                   DeviceMaskCsr* csr) {
   const auto wall_start = std::chrono::steady_clock::now();
   if (absl::Status s = Validate(p); !s.ok()) return s;
 
@@ -204,8 +208,11 @@ absl::StatusOr<BlockMask> EstimateRoundRobinMask(const MaskEstimateParams& p, co
   const int64_t q_elems = static_cast<int64_t>(p.hkv) * chunk_rows * p.head_dim;
   // Every row holds at most all KV blocks: the CSR's bound before the ids are known.
   const int64_t csr_bound = num_rows64 * nkb;
-  const int64_t staging = std::max<int64_t>(
-      std::min<int64_t>(csr_bound, static_cast<int64_t>(std::max<size_t>(tuning.csr_staging_ints, nkb))), 1);
+  const int64_t staging =
+      storage ? 1
+              : std::max<int64_t>(
+                    std::min<int64_t>(csr_bound, static_cast<int64_t>(std::max<size_t>(tuning.csr_staging_ints, nkb))),
+                    1);
 
   auto carve = [&](ScratchCarver& c) {
     struct {
@@ -264,7 +271,7 @@ absl::StatusOr<BlockMask> EstimateRoundRobinMask(const MaskEstimateParams& p, co
     CUDA_CHECK(timer.Mark(StageTimer::kSelect));
   }
   CUDA_CHECK(LaunchScanRowCounts(buf.counts, num_rows, buf.offsets, ctx.stream));
-  const bool one_piece = csr_bound <= staging;
+  const bool one_piece = storage == nullptr && csr_bound <= staging;
   if (one_piece) {
     CUDA_CHECK(LaunchFillCsr(buf.selected, words_per_row, buf.offsets, 0, num_rows, 0, buf.kv_blocks, ctx.stream));
   }
@@ -293,31 +300,52 @@ absl::StatusOr<BlockMask> EstimateRoundRobinMask(const MaskEstimateParams& p, co
     return absl::InternalError(absl::StrCat("estimator produced ", total, " blocks, more than the ",
                                             mask.visible_blocks, " visible"));
   }
-  mask.kv_blocks.resize(total);
-  if (one_piece) {
-    if (total > 0) {
-      CUDA_CHECK(cudaMemcpyAsync(mask.kv_blocks.data(), buf.kv_blocks, total * sizeof(int32_t),
-                                 cudaMemcpyDeviceToHost, ctx.stream));
-    }
-  } else {
+  if (storage) {
+    // Offsets and ids into the caller's storage (the scratch is the next op's); ids of all
+    // rows in one fill, no host copy.
+    ScratchCarver plan_csr;
+    plan_csr.Take<int32_t>(num_rows + 1);
+    plan_csr.Take<int32_t>(std::max<int32_t>(total, 1));
+    absl::StatusOr<void*> base = storage->Reserve(plan_csr.bytes(), ctx.stream);
+    if (!base.ok()) return base.status();
+    ScratchCarver carve_csr(*base);
+    int32_t* offsets = carve_csr.Take<int32_t>(num_rows + 1);
+    int32_t* ids = carve_csr.Take<int32_t>(std::max<int32_t>(total, 1));
     CUDA_CHECK(timer.Mark(StageTimer::kNone));
-    // Pieces of whole rows that fit the staging buffer (one row always does: nkb <= staging).
-    for (int a = 0; a < num_rows;) {
-      int b = a + 1;
-      while (b < num_rows && mask.row_offsets[b + 1] - mask.row_offsets[a] <= staging) ++b;
-      const int32_t base = mask.row_offsets[a];
-      const int32_t n = mask.row_offsets[b] - base;
-      CUDA_CHECK(LaunchFillCsr(buf.selected, words_per_row, buf.offsets, a, b, base, buf.kv_blocks, ctx.stream));
-      CUDA_CHECK(timer.Mark(StageTimer::kCsr));
-      if (n > 0) {
-        CUDA_CHECK(cudaMemcpyAsync(mask.kv_blocks.data() + base, buf.kv_blocks, n * sizeof(int32_t),
+    CUDA_CHECK(cudaMemcpyAsync(offsets, buf.offsets, (num_rows + 1) * sizeof(int32_t), cudaMemcpyDeviceToDevice,
+                               ctx.stream));
+    CUDA_CHECK(LaunchFillCsr(buf.selected, words_per_row, buf.offsets, 0, num_rows, 0, ids, ctx.stream));
+    CUDA_CHECK(timer.Mark(StageTimer::kCsr));
+    csr->row_offsets = offsets;
+    csr->kv_blocks = ids;
+    if (g_profile) CUDA_CHECK(cudaStreamSynchronize(ctx.stream));  // the events must be complete
+  } else {
+    mask.kv_blocks.resize(total);
+    if (one_piece) {
+      if (total > 0) {
+        CUDA_CHECK(cudaMemcpyAsync(mask.kv_blocks.data(), buf.kv_blocks, total * sizeof(int32_t),
                                    cudaMemcpyDeviceToHost, ctx.stream));
       }
+    } else {
       CUDA_CHECK(timer.Mark(StageTimer::kNone));
-      a = b;
+      // Pieces of whole rows that fit the staging buffer (one row always does: nkb <= staging).
+      for (int a = 0; a < num_rows;) {
+        int b = a + 1;
+        while (b < num_rows && mask.row_offsets[b + 1] - mask.row_offsets[a] <= staging) ++b;
+        const int32_t base = mask.row_offsets[a];
+        const int32_t n = mask.row_offsets[b] - base;
+        CUDA_CHECK(LaunchFillCsr(buf.selected, words_per_row, buf.offsets, a, b, base, buf.kv_blocks, ctx.stream));
+        CUDA_CHECK(timer.Mark(StageTimer::kCsr));
+        if (n > 0) {
+          CUDA_CHECK(cudaMemcpyAsync(mask.kv_blocks.data() + base, buf.kv_blocks, n * sizeof(int32_t),
+                                     cudaMemcpyDeviceToHost, ctx.stream));
+        }
+        CUDA_CHECK(timer.Mark(StageTimer::kNone));
+        a = b;
+      }
     }
+    CUDA_CHECK(cudaStreamSynchronize(ctx.stream));
   }
-  CUDA_CHECK(cudaStreamSynchronize(ctx.stream));
   if (g_profile) {
     EstimatorProfile prof;
     prof.chunks = chunks;
@@ -328,6 +356,17 @@ absl::StatusOr<BlockMask> EstimateRoundRobinMask(const MaskEstimateParams& p, co
     *g_profile = prof;
   }
   return mask;
+}
+
+}  // namespace
+
+absl::StatusOr<BlockMask> EstimateRoundRobinMask(const MaskEstimateParams& p, const DeviceContext& ctx) {
+  return Estimate(p, ctx, nullptr, nullptr);
+}
+
+absl::StatusOr<BlockMask> EstimateRoundRobinMaskOnDevice(const MaskEstimateParams& p, const DeviceContext& ctx,
+                                                         DeviceScratch& storage, DeviceMaskCsr* csr) {
+  return Estimate(p, ctx, &storage, csr);
 }
 
 }  // namespace prefill::cuda

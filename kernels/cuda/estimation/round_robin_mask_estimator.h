@@ -23,6 +23,20 @@ namespace prefill::cuda {
 absl::StatusOr<BlockMask> EstimateRoundRobinMask(const MaskEstimateParams& p,
                                                  const DeviceContext& ctx);
 
+// The CSR of a mask left on the device: row offsets [hq * num_q_blocks + 1] and ascending KV
+// block ids [row_offsets[last]], both in the caller's `storage`, valid until its next Reserve.
+struct DeviceMaskCsr {
+  const int32_t* row_offsets = nullptr;
+  const int32_t* kv_blocks = nullptr;
+};
+
+// The same estimation, the ids built straight into `storage` and never copied to the host:
+// the returned mask holds everything but the ids (kv_blocks empty; row_offsets, q_block_ids
+// and visible_blocks filled). One host wait, for the row offsets (they size the ids); the ids
+// are complete in stream order on ctx.stream, where the attention that reads them runs.
+absl::StatusOr<BlockMask> EstimateRoundRobinMaskOnDevice(const MaskEstimateParams& p, const DeviceContext& ctx,
+                                                         DeviceScratch& storage, DeviceMaskCsr* csr);
+
 // Logit precision of the tensor-core GEMM (process-wide; read at each call).
 //   kBf16:  bf16 queries and bf16 pooled keys, fp32 accumulation: one MMA per product. Logits
 //           carry ~2^-9 relative error per operand; block masses stay within ~2e-3 of the row
