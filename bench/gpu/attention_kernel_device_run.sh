@@ -24,6 +24,7 @@ OUT=$FINAL_OUT/work
 mkdir -p "$OUT"
 BIN_DIR=${BIN_DIR:-$ROOT/bench/gpu/device_bundle/bin}
 export LD_LIBRARY_PATH=$BIN_DIR/../lib:${LD_LIBRARY_PATH:-}
+. "$ROOT/bench/gpu/device_cuda_libraries.sh"
 STAGES=${STAGES:-"test sanitize sass bench torch ncu"}
 LENGTHS=${LENGTHS:-"32768 131072"}
 NCU=$(command -v ncu || ls /opt/nvidia/nsight-compute/*/ncu 2>/dev/null | head -1)

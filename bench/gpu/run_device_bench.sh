@@ -37,6 +37,7 @@ pick_bin() {
   elif [ -x "$BUNDLE/bin/attention_gpu_benchmark" ]; then
     BIN=$BUNDLE/bin
     export LD_LIBRARY_PATH=$BUNDLE/lib:${LD_LIBRARY_PATH:-}
+    . "$ROOT/bench/gpu/device_cuda_libraries.sh"
     # OpenMPI finds its plugins and help files under OPAL_PREFIX; a singleton needs no daemon.
     export OPAL_PREFIX=$BUNDLE/ompi OMPI_MCA_ess_singleton_isolated=1
   else
@@ -62,14 +63,20 @@ stage_pack() {  # on the build machine (no GPU needed)
   cp -r /usr/share/openmpi "$BUNDLE/ompi/share/"
   # mpirun for the multi-GPU runs (bench/gpu/cp_scaling.sh): orterun finds orted in OPAL_PREFIX/bin.
   mkdir -p "$BUNDLE/ompi/bin" && cp -L /usr/bin/orterun /usr/bin/orted "$BUNDLE/ompi/bin/"
-  # Every shared library but the C runtime's own (libc, libm, libdl, libpthread, librt, ld.so).
+  # Every shared library but the C runtime's own (libc, libm, libdl, libpthread, librt, ld.so)
+  # and the big CUDA ones the device image has.
   for t in "$BUNDLE"/bin/* "$BUNDLE"/ompi/bin/* "$ompi"/openmpi/lib/openmpi3/*.so; do ldd "$t"; done | awk '/=>/ {print $3}' | sort -u |
     grep -v -E '/(libc|libm|libdl|libpthread|librt|ld-linux[^/]*)\.so' |
+    grep -v -E '/(libcublas|libcublasLt|libnccl)\.so' |  # from the device image: device_cuda_libraries.sh
     while read -r lib; do cp -L "$lib" "$BUNDLE/lib/"; done
   strip --strip-unneeded "$BUNDLE"/lib/*.so* 2>/dev/null || true
   cp "$ROOT/bench/gpu/torch_attention_anchors.py" "$BUNDLE/"
   du -sh "$BUNDLE"
-  echo "add '/bench/gpu/device_bundle/' to .git/info/exclude and name bench/gpu/device_bundle in carry"
+  # Carried compressed (a device call carries 64 MiB): unpack there with
+  #   python3 -m tarfile -e bench/gpu/device_bundle.tar.xz bench/gpu
+  tar -C "$ROOT/bench/gpu" -cJf "$BUNDLE.tar.xz" device_bundle
+  du -sh "$BUNDLE.tar.xz"
+  echo "name bench/gpu/device_bundle.tar.xz in carry (git-ignored)"
 }
 
 stage_build() {

@@ -18,7 +18,8 @@
 #   bash bench/gpu/sparse_e2e_device_run.sh 524288 1048576        # long lengths: fewer points
 # Knobs (environment): WORKLOADS, CONCENTRATIONS, TAUS, TARGETS (target densities, reached by
 # bisection over tau), CAUSAL ("1", or "0 1"), and the same with _LARGE for L >= 512K;
-# L_TIMEOUT (seconds per length, default by L); BUDGET (seconds the whole call may take, 570:
+# L_TIMEOUT (seconds per length, default by L); MAX_DENSE_LEN (longest L at which our own
+# dense attention is timed; cuDNN's always is); BUDGET (seconds the whole call may take, 570:
 # each stage's timeout is cut to what is left, keeping 120 s for torch); MASK_DIR.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
@@ -48,6 +49,7 @@ log() { echo "[sparse_e2e] $*" | tee -a "$OUT/summary.txt"; }
 if [ -x "$BUNDLE/bin/sparse_e2e_benchmark" ]; then
   BIN=$BUNDLE/bin
   export LD_LIBRARY_PATH=$BUNDLE/lib:${LD_LIBRARY_PATH:-}
+  . "$ROOT/bench/gpu/device_cuda_libraries.sh"
   export OPAL_PREFIX=$BUNDLE/ompi OMPI_MCA_ess_singleton_isolated=1  # prefill as an MPI singleton
 elif [ -x "$BUILD/bin/sparse_e2e_benchmark" ]; then
   BIN=$BUILD/bin
@@ -95,6 +97,7 @@ stage_e2e() {
     # shellcheck disable=SC2086
     timeout "$timeout_s" "$BIN/sparse_e2e_benchmark" --lengths "$L" --workloads $workloads \
       --concentrations $concs --taus $taus --target-densities ${targets:-0} --causal $causal --mask-dir "$MASK_DIR" \
+      --max-dense-len "${MAX_DENSE_LEN:-1048576}" \
       --git-commit "$COMMIT" --out "$WORK/cuda_L$L.json" >"$WORK/cuda_L$L.log" 2>&1
     log "sparse_e2e_benchmark L=$L: exit $? ($(grep -c '^[0-9]' "$WORK/cuda_L$L.log") points, timeout ${timeout_s}s)"
     tail -3 "$WORK/cuda_L$L.log"

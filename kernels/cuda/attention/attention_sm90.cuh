@@ -203,6 +203,10 @@ __global__ void __launch_bounds__(Traits::kThreads, 1)
   uint64_t* v_full = k_full + kStages;
   uint64_t* k_empty = v_full + kStages;
   uint64_t* v_empty = k_empty + kStages;
+  // Per stage, written by the producer with the K tile: {KV block id, its largest key
+  // position (causal)}. The consumers' mask decision then costs a shared-memory read, not two
+  // dependent global loads on the critical path after every S GEMM.
+  int2* tile_info = reinterpret_cast<int2*>(bars + Traits::kNumBarriers);
 
   const AttentionKernelParams& kp = params.kp;
   const AttentionParams& p = kp.p;
@@ -238,6 +242,8 @@ __global__ void __launch_bounds__(Traits::kThreads, 1)
       const int kv_head = head / kp.group;
       const int begin = p.mask_row_offsets[item];
       const int end = p.mask_row_offsets[item + 1];
+      const int32_t* range_head =
+          p.causal ? kp.kv_block_range + static_cast<int64_t>(kv_head) * kp.num_kv_blocks * 2 : nullptr;
       // Q of the previous item released by both consumers (passes at once the first time).
       sm90::BarrierWait(q_empty, q_phase ^ 1);
       sm90::BarrierArriveExpectTx(q_full, Traits::kTileBytesQ);
@@ -248,7 +254,9 @@ __global__ void __launch_bounds__(Traits::kThreads, 1)
       q_phase ^= 1;
       for (int e = begin; e < end; ++e) {
         const int block = p.mask_kv_blocks[e];
+        const int kmax = p.causal ? range_head[2 * block + 1] : INT_MIN;
         sm90::BarrierWait(&k_empty[stage], phase ^ 1);
+        tile_info[stage] = make_int2(block, kmax);  // released to the consumers by the arrive
         sm90::BarrierArriveExpectTx(&k_full[stage], Traits::kTileBytesKv);
 #pragma unroll
         for (int c = 0; c < Traits::kChunks; ++c) {
@@ -325,12 +333,10 @@ __global__ void __launch_bounds__(Traits::kThreads, 1)
     // whether a tile needs the mask, once the first S GEMM has been issued.
     int qpos[2] = {INT_MAX, INT_MAX};
     const int32_t* kpos_head = nullptr;
-    const int32_t* range_head = nullptr;
     if (p.causal) {
       qpos[0] = p.q_pos[q_row0];
       qpos[1] = p.q_pos[q_row0 + 8];
       kpos_head = p.k_pos + static_cast<int64_t>(kv_head) * p.k_pos_head_stride;
-      range_head = kp.kv_block_range + static_cast<int64_t>(kv_head) * kp.num_kv_blocks * 2;
     }
     int warp_qmin = INT_MAX;
 
@@ -354,13 +360,12 @@ __global__ void __launch_bounds__(Traits::kThreads, 1)
       float alpha[2];
       auto score_tile = [&](int e) {  // mask and softmax of tile e, after its S GEMM
         sm90::FenceOperands(acc_s);
+        const int2 info = tile_info[stage];  // read before the release below lets it be rewritten
         sm90::BarrierArrive(&k_empty[stage]);
         if (e == num_blocks - 1) sm90::BarrierArrive(q_empty);  // Q no longer read by this thread
         if (p.causal) {
-          const int block = p.mask_kv_blocks[begin + e];
-          const int kmax = range_head[2 * block + 1];
-          if (kmax > warp_qmin) {  // some row sees only part of the tile (or none of it)
-            const int32_t* kp_tile = kpos_head + static_cast<int64_t>(block) * Traits::kBlockN;
+          if (info.y > warp_qmin) {  // some row sees only part of the tile (or none of it)
+            const int32_t* kp_tile = kpos_head + static_cast<int64_t>(info.x) * Traits::kBlockN;
 #pragma unroll
             for (int j = 0; j < Traits::kNTilesS; ++j) {
 #pragma unroll

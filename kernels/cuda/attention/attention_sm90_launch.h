@@ -21,11 +21,11 @@ struct Sm90KernelParams {
 
 // Shared-memory plan of the kernel, known to the host for the eligibility check: 1 KiB
 // alignment slack + Q (128 rows) + kStages K and V tiles (128 keys) + the mbarriers
-// (Q full/empty, K full/empty and V full/empty per stage).
+// (Q full/empty, K full/empty and V full/empty per stage) + 8 bytes of tile info per stage.
 constexpr int Sm90KvStages(int head_dim) { return head_dim == 128 ? 2 : 4; }
 constexpr int Sm90NumBarriers(int stages) { return 2 + 4 * stages; }
 constexpr size_t Sm90SmemBytes(int head_dim, int stages) {
-  return 1024 + 128 * head_dim * 2 + 2 * stages * 128 * head_dim * 2 + Sm90NumBarriers(stages) * 8;
+  return 1024 + 128 * head_dim * 2 + 2 * stages * 128 * head_dim * 2 + Sm90NumBarriers(stages) * 8 + stages * 8;
 }
 
 // Persistent launch: `grid` CTAs (at most one per SM) walk kp.schedule round-robin.
