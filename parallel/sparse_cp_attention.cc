@@ -1,6 +1,7 @@
 #include "parallel/sparse_cp_attention.h"
 
 #include <chrono>
+#include <span>
 #include <vector>
 
 #include "parallel/backend_upload.h"
@@ -104,9 +105,8 @@ void SplitMask(const BlockMask& mask, const CpLayout& layout, int rank, int hkv,
 
 // True when local block i is absolute block i (one rank, positions in order): no exchange,
 // and the estimated mask's ids index the local K/V rows as they are.
-bool AllBlocksLocalInOrder(const Communicator& comm, const CpLayout& layout) {
+bool AllBlocksLocalInOrder(const Communicator& comm, std::span<const int32_t> positions) {
   if (comm.size() != 1) return false;
-  const std::vector<int32_t> positions = layout.Positions(0);
   for (size_t i = 0; i < positions.size(); ++i) {
     if (positions[i] != static_cast<int32_t>(i)) return false;
   }
@@ -116,7 +116,8 @@ bool AllBlocksLocalInOrder(const Communicator& comm, const CpLayout& layout) {
 // b.-e. on one rank: the mask in backend memory, the attention on the token-major K/V.
 absl::Status AttendOnOneRank(AttentionBackend& backend, const CpLayout& layout, const CpAttentionShard& shard,
                              const SparseOptions& options, const MaskEstimateParams& est,
-                             const CpAttentionOutput& out, SparseCpResult& result, Clock::time_point t0) {
+                             std::span<const int32_t> positions, const CpAttentionOutput& out, SparseCpResult& result,
+                             Clock::time_point t0) {
   CpAttentionStats& stats = result.stats;
   absl::StatusOr<BackendBlockMask> mask = backend.EstimateMaskInBackend(est);
   if (!mask.ok()) return mask.status();
@@ -126,8 +127,7 @@ absl::Status AttendOnOneRank(AttentionBackend& backend, const CpLayout& layout, 
 
   t0 = Clock::now();
   const int lq = static_cast<int>(layout.local_len());
-  const std::vector<int32_t> positions = layout.Positions(0);
-  absl::StatusOr<BackendBuffer> q_pos = UploadToBackend(backend, std::span<const int32_t>(positions));
+  absl::StatusOr<BackendBuffer> q_pos = UploadToBackend(backend, positions);
   if (!q_pos.ok()) return q_pos.status();
   const int64_t kv_row = static_cast<int64_t>(shard.hkv) * shard.head_dim;
   const KvRows rows{shard.k, shard.v, kv_row, shard.head_dim, As<int32_t>(*q_pos), 0, lq};
@@ -183,8 +183,11 @@ absl::StatusOr<SparseCpResult> SparseCpAttention(Communicator& comm, AttentionBa
   est.keep_sink = options.keep_sink;
   est.keep_recent = options.keep_recent;
   est.scale = shard.scale;
-  if (AllBlocksLocalInOrder(comm, layout)) {
-    if (absl::Status s = AttendOnOneRank(backend, layout, shard, options, est, out, result, t0); !s.ok()) return s;
+  const std::vector<int32_t> positions = layout.Positions(rank);
+  if (AllBlocksLocalInOrder(comm, positions)) {
+    if (absl::Status s = AttendOnOneRank(backend, layout, shard, options, est, positions, out, result, t0); !s.ok()) {
+      return s;
+    }
     return result;
   }
   absl::StatusOr<BlockMask> mask = backend.EstimateMask(est);
@@ -213,7 +216,6 @@ absl::StatusOr<SparseCpResult> SparseCpAttention(Communicator& comm, AttentionBa
   t0 = Clock::now();
   HostCsr local_mask, remote_mask;
   SplitMask(result.mask, layout, rank, shard.hkv, **exchange, &local_mask, &remote_mask);
-  const std::vector<int32_t> positions = layout.Positions(rank);
   absl::StatusOr<BackendBuffer> q_pos = UploadToBackend(backend, std::span<const int32_t>(positions));
   if (!q_pos.ok()) return q_pos.status();
   const KvRows local_rows{local_k->get(), local_v->get(), shard.head_dim,

@@ -147,7 +147,14 @@ for path in sys.argv[2:]:
 for a, b in zip(rows, rows[1:]):
     b["backend_peak_ratio_to_previous"] = b["backend_memory_peak_bytes"] / a["backend_memory_peak_bytes"]
     b["length_ratio_to_previous"] = b["seq_len"] / a["seq_len"]
-json.dump({"runs": rows}, open(sys.argv[1], "w"), indent=1)
+import datetime, subprocess
+commit = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], capture_output=True, text=True).stdout.strip()
+json.dump({"device": rows[0].get("gpu_name") if rows else None,
+           "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+           "commit": commit or "unknown",
+           "command": "prefill attention --device cuda --mode sparse --seq-len L --heads 32 --kv-heads 8 --head-dim 128 "
+                      "--dtype bf16 --workload needle --layout contiguous (bench/gpu/sparse_e2e_device_run.sh, stage cli)",
+           "runs": rows}, open(sys.argv[1], "w"), indent=1)
 for r in rows:
     print(f"L={r['seq_len']:>8} density {r['density']:.3f} total {r['total_seconds']:.2f} s  GPU peak "
           f"{r['device_memory_peak_bytes'] / 2**30:.2f} GiB  backend peak {r['backend_memory_peak_bytes'] / 2**30:.2f} GiB")
