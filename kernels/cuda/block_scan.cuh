@@ -1,5 +1,5 @@
 // Block-wide exclusive prefix sum of one int per thread (blockDim.x a multiple of 32, at most
-// 1024). Used for CSR offsets and for the longest-first work schedule.
+// 1024). Used for CSR offsets.
 #pragma once
 
 #include <cstdint>

@@ -1,5 +1,6 @@
 // The CUDA backend's small ops against the CPU backend: LSE merge, key pooling (bitwise:
-// same fp32 sums in the same order), GatherRows, Allocate (zero-filled) and the copies.
+// same fp32 sums in the same order), GatherRows, Allocate (zero-filled), the copies, and the
+// attention kernels' work schedule.
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -9,6 +10,7 @@
 
 #include "kernels/cpu/key_pooling.h"
 #include "kernels/cpu/lse_merge.h"
+#include "kernels/cuda/attention/attention_kernel_params.h"
 #include "kernels/cuda/device_memory_ledger.h"
 #include "tests/gpu/gpu_test_util.h"
 
@@ -175,6 +177,43 @@ TEST_F(CudaOps, GatherRowsAlignedAndUnaligned) {
       ASSERT_EQ(std::memcmp(got.data() + i * bytes_each, src.data() + offsets[i], bytes_each), 0) << i;
     }
   }
+}
+
+// The schedule is a permutation of the rows, longest bucket first, and inside a bucket the
+// locality order (KV head, query block, query head of the group); the same in every run.
+TEST_F(CudaOps, WorkScheduleIsLongestFirstAndGroupsKvHeads) {
+  const int hq = 12, group = 4, num_q_blocks = 300, max_len = 300;
+  const int num_items = hq * num_q_blocks;  // several 1024-row chunks
+  std::mt19937 rng(5);
+  std::vector<int32_t> offsets(num_items + 1, 0);
+  for (int i = 0; i < num_items; ++i) offsets[i + 1] = offsets[i] + static_cast<int32_t>(rng() % (max_len + 1));
+  DeviceBuffer d_offsets(*backend_, offsets);
+  DeviceBuffer d_schedule(*backend_, num_items * sizeof(int32_t));
+  auto build = [&] {
+    EXPECT_EQ(cuda::LaunchBuildWorkSchedule(d_offsets.as<int32_t>(), num_items, num_q_blocks, group, max_len,
+                                            d_schedule.as<int32_t>(), CudaBackendStream(*backend_)),
+              cudaSuccess);
+    return d_schedule.Download<int32_t>(*backend_);
+  };
+  const std::vector<int32_t> schedule = build();
+  EXPECT_EQ(build(), schedule);
+  const int width = (max_len + cuda::kWorkScheduleMaxBuckets) / cuda::kWorkScheduleMaxBuckets;
+  auto locality = [&](int row) {
+    const int head = row / num_q_blocks, q_block = row % num_q_blocks;
+    return ((head / group) * num_q_blocks + q_block) * group + head % group;
+  };
+  auto bucket = [&](int row) { return (offsets[row + 1] - offsets[row]) / width; };
+  std::vector<int> seen(num_items, 0);
+  for (int i = 0; i < num_items; ++i) {
+    ASSERT_GE(schedule[i], 0);
+    ASSERT_LT(schedule[i], num_items);
+    ++seen[schedule[i]];
+    if (i == 0) continue;
+    const int prev = schedule[i - 1], cur = schedule[i];
+    ASSERT_GE(bucket(prev), bucket(cur)) << i;
+    if (bucket(prev) == bucket(cur)) ASSERT_LT(locality(prev), locality(cur)) << i;
+  }
+  for (int r = 0; r < num_items; ++r) ASSERT_EQ(seen[r], 1) << r;
 }
 
 }  // namespace

@@ -127,7 +127,7 @@ absl::Status BlockSparseAttention(const AttentionParams& p, const DeviceContext&
     kp.p.kv_row_stride = p.head_dim;
     kp.p.kv_head_stride = static_cast<int64_t>(p.lk) * p.head_dim;
   }
-  CUDA_CHECK(LaunchBuildWorkSchedule(p.mask_row_offsets, kp.num_items, p.lk / kBlockSize, schedule,
+  CUDA_CHECK(LaunchBuildWorkSchedule(p.mask_row_offsets, kp.num_items, kp.num_q_blocks, kp.group, p.lk / kBlockSize, schedule,
                                      ctx.stream));
 
   bool use_sm90 = false;

@@ -1,59 +1,93 @@
-// Longest-first work schedule: a counting sort of the mask rows by their number of KV blocks,
-// in one CTA. Rows are sorted so the hardware block scheduler (sm80, one CTA per row) and the
-// persistent sm90 grid (round-robin over the sorted list) start the longest rows first and
-// the short ones fill the tail (longest-processing-time-first).
+// Longest-first work schedule in one CTA: the mask rows bucketed by their number of KV blocks
+// (at most kMaxBuckets buckets of equal width), buckets in descending order. Inside a bucket
+// rows keep a fixed order that puts rows reading the same KV next to each other: KV head,
+// query block, then the query heads of its group. The sm80 grid (one CTA per row) and the
+// persistent sm90 grid (rounds over the list) start the longest rows first and the short ones
+// fill the tail (longest-processing-time-first; the bucket is per row: a unit of the heads of
+// a group, bucketed by their mean length, put long rows late and measured 8-19% slower on
+// estimated masks). A stable scatter: the same schedule in every run.
 #include "kernels/cuda/attention/attention_kernel_params.h"
-#include "kernels/cuda/block_scan.cuh"
 
 namespace prefill::cuda {
 namespace {
 
 constexpr int kThreads = 1024;
-constexpr int kMaxBins = 8192;  // lengths >= kMaxBins - 1 share the last bin (still before shorter rows)
+constexpr int kWarps = kThreads / 32;
+constexpr int kMaxBuckets = kWorkScheduleMaxBuckets;
+
+struct ScheduleShape {
+  int num_items, num_q_blocks, group, bucket_width, num_buckets;
+};
+
+// Row (head * num_q_blocks + q_block) at position c of the locality order.
+__device__ __forceinline__ int RowAt(int c, const ScheduleShape& s) {
+  const int g = c % s.group;
+  const int unit = c / s.group;
+  const int q_block = unit % s.num_q_blocks;
+  const int kv_head = unit / s.num_q_blocks;
+  return (kv_head * s.group + g) * s.num_q_blocks + q_block;
+}
+
+__device__ __forceinline__ int BucketOf(const int32_t* row_offsets, int row, const ScheduleShape& s) {
+  return min((row_offsets[row + 1] - row_offsets[row]) / s.bucket_width, s.num_buckets - 1);
+}
 
 __global__ void __launch_bounds__(kThreads)
-    BuildWorkScheduleKernel(const int32_t* __restrict__ row_offsets, int num_items, int num_bins,
-                            int32_t* __restrict__ schedule) {
-  extern __shared__ int32_t bins[];  // [num_bins]: count, then first slot of each length
-  __shared__ int64_t warp_sums[32];
-  for (int b = threadIdx.x; b < num_bins; b += kThreads) bins[b] = 0;
+    BuildWorkScheduleKernel(const int32_t* __restrict__ row_offsets, ScheduleShape s, int32_t* __restrict__ schedule) {
+  __shared__ int32_t next_slot[kMaxBuckets];          // first free slot of each bucket
+  __shared__ int32_t warp_slot[kWarps][kMaxBuckets];  // per chunk: count, then first slot, per warp
+  const int lane = threadIdx.x % 32;
+  const int warp = threadIdx.x / 32;
+  for (int b = threadIdx.x; b < kMaxBuckets; b += kThreads) next_slot[b] = 0;
   __syncthreads();
-  for (int i = threadIdx.x; i < num_items; i += kThreads) {
-    const int len = min(row_offsets[i + 1] - row_offsets[i], num_bins - 1);
-    atomicAdd(&bins[len], 1);
+  for (int c = threadIdx.x; c < s.num_items; c += kThreads) atomicAdd(&next_slot[BucketOf(row_offsets, c, s)], 1);
+  __syncthreads();
+  if (threadIdx.x == 0) {  // descending buckets: slot = rows in longer buckets
+    int running = 0;
+    for (int b = s.num_buckets - 1; b >= 0; --b) {
+      const int count = next_slot[b];
+      next_slot[b] = running;
+      running += count;
+    }
   }
   __syncthreads();
-  // Descending lengths: slot[len] = number of rows longer than len. Thread t owns a
-  // contiguous run of bins counted from the longest down.
-  const int per_thread = (num_bins + kThreads - 1) / kThreads;
-  const int first = threadIdx.x * per_thread;  // index in descending order
-  int64_t local = 0;
-  for (int d = first; d < first + per_thread && d < num_bins; ++d) local += bins[num_bins - 1 - d];
-  int64_t total;
-  int64_t running = BlockExclusiveScan(local, warp_sums, &total);
-  for (int d = first; d < first + per_thread && d < num_bins; ++d) {
-    const int b = num_bins - 1 - d;
-    const int count = bins[b];
-    bins[b] = static_cast<int32_t>(running);
-    running += count;
-  }
-  __syncthreads();
-  for (int i = threadIdx.x; i < num_items; i += kThreads) {
-    const int len = min(row_offsets[i + 1] - row_offsets[i], num_bins - 1);
-    schedule[atomicAdd(&bins[len], 1)] = i;
+  // Chunks of kThreads positions in locality order; each row's slot is its bucket's next slot
+  // plus the rows of its bucket before it in the chunk (earlier warps, then earlier lanes).
+  for (int start = 0; start < s.num_items; start += kThreads) {
+    for (int i = threadIdx.x; i < kWarps * kMaxBuckets; i += kThreads) (&warp_slot[0][0])[i] = 0;
+    __syncthreads();
+    const int c = start + threadIdx.x;
+    const bool valid = c < s.num_items;
+    const int row = valid ? RowAt(c, s) : 0;
+    const int bucket = valid ? BucketOf(row_offsets, row, s) : -1;
+    const unsigned same = __match_any_sync(0xffffffffu, bucket);
+    const int rank = __popc(same & ((1u << lane) - 1));
+    if (valid && rank == 0) warp_slot[warp][bucket] = __popc(same);
+    __syncthreads();
+    if (threadIdx.x < s.num_buckets) {
+      int running = next_slot[threadIdx.x];
+      for (int w = 0; w < kWarps; ++w) {
+        const int count = warp_slot[w][threadIdx.x];
+        warp_slot[w][threadIdx.x] = running;
+        running += count;
+      }
+      next_slot[threadIdx.x] = running;
+    }
+    __syncthreads();
+    if (valid) schedule[warp_slot[warp][bucket] + rank] = row;
+    __syncthreads();
   }
 }
 
 }  // namespace
 
-cudaError_t LaunchBuildWorkSchedule(const int32_t* row_offsets, int num_items, int max_row_length,
-                                    int32_t* schedule, cudaStream_t stream) {
+cudaError_t LaunchBuildWorkSchedule(const int32_t* row_offsets, int num_items, int num_q_blocks, int group,
+                                    int max_row_length, int32_t* schedule, cudaStream_t stream) {
   if (num_items == 0) return cudaSuccess;
-  int num_bins = max_row_length + 2;
-  if (num_bins > kMaxBins) num_bins = kMaxBins;
-  if (num_bins < 2) num_bins = 2;
-  BuildWorkScheduleKernel<<<1, kThreads, num_bins * sizeof(int32_t), stream>>>(row_offsets, num_items,
-                                                                                num_bins, schedule);
+  ScheduleShape s{num_items, num_q_blocks, group, 1, 1};
+  s.bucket_width = (max_row_length + kMaxBuckets) / kMaxBuckets;  // ceil((max + 1) / kMaxBuckets)
+  s.num_buckets = max_row_length / s.bucket_width + 1;
+  BuildWorkScheduleKernel<<<1, kThreads, 0, stream>>>(row_offsets, s, schedule);
   return cudaGetLastError();
 }
 
