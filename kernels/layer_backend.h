@@ -5,8 +5,10 @@
 // stream, so the two interleave without extra synchronisation.
 //
 // Activations are fp32 [rows, features] row-major on both backends. Weight matrices are
-// prepared once per process (PrepareMatrix): the CPU multiplies the fp32 weights in place
-// (OpenBLAS sgemm); CUDA keeps a bf16 copy and multiplies bf16 x bf16 with fp32
+// prepared once per process (PrepareMatrix) from the checkpoint's own bytes (bf16, f16 or
+// f32, e.g. in place in a mapped safetensors file): the CPU multiplies fp32 weights (in place
+// when the checkpoint is f32, else a converted copy) with OpenBLAS sgemm; CUDA keeps a bf16
+// copy (a bf16 checkpoint is uploaded as it is) and multiplies bf16 x bf16 with fp32
 // accumulation and output (cuBLAS), rounding the activation to bf16 on the way in.
 #pragma once
 
@@ -17,17 +19,26 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/strings/str_cat.h"
 #include "kernels/backend.h"
+#include "kernels/dtype.h"
 
 namespace prefill {
 
 // A weight matrix [rows, cols] (Hugging Face [out, in]) in the form the backend's Linear
-// reads. `owned` holds the backend's copy when it made one (CUDA); the CPU points at the
-// caller's fp32 values, which must then outlive the matrix.
+// reads. `owned` holds the backend's copy when it made one; the CPU points at the caller's
+// values when they are fp32, which must then outlive the matrix.
 struct WeightMatrix {
   const void* data = nullptr;
   int64_t rows = 0, cols = 0;
   BackendBuffer owned{nullptr, [](void*) {}};
+};
+
+// A matrix as the checkpoint stores it: rows * cols values of `dtype`, row-major, host memory.
+struct MatrixSource {
+  DType dtype = DType::kF32;
+  const void* data = nullptr;
+  int64_t rows = 0, cols = 0;
 };
 
 // y = x * w^T (+ bias): x [rows, w.cols], y [rows, w.rows].
@@ -79,8 +90,15 @@ class LayerBackend {
   virtual ~LayerBackend() = default;
   virtual std::string_view name() const = 0;
 
+  virtual absl::StatusOr<WeightMatrix> PrepareMatrix(const MatrixSource& source) = 0;
   // values: [rows * cols] fp32 on the host.
-  virtual absl::StatusOr<WeightMatrix> PrepareMatrix(std::span<const float> values, int64_t rows, int64_t cols) = 0;
+  absl::StatusOr<WeightMatrix> PrepareMatrix(std::span<const float> values, int64_t rows, int64_t cols) {
+    if (static_cast<int64_t>(values.size()) != rows * cols) {
+      return absl::InvalidArgumentError(absl::StrCat("PrepareMatrix: ", values.size(), " values for a [", rows,
+                                                     ", ", cols, "] matrix"));
+    }
+    return PrepareMatrix(MatrixSource{DType::kF32, values.data(), rows, cols});
+  }
   virtual absl::Status Linear(const LinearParams& p) = 0;
   virtual absl::Status RmsNorm(const RmsNormParams& p) = 0;
   virtual absl::Status Rope(const RopeParams& p) = 0;

@@ -50,8 +50,7 @@ absl::StatusOr<std::vector<float>> LocalEmbeddings(const LoadedModel& m, const P
     const std::vector<int32_t> positions = layout.Positions(rank);
     for (size_t r = 0; r < positions.size(); ++r) {
       if (positions[r] >= length) continue;
-      const float* row = &m.weights.embed_tokens[static_cast<size_t>((*ids)[positions[r]]) * hidden];
-      std::copy(row, row + hidden, &out[r * hidden]);
+      m.weights.EmbeddingRow((*ids)[positions[r]], &out[r * hidden]);
     }
     return out;
   }

@@ -43,8 +43,8 @@ class WeightFiles {
     return files;
   }
 
-  // fp32 copy of `name`, which must have `shape`.
-  absl::StatusOr<std::vector<float>> Read(const std::string& name, std::vector<int64_t> shape) const {
+  // The entry `name`, which must have `shape`.
+  absl::StatusOr<const SafetensorsEntry*> Find(const std::string& name, const std::vector<int64_t>& shape) const {
     auto it = by_tensor_.find(name);
     if (it == by_tensor_.end()) return absl::InvalidArgumentError(absl::StrCat("model weights: missing tensor '", name, "'"));
     const SafetensorsEntry& e = it->second->entries().at(name);
@@ -53,9 +53,11 @@ class WeightFiles {
                                                      absl::StrJoin(e.shape, ", "), "], the config needs [",
                                                      absl::StrJoin(shape, ", "), "]"));
     }
-    std::vector<float> out(e.size / DTypeSize(e.dtype));
-    ConvertToF32(e.dtype, e.data, out.data(), static_cast<int64_t>(out.size()));
-    return out;
+    if (e.dtype != DType::kF32 && e.dtype != DType::kBF16 && e.dtype != DType::kF16) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(it->second->path(), ": tensor '", name, "' must be F32, BF16 or F16"));
+    }
+    return &e;
   }
   bool Has(const std::string& name) const { return by_tensor_.count(name) > 0; }
 
@@ -66,43 +68,61 @@ class WeightFiles {
 
 }  // namespace
 
+void ModelWeights::EmbeddingRow(int64_t id, float* out) const {
+  const int64_t hidden = embed_tokens.cols;
+  const size_t row_bytes = static_cast<size_t>(hidden) * DTypeSize(embed_tokens.dtype);
+  ConvertToF32(embed_tokens.dtype, static_cast<const char*>(embed_tokens.data) + id * row_bytes, out, hidden);
+}
+
 absl::StatusOr<ModelWeights> LoadModelWeights(const std::string& dir, const ModelConfig& c) {
-  absl::StatusOr<WeightFiles> files = WeightFiles::Open(dir);
-  if (!files.ok()) return files.status();
+  absl::StatusOr<WeightFiles> opened = WeightFiles::Open(dir);
+  if (!opened.ok()) return opened.status();
+  auto files = std::make_shared<const WeightFiles>(std::move(*opened));
   const int64_t hidden = c.hidden_size, q_dim = int64_t{c.num_heads} * c.head_dim,
                 kv_dim = int64_t{c.num_kv_heads} * c.head_dim, inter = c.intermediate_size;
   ModelWeights w;
+  w.files = files;
   absl::Status status;
-  auto read = [&](std::vector<float>* dst, const std::string& name, std::vector<int64_t> shape) {
+  auto matrix = [&](WeightView* dst, const std::string& name, int64_t rows, int64_t cols) {
     if (!status.ok()) return;
-    absl::StatusOr<std::vector<float>> t = files->Read(name, std::move(shape));
-    if (!t.ok()) {
-      status = t.status();
+    absl::StatusOr<const SafetensorsEntry*> e = files->Find(name, {rows, cols});
+    if (!e.ok()) {
+      status = e.status();
       return;
     }
-    *dst = std::move(*t);
+    *dst = WeightView{(*e)->dtype, (*e)->data, rows, cols};
   };
-  read(&w.embed_tokens, "model.embed_tokens.weight", {c.vocab_size, hidden});
-  read(&w.final_norm, "model.norm.weight", {hidden});
-  if (!c.tie_word_embeddings || files->Has("lm_head.weight")) read(&w.lm_head, "lm_head.weight", {c.vocab_size, hidden});
+  auto vector = [&](std::vector<float>* dst, const std::string& name, int64_t size) {
+    if (!status.ok()) return;
+    absl::StatusOr<const SafetensorsEntry*> e = files->Find(name, {size});
+    if (!e.ok()) {
+      status = e.status();
+      return;
+    }
+    dst->resize(size);
+    ConvertToF32((*e)->dtype, (*e)->data, dst->data(), size);
+  };
+  matrix(&w.embed_tokens, "model.embed_tokens.weight", c.vocab_size, hidden);
+  vector(&w.final_norm, "model.norm.weight", hidden);
+  if (!c.tie_word_embeddings || files->Has("lm_head.weight")) matrix(&w.lm_head, "lm_head.weight", c.vocab_size, hidden);
   w.layers.resize(c.num_layers);
   for (int i = 0; i < c.num_layers; ++i) {
     LayerWeights& l = w.layers[i];
     const std::string p = absl::StrCat("model.layers.", i, ".");
-    read(&l.input_norm, p + "input_layernorm.weight", {hidden});
-    read(&l.q_proj, p + "self_attn.q_proj.weight", {q_dim, hidden});
-    read(&l.k_proj, p + "self_attn.k_proj.weight", {kv_dim, hidden});
-    read(&l.v_proj, p + "self_attn.v_proj.weight", {kv_dim, hidden});
+    vector(&l.input_norm, p + "input_layernorm.weight", hidden);
+    matrix(&l.q_proj, p + "self_attn.q_proj.weight", q_dim, hidden);
+    matrix(&l.k_proj, p + "self_attn.k_proj.weight", kv_dim, hidden);
+    matrix(&l.v_proj, p + "self_attn.v_proj.weight", kv_dim, hidden);
     if (c.attention_bias) {
-      read(&l.q_bias, p + "self_attn.q_proj.bias", {q_dim});
-      read(&l.k_bias, p + "self_attn.k_proj.bias", {kv_dim});
-      read(&l.v_bias, p + "self_attn.v_proj.bias", {kv_dim});
+      vector(&l.q_bias, p + "self_attn.q_proj.bias", q_dim);
+      vector(&l.k_bias, p + "self_attn.k_proj.bias", kv_dim);
+      vector(&l.v_bias, p + "self_attn.v_proj.bias", kv_dim);
     }
-    read(&l.o_proj, p + "self_attn.o_proj.weight", {hidden, q_dim});
-    read(&l.post_norm, p + "post_attention_layernorm.weight", {hidden});
-    read(&l.gate_proj, p + "mlp.gate_proj.weight", {inter, hidden});
-    read(&l.up_proj, p + "mlp.up_proj.weight", {inter, hidden});
-    read(&l.down_proj, p + "mlp.down_proj.weight", {hidden, inter});
+    matrix(&l.o_proj, p + "self_attn.o_proj.weight", hidden, q_dim);
+    vector(&l.post_norm, p + "post_attention_layernorm.weight", hidden);
+    matrix(&l.gate_proj, p + "mlp.gate_proj.weight", inter, hidden);
+    matrix(&l.up_proj, p + "mlp.up_proj.weight", inter, hidden);
+    matrix(&l.down_proj, p + "mlp.down_proj.weight", hidden, inter);
   }
   if (!status.ok()) return status;
   return w;

@@ -17,8 +17,6 @@ absl::StatusOr<BackendBuffer> Upload(AttentionBackend& memory, const std::vector
 
 absl::StatusOr<PreparedModel> PrepareModel(const ModelConfig& c, const ModelWeights& w, AttentionBackend& memory,
                                            LayerBackend& layers) {
-  const int64_t d = c.hidden_size, q_dim = int64_t{c.num_heads} * c.head_dim;
-  const int64_t kv_dim = int64_t{c.num_kv_heads} * c.head_dim, inter = c.intermediate_size;
   PreparedModel m;
   m.layers.resize(w.layers.size());
   for (size_t i = 0; i < w.layers.size(); ++i) {
@@ -29,17 +27,17 @@ absl::StatusOr<PreparedModel> PrepareModel(const ModelConfig& c, const ModelWeig
     PREFILL_ASSIGN_OR_RETURN(p.q_bias, Upload(memory, l.q_bias));
     PREFILL_ASSIGN_OR_RETURN(p.k_bias, Upload(memory, l.k_bias));
     PREFILL_ASSIGN_OR_RETURN(p.v_bias, Upload(memory, l.v_bias));
-    PREFILL_ASSIGN_OR_RETURN(p.q, layers.PrepareMatrix(l.q_proj, q_dim, d));
-    PREFILL_ASSIGN_OR_RETURN(p.k, layers.PrepareMatrix(l.k_proj, kv_dim, d));
-    PREFILL_ASSIGN_OR_RETURN(p.v, layers.PrepareMatrix(l.v_proj, kv_dim, d));
-    PREFILL_ASSIGN_OR_RETURN(p.o, layers.PrepareMatrix(l.o_proj, d, q_dim));
-    PREFILL_ASSIGN_OR_RETURN(p.gate, layers.PrepareMatrix(l.gate_proj, inter, d));
-    PREFILL_ASSIGN_OR_RETURN(p.up, layers.PrepareMatrix(l.up_proj, inter, d));
-    PREFILL_ASSIGN_OR_RETURN(p.down, layers.PrepareMatrix(l.down_proj, d, inter));
+    PREFILL_ASSIGN_OR_RETURN(p.q, layers.PrepareMatrix(l.q_proj));
+    PREFILL_ASSIGN_OR_RETURN(p.k, layers.PrepareMatrix(l.k_proj));
+    PREFILL_ASSIGN_OR_RETURN(p.v, layers.PrepareMatrix(l.v_proj));
+    PREFILL_ASSIGN_OR_RETURN(p.o, layers.PrepareMatrix(l.o_proj));
+    PREFILL_ASSIGN_OR_RETURN(p.gate, layers.PrepareMatrix(l.gate_proj));
+    PREFILL_ASSIGN_OR_RETURN(p.up, layers.PrepareMatrix(l.up_proj));
+    PREFILL_ASSIGN_OR_RETURN(p.down, layers.PrepareMatrix(l.down_proj));
   }
   PREFILL_ASSIGN_OR_RETURN(m.final_norm, Upload(memory, w.final_norm));
   PREFILL_ASSIGN_OR_RETURN(m.inv_freq, Upload(memory, RopeInverseFrequencies(c)));
-  PREFILL_ASSIGN_OR_RETURN(m.lm_head, layers.PrepareMatrix(w.output_embedding(), c.vocab_size, d));
+  PREFILL_ASSIGN_OR_RETURN(m.lm_head, layers.PrepareMatrix(w.output_embedding()));
   return m;
 }
 

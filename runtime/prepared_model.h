@@ -1,7 +1,8 @@
 // PreparedModel: a model's weights in the form one backend computes with, made once per
-// process from the host copy (runtime/model_weights.h) and then shared by every request:
-// matrices through LayerBackend::PrepareMatrix (the CPU reads the host fp32 values in place,
-// CUDA holds a bf16 copy), vectors (norms, biases, RoPE frequencies) uploaded as they are.
+// process from the mapped checkpoint (runtime/model_weights.h) and then shared by every
+// request: matrices through LayerBackend::PrepareMatrix (the CPU reads fp32 checkpoints in
+// place and converts others, CUDA holds a bf16 copy), vectors (norms, biases, RoPE
+// frequencies) uploaded as fp32.
 #pragma once
 
 #include <vector>

@@ -1,12 +1,14 @@
-// The CPU LayerBackend: projections through OpenBLAS sgemm on the caller's fp32 weights (no
-// copy), the elementwise ops as plain loops over rows spread with ParallelFor.
+// The CPU LayerBackend: projections through OpenBLAS sgemm on fp32 weights (the caller's
+// when they are fp32, else a converted copy), the elementwise ops as plain loops over rows spread with ParallelFor.
 #include <cblas.h>
 
+#include <algorithm>
 #include <cmath>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "kernels/cpu/parallel_for.h"
+#include "kernels/dtype.h"
 #include "kernels/layer_backend.h"
 
 namespace prefill {
@@ -16,20 +18,35 @@ absl::Status Invalid(const char* op, const char* what) {
   return absl::InvalidArgumentError(absl::StrCat(op, ": ", what));
 }
 
+constexpr int64_t kConvertChunk = int64_t{1} << 20;  // values per conversion task
+
 class CpuLayerBackend final : public LayerBackend {
  public:
   explicit CpuLayerBackend(int threads) : threads_(threads > 0 ? threads : 1) { openblas_set_num_threads(threads_); }
 
   std::string_view name() const override { return "cpu"; }
 
-  absl::StatusOr<WeightMatrix> PrepareMatrix(std::span<const float> values, int64_t rows, int64_t cols) override {
-    if (rows < 1 || cols < 1 || static_cast<int64_t>(values.size()) != rows * cols) {
-      return Invalid("PrepareMatrix", absl::StrCat(values.size(), " values for a [", rows, ", ", cols, "] matrix").c_str());
-    }
+  using LayerBackend::PrepareMatrix;
+  // fp32 sources are multiplied in place; bf16 / f16 ones through an fp32 copy.
+  absl::StatusOr<WeightMatrix> PrepareMatrix(const MatrixSource& source) override {
+    if (source.rows < 1 || source.cols < 1) return Invalid("PrepareMatrix", "a matrix needs rows and cols >= 1");
+    if (!source.data) return Invalid("PrepareMatrix", "null values");
     WeightMatrix m;
-    m.data = values.data();
-    m.rows = rows;
-    m.cols = cols;
+    m.rows = source.rows;
+    m.cols = source.cols;
+    if (source.dtype == DType::kF32) {
+      m.data = source.data;
+      return m;
+    }
+    const int64_t n = source.rows * source.cols;
+    auto* copy = new float[static_cast<size_t>(n)];
+    m.owned = BackendBuffer(copy, [](void* p) { delete[] static_cast<float*>(p); });
+    cpu::ParallelFor((n + kConvertChunk - 1) / kConvertChunk, threads_, [&](int64_t c) {
+      const int64_t begin = c * kConvertChunk, count = std::min(kConvertChunk, n - begin);
+      ConvertToF32(source.dtype, static_cast<const char*>(source.data) + begin * DTypeSize(source.dtype), copy + begin,
+                   count);
+    });
+    m.data = copy;
     return m;
   }
 

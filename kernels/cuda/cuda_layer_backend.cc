@@ -10,6 +10,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 #include <limits>
 #include <memory>
 #include <string>
@@ -22,6 +23,7 @@
 #include "kernels/cuda/cuda_check.h"
 #include "kernels/cuda/device_context.h"
 #include "kernels/cuda/layer_ops.h"
+#include "kernels/dtype.h"
 
 namespace prefill {
 namespace {
@@ -126,6 +128,10 @@ class CudaLayerBackend final : public LayerBackend {
     (void)cudaStreamSynchronize(ctx_.stream);  // queued GEMMs may still use the workspace
     if (handle_) (void)cublasDestroy(handle_);
     if (workspace_) (void)cudaFree(workspace_);
+    for (UploadSlot& slot : upload_slots_) {
+      if (slot.host) (void)cudaFreeHost(slot.host);
+      if (slot.done) (void)cudaEventDestroy(slot.done);
+    }
   }
 
   // The handle runs on the attention backend's stream with a workspace of its own (cuBLAS
@@ -149,56 +155,62 @@ class CudaLayerBackend final : public LayerBackend {
 
   std::string_view name() const override { return "cuda"; }
 
-  // bf16 copy of `values` in device memory: uploaded through a temporary fp32 buffer in chunks
-  // of options_.upload_chunk_bytes and rounded on the device. Waits for the upload, so the
-  // caller may free `values` (pageable or pinned) on return.
-  absl::StatusOr<WeightMatrix> PrepareMatrix(std::span<const float> values, int64_t rows,
-                                             int64_t cols) override {
+  using LayerBackend::PrepareMatrix;
+  // bf16 copy of the source in device memory. Chunks of options_.upload_chunk_bytes go through
+  // two page-locked slots: the host copies chunk i+1 into one while the other's DMA runs. A
+  // bf16 source lands as it is; f32 (and f16, widened on the host) is uploaded into a device
+  // staging buffer and rounded there. Waits for the upload, so the caller may free or unmap
+  // the source on return.
+  absl::StatusOr<WeightMatrix> PrepareMatrix(const MatrixSource& source) override {
+    const int64_t rows = source.rows, cols = source.cols;
     if (rows < 1 || cols < 1 || rows > kIntMax || cols > kIntMax) {
-      return Invalid("PrepareMatrix",
-                     absl::StrCat("[", rows, ", ", cols, "]: each side must be in [1, 2^31)"));
+      return Invalid("PrepareMatrix", absl::StrCat("[", rows, ", ", cols, "]: each side must be in [1, 2^31)"));
     }
+    if (!source.data) return Invalid("PrepareMatrix", "null values");
     const int64_t n = rows * cols;
-    if (static_cast<int64_t>(values.size()) != n) {
-      return Invalid("PrepareMatrix",
-                     absl::StrCat(values.size(), " values for a [", rows, ", ", cols, "] matrix"));
-    }
-    if (!values.data()) return Invalid("PrepareMatrix", "null values");
     CUDA_CHECK(cudaSetDevice(ctx_.device));
     void* data = nullptr;
     CUDA_CHECK(cudaMalloc(&data, static_cast<size_t>(n) * sizeof(uint16_t)));
-    BackendBuffer owned(data, FreeDeviceMemory);
-
-    // Chunks of a multiple of 4 values keep every chunk's bf16 destination 8-byte aligned.
-    const int64_t chunk = std::min(
-        n, std::max<int64_t>(
-               4, static_cast<int64_t>(options_.upload_chunk_bytes / sizeof(float)) / 4 * 4));
-    float* staging = nullptr;
-    CUDA_CHECK(cudaMallocAsync(reinterpret_cast<void**>(&staging),
-                               static_cast<size_t>(chunk) * sizeof(float), ctx_.stream));
+    WeightMatrix m;
+    m.owned = BackendBuffer(data, FreeDeviceMemory);
+    m.data = data;
+    m.rows = rows;
+    m.cols = cols;
+    if (absl::Status s = EnsureUploadSlots(); !s.ok()) return s;
+    const bool bf16 = source.dtype == DType::kBF16;
+    float* staging = nullptr;  // device fp32 chunk for the sources that are rounded on the device
+    if (!bf16) {
+      CUDA_CHECK(cudaMallocAsync(reinterpret_cast<void**>(&staging), upload_chunk_ * sizeof(float), ctx_.stream));
+    }
     struct FreeOnStream {
       cudaStream_t stream;
       void operator()(float* ptr) const { (void)cudaFreeAsync(ptr, stream); }
     };
     std::unique_ptr<float, FreeOnStream> staging_owner(staging, FreeOnStream{ctx_.stream});
-    for (int64_t begin = 0; begin < n; begin += chunk) {
-      const int64_t count = std::min(chunk, n - begin);
-      // Stream-ordered after the previous chunk's conversion, which read the staging buffer.
-      CUDA_CHECK(cudaMemcpyAsync(staging, values.data() + begin,
-                                 static_cast<size_t>(count) * sizeof(float), cudaMemcpyHostToDevice,
-                                 ctx_.stream));
-      const cuda::ConvertToBf16Params convert{
-          .src = staging, .dst = static_cast<uint16_t*>(data) + begin, .n = count};
-      if (absl::Status s = cuda::LaunchConvertToBf16(convert, ctx_); !s.ok()) return s;
+    const auto* src = static_cast<const char*>(source.data);
+    const size_t src_size = DTypeSize(source.dtype);
+    for (int64_t begin = 0, i = 0; begin < n; begin += upload_chunk_, ++i) {
+      const int64_t count = std::min(upload_chunk_, n - begin);
+      UploadSlot& slot = upload_slots_[i % 2];
+      CUDA_CHECK(cudaEventSynchronize(slot.done));  // its previous DMA has read it
+      if (bf16 || source.dtype == DType::kF32) {
+        std::memcpy(slot.host, src + begin * src_size, static_cast<size_t>(count) * src_size);
+      } else {
+        ConvertToF32(source.dtype, src + begin * src_size, static_cast<float*>(slot.host), count);
+      }
+      if (bf16) {
+        CUDA_CHECK(cudaMemcpyAsync(static_cast<uint16_t*>(data) + begin, slot.host, count * sizeof(uint16_t),
+                                   cudaMemcpyHostToDevice, ctx_.stream));
+      } else {
+        // Stream-ordered after the previous chunk's rounding, which read the staging buffer.
+        CUDA_CHECK(cudaMemcpyAsync(staging, slot.host, count * sizeof(float), cudaMemcpyHostToDevice, ctx_.stream));
+        const cuda::ConvertToBf16Params convert{.src = staging, .dst = static_cast<uint16_t*>(data) + begin, .n = count};
+        if (absl::Status s = cuda::LaunchConvertToBf16(convert, ctx_); !s.ok()) return s;
+      }
+      CUDA_CHECK(cudaEventRecord(slot.done, ctx_.stream));
     }
     staging_owner.reset();
     CUDA_CHECK(cudaStreamSynchronize(ctx_.stream));
-
-    WeightMatrix m;
-    m.data = data;
-    m.rows = rows;
-    m.cols = cols;
-    m.owned = std::move(owned);
     return m;
   }
 
@@ -277,9 +289,28 @@ class CudaLayerBackend final : public LayerBackend {
 
   cuda::DeviceContext ctx_;
   CudaLayerBackendOptions options_;
+  // The two page-locked slots of PrepareMatrix, made at its first call (weights are prepared
+  // once per process) and kept: page-locking is slow, reuse is free.
+  struct UploadSlot {
+    void* host = nullptr;
+    cudaEvent_t done = nullptr;
+  };
+  absl::Status EnsureUploadSlots() {
+    if (upload_slots_[0].host) return absl::OkStatus();
+    upload_chunk_ = std::max<int64_t>(4, static_cast<int64_t>(options_.upload_chunk_bytes / sizeof(float)) / 4 * 4);
+    for (UploadSlot& slot : upload_slots_) {
+      CUDA_CHECK(cudaHostAlloc(&slot.host, upload_chunk_ * sizeof(float), cudaHostAllocDefault));
+      CUDA_CHECK(cudaEventCreateWithFlags(&slot.done, cudaEventDisableTiming));
+      CUDA_CHECK(cudaEventRecord(slot.done, ctx_.stream));
+    }
+    return absl::OkStatus();
+  }
+
   std::unique_ptr<cuda::DeviceScratch> scratch_;
   cublasHandle_t handle_ = nullptr;
   void* workspace_ = nullptr;
+  UploadSlot upload_slots_[2];
+  int64_t upload_chunk_ = 0;  // values per slot (a multiple of 4: bf16 destinations stay 8-byte aligned)
 };
 
 }  // namespace

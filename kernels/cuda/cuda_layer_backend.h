@@ -20,7 +20,8 @@ struct CudaLayerBackendOptions {
   // many bytes (at least one row): a 128k-token prefill through a 14336-wide down projection
   // would otherwise need 3.7 GB. Chunks of ~2k rows keep the GEMMs at full speed.
   size_t linear_scratch_bytes = size_t{64} << 20;
-  // PrepareMatrix uploads fp32 values through a temporary device buffer of this many bytes.
+  // PrepareMatrix uploads in chunks of this many bytes' worth of fp32 values through two
+  // page-locked host slots (and, for sources that are not bf16, a device staging buffer).
   size_t upload_chunk_bytes = size_t{32} << 20;
 };
 
