@@ -12,6 +12,7 @@
 #include "absl/status/statusor.h"
 #include "kernels/attention_params.h"
 #include "kernels/block_mask.h"
+#include "kernels/dtype.h"
 #include "kernels/mask_estimation_params.h"
 
 namespace prefill {
@@ -44,6 +45,15 @@ struct BackendBlockMask {
   }
 };
 
+// host_dst[0 .. n) = dtype(src[0 .. n)): n fp32 values of backend memory leave for the host
+// in storage dtype (rounded to nearest even), e.g. a layer's K or V for the KV cache.
+struct DownloadParams {
+  const float* src = nullptr;
+  int64_t n = 0;
+  DType dtype = DType::kF32;
+  void* host_dst = nullptr;  // n * DTypeSize(dtype) bytes, best from AllocateHost
+};
+
 class AttentionBackend {
  public:
   virtual ~AttentionBackend() = default;
@@ -63,6 +73,16 @@ class AttentionBackend {
   virtual absl::Status GatherRows(const GatherRowsParams& p) = 0;
   // Waits for all work the backend has queued (a no-op on the CPU).
   virtual absl::Status Synchronize() = 0;
+
+  // Host memory that downloads reach fastest (page-locked on CUDA), not zero-filled.
+  virtual absl::StatusOr<BackendBuffer> AllocateHost(size_t bytes) = 0;
+  // Starts a download after the work queued so far has produced src; on CUDA it converts on
+  // the compute stream and copies on a copy stream of its own, so later work does not wait
+  // for the transfer and src may be overwritten by work queued after the call. Returns once
+  // queued (the CPU converts at once).
+  virtual absl::Status StartDownload(const DownloadParams& p) = 0;
+  // Waits until every started download has landed in host memory.
+  virtual absl::Status FinishDownloads() = 0;
 };
 
 // threads <= 0: all hardware threads.

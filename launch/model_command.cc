@@ -1,5 +1,6 @@
 #include "launch/model_command.h"
 
+#include <chrono>
 #include <cstdio>
 #include <filesystem>
 #include <memory>
@@ -11,6 +12,22 @@
 
 namespace prefill {
 namespace {
+
+// Seconds between marks, by phase name (this rank's).
+class LoadTimer {
+ public:
+  void Mark(const char* phase) {
+    const auto now = std::chrono::steady_clock::now();
+    phases_[phase] = std::chrono::duration<double>(now - last_).count();
+    last_ = now;
+  }
+  double total() const { return std::chrono::duration<double>(last_ - start_).count(); }
+  const nlohmann::json& phases() const { return phases_; }
+
+ private:
+  std::chrono::steady_clock::time_point start_ = std::chrono::steady_clock::now(), last_ = start_;
+  nlohmann::json phases_ = nlohmann::json::object();
+};
 
 struct ModelCommandConfig {
   std::string model_dir;
@@ -50,6 +67,11 @@ void PrintSummary(const nlohmann::json& r) {
   std::printf("  time       %.3f s prefill (%.0f tokens/s): gemm %.3f, estimate %.3f, exchange %.3f, attention %.3f\n",
               r["prefill_seconds"].get<double>(), r["tokens_per_second"].get<double>(), p["gemm"].get<double>(),
               p["mask_estimation"].get<double>(), p["kv_exchange"].get<double>(), p["attention"].get<double>());
+  if (r.contains("load_seconds")) {
+    const auto& l = r["load_phase_seconds"];
+    std::printf("  load       %.3f s: read %.3f, device init %.3f, weights %.3f\n", r["load_seconds"].get<double>(),
+                l["read"].get<double>(), l["device_init"].get<double>(), l["prepare_weights"].get<double>());
+  }
   std::string densities;
   for (const auto& d : r["layer_density"]) densities += absl::StrFormat(" %.2f", d.get<double>());
   std::printf("  density   %s (per layer)\n", densities.c_str());
@@ -105,18 +127,28 @@ std::function<int()> AddModelCommand(CLI::App& app, const MpiSession& session) {
     if (c.options.threads <= 0) c.options.threads = DefaultThreadsPerRank();
     absl::StatusOr<std::unique_ptr<MpiCommunicator>> comm = MpiCommunicator::Create(MPI_COMM_WORLD);
     if (!comm.ok()) return ExitCodeFor(comm.status(), session.world_rank());
+    // Load phases, apart from the prefill: map and check the checkpoint, start the device
+    // (CUDA context, cuBLAS, NCCL), prepare the weights on it.
+    LoadTimer load;
     absl::StatusOr<LoadedModel> model = LoadModel(c.model_dir);
     if (absl::Status s = AgreeOnStatus(**comm, model.status()); !s.ok()) return ExitCodeFor(s, session.world_rank());
+    load.Mark("read");
     absl::StatusOr<ExecutionContext> ctx = MakeExecutionContext(c.device, c.options.threads, c.device_id, **comm);
+    load.Mark("device_init");
     absl::StatusOr<PreparedModel> prepared =
         ctx.ok() ? PrepareModel(model->config, model->weights, *ctx->backend, *ctx->layers) : ctx.status();
     if (absl::Status s = AgreeOnStatus(**comm, prepared.status()); !s.ok()) return ExitCodeFor(s, session.world_rank());
+    load.Mark("prepare_weights");
     const ModelExecution on{ctx->backend.get(), ctx->layers.get(), &*prepared, ctx->comm, comm->get()};
     absl::StatusOr<std::unique_ptr<JobMetrics>> metrics =
         StartJobMetrics(c.metrics, session.world_rank(), std::filesystem::path(c.model_dir).filename().string());
     if (absl::Status s = AgreeOnStatus(**comm, metrics.status()); !s.ok()) return ExitCodeFor(s, session.world_rank());
     (*metrics)->metrics->SetRequestsRunning(1);
     absl::StatusOr<nlohmann::json> report = PrefillRequest(*model, c.source, c.options, on);
+    if (report.ok()) {
+      (*report)["load_seconds"] = load.total();
+      (*report)["load_phase_seconds"] = load.phases();
+    }
     (*metrics)->metrics->SetRequestsRunning(0);
     if (const int64_t used = ctx->device_memory_used(); used >= 0) (*metrics)->metrics->SetGpuMemoryUsedBytes(used);
     RecordRequestMetrics(report, model->config, **comm, *(*metrics)->metrics);

@@ -125,8 +125,12 @@ absl::StatusOr<std::vector<SinkReport>> WriteKvCache(Communicator& comm, const s
   std::vector<Tensor> tensors;  // alive until every sink has committed (zero-copy senders read them in place)
   tensors.reserve(2 * out.keys.size());
   for (size_t i = 0; i < out.keys.size(); ++i) {
-    tensors.push_back(FromF32(out.keys[i], *dtype, {n, c.num_kv_heads, c.head_dim}));
-    tensors.push_back(FromF32(out.values[i], *dtype, {n, c.num_kv_heads, c.head_dim}));
+    for (std::span<const std::byte> bytes : {out.keys[i], out.values[i]}) {
+      Tensor& t = tensors.emplace_back();
+      t.dtype = out.kv_dtype;
+      t.shape = {n, c.num_kv_heads, c.head_dim};
+      t.bytes.assign(bytes.begin(), bytes.end());
+    }
   }
   std::vector<SinkReport> reports;
   for (const std::unique_ptr<KvSink>& sink : sinks) {
@@ -233,7 +237,9 @@ absl::StatusOr<nlohmann::json> PrefillRequest(const LoadedModel& model, const Pr
       s.ok() ? LocalEmbeddings(model, source, *layout, comm.rank(), *length) : absl::StatusOr<std::vector<float>>(s);
   if (s = AgreeOnStatus(comm, hidden.status()); !s.ok()) return s;
 
-  const PrefillOptions options{o.mode == "sparse", SparseOptions{o.stride, o.tau, true, true}};
+  PrefillOptions options{o.mode == "sparse", SparseOptions{o.stride, o.tau, true, true}};
+  options.keep_kv = !o.kv_out.empty() || !o.kv_target.empty();
+  if (options.keep_kv) options.kv_dtype = *ParseDType(o.kv_dtype);  // ValidateOptions checked it
   const auto t0 = Clock::now();
   absl::StatusOr<PrefillOutput> out = RunTransformerPrefill({*on.attention, *on.layers, *on.comm, *on.weights},
                                                             *layout, c, *hidden, *length - 1, options);

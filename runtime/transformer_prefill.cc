@@ -113,10 +113,17 @@ absl::StatusOr<PrefillOutput> RunTransformerPrefill(const TransformerBackends& o
   if (!a.ok()) return a.status();
 
   PrefillOutput out;
-  const size_t layer_floats = static_cast<size_t>(n * kv_dim);
-  absl::StatusOr<std::shared_ptr<HostArena>> storage = HostArena::Create(2 * layer_floats * on.weights.layers.size());
-  if (!storage.ok()) return storage.status();
-  out.kv_storage = *std::move(storage);
+  out.kv_dtype = options.kv_dtype;
+  const int64_t layer_values = n * kv_dim;
+  const size_t layer_bytes = static_cast<size_t>(layer_values) * DTypeSize(options.kv_dtype);
+  if (options.keep_kv) {
+    const auto t = Clock::now();
+    absl::StatusOr<BackendBuffer> storage = on.attention.AllocateHost(2 * layer_bytes * on.weights.layers.size());
+    if (!storage.ok()) return storage.status();
+    out.kv_storage = *std::move(storage);
+    out.kv_host_alloc_seconds = Since(t);
+  }
+  auto* kv_bytes = static_cast<std::byte*>(out.kv_storage.get());
   for (const PreparedLayer& l : on.weights.layers) {
     LayerReport report;
     auto t = Clock::now();
@@ -129,19 +136,26 @@ absl::StatusOr<PrefillOutput> RunTransformerPrefill(const TransformerBackends& o
     report.attention = *attention;
 
     t = Clock::now();
+    if (options.keep_kv) {  // K and V travel under the MLP and the next layer
+      const size_t layer = out.keys.size();
+      std::byte* keys = kv_bytes + 2 * layer * layer_bytes;
+      std::byte* values = keys + layer_bytes;
+      PREFILL_RETURN_IF_ERROR(on.attention.StartDownload({Floats(a->keys), layer_values, options.kv_dtype, keys}));
+      PREFILL_RETURN_IF_ERROR(on.attention.StartDownload({Floats(a->values), layer_values, options.kv_dtype, values}));
+      out.keys.emplace_back(keys, layer_bytes);
+      out.values.emplace_back(values, layer_bytes);
+    }
     PREFILL_RETURN_IF_ERROR(OutputAndMlp(on, c, l, n, *a));
-    const std::span<float> keys = out.kv_storage->Slice(2 * out.keys.size() * layer_floats, layer_floats);
-    const std::span<float> values = out.kv_storage->Slice((2 * out.keys.size() + 1) * layer_floats, layer_floats);
-    out.keys.push_back(keys);
-    out.values.push_back(values);
-    PREFILL_RETURN_IF_ERROR(on.attention.CopyToHost(keys.data(), a->keys.get(), keys.size_bytes()));
-    PREFILL_RETURN_IF_ERROR(on.attention.CopyToHost(values.data(), a->values.get(), values.size_bytes()));
+    PREFILL_RETURN_IF_ERROR(on.attention.Synchronize());
     report.gemm_seconds += Since(t);
     out.layers.push_back(report);
   }
   absl::StatusOr<std::vector<float>> logits = LastTokenLogits(on, layout, c, *a, last_position);
   if (!logits.ok()) return logits.status();
   out.last_logits = std::move(*logits);
+  const auto t = Clock::now();
+  PREFILL_RETURN_IF_ERROR(on.attention.FinishDownloads());
+  out.kv_download_wait_seconds = Since(t);
   return out;
 }
 

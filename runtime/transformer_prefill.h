@@ -16,7 +16,6 @@
 #include "parallel/communicator.h"
 #include "parallel/cp_layout.h"
 #include "parallel/sparse_cp_attention.h"
-#include "runtime/host_arena.h"
 #include "runtime/model_config.h"
 #include "runtime/prepared_model.h"
 
@@ -25,6 +24,10 @@ namespace prefill {
 struct PrefillOptions {
   bool sparse = false;
   SparseOptions sparse_options;
+  // The KV cache comes back to the host in this dtype, each layer's K and V downloaded while
+  // the next layer computes; keep_kv false: it stays behind (no sink wants it).
+  bool keep_kv = true;
+  DType kv_dtype = DType::kBF16;
 };
 
 struct LayerReport {
@@ -33,10 +36,14 @@ struct LayerReport {
 };
 
 struct PrefillOutput {
-  std::shared_ptr<HostArena> kv_storage;          // holds keys and values
-  std::vector<std::span<float>> keys, values;     // per layer: local rows [n, kv_heads, head_dim], after RoPE
-  std::vector<float> last_logits;                // [vocab] on every rank
+  BackendBuffer kv_storage{nullptr, [](void*) {}};  // host memory (AllocateHost) holding keys and values
+  DType kv_dtype = DType::kBF16;
+  // Per layer: local rows [n, kv_heads, head_dim] in kv_dtype, after RoPE (empty unless keep_kv).
+  std::vector<std::span<const std::byte>> keys, values;
+  std::vector<float> last_logits;  // [vocab] on every rank
   std::vector<LayerReport> layers;
+  double kv_host_alloc_seconds = 0;  // allocating kv_storage (page-locking it on CUDA)
+  double kv_download_wait_seconds = 0;  // waiting at the end for downloads still in flight
 };
 
 // Where the prefill computes: `comm` moves `attention`'s memory between the ranks of the group

@@ -10,6 +10,7 @@
 #include "absl/strings/str_cat.h"
 #include "kernels/cuda/attention/block_sparse_attention.h"
 #include "kernels/cuda/cuda_check.h"
+#include "kernels/cuda/layer_ops.h"
 #include "kernels/cuda/device_memory_ledger.h"
 #include "kernels/cuda/estimation/round_robin_mask_estimator.h"
 #include "kernels/cuda/gather_rows.h"
@@ -65,6 +66,11 @@ class CudaBackend final : public AttentionBackend {
     mask_storage_.reset();
     (void)cudaStreamSynchronize(ctx_.stream);
     (void)cudaStreamDestroy(ctx_.stream);
+    if (copy_stream_) {
+      (void)cudaStreamSynchronize(copy_stream_);
+      (void)cudaStreamDestroy(copy_stream_);
+      (void)cudaEventDestroy(converted_);
+    }
   }
 
   std::string_view name() const override { return "cuda"; }
@@ -131,10 +137,45 @@ class CudaBackend final : public AttentionBackend {
     return absl::OkStatus();
   }
 
+  absl::StatusOr<BackendBuffer> AllocateHost(size_t bytes) override {
+    CUDA_CHECK(cudaSetDevice(ctx_.device));
+    void* ptr = nullptr;
+    CUDA_CHECK(cudaHostAlloc(&ptr, bytes ? bytes : 1, cudaHostAllocDefault));
+    return BackendBuffer(ptr, [](void* p) { (void)cudaFreeHost(p); });
+  }
+  // Converted into a stream-ordered staging buffer on the compute stream (so src may be
+  // overwritten right after), copied out and freed on the copy stream.
+  absl::Status StartDownload(const DownloadParams& p) override {
+    if (p.n == 0) return absl::OkStatus();
+    CUDA_CHECK(cudaSetDevice(ctx_.device));
+    if (!copy_stream_) {
+      CUDA_CHECK(cudaStreamCreateWithFlags(&copy_stream_, cudaStreamNonBlocking));
+      CUDA_CHECK(cudaEventCreateWithFlags(&converted_, cudaEventDisableTiming));
+    }
+    const size_t bytes = static_cast<size_t>(p.n) * DTypeSize(p.dtype);
+    void* staging = nullptr;
+    CUDA_CHECK(cudaMallocAsync(&staging, bytes, ctx_.stream));
+    if (absl::Status s = cuda::LaunchConvertFromF32({p.src, staging, p.n, p.dtype}, ctx_); !s.ok()) return s;
+    // The wait takes the event as recorded now: reusing the event for the next download is safe.
+    CUDA_CHECK(cudaEventRecord(converted_, ctx_.stream));
+    CUDA_CHECK(cudaStreamWaitEvent(copy_stream_, converted_, 0));
+    CUDA_CHECK(cudaMemcpyAsync(p.host_dst, staging, bytes, cudaMemcpyDeviceToHost, copy_stream_));
+    CUDA_CHECK(cudaFreeAsync(staging, copy_stream_));
+    return absl::OkStatus();
+  }
+  absl::Status FinishDownloads() override {
+    if (!copy_stream_) return absl::OkStatus();
+    CUDA_CHECK(cudaSetDevice(ctx_.device));
+    CUDA_CHECK(cudaStreamSynchronize(copy_stream_));
+    return absl::OkStatus();
+  }
+
  private:
   cuda::DeviceContext ctx_;
   std::unique_ptr<cuda::DeviceScratch> scratch_;
   std::unique_ptr<cuda::DeviceScratch> mask_storage_;  // the CSR of the last EstimateMaskInBackend
+  cudaStream_t copy_stream_ = nullptr;  // downloads, made at the first one
+  cudaEvent_t converted_ = nullptr;     // the compute stream has converted the latest download
 };
 
 }  // namespace

@@ -204,8 +204,8 @@ class CudaLayerBackend final : public LayerBackend {
       } else {
         // Stream-ordered after the previous chunk's rounding, which read the staging buffer.
         CUDA_CHECK(cudaMemcpyAsync(staging, slot.host, count * sizeof(float), cudaMemcpyHostToDevice, ctx_.stream));
-        const cuda::ConvertToBf16Params convert{.src = staging, .dst = static_cast<uint16_t*>(data) + begin, .n = count};
-        if (absl::Status s = cuda::LaunchConvertToBf16(convert, ctx_); !s.ok()) return s;
+        const cuda::ConvertFromF32Params convert{.src = staging, .dst = static_cast<uint16_t*>(data) + begin, .n = count};
+        if (absl::Status s = cuda::LaunchConvertFromF32(convert, ctx_); !s.ok()) return s;
       }
       CUDA_CHECK(cudaEventRecord(slot.done, ctx_.stream));
     }
@@ -234,9 +234,9 @@ class CudaLayerBackend final : public LayerBackend {
     const float alpha = 1.f, beta = 0.f;
     for (int64_t begin = 0; begin < p.rows; begin += chunk) {
       const int64_t count = std::min(chunk, p.rows - begin);
-      const cuda::ConvertToBf16Params convert{
+      const cuda::ConvertFromF32Params convert{
           .src = p.x + begin * in, .dst = *x16, .n = count * in};
-      if (absl::Status s = cuda::LaunchConvertToBf16(convert, ctx_); !s.ok()) return s;
+      if (absl::Status s = cuda::LaunchConvertFromF32(convert, ctx_); !s.ok()) return s;
       CUBLAS_CHECK(cublasGemmEx(handle_, CUBLAS_OP_T, CUBLAS_OP_N, static_cast<int>(out),
                                 static_cast<int>(count), static_cast<int>(in), &alpha, p.w->data,
                                 CUDA_R_16BF, static_cast<int>(in), *x16, CUDA_R_16BF,

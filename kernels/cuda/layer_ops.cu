@@ -7,6 +7,7 @@
 //            once) goes to shared memory and is reused by every head of the row.
 //   SwiGLU, Add, bias add, fp32 -> bf16: elementwise.
 #include <cuda_bf16.h>
+#include <cuda_fp16.h>
 
 #include <algorithm>
 #include <cstdint>
@@ -209,10 +210,27 @@ __global__ void __launch_bounds__(kElementwiseThreads) BiasAddKernel(const BiasA
   }
 }
 
-// kVec4: src 16-byte and dst 4-byte aligned; four values in, two bf16 pairs out.
-template <bool kVec4>
+// Out: __nv_bfloat16 or __half. kVec4: src 16-byte and dst 4-byte aligned; four values in,
+// two pairs out.
+template <typename Out>
+struct PairOf;
+template <>
+struct PairOf<__nv_bfloat16> {
+  using type = __nv_bfloat162;
+  static __device__ type Make(float a, float b) { return __floats2bfloat162_rn(a, b); }
+  static __device__ __nv_bfloat16 One(float a) { return __float2bfloat16_rn(a); }
+};
+template <>
+struct PairOf<__half> {
+  using type = __half2;
+  static __device__ type Make(float a, float b) { return __floats2half2_rn(a, b); }
+  static __device__ __half One(float a) { return __float2half_rn(a); }
+};
+
+template <typename Out, bool kVec4>
 __global__ void __launch_bounds__(kElementwiseThreads)
-    ConvertToBf16Kernel(const float* __restrict__ src, __nv_bfloat16* __restrict__ dst, int64_t n) {
+    ConvertFromF32Kernel(const float* __restrict__ src, Out* __restrict__ dst, int64_t n) {
+  using Pair = PairOf<Out>;
   const int64_t start = blockIdx.x * int64_t{blockDim.x} + threadIdx.x;
   const int64_t stride = int64_t{gridDim.x} * blockDim.x;
   int64_t done = 0;
@@ -220,13 +238,13 @@ __global__ void __launch_bounds__(kElementwiseThreads)
     const int64_t quads = n / 4;
     for (int64_t i = start; i < quads; i += stride) {
       const float4 v = reinterpret_cast<const float4*>(src)[i];
-      __nv_bfloat162* out = reinterpret_cast<__nv_bfloat162*>(dst) + 2 * i;
-      out[0] = __floats2bfloat162_rn(v.x, v.y);
-      out[1] = __floats2bfloat162_rn(v.z, v.w);
+      typename Pair::type* out = reinterpret_cast<typename Pair::type*>(dst) + 2 * i;
+      out[0] = Pair::Make(v.x, v.y);
+      out[1] = Pair::Make(v.z, v.w);
     }
     done = quads * 4;
   }
-  for (int64_t i = done + start; i < n; i += stride) dst[i] = __float2bfloat16_rn(src[i]);
+  for (int64_t i = done + start; i < n; i += stride) dst[i] = Pair::One(src[i]);
 }
 
 // Runs launch(std::true_type) -- the float4 variant of a kernel -- when vec4, else
@@ -287,12 +305,22 @@ absl::Status LaunchBiasAdd(const BiasAddParams& p, const DeviceContext& ctx) {
   return LaunchVectorised(vec4, [&](auto v) { BiasAddKernel<decltype(v)::value><<<grid, kElementwiseThreads, 0, ctx.stream>>>(p); });
 }
 
-absl::Status LaunchConvertToBf16(const ConvertToBf16Params& p, const DeviceContext& ctx) {
+absl::Status LaunchConvertFromF32(const ConvertFromF32Params& p, const DeviceContext& ctx) {
   if (p.n == 0) return absl::OkStatus();
+  if (p.dtype == DType::kF32) {
+    CUDA_CHECK(cudaMemcpyAsync(p.dst, p.src, p.n * sizeof(float), cudaMemcpyDeviceToDevice, ctx.stream));
+    return absl::OkStatus();
+  }
   const bool vec4 = Aligned(p.src, 16) && Aligned(p.dst, 4);
   const unsigned grid = GridFor(vec4 ? p.n / 4 : p.n, kElementwiseThreads, ctx);
-  auto* dst = static_cast<__nv_bfloat16*>(p.dst);
-  return LaunchVectorised(vec4, [&](auto v) { ConvertToBf16Kernel<decltype(v)::value><<<grid, kElementwiseThreads, 0, ctx.stream>>>(p.src, dst, p.n); });
+  auto launch = [&](auto* dst) {
+    using Out = std::remove_pointer_t<decltype(dst)>;
+    return LaunchVectorised(vec4, [&](auto v) {
+      ConvertFromF32Kernel<Out, decltype(v)::value><<<grid, kElementwiseThreads, 0, ctx.stream>>>(p.src, dst, p.n);
+    });
+  };
+  if (p.dtype == DType::kF16) return launch(static_cast<__half*>(p.dst));
+  return launch(static_cast<__nv_bfloat16*>(p.dst));
 }
 
 }  // namespace prefill::cuda

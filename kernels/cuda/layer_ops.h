@@ -1,6 +1,6 @@
 // Launchers of the dense layer kernels behind the CUDA LayerBackend
 // (kernels/cuda/cuda_layer_backend.cc): RMSNorm, RoPE, SwiGLU, Add, the bias add of Linear and
-// the fp32 -> bf16 conversion of Linear's input and of prepared weights. Each takes its params
+// the fp32 -> bf16 / f16 conversion of Linear's input, of prepared weights and of the KV cache. Each takes its params
 // struct by value, sizes the grid from ctx.sm_count, queues on ctx.stream and checks the launch.
 // The entry validates: a launcher trusts its params (sizes >= 0, non-null pointers, head_dim
 // even and <= kMaxRopeHeadDim, exact aliasing only where the params allow it).
@@ -10,6 +10,7 @@
 
 #include "absl/status/status.h"
 #include "kernels/cuda/device_context.h"
+#include "kernels/dtype.h"
 #include "kernels/layer_backend.h"
 
 namespace prefill::cuda {
@@ -21,11 +22,13 @@ struct BiasAddParams {
   int64_t rows = 0, cols = 0;
 };
 
-// dst[i] = bf16(src[i]) for i < n, round to nearest even (__float2bfloat16_rn).
-struct ConvertToBf16Params {
+// dst[i] = dtype(src[i]) for i < n, round to nearest even (__float2bfloat16_rn,
+// __float2half_rn; f32 is a copy).
+struct ConvertFromF32Params {
   const float* src = nullptr;  // [n]
-  void* dst = nullptr;         // [n] __nv_bfloat16; must not overlap src
+  void* dst = nullptr;         // [n] of dtype; must not overlap src
   int64_t n = 0;
+  DType dtype = DType::kBF16;
 };
 
 // RoPE keeps a row's cos/sin table (head_dim floats) in shared memory.
@@ -36,6 +39,6 @@ absl::Status LaunchRope(const RopeParams& p, const DeviceContext& ctx);
 absl::Status LaunchSwiGlu(const SwiGluParams& p, const DeviceContext& ctx);
 absl::Status LaunchAdd(const AddParams& p, const DeviceContext& ctx);
 absl::Status LaunchBiasAdd(const BiasAddParams& p, const DeviceContext& ctx);
-absl::Status LaunchConvertToBf16(const ConvertToBf16Params& p, const DeviceContext& ctx);
+absl::Status LaunchConvertFromF32(const ConvertFromF32Params& p, const DeviceContext& ctx);
 
 }  // namespace prefill::cuda
