@@ -47,10 +47,20 @@ class FieldReader {
   std::string path_;
 };
 
+// The scaling object: `rope_scaling` (transformers 4), else `rope_parameters` (transformers
+// 5 writes only that one, with rope_theta inside), else none.
+const char* RopeScalingKey(const json& j) {
+  for (const char* key : {"rope_scaling", "rope_parameters"}) {
+    if (j.contains(key) && !j[key].is_null()) return key;
+  }
+  return nullptr;
+}
+
 absl::Status ReadRopeScaling(const json& j, const std::string& path, FieldReader& r, RopeScaling* out) {
-  if (!j.contains("rope_scaling") || j["rope_scaling"].is_null()) return absl::OkStatus();
-  const json& s = j["rope_scaling"];
-  if (!s.is_object()) return r.Bad("rope_scaling", "an object or null");
+  const char* key = RopeScalingKey(j);
+  if (key == nullptr) return absl::OkStatus();
+  const json& s = j[key];
+  if (!s.is_object()) return r.Bad(key, "an object or null");
   const json& type_field = s.contains("rope_type") ? s["rope_type"] : s.contains("type") ? s["type"] : json("default");
   if (!type_field.is_string()) return r.Bad("rope_scaling.rope_type", "a string");
   const std::string type = type_field.get<std::string>();
@@ -113,6 +123,9 @@ absl::StatusOr<ModelConfig> ParseModelConfig(const std::string& text, const std:
   if (absl::Status s = r.Int("head_dim", &c.head_dim, false); !s.ok()) return s;
   if (absl::Status s = r.Double(j, "rms_norm_eps", &c.rms_norm_eps); !s.ok()) return s;
   if (absl::Status s = r.Double(j, "rope_theta", &c.rope_theta); !s.ok()) return s;
+  if (j.contains("rope_parameters") && j["rope_parameters"].is_object() && !j.contains("rope_theta")) {
+    if (absl::Status s = r.Double(j["rope_parameters"], "rope_theta", &c.rope_theta); !s.ok()) return s;
+  }
   if (absl::Status s = r.Bool("tie_word_embeddings", &c.tie_word_embeddings); !s.ok()) return s;
   c.attention_bias = c.architecture == "Qwen2ForCausalLM";
   if (absl::Status s = r.Bool("attention_bias", &c.attention_bias); !s.ok()) return s;

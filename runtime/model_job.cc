@@ -264,7 +264,9 @@ absl::StatusOr<nlohmann::json> PrefillRequest(const LoadedModel& model, const Pr
 
   // Per layer: density over all ranks; per phase: the slowest rank.
   const size_t layers = out->layers.size();
-  std::vector<double> sums(2 * layers + 1), maxes(4);
+  std::vector<double> sums(2 * layers + 1), maxes(6);
+  maxes[4] = out->kv_host_alloc_seconds;
+  maxes[5] = out->kv_download_wait_seconds;
   double kv_bytes_rank = 0;
   for (size_t i = 0; i < layers; ++i) {
     const LayerReport& l = out->layers[i];
@@ -297,7 +299,8 @@ absl::StatusOr<nlohmann::json> PrefillRequest(const LoadedModel& model, const Pr
       {"block", o.block}, {"stride", o.stride}, {"tau", o.tau}, {"threads", o.threads},
       {"device", std::string(on.attention->name())},
       {"prefill_seconds", prefill_seconds}, {"tokens_per_second", *length / prefill_seconds},
-      {"phase_seconds", {{"mask_estimation", maxes[0]}, {"kv_exchange", maxes[1]}, {"attention", maxes[2]}, {"gemm", maxes[3]}}},
+      {"phase_seconds", {{"mask_estimation", maxes[0]}, {"kv_exchange", maxes[1]}, {"attention", maxes[2]}, {"gemm", maxes[3]},
+                         {"kv_host_alloc", maxes[4]}, {"kv_download_wait", maxes[5]}}},
       {"density", visible > 0 ? selected / visible : 1.0}, {"layer_density", density},
       {"kv_bytes_sent", sums[2 * layers]}, {"kv_bytes_sent_rank", kv_bytes_rank},
       {"kv_bytes_dense_ring", static_cast<double>(layers) * DenseRingKvBytes(*layout, c.num_kv_heads, c.head_dim, DType::kF32)},

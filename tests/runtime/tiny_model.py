@@ -170,7 +170,10 @@ def make(args):
             W[name] = w.astype(np.float64)
     if args.brk == "bad_arch":
         cfg["architectures"] = ["GPT2LMHeadModel"]
-    json.dump(cfg, open(os.path.join(args.dir, "config.json"), "w"), indent=1)
+    on_disk = dict(cfg)
+    if args.rope_parameters:  # as transformers 5 writes it: theta and scaling in one object
+        on_disk["rope_parameters"] = {"rope_theta": on_disk.pop("rope_theta"), **(on_disk.pop("rope_scaling", None) or {})}
+    json.dump(on_disk, open(os.path.join(args.dir, "config.json"), "w"), indent=1)
     if llama:
         names = sorted(stored)
         halves = {"model-00001-of-00002.safetensors": names[: len(names) // 2],
@@ -235,6 +238,7 @@ def main():
     m.add_argument("--heads", type=int)
     m.add_argument("--kv-heads", type=int)
     m.add_argument("--no-reference", action="store_true")
+    m.add_argument("--rope-parameters", action="store_true", help="config.json in the transformers 5 form")
     m.add_argument("--break", dest="brk", default="", choices=["", "bad_shape", "missing_tensor", "bad_arch", "bad_token"])
     c = sub.add_parser("compare")
     c.add_argument("dir")
