@@ -116,7 +116,7 @@ std::function<int()> AddModelCommand(CLI::App& app, const MpiSession& session) {
   cmd->add_option("--kv-out", c.kv_out, "Write the KV cache to this folder");
   cmd->add_option("--kv-target", c.kv_target, "Also stream the KV cache over UCX to a decode server (kv-receiver) at HOST:PORT; succeeds only once acknowledged");
   cmd->add_option("--kv-timeout", c.kv_timeout, "Seconds without progress (connect, send, acknowledgement) before the KV handoff fails")->capture_default_str();
-  cmd->add_option("--memory-per-rank", c.memory_per_rank, "Bytes one rank may hold (0: the node's available memory / its ranks); larger requests are refused up front")->capture_default_str();
+  cmd->add_option("--memory-per-rank", c.memory_per_rank, "Bytes one rank may hold, larger requests are refused up front: on cpu its host memory (0: the node's available memory / its ranks), on cuda the GPU memory a request adds to the weights (0: the GPU's free memory)")->capture_default_str();
   cmd->add_option("--kv-dtype", c.kv_dtype, "KV cache storage: bf16, f16, f32")->capture_default_str();
   cmd->add_option("--top-k", c.top_k, "Top logits in the report")->capture_default_str();
   cmd->add_option("--json", *json_path, "Write the report as JSON to this file");
@@ -139,7 +139,7 @@ std::function<int()> AddModelCommand(CLI::App& app, const MpiSession& session) {
         ctx.ok() ? PrepareModel(model->config, model->weights, *ctx->backend, *ctx->layers) : ctx.status();
     if (absl::Status s = AgreeOnStatus(**comm, prepared.status()); !s.ok()) return ExitCodeFor(s, session.world_rank());
     load.Mark("prepare_weights");
-    const ModelExecution on{ctx->backend.get(), ctx->layers.get(), &*prepared, ctx->comm, comm->get()};
+    const ModelExecution on{ctx->backend.get(), ctx->layers.get(), &*prepared, ctx->comm, comm->get(), ctx->device_memory};
     absl::StatusOr<std::unique_ptr<JobMetrics>> metrics =
         StartJobMetrics(c.metrics, session.world_rank(), std::filesystem::path(c.model_dir).filename().string());
     if (absl::Status s = AgreeOnStatus(**comm, metrics.status()); !s.ok()) return ExitCodeFor(s, session.world_rank());

@@ -43,7 +43,7 @@ std::function<int()> AddRunCommand(CLI::App& app, const MpiSession& session) {
   cmd->add_option("--stride", d.stride, "Estimation stride")->capture_default_str();
   cmd->add_option("--tau", d.tau, "Attention mass the mask keeps (a request's \"tau\" overrides)")->capture_default_str();
   cmd->add_option("--threads", d.threads, "Threads per rank (0: the node's cores / ranks on the node)")->capture_default_str();
-  cmd->add_option("--memory-per-rank", d.memory_per_rank, "Bytes one rank may hold (0: the node's available memory / its ranks); larger requests are refused up front")->capture_default_str();
+  cmd->add_option("--memory-per-rank", d.memory_per_rank, "Bytes one rank may hold, larger requests are refused up front: on cpu its host memory (0: the node's available memory / its ranks), on cuda the GPU memory a request adds to the weights (0: the GPU's free memory)")->capture_default_str();
   cmd->add_option("--kv-dtype", d.kv_dtype, "KV cache storage: bf16, f16, f32")->capture_default_str();
   cmd->add_option("--kv-target", d.kv_target, "Also stream each KV cache over UCX to a decode server (kv-receiver) at HOST:PORT; a request is ok only once acknowledged");
   cmd->add_option("--kv-timeout", d.kv_timeout, "Seconds without progress (connect, send, acknowledgement) before a KV handoff fails")->capture_default_str();

@@ -59,18 +59,24 @@ absl::StatusOr<CpAttentionStats> RingAttention(Communicator& comm, AttentionBack
   absl::StatusOr<BackendBuffer> q_pos = UploadToBackend(backend, std::span<const int32_t>(q_positions));
   if (!q_pos.ok()) return q_pos.status();
 
+  // The ring's receive buffers and the partial output exist only with peers: one rank attends
+  // to its own K/V straight into `out` (the buffers would be 3/4 of a GB per layer at 32K).
   std::array<KvBuffers, 2> ring;
-  for (KvBuffers& b : ring) {
-    absl::StatusOr<BackendBuffer> k = backend.Allocate(kv_bytes), v = backend.Allocate(kv_bytes);
-    if (!k.ok()) return k.status();
-    if (!v.ok()) return v.status();
-    b.k = std::move(*k);
-    b.v = std::move(*v);
+  absl::StatusOr<BackendBuffer> part_o = BackendBuffer(nullptr, [](void*) {});
+  absl::StatusOr<BackendBuffer> part_lse = BackendBuffer(nullptr, [](void*) {});
+  if (n > 1) {
+    for (KvBuffers& b : ring) {
+      absl::StatusOr<BackendBuffer> k = backend.Allocate(kv_bytes), v = backend.Allocate(kv_bytes);
+      if (!k.ok()) return k.status();
+      if (!v.ok()) return v.status();
+      b.k = std::move(*k);
+      b.v = std::move(*v);
+    }
+    part_o = backend.Allocate(out_elems * shard.head_dim * sizeof(float));
+    part_lse = backend.Allocate(out_elems * sizeof(float));
+    if (!part_o.ok()) return part_o.status();
+    if (!part_lse.ok()) return part_lse.status();
   }
-  absl::StatusOr<BackendBuffer> part_o = backend.Allocate(out_elems * shard.head_dim * sizeof(float));
-  absl::StatusOr<BackendBuffer> part_lse = backend.Allocate(out_elems * sizeof(float));
-  if (!part_o.ok()) return part_o.status();
-  if (!part_lse.ok()) return part_lse.status();
 
   CpAttentionStats stats;
   const void* cur_k = shard.k;

@@ -70,6 +70,11 @@ absl::StatusOr<ExecutionContext> MakeExecutionContext(const std::string& device,
     return cudaMemGetInfo(&free_bytes, &total_bytes) == cudaSuccess ? static_cast<int64_t>(total_bytes - free_bytes)
                                                                      : int64_t{-1};
   };
+  ctx.device_memory = [] {
+    size_t free_bytes = 0, total_bytes = 0;
+    if (cudaMemGetInfo(&free_bytes, &total_bytes) != cudaSuccess) return std::pair<int64_t, int64_t>{-1, -1};
+    return std::pair<int64_t, int64_t>{static_cast<int64_t>(free_bytes), static_cast<int64_t>(total_bytes)};
+  };
   ctx.device_memory_peak = [] {
     const cuda::DeviceMemoryPeak peak = cuda::GetDeviceMemoryPeak();
     return DeviceMemoryPeakBytes{peak.device_used_peak_bytes, peak.held_peak_bytes};

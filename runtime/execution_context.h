@@ -7,6 +7,7 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <utility>
 
 #include "absl/status/statusor.h"
 #include "kernels/backend.h"
@@ -33,6 +34,8 @@ struct ExecutionContext {
   // Bytes of device memory in use (CUDA: cudaMemGetInfo); -1 on the CPU.
   std::function<int64_t()> device_memory_used = [] { return int64_t{-1}; };
   std::function<DeviceMemoryPeakBytes()> device_memory_peak = [] { return DeviceMemoryPeakBytes{}; };
+  // {free, total} bytes of the device (cudaMemGetInfo); {-1, -1} on the CPU.
+  std::function<std::pair<int64_t, int64_t>()> device_memory = [] { return std::pair<int64_t, int64_t>{-1, -1}; };
 };
 
 // device: "cpu" or "cuda". device_id < 0 picks the local rank's GPU. Unimplemented when the

@@ -176,6 +176,27 @@ absl::Status CheckMemoryBudget(const ModelConfig& c, int64_t seq_len, int ranks,
       " per rank (--memory-per-rank): use more ranks"));
 }
 
+// On a GPU the weights are already resident; what the request adds there (fp32 activations,
+// the remote KV of the exchange, the attention's bf16 copies of Q, K and V) must fit in the
+// device's free memory, and in --memory-per-rank when that is smaller. (The KV cache goes to
+// page-locked host memory as it is made.)
+absl::Status CheckDeviceMemory(const ModelConfig& c, int64_t seq_len, int ranks, int64_t budget,
+                               std::pair<int64_t, int64_t> device) {
+  const auto [free_bytes, total_bytes] = device;
+  const MemoryEstimate e = EstimatePrefillMemory(c, seq_len, ranks);
+  const int64_t local = (seq_len + ranks - 1) / ranks;
+  const int64_t attention_inputs = 2 * local * (int64_t{c.num_heads} + 2 * c.num_kv_heads) * c.head_dim;
+  const int64_t need = e.activations + e.exchange + attention_inputs;
+  const int64_t limit = budget > 0 ? std::min(budget, free_bytes) : free_bytes;
+  if (need <= limit) return absl::OkStatus();
+  return absl::ResourceExhaustedError(absl::StrCat(
+      seq_len, " tokens on ", ranks, " ranks need about ", FormatBytes(need), " of GPU memory per rank beyond the weights (activations ",
+      FormatBytes(e.activations), ", KV exchange ", FormatBytes(e.exchange), ", attention inputs ", FormatBytes(attention_inputs),
+      "); the GPU has ", FormatBytes(free_bytes), " free of ", FormatBytes(total_bytes),
+      budget > 0 && budget < free_bytes ? absl::StrCat(" and --memory-per-rank allows ", FormatBytes(budget)) : std::string(),
+      ": use more ranks"));
+}
+
 absl::Status ValidateOptions(const PrefillRequestOptions& o) {
   if (o.mode != "dense" && o.mode != "sparse") {
     return absl::InvalidArgumentError(absl::StrCat("--mode '", o.mode, "' is not a mode (valid: dense, sparse)"));
@@ -232,7 +253,11 @@ absl::StatusOr<nlohmann::json> PrefillRequest(const LoadedModel& model, const Pr
     layout = CpLayout::Create(*kind, (*length + unit - 1) / unit * unit, comm.size(), o.block);
   }
   s = !length.ok() ? length.status() : !kind.ok() ? kind.status() : layout.status();
-  if (s.ok()) s = CheckMemoryBudget(c, layout->seq_len(), comm.size(), o.memory_per_rank);
+  if (s.ok()) {
+    const std::pair<int64_t, int64_t> device = on.device_memory();
+    s = device.first >= 0 ? CheckDeviceMemory(c, layout->seq_len(), comm.size(), o.memory_per_rank, device)
+                          : CheckMemoryBudget(c, layout->seq_len(), comm.size(), o.memory_per_rank);
+  }
   absl::StatusOr<std::vector<float>> hidden =
       s.ok() ? LocalEmbeddings(model, source, *layout, comm.rank(), *length) : absl::StatusOr<std::vector<float>>(s);
   if (s = AgreeOnStatus(comm, hidden.status()); !s.ok()) return s;

@@ -6,7 +6,9 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/status/statusor.h"
@@ -66,6 +68,8 @@ struct ModelExecution {
   const PreparedModel* weights = nullptr;
   Communicator* comm = nullptr;
   Communicator* host = nullptr;
+  // {free, total} bytes of the device's memory ({-1, -1} on the CPU): a request must fit in it.
+  std::function<std::pair<int64_t, int64_t>()> device_memory = [] { return std::pair<int64_t, int64_t>{-1, -1}; };
 };
 
 // Prefills one prompt over the ranks of `on` (every rank calls it). The sequence is padded

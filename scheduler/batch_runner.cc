@@ -270,7 +270,7 @@ absl::StatusOr<BatchSummary> RunBatch(const BatchOptions& o, MpiCommunicator& wo
     if (!group.ok()) return group.status();
     absl::Status wave_status;
     if (mine != nullptr) {
-      const ModelExecution on{ctx.backend.get(), ctx.layers.get(), &*prepared, group->device(), group->host.get()};
+      const ModelExecution on{ctx.backend.get(), ctx.layers.get(), &*prepared, group->device(), group->host.get(), ctx.device_memory};
       wave_status = RunAssignment(o, *model, *plan, *mine, on, *store);
     }
     if (absl::Status s = AgreeOnStatus(world, wave_status); !s.ok()) return s;

@@ -35,6 +35,14 @@ for arch in llama qwen2; do
     "$py" "$tiny" compare "$work/$arch" "$out.json" "$out" --tol-logits 3e-2 --tol-kv 3e-2 || fail=1
   done
 done
+echo "== a request larger than the GPU allows is refused up front, naming the GPU's figure"
+out=$work/too_big
+if $launch ${launch:+-np 1} "$prefill" model --device cuda --model "$work/llama" --tokens "$work/llama/tokens.npy" \
+  --memory-per-rank 100000 --mode dense --json "$out.json" >"$out.log" 2>&1; then
+  echo "FAIL: a 100 kB budget was accepted"; fail=1
+elif ! grep -q "of GPU memory per rank" "$out.log"; then
+  echo "FAIL: no GPU memory figure in the refusal:"; cat "$out.log"; fail=1
+fi
 echo "== batch (prefill run --device cuda)"
 BATCH_DEVICE=cuda BATCH_RANKS=1 "$py" "$here/../scheduler/batch_test.py" mixed "$prefill" $launch || fail=1
 [ $fail = 0 ] && echo "model_on_gpu: all passed"
