@@ -2,9 +2,11 @@
 
 #include <chrono>
 #include <cmath>
+#include <optional>
 
 #include "parallel/ring_attention.h"
 #include "runtime/execution_context.h"
+#include "runtime/kv_host_buffers.h"
 #include "runtime/status_macros.h"
 
 namespace prefill {
@@ -116,14 +118,8 @@ absl::StatusOr<PrefillOutput> RunTransformerPrefill(const TransformerBackends& o
   out.kv_dtype = options.kv_dtype;
   const int64_t layer_values = n * kv_dim;
   const size_t layer_bytes = static_cast<size_t>(layer_values) * DTypeSize(options.kv_dtype);
-  if (options.keep_kv) {
-    const auto t = Clock::now();
-    absl::StatusOr<BackendBuffer> storage = on.attention.AllocateHost(2 * layer_bytes * on.weights.layers.size());
-    if (!storage.ok()) return storage.status();
-    out.kv_storage = *std::move(storage);
-    out.kv_host_alloc_seconds = Since(t);
-  }
-  auto* kv_bytes = static_cast<std::byte*>(out.kv_storage.get());
+  std::optional<KvHostBuffers> kv_host;
+  if (options.keep_kv) kv_host.emplace(on.attention, static_cast<int>(on.weights.layers.size()), 2 * layer_bytes);
   for (const PreparedLayer& l : on.weights.layers) {
     LayerReport report;
     auto t = Clock::now();
@@ -136,9 +132,10 @@ absl::StatusOr<PrefillOutput> RunTransformerPrefill(const TransformerBackends& o
     report.attention = *attention;
 
     t = Clock::now();
-    if (options.keep_kv) {  // K and V travel under the MLP and the next layer
-      const size_t layer = out.keys.size();
-      std::byte* keys = kv_bytes + 2 * layer * layer_bytes;
+    if (kv_host) {  // K and V travel under the MLP and the next layer
+      absl::StatusOr<std::byte*> keys_or = kv_host->Layer(static_cast<int>(out.keys.size()));
+      if (!keys_or.ok()) return keys_or.status();
+      std::byte* keys = *keys_or;
       std::byte* values = keys + layer_bytes;
       PREFILL_RETURN_IF_ERROR(on.attention.StartDownload({Floats(a->keys), layer_values, options.kv_dtype, keys}));
       PREFILL_RETURN_IF_ERROR(on.attention.StartDownload({Floats(a->values), layer_values, options.kv_dtype, values}));
@@ -156,6 +153,10 @@ absl::StatusOr<PrefillOutput> RunTransformerPrefill(const TransformerBackends& o
   const auto t = Clock::now();
   PREFILL_RETURN_IF_ERROR(on.attention.FinishDownloads());
   out.kv_download_wait_seconds = Since(t);
+  if (kv_host) {
+    out.kv_host_alloc_seconds = kv_host->wait_seconds();
+    out.kv_storage = kv_host->Release();
+  }
   return out;
 }
 

@@ -36,13 +36,13 @@ struct LayerReport {
 };
 
 struct PrefillOutput {
-  BackendBuffer kv_storage{nullptr, [](void*) {}};  // host memory (AllocateHost) holding keys and values
+  std::vector<BackendBuffer> kv_storage;  // host memory (AllocateHost) holding keys and values
   DType kv_dtype = DType::kBF16;
   // Per layer: local rows [n, kv_heads, head_dim] in kv_dtype, after RoPE (empty unless keep_kv).
   std::vector<std::span<const std::byte>> keys, values;
   std::vector<float> last_logits;  // [vocab] on every rank
   std::vector<LayerReport> layers;
-  double kv_host_alloc_seconds = 0;  // allocating kv_storage (page-locking it on CUDA)
+  double kv_host_alloc_seconds = 0;  // waiting for kv_storage's allocation (page-locking on CUDA)
   double kv_download_wait_seconds = 0;  // waiting at the end for downloads still in flight
 };
 
