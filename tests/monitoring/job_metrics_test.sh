@@ -9,7 +9,19 @@ work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 "$py" "$tiny" make "$work/model" --arch llama --seq-len 300
 printf '{"id": "a", "tokens": "model/tokens.npy"}\n{"id": "b", "tokens": "model/tokens.npy", "mode": "dense"}\n' > "$work/jobs.jsonl"
-port=$(( 20000 + RANDOM % 20000 ))
+# Two consecutive ports that are free now (a random pick could land on a port another test
+# or an ephemeral connection holds, and the job would serve nothing).
+port=$("$py" -c '
+import random, socket
+for _ in range(200):
+    p = random.randrange(20000, 30000)
+    try:
+        for q in (p, p + 1):
+            s = socket.socket(); s.bind(("127.0.0.1", q)); s.close()
+        print(p); break
+    except OSError:
+        pass
+')
 "$@" -np 2 "$prefill" run --manifest "$work/jobs.jsonl" --model "$work/model" --out "$work/out" --block 64 \
   --min-tokens-per-rank 128 --metrics-port "$port" --metrics-linger 20 --progress off > "$work/log" 2>&1 &
 job=$!
@@ -17,6 +29,7 @@ ok=0
 for _ in $(seq 1 600); do  # up to 60 s: a loaded CI machine runs the two requests slowly
   if curl -sf "http://127.0.0.1:$((port + 1))/metrics" > "$work/m1" 2>/dev/null &&
      grep -q 'prefill_requests_total{.*rank="1",status="ok"} 2' "$work/m1"; then ok=1; break; fi
+  kill -0 "$job" 2>/dev/null || break  # the job ended before it served: its log says why
   sleep 0.1
 done
 curl -sf "http://127.0.0.1:$port/metrics" > "$work/m0" || echo "FAIL: rank 0's /metrics did not answer"
