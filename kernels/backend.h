@@ -45,13 +45,15 @@ struct BackendBlockMask {
   }
 };
 
-// host_dst[0 .. n) = dtype(src[0 .. n)): n fp32 values of backend memory leave for the host
-// in storage dtype (rounded to nearest even), e.g. a layer's K or V for the KV cache.
+// host_dst[0 .. n) = dtype(src[0 .. n)): n values of backend memory (src_dtype: fp32, or bf16
+// on CUDA) leave for the host in storage dtype (rounded to nearest even), e.g. a layer's K or
+// V for the KV cache.
 struct DownloadParams {
-  const float* src = nullptr;
+  const void* src = nullptr;
   int64_t n = 0;
   DType dtype = DType::kF32;
   void* host_dst = nullptr;  // n * DTypeSize(dtype) bytes, best from AllocateHost
+  DType src_dtype = DType::kF32;
 };
 
 class AttentionBackend {

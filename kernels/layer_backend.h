@@ -4,12 +4,14 @@
 // attention backend's GPU on CUDA) and CUDA work is queued on the attention backend's
 // stream, so the two interleave without extra synchronisation.
 //
-// Activations are fp32 [rows, features] row-major on both backends. Weight matrices are
-// prepared once per process (PrepareMatrix) from the checkpoint's own bytes (bf16, f16 or
-// f32, e.g. in place in a mapped safetensors file): the CPU multiplies fp32 weights (in place
-// when the checkpoint is f32, else a converted copy) with OpenBLAS sgemm; CUDA keeps a bf16
-// copy (a bf16 checkpoint is uploaded as it is) and multiplies bf16 x bf16 with fp32
-// accumulation and output (cuBLAS), rounding the activation to bf16 on the way in.
+// Activations are [rows, features] row-major in the backend's activation_dtype(): fp32 on the
+// CPU; bf16 on CUDA, where the GEMMs read them at full speed and no conversion pass sits
+// between ops. The residual stream (RmsNorm's x, Linear's y when it accumulates) stays fp32 on
+// both. Weight matrices are prepared once per process (PrepareMatrix) from the checkpoint's own
+// bytes (bf16, f16 or f32, e.g. in place in a mapped safetensors file): the CPU multiplies
+// fp32 weights (in place when the checkpoint is f32, else a converted copy) with OpenBLAS
+// sgemm; CUDA keeps a bf16 copy (a bf16 checkpoint is uploaded as it is) and multiplies bf16 x
+// bf16 with fp32 accumulation (cuBLAS), rounding an fp32 input to bf16 on the way in.
 #pragma once
 
 #include <cstdint>
@@ -41,22 +43,28 @@ struct MatrixSource {
   int64_t rows = 0, cols = 0;
 };
 
-// y = x * w^T (+ bias): x [rows, w.cols], y [rows, w.rows].
+// y = x * w^T (+ bias), or y += x * w^T (+ bias) when accumulate (the residual add folded
+// into the GEMM): x [rows, w.cols], y [rows, w.rows].
 struct LinearParams {
-  const float* x = nullptr;
+  const void* x = nullptr;
+  DType x_dtype = DType::kF32;
   int64_t rows = 0;
   const WeightMatrix* w = nullptr;
   const float* bias = nullptr;  // [w.rows] or null
-  float* y = nullptr;           // must not alias x
+  void* y = nullptr;            // must not alias x
+  DType y_dtype = DType::kF32;
+  bool accumulate = false;
 };
 
-// y = x / sqrt(mean(x^2) + eps) * weight, per row. y may alias x.
+// y = x / sqrt(mean(x^2) + eps) * weight, per row, rounded to y_dtype. y may alias x when
+// both are fp32.
 struct RmsNormParams {
   const float* x = nullptr;
   const float* weight = nullptr;  // [features]
   int64_t rows = 0, features = 0;
   float eps = 0.f;
-  float* y = nullptr;
+  void* y = nullptr;
+  DType y_dtype = DType::kF32;
 };
 
 // Rotates x [rows, heads, head_dim] in place (Hugging Face rotate_half: dimension i pairs
@@ -64,24 +72,19 @@ struct RmsNormParams {
 // double: position * inv_freq reaches 1e6 radians at a million tokens, where fp32 keeps
 // no fraction of a turn.
 struct RopeParams {
-  float* x = nullptr;
+  void* x = nullptr;
+  DType dtype = DType::kF32;
   int64_t rows = 0;
   int heads = 0, head_dim = 0;
   const int32_t* positions = nullptr;  // [rows]
   const double* inv_freq = nullptr;    // [head_dim / 2]
 };
 
-// gate <- silu(gate) * up, elementwise over n values.
+// gate <- silu(gate) * up, elementwise over n values of dtype (computed in fp32).
 struct SwiGluParams {
-  float* gate = nullptr;
-  const float* up = nullptr;
-  int64_t n = 0;
-};
-
-// acc <- acc + x, elementwise over n values.
-struct AddParams {
-  float* acc = nullptr;
-  const float* x = nullptr;
+  void* gate = nullptr;
+  const void* up = nullptr;
+  DType dtype = DType::kF32;
   int64_t n = 0;
 };
 
@@ -89,6 +92,8 @@ class LayerBackend {
  public:
   virtual ~LayerBackend() = default;
   virtual std::string_view name() const = 0;
+  // The dtype of activations between ops (see the file comment).
+  virtual DType activation_dtype() const = 0;
 
   virtual absl::StatusOr<WeightMatrix> PrepareMatrix(const MatrixSource& source) = 0;
   // values: [rows * cols] fp32 on the host.
@@ -103,7 +108,6 @@ class LayerBackend {
   virtual absl::Status RmsNorm(const RmsNormParams& p) = 0;
   virtual absl::Status Rope(const RopeParams& p) = 0;
   virtual absl::Status SwiGlu(const SwiGluParams& p) = 0;
-  virtual absl::Status Add(const AddParams& p) = 0;
 };
 
 // threads <= 0: one thread (the GEMM's; ranks sharing a node must not oversubscribe it).

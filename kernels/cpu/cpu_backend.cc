@@ -75,11 +75,13 @@ class CpuBackend final : public AttentionBackend {
     return BackendBuffer(ptr, &std::free);
   }
   absl::Status StartDownload(const DownloadParams& p) override {
+    if (p.src_dtype != DType::kF32) return absl::InvalidArgumentError("StartDownload: CPU memory holds fp32 values");
     constexpr int64_t kChunk = int64_t{1} << 20;
     auto* dst = static_cast<char*>(p.host_dst);
+    const auto* src = static_cast<const float*>(p.src);
     cpu::ParallelFor((p.n + kChunk - 1) / kChunk, threads_, [&](int64_t c) {
       const int64_t begin = c * kChunk;
-      ConvertFromF32(p.dtype, p.src + begin, dst + begin * DTypeSize(p.dtype), std::min(kChunk, p.n - begin));
+      ConvertFromF32(p.dtype, src + begin, dst + begin * DTypeSize(p.dtype), std::min(kChunk, p.n - begin));
     });
     return absl::OkStatus();
   }

@@ -1,5 +1,6 @@
-// The CPU LayerBackend: projections through OpenBLAS sgemm on fp32 weights (the caller's
-// when they are fp32, else a converted copy), the elementwise ops as plain loops over rows spread with ParallelFor.
+// The CPU LayerBackend: fp32 activations, projections through OpenBLAS sgemm on fp32 weights
+// (the caller's when they are fp32, else a converted copy), the elementwise ops as plain loops
+// over rows spread with ParallelFor.
 #include <cblas.h>
 
 #include <algorithm>
@@ -18,6 +19,7 @@ absl::Status Invalid(const char* op, const char* what) {
   return absl::InvalidArgumentError(absl::StrCat(op, ": ", what));
 }
 
+constexpr const char* kF32Only = "the CPU backend's activations are fp32";
 constexpr int64_t kConvertChunk = int64_t{1} << 20;  // values per conversion task
 
 class CpuLayerBackend final : public LayerBackend {
@@ -25,6 +27,7 @@ class CpuLayerBackend final : public LayerBackend {
   explicit CpuLayerBackend(int threads) : threads_(threads > 0 ? threads : 1) { openblas_set_num_threads(threads_); }
 
   std::string_view name() const override { return "cpu"; }
+  DType activation_dtype() const override { return DType::kF32; }
 
   using LayerBackend::PrepareMatrix;
   // fp32 sources are multiplied in place; bf16 / f16 ones through an fp32 copy.
@@ -53,14 +56,17 @@ class CpuLayerBackend final : public LayerBackend {
   absl::Status Linear(const LinearParams& p) override {
     if (!p.w || !p.w->data || !p.x || !p.y || p.rows < 0) return Invalid("Linear", "null pointer or negative rows");
     if (p.x == p.y) return Invalid("Linear", "y must not alias x");
+    if (p.x_dtype != DType::kF32 || p.y_dtype != DType::kF32) return Invalid("Linear", kF32Only);
     if (p.rows == 0) return absl::OkStatus();
     const int64_t in = p.w->cols, out = p.w->rows;
+    auto* y = static_cast<float*>(p.y);
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(p.rows), static_cast<int>(out),
-                static_cast<int>(in), 1.0f, p.x, static_cast<int>(in), static_cast<const float*>(p.w->data),
-                static_cast<int>(in), 0.0f, p.y, static_cast<int>(out));
+                static_cast<int>(in), 1.0f, static_cast<const float*>(p.x), static_cast<int>(in),
+                static_cast<const float*>(p.w->data), static_cast<int>(in), p.accumulate ? 1.0f : 0.0f, y,
+                static_cast<int>(out));
     if (p.bias) {
       cpu::ParallelFor(p.rows, threads_, [&](int64_t r) {
-        for (int64_t o = 0; o < out; ++o) p.y[r * out + o] += p.bias[o];
+        for (int64_t o = 0; o < out; ++o) y[r * out + o] += p.bias[o];
       });
     }
     return absl::OkStatus();
@@ -68,9 +74,10 @@ class CpuLayerBackend final : public LayerBackend {
 
   absl::Status RmsNorm(const RmsNormParams& p) override {
     if (!p.x || !p.y || !p.weight || p.rows < 0 || p.features < 1) return Invalid("RmsNorm", "null pointer or bad size");
+    if (p.y_dtype != DType::kF32) return Invalid("RmsNorm", kF32Only);
     cpu::ParallelFor(p.rows, threads_, [&](int64_t r) {
       const float* x = p.x + r * p.features;
-      float* y = p.y + r * p.features;
+      float* y = static_cast<float*>(p.y) + r * p.features;
       double sum = 0;
       for (int64_t i = 0; i < p.features; ++i) sum += double{x[i]} * x[i];
       const float inv = static_cast<float>(1.0 / std::sqrt(sum / p.features + p.eps));
@@ -83,6 +90,7 @@ class CpuLayerBackend final : public LayerBackend {
     if (!p.x || !p.positions || !p.inv_freq || p.rows < 0 || p.heads < 1 || p.head_dim < 2 || p.head_dim % 2) {
       return Invalid("Rope", "null pointer, or heads < 1, or head_dim not even");
     }
+    if (p.dtype != DType::kF32) return Invalid("Rope", kF32Only);
     const int half = p.head_dim / 2;
     cpu::ParallelFor(p.rows, threads_, [&](int64_t r) {
       std::vector<float> cos_t(half), sin_t(half);
@@ -92,7 +100,7 @@ class CpuLayerBackend final : public LayerBackend {
         sin_t[i] = static_cast<float>(std::sin(angle));
       }
       for (int h = 0; h < p.heads; ++h) {
-        float* v = p.x + (r * p.heads + h) * p.head_dim;
+        float* v = static_cast<float*>(p.x) + (r * p.heads + h) * p.head_dim;
         for (int i = 0; i < half; ++i) {
           const float a = v[i], b = v[i + half];
           v[i] = a * cos_t[i] - b * sin_t[i];
@@ -105,13 +113,10 @@ class CpuLayerBackend final : public LayerBackend {
 
   absl::Status SwiGlu(const SwiGluParams& p) override {
     if (!p.gate || !p.up || p.n < 0) return Invalid("SwiGlu", "null pointer or negative size");
-    for (int64_t i = 0; i < p.n; ++i) p.gate[i] = p.gate[i] / (1.0f + std::exp(-p.gate[i])) * p.up[i];
-    return absl::OkStatus();
-  }
-
-  absl::Status Add(const AddParams& p) override {
-    if (!p.acc || !p.x || p.n < 0) return Invalid("Add", "null pointer or negative size");
-    for (int64_t i = 0; i < p.n; ++i) p.acc[i] += p.x[i];
+    if (p.dtype != DType::kF32) return Invalid("SwiGlu", kF32Only);
+    auto* gate = static_cast<float*>(p.gate);
+    const auto* up = static_cast<const float*>(p.up);
+    for (int64_t i = 0; i < p.n; ++i) gate[i] = gate[i] / (1.0f + std::exp(-gate[i])) * up[i];
     return absl::OkStatus();
   }
 

@@ -155,7 +155,8 @@ class CudaBackend final : public AttentionBackend {
     const size_t bytes = static_cast<size_t>(p.n) * DTypeSize(p.dtype);
     void* staging = nullptr;
     CUDA_CHECK(cudaMallocAsync(&staging, bytes, ctx_.stream));
-    if (absl::Status s = cuda::LaunchConvertFromF32({p.src, staging, p.n, p.dtype}, ctx_); !s.ok()) return s;
+    const cuda::ConvertParams convert{.src = p.src, .dst = staging, .n = p.n, .dtype = p.dtype, .src_dtype = p.src_dtype};
+    if (absl::Status s = cuda::LaunchConvert(convert, ctx_); !s.ok()) return s;
     // The wait takes the event as recorded now: reusing the event for the next download is safe.
     CUDA_CHECK(cudaEventRecord(converted_, ctx_.stream));
     CUDA_CHECK(cudaStreamWaitEvent(copy_stream_, converted_, 0));

@@ -1,7 +1,7 @@
 // The CUDA LayerBackend: validation of every op's params (once, here), then the launchers of
 // kernels/cuda/layer_ops.h or cuBLAS, queued on the attention backend's stream. Owns a cuBLAS
 // handle bound to that stream with its own workspace, and a scratch buffer for the bf16 copy of
-// Linear's input.
+// an fp32 input to Linear (the attention output; other activations are bf16 already).
 #include "kernels/cuda/cuda_layer_backend.h"
 
 #include <cublas_v2.h>
@@ -49,8 +49,18 @@ bool PartialOverlap(const void* a, const void* b, int64_t bytes) {
 
 void FreeDeviceMemory(void* ptr) { (void)cudaFree(ptr); }
 
+bool IsActivationDType(DType d) { return d == DType::kF32 || d == DType::kBF16; }
+
+absl::Status CheckActivationDType(const char* op, DType d) {
+  if (IsActivationDType(d)) return absl::OkStatus();
+  return Invalid(op, absl::StrCat("activations must be f32 or bf16, not ", std::string(DTypeName(d))));
+}
+
 absl::Status ValidateLinear(const LinearParams& p) {
   if (p.rows < 0) return Invalid("Linear", absl::StrCat("rows (", p.rows, ") < 0"));
+  if (!IsActivationDType(p.x_dtype) || !IsActivationDType(p.y_dtype)) {
+    return Invalid("Linear", "x and y must be f32 or bf16");
+  }
   if (!p.w || !p.w->data) return Invalid("Linear", "null w or w->data (not a prepared matrix)");
   if (p.w->rows < 1 || p.w->cols < 1 || p.w->rows > kIntMax || p.w->cols > kIntMax) {
     return Invalid("Linear", absl::StrCat("w is [", p.w->rows, ", ", p.w->cols,
@@ -58,8 +68,8 @@ absl::Status ValidateLinear(const LinearParams& p) {
   }
   if (p.rows == 0) return absl::OkStatus();
   if (!p.x || !p.y) return Invalid("Linear", "null x or y");
-  const int64_t x_bytes = p.rows * p.w->cols * int64_t{sizeof(float)};
-  const int64_t y_bytes = p.rows * p.w->rows * int64_t{sizeof(float)};
+  const int64_t x_bytes = p.rows * p.w->cols * static_cast<int64_t>(DTypeSize(p.x_dtype));
+  const int64_t y_bytes = p.rows * p.w->rows * static_cast<int64_t>(DTypeSize(p.y_dtype));
   if (Overlap(p.x, x_bytes, p.y, y_bytes)) return Invalid("Linear", "y must not alias x");
   if (p.bias && Overlap(p.bias, p.w->rows * int64_t{sizeof(float)}, p.y, y_bytes)) {
     return Invalid("Linear", "bias must not alias y");
@@ -76,9 +86,13 @@ absl::Status ValidateRmsNorm(const RmsNormParams& p) {
     return Invalid("RmsNorm", "eps must be finite and >= 0");
   if (p.rows == 0) return absl::OkStatus();
   if (!p.x || !p.y || !p.weight) return Invalid("RmsNorm", "null x, y or weight");
+  if (absl::Status s = CheckActivationDType("RmsNorm", p.y_dtype); !s.ok()) return s;
   const int64_t bytes = p.rows * p.features * int64_t{sizeof(float)};
-  if (PartialOverlap(p.x, p.y, bytes)) return Invalid("RmsNorm", "y must be x or not overlap it");
-  if (Overlap(p.weight, p.features * int64_t{sizeof(float)}, p.y, bytes)) {
+  const int64_t y_bytes = p.rows * p.features * static_cast<int64_t>(DTypeSize(p.y_dtype));
+  if (p.y_dtype == DType::kF32 ? PartialOverlap(p.x, p.y, bytes) : Overlap(p.x, bytes, p.y, y_bytes)) {
+    return Invalid("RmsNorm", "y must be x (both f32) or not overlap it");
+  }
+  if (Overlap(p.weight, p.features * int64_t{sizeof(float)}, p.y, y_bytes)) {
     return Invalid("RmsNorm", "weight must not alias y");
   }
   return absl::OkStatus();
@@ -92,6 +106,7 @@ absl::Status ValidateRope(const RopeParams& p) {
                                         cuda::kMaxRopeHeadDim, "]"));
   }
   if (int64_t{p.heads} * p.head_dim > kIntMax) return Invalid("Rope", "heads * head_dim >= 2^31");
+  if (absl::Status s = CheckActivationDType("Rope", p.dtype); !s.ok()) return s;
   if (p.rows == 0) return absl::OkStatus();
   if (!p.x || !p.positions || !p.inv_freq) return Invalid("Rope", "null x, positions or inv_freq");
   return absl::OkStatus();
@@ -99,20 +114,12 @@ absl::Status ValidateRope(const RopeParams& p) {
 
 absl::Status ValidateSwiGlu(const SwiGluParams& p) {
   if (p.n < 0) return Invalid("SwiGlu", absl::StrCat("n (", p.n, ") < 0"));
+  if (absl::Status s = CheckActivationDType("SwiGlu", p.dtype); !s.ok()) return s;
   if (p.n == 0) return absl::OkStatus();
   if (!p.gate || !p.up) return Invalid("SwiGlu", "null gate or up");
-  if (PartialOverlap(p.gate, p.up, p.n * int64_t{sizeof(float)})) {
+  if (PartialOverlap(p.gate, p.up, p.n * static_cast<int64_t>(DTypeSize(p.dtype)))) {
     return Invalid("SwiGlu", "up must be gate or not overlap it");
   }
-  return absl::OkStatus();
-}
-
-absl::Status ValidateAdd(const AddParams& p) {
-  if (p.n < 0) return Invalid("Add", absl::StrCat("n (", p.n, ") < 0"));
-  if (p.n == 0) return absl::OkStatus();
-  if (!p.acc || !p.x) return Invalid("Add", "null acc or x");
-  if (PartialOverlap(p.acc, p.x, p.n * int64_t{sizeof(float)}))
-    return Invalid("Add", "x must be acc or not overlap it");
   return absl::OkStatus();
 }
 
@@ -154,6 +161,7 @@ class CudaLayerBackend final : public LayerBackend {
   }
 
   std::string_view name() const override { return "cuda"; }
+  DType activation_dtype() const override { return DType::kBF16; }
 
   using LayerBackend::PrepareMatrix;
   // bf16 copy of the source in device memory. Chunks of options_.upload_chunk_bytes go through
@@ -204,8 +212,8 @@ class CudaLayerBackend final : public LayerBackend {
       } else {
         // Stream-ordered after the previous chunk's rounding, which read the staging buffer.
         CUDA_CHECK(cudaMemcpyAsync(staging, slot.host, count * sizeof(float), cudaMemcpyHostToDevice, ctx_.stream));
-        const cuda::ConvertFromF32Params convert{.src = staging, .dst = static_cast<uint16_t*>(data) + begin, .n = count};
-        if (absl::Status s = cuda::LaunchConvertFromF32(convert, ctx_); !s.ok()) return s;
+        const cuda::ConvertParams convert{.src = staging, .dst = static_cast<uint16_t*>(data) + begin, .n = count};
+        if (absl::Status s = cuda::LaunchConvert(convert, ctx_); !s.ok()) return s;
       }
       CUDA_CHECK(cudaEventRecord(slot.done, ctx_.stream));
     }
@@ -216,8 +224,9 @@ class CudaLayerBackend final : public LayerBackend {
 
   // Row-major y [rows, out] = x [rows, in] * W [out, in]^T is, column-major, y^T = W^T x^T:
   // cuBLAS sees W as a column-major [in, out] matrix (lda = in) transposed, x as [in, rows]
-  // (ldb = in) and writes y as [out, rows] (ldc = out). x goes to bf16 in chunks of rows that
-  // fit the scratch; every chunk is stream-ordered after the previous chunk's GEMM.
+  // (ldb = in) and writes y as [out, rows] (ldc = out), with beta = 1 when it accumulates. A
+  // bf16 x goes in as it is; an fp32 one goes to bf16 in chunks of rows that fit the scratch,
+  // every chunk stream-ordered after the previous chunk's GEMM.
   absl::Status Linear(const LinearParams& p) override {
     if (absl::Status s = ValidateLinear(p); !s.ok()) return s;
     if (p.rows == 0) return absl::OkStatus();
@@ -225,26 +234,35 @@ class CudaLayerBackend final : public LayerBackend {
     if (absl::Status s = CheckDeviceMatrix(*p.w); !s.ok()) return s;
     const int64_t in = p.w->cols, out = p.w->rows;
     const int64_t row_bytes = in * int64_t{sizeof(uint16_t)};
+    const bool convert = p.x_dtype != DType::kBF16;
     const int64_t chunk =
-        std::clamp<int64_t>(static_cast<int64_t>(options_.linear_scratch_bytes) / row_bytes, 1,
-                            std::min(p.rows, kIntMax));
-    absl::StatusOr<void*> x16 =
-        scratch_->Reserve(static_cast<size_t>(chunk * row_bytes), ctx_.stream);
-    if (!x16.ok()) return x16.status();
-    const float alpha = 1.f, beta = 0.f;
+        convert ? std::clamp<int64_t>(static_cast<int64_t>(options_.linear_scratch_bytes) / row_bytes, 1,
+                                      std::min(p.rows, kIntMax))
+                : std::min(p.rows, kIntMax);
+    void* x16 = const_cast<void*>(p.x);
+    if (convert) {
+      absl::StatusOr<void*> scratch = scratch_->Reserve(static_cast<size_t>(chunk * row_bytes), ctx_.stream);
+      if (!scratch.ok()) return scratch.status();
+      x16 = *scratch;
+    }
+    const float alpha = 1.f, beta = p.accumulate ? 1.f : 0.f;
+    const cudaDataType_t y_type = p.y_dtype == DType::kBF16 ? CUDA_R_16BF : CUDA_R_32F;
+    const size_t y_size = DTypeSize(p.y_dtype);
     for (int64_t begin = 0; begin < p.rows; begin += chunk) {
       const int64_t count = std::min(chunk, p.rows - begin);
-      const cuda::ConvertFromF32Params convert{
-          .src = p.x + begin * in, .dst = *x16, .n = count * in};
-      if (absl::Status s = cuda::LaunchConvertFromF32(convert, ctx_); !s.ok()) return s;
-      CUBLAS_CHECK(cublasGemmEx(handle_, CUBLAS_OP_T, CUBLAS_OP_N, static_cast<int>(out),
-                                static_cast<int>(count), static_cast<int>(in), &alpha, p.w->data,
-                                CUDA_R_16BF, static_cast<int>(in), *x16, CUDA_R_16BF,
-                                static_cast<int>(in), &beta, p.y + begin * out, CUDA_R_32F,
+      const void* x_chunk = static_cast<const uint16_t*>(x16) + (convert ? 0 : begin * in);
+      if (convert) {
+        const cuda::ConvertParams to_bf16{.src = static_cast<const float*>(p.x) + begin * in, .dst = x16, .n = count * in};
+        if (absl::Status s = cuda::LaunchConvert(to_bf16, ctx_); !s.ok()) return s;
+      }
+      CUBLAS_CHECK(cublasGemmEx(handle_, CUBLAS_OP_T, CUBLAS_OP_N, static_cast<int>(out), static_cast<int>(count),
+                                static_cast<int>(in), &alpha, p.w->data, CUDA_R_16BF, static_cast<int>(in), x_chunk,
+                                CUDA_R_16BF, static_cast<int>(in), &beta,
+                                static_cast<char*>(p.y) + static_cast<size_t>(begin * out) * y_size, y_type,
                                 static_cast<int>(out), CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
     }
     if (p.bias) {
-      const cuda::BiasAddParams bias{.y = p.y, .bias = p.bias, .rows = p.rows, .cols = out};
+      const cuda::BiasAddParams bias{.y = p.y, .bias = p.bias, .rows = p.rows, .cols = out, .dtype = p.y_dtype};
       if (absl::Status s = cuda::LaunchBiasAdd(bias, ctx_); !s.ok()) return s;
     }
     return absl::OkStatus();
@@ -264,11 +282,6 @@ class CudaLayerBackend final : public LayerBackend {
     if (absl::Status s = ValidateSwiGlu(p); !s.ok()) return s;
     CUDA_CHECK(cudaSetDevice(ctx_.device));
     return cuda::LaunchSwiGlu(p, ctx_);
-  }
-  absl::Status Add(const AddParams& p) override {
-    if (absl::Status s = ValidateAdd(p); !s.ok()) return s;
-    CUDA_CHECK(cudaSetDevice(ctx_.device));
-    return cuda::LaunchAdd(p, ctx_);
   }
 
  private:

@@ -1,11 +1,12 @@
 // The dense layer kernels of the CUDA LayerBackend. All are memory-bound: each reads and writes
-// its tensors once, 16 bytes per access (float4) when the pointers and row lengths allow it, in
-// grid-stride loops over a grid of a few blocks per SM.
+// its tensors once, four values per access (16 bytes of fp32, 8 of bf16) when the pointers and
+// row lengths allow it, in grid-stride loops over a grid of a few blocks per SM. Activations are
+// fp32 or bf16 (one template per dtype); the arithmetic is fp32.
 //   RMSNorm: one block per row, fp32 sum of squares (per-thread partials, warp shuffles, then
 //            the warps' partials), then y = x * (1 / sqrt(mean + eps)) * weight.
 //   RoPE:    one block per row; the row's cos/sin table (angles in double, rounded to fp32
 //            once) goes to shared memory and is reused by every head of the row.
-//   SwiGLU, Add, bias add, fp32 -> bf16: elementwise.
+//   SwiGLU, bias add, dtype conversion: elementwise.
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
@@ -20,7 +21,7 @@ namespace prefill::cuda {
 namespace {
 
 constexpr int kRowThreads = 256;          // RMSNorm and RoPE: threads per row block
-constexpr int kElementwiseThreads = 256;  // SwiGLU, Add, bias add, conversion
+constexpr int kElementwiseThreads = 256;  // SwiGLU, bias add, conversion
 constexpr int kBlocksPerSm = 8;
 
 bool Aligned(const void* ptr, uintptr_t bytes) {
@@ -48,14 +49,54 @@ __device__ float BlockSum(float v, float* warp_sums /* [kRowThreads / 32] */) {
   return v;
 }
 
-// x, y: [rows, features]; y may be x (each element is read and written by one thread, and all
-// reads of the first pass finish at BlockSum's barrier).
-template <bool kVec4>
+// Four consecutive values of T as fp32, and back (round to nearest even). kAlign: the
+// alignment of a four-value access.
+template <typename T>
+struct Quad;
+template <>
+struct Quad<float> {
+  static constexpr uintptr_t kAlign = 16;
+  static __device__ float4 Load(const float* p) { return *reinterpret_cast<const float4*>(p); }
+  static __device__ void Store(float* p, float4 v) { *reinterpret_cast<float4*>(p) = v; }
+  static __device__ float One(float v) { return v; }
+  static __device__ float ToFloat(float v) { return v; }
+};
+template <>
+struct Quad<__nv_bfloat16> {
+  static constexpr uintptr_t kAlign = 8;
+  static __device__ float4 Load(const __nv_bfloat16* p) {
+    const uint2 raw = *reinterpret_cast<const uint2*>(p);
+    const float2 a = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(&raw.x));
+    const float2 b = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(&raw.y));
+    return make_float4(a.x, a.y, b.x, b.y);
+  }
+  static __device__ void Store(__nv_bfloat16* p, float4 v) {
+    __nv_bfloat162* out = reinterpret_cast<__nv_bfloat162*>(p);
+    out[0] = __floats2bfloat162_rn(v.x, v.y);
+    out[1] = __floats2bfloat162_rn(v.z, v.w);
+  }
+  static __device__ __nv_bfloat16 One(float v) { return __float2bfloat16_rn(v); }
+  static __device__ float ToFloat(__nv_bfloat16 v) { return __bfloat162float(v); }
+};
+template <>
+struct Quad<__half> {
+  static constexpr uintptr_t kAlign = 8;
+  static __device__ void Store(__half* p, float4 v) {
+    __half2* out = reinterpret_cast<__half2*>(p);
+    out[0] = __floats2half2_rn(v.x, v.y);
+    out[1] = __floats2half2_rn(v.z, v.w);
+  }
+  static __device__ __half One(float v) { return __float2half_rn(v); }
+};
+
+// x: [rows, features] fp32, y: the same of Out; y may be x when Out is float (each element is
+// read and written by one thread, and all reads of the first pass finish at BlockSum's barrier).
+template <typename Out, bool kVec4>
 __global__ void __launch_bounds__(kRowThreads) RmsNormKernel(const RmsNormParams p) {
   __shared__ float warp_sums[kRowThreads / 32];
   for (int64_t row = blockIdx.x; row < p.rows; row += gridDim.x) {
     const float* x = p.x + row * p.features;
-    float* y = p.y + row * p.features;
+    Out* y = static_cast<Out*>(p.y) + row * p.features;
     float sum = 0.f;
     if constexpr (kVec4) {
       const int64_t quads = p.features / 4;
@@ -73,12 +114,10 @@ __global__ void __launch_bounds__(kRowThreads) RmsNormKernel(const RmsNormParams
       for (int64_t i = threadIdx.x; i < quads; i += kRowThreads) {
         const float4 v = reinterpret_cast<const float4*>(x)[i];
         const float4 w = reinterpret_cast<const float4*>(p.weight)[i];
-        reinterpret_cast<float4*>(y)[i] =
-            make_float4(v.x * inv * w.x, v.y * inv * w.y, v.z * inv * w.z, v.w * inv * w.w);
+        Quad<Out>::Store(y + 4 * i, make_float4(v.x * inv * w.x, v.y * inv * w.y, v.z * inv * w.z, v.w * inv * w.w));
       }
     } else {
-      for (int64_t i = threadIdx.x; i < p.features; i += kRowThreads)
-        y[i] = x[i] * inv * p.weight[i];
+      for (int64_t i = threadIdx.x; i < p.features; i += kRowThreads) y[i] = Quad<Out>::One(x[i] * inv * p.weight[i]);
     }
   }
 }
@@ -101,9 +140,10 @@ __device__ void SinCosDouble(double angle, double* s, double* c) {
   sincospi(r * kInvPi, s, c);
 }
 
-// x: [rows, heads, head_dim], rotated in place. Dynamic shared memory: cos [half], sin [half].
-// kVec4: half % 4 == 0 and x 16-byte aligned, so every (head, i..i+3) slice is aligned.
-template <bool kVec4>
+// x: [rows, heads, head_dim] of T, rotated in place. Dynamic shared memory: cos [half], sin
+// [half]. kVec4: half % 4 == 0 and x aligned for a four-value access, so every (head, i..i+3)
+// slice is.
+template <typename T, bool kVec4>
 __global__ void __launch_bounds__(kRowThreads) RopeKernel(const RopeParams p) {
   extern __shared__ float4 rope_table[];
   const int half = p.head_dim / 2;
@@ -119,32 +159,32 @@ __global__ void __launch_bounds__(kRowThreads) RopeKernel(const RopeParams p) {
       sin_t[i] = static_cast<float>(s);
     }
     __syncthreads();
-    float* x = p.x + row * row_elems;
+    T* x = static_cast<T*>(p.x) + row * row_elems;
     if constexpr (kVec4) {
       const int quads = half / 4;
       const int work = p.heads * quads;
       for (int w = threadIdx.x; w < work; w += kRowThreads) {
         const int h = w / quads;
         const int i = (w - h * quads) * 4;
-        float4* lo = reinterpret_cast<float4*>(x + h * p.head_dim + i);
-        float4* hi = reinterpret_cast<float4*>(x + h * p.head_dim + half + i);
-        const float4 a = *lo, b = *hi;
+        T* lo = x + h * p.head_dim + i;
+        T* hi = lo + half;
+        const float4 a = Quad<T>::Load(lo), b = Quad<T>::Load(hi);
         const float4 c = *reinterpret_cast<const float4*>(cos_t + i);
         const float4 s = *reinterpret_cast<const float4*>(sin_t + i);
-        *lo = make_float4(a.x * c.x - b.x * s.x, a.y * c.y - b.y * s.y, a.z * c.z - b.z * s.z,
-                          a.w * c.w - b.w * s.w);
-        *hi = make_float4(b.x * c.x + a.x * s.x, b.y * c.y + a.y * s.y, b.z * c.z + a.z * s.z,
-                          b.w * c.w + a.w * s.w);
+        Quad<T>::Store(lo, make_float4(a.x * c.x - b.x * s.x, a.y * c.y - b.y * s.y, a.z * c.z - b.z * s.z,
+                                       a.w * c.w - b.w * s.w));
+        Quad<T>::Store(hi, make_float4(b.x * c.x + a.x * s.x, b.y * c.y + a.y * s.y, b.z * c.z + a.z * s.z,
+                                       b.w * c.w + a.w * s.w));
       }
     } else {
       const int work = p.heads * half;
       for (int w = threadIdx.x; w < work; w += kRowThreads) {
         const int h = w / half;
         const int i = w - h * half;
-        float* v = x + h * p.head_dim;
-        const float a = v[i], b = v[i + half];
-        v[i] = a * cos_t[i] - b * sin_t[i];
-        v[i + half] = b * cos_t[i] + a * sin_t[i];
+        T* v = x + h * p.head_dim;
+        const float a = Quad<T>::ToFloat(v[i]), b = Quad<T>::ToFloat(v[i + half]);
+        v[i] = Quad<T>::One(a * cos_t[i] - b * sin_t[i]);
+        v[i + half] = Quad<T>::One(b * cos_t[i] + a * sin_t[i]);
       }
     }
     __syncthreads();  // the table is rewritten for the next row
@@ -153,101 +193,63 @@ __global__ void __launch_bounds__(kRowThreads) RopeKernel(const RopeParams p) {
 
 __device__ float SiluTimes(float g, float u) { return g / (1.f + expf(-g)) * u; }
 
-// gate, up: [n]; up may be gate.
-template <bool kVec4>
+// gate, up: [n] of T; up may be gate.
+template <typename T, bool kVec4>
 __global__ void __launch_bounds__(kElementwiseThreads) SwiGluKernel(const SwiGluParams p) {
   const int64_t start = blockIdx.x * int64_t{blockDim.x} + threadIdx.x;
   const int64_t stride = int64_t{gridDim.x} * blockDim.x;
+  T* gate = static_cast<T*>(p.gate);
+  const T* up = static_cast<const T*>(p.up);
   int64_t done = 0;
   if constexpr (kVec4) {
     const int64_t quads = p.n / 4;
     for (int64_t i = start; i < quads; i += stride) {
-      const float4 g = reinterpret_cast<const float4*>(p.gate)[i];
-      const float4 u = reinterpret_cast<const float4*>(p.up)[i];
-      reinterpret_cast<float4*>(p.gate)[i] = make_float4(SiluTimes(g.x, u.x), SiluTimes(g.y, u.y),
-                                                         SiluTimes(g.z, u.z), SiluTimes(g.w, u.w));
+      const float4 g = Quad<T>::Load(gate + 4 * i), u = Quad<T>::Load(up + 4 * i);
+      Quad<T>::Store(gate + 4 * i, make_float4(SiluTimes(g.x, u.x), SiluTimes(g.y, u.y), SiluTimes(g.z, u.z),
+                                               SiluTimes(g.w, u.w)));
     }
     done = quads * 4;
   }
-  for (int64_t i = done + start; i < p.n; i += stride) p.gate[i] = SiluTimes(p.gate[i], p.up[i]);
-}
-
-// acc, x: [n]; x may be acc.
-template <bool kVec4>
-__global__ void __launch_bounds__(kElementwiseThreads) AddKernel(const AddParams p) {
-  const int64_t start = blockIdx.x * int64_t{blockDim.x} + threadIdx.x;
-  const int64_t stride = int64_t{gridDim.x} * blockDim.x;
-  int64_t done = 0;
-  if constexpr (kVec4) {
-    const int64_t quads = p.n / 4;
-    for (int64_t i = start; i < quads; i += stride) {
-      const float4 a = reinterpret_cast<const float4*>(p.acc)[i];
-      const float4 b = reinterpret_cast<const float4*>(p.x)[i];
-      reinterpret_cast<float4*>(p.acc)[i] = make_float4(a.x + b.x, a.y + b.y, a.z + b.z, a.w + b.w);
-    }
-    done = quads * 4;
+  for (int64_t i = done + start; i < p.n; i += stride) {
+    gate[i] = Quad<T>::One(SiluTimes(Quad<T>::ToFloat(gate[i]), Quad<T>::ToFloat(up[i])));
   }
-  for (int64_t i = done + start; i < p.n; i += stride) p.acc[i] += p.x[i];
 }
 
-// y: [rows, cols] += bias [cols]. blockIdx.y strides over rows, x over the row's columns (in
-// float4 units when kVec4: cols % 4 == 0 and both pointers 16-byte aligned).
-template <bool kVec4>
+// y: [rows, cols] of T += bias [cols]. blockIdx.y strides over rows, x over the row's columns
+// (in four-value units when kVec4: cols % 4 == 0 and both pointers aligned for them).
+template <typename T, bool kVec4>
 __global__ void __launch_bounds__(kElementwiseThreads) BiasAddKernel(const BiasAddParams p) {
   const int64_t units = kVec4 ? p.cols / 4 : p.cols;
   for (int64_t row = blockIdx.y; row < p.rows; row += gridDim.y) {
+    T* y_row = static_cast<T*>(p.y) + row * p.cols;
     for (int64_t c = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; c < units;
          c += int64_t{gridDim.x} * blockDim.x) {
       if constexpr (kVec4) {
-        float4* y = reinterpret_cast<float4*>(p.y + row * p.cols) + c;
         const float4 b = reinterpret_cast<const float4*>(p.bias)[c];
-        const float4 v = *y;
-        *y = make_float4(v.x + b.x, v.y + b.y, v.z + b.z, v.w + b.w);
+        const float4 v = Quad<T>::Load(y_row + 4 * c);
+        Quad<T>::Store(y_row + 4 * c, make_float4(v.x + b.x, v.y + b.y, v.z + b.z, v.w + b.w));
       } else {
-        p.y[row * p.cols + c] += p.bias[c];
+        y_row[c] = Quad<T>::One(Quad<T>::ToFloat(y_row[c]) + p.bias[c]);
       }
     }
   }
 }
 
-// Out: __nv_bfloat16 or __half. kVec4: src 16-byte and dst 4-byte aligned; four values in,
-// two pairs out.
-template <typename Out>
-struct PairOf;
-template <>
-struct PairOf<__nv_bfloat16> {
-  using type = __nv_bfloat162;
-  static __device__ type Make(float a, float b) { return __floats2bfloat162_rn(a, b); }
-  static __device__ __nv_bfloat16 One(float a) { return __float2bfloat16_rn(a); }
-};
-template <>
-struct PairOf<__half> {
-  using type = __half2;
-  static __device__ type Make(float a, float b) { return __floats2half2_rn(a, b); }
-  static __device__ __half One(float a) { return __float2half_rn(a); }
-};
-
-template <typename Out, bool kVec4>
+template <typename In, typename Out, bool kVec4>
 __global__ void __launch_bounds__(kElementwiseThreads)
-    ConvertFromF32Kernel(const float* __restrict__ src, Out* __restrict__ dst, int64_t n) {
-  using Pair = PairOf<Out>;
+    ConvertKernel(const In* __restrict__ src, Out* __restrict__ dst, int64_t n) {
   const int64_t start = blockIdx.x * int64_t{blockDim.x} + threadIdx.x;
   const int64_t stride = int64_t{gridDim.x} * blockDim.x;
   int64_t done = 0;
   if constexpr (kVec4) {
     const int64_t quads = n / 4;
-    for (int64_t i = start; i < quads; i += stride) {
-      const float4 v = reinterpret_cast<const float4*>(src)[i];
-      typename Pair::type* out = reinterpret_cast<typename Pair::type*>(dst) + 2 * i;
-      out[0] = Pair::Make(v.x, v.y);
-      out[1] = Pair::Make(v.z, v.w);
-    }
+    for (int64_t i = start; i < quads; i += stride) Quad<Out>::Store(dst + 4 * i, Quad<In>::Load(src + 4 * i));
     done = quads * 4;
   }
-  for (int64_t i = done + start; i < n; i += stride) dst[i] = Pair::One(src[i]);
+  for (int64_t i = done + start; i < n; i += stride) dst[i] = Quad<Out>::One(Quad<In>::ToFloat(src[i]));
 }
 
-// Runs launch(std::true_type) -- the float4 variant of a kernel -- when vec4, else
+// Runs launch(std::true_type) -- the four-value variant of a kernel -- when vec4, else
 // launch(std::false_type), and checks the launch.
 template <typename Launch>
 absl::Status LaunchVectorised(bool vec4, Launch&& launch) {
@@ -260,67 +262,84 @@ absl::Status LaunchVectorised(bool vec4, Launch&& launch) {
   return absl::OkStatus();
 }
 
+// Calls f(T*) with T the element type of an activation dtype (f32 or bf16; the entry checks).
+template <typename F>
+absl::Status WithActivationType(DType dtype, F&& f) {
+  if (dtype == DType::kBF16) return f(static_cast<__nv_bfloat16*>(nullptr));
+  return f(static_cast<float*>(nullptr));
+}
+
 }  // namespace
 
 absl::Status LaunchRmsNorm(const RmsNormParams& p, const DeviceContext& ctx) {
   if (p.rows == 0) return absl::OkStatus();
   const unsigned grid = GridFor(p.rows, 1, ctx);  // one block per row
-  const bool vec4 =
-      p.features % 4 == 0 && Aligned(p.x, 16) && Aligned(p.y, 16) && Aligned(p.weight, 16);
-  return LaunchVectorised(vec4, [&](auto v) { RmsNormKernel<decltype(v)::value><<<grid, kRowThreads, 0, ctx.stream>>>(p); });
+  return WithActivationType(p.y_dtype, [&](auto* typed) {
+    using Out = std::remove_pointer_t<decltype(typed)>;
+    const bool vec4 = p.features % 4 == 0 && Aligned(p.x, 16) && Aligned(p.y, Quad<Out>::kAlign) && Aligned(p.weight, 16);
+    return LaunchVectorised(vec4, [&](auto v) { RmsNormKernel<Out, decltype(v)::value><<<grid, kRowThreads, 0, ctx.stream>>>(p); });
+  });
 }
 
 absl::Status LaunchRope(const RopeParams& p, const DeviceContext& ctx) {
   if (p.rows == 0) return absl::OkStatus();
   const unsigned grid = GridFor(p.rows, 1, ctx);  // one block per row
   const size_t smem = static_cast<size_t>(p.head_dim) * sizeof(float);
-  const bool vec4 = (p.head_dim / 2) % 4 == 0 && Aligned(p.x, 16);
-  return LaunchVectorised(vec4, [&](auto v) { RopeKernel<decltype(v)::value><<<grid, kRowThreads, smem, ctx.stream>>>(p); });
+  return WithActivationType(p.dtype, [&](auto* typed) {
+    using T = std::remove_pointer_t<decltype(typed)>;
+    const bool vec4 = (p.head_dim / 2) % 4 == 0 && Aligned(p.x, Quad<T>::kAlign);
+    return LaunchVectorised(vec4, [&](auto v) { RopeKernel<T, decltype(v)::value><<<grid, kRowThreads, smem, ctx.stream>>>(p); });
+  });
 }
 
 absl::Status LaunchSwiGlu(const SwiGluParams& p, const DeviceContext& ctx) {
   if (p.n == 0) return absl::OkStatus();
-  const bool vec4 = Aligned(p.gate, 16) && Aligned(p.up, 16);
-  const unsigned grid = GridFor(vec4 ? p.n / 4 : p.n, kElementwiseThreads, ctx);
-  return LaunchVectorised(vec4, [&](auto v) { SwiGluKernel<decltype(v)::value><<<grid, kElementwiseThreads, 0, ctx.stream>>>(p); });
-}
-
-absl::Status LaunchAdd(const AddParams& p, const DeviceContext& ctx) {
-  if (p.n == 0) return absl::OkStatus();
-  const bool vec4 = Aligned(p.acc, 16) && Aligned(p.x, 16);
-  const unsigned grid = GridFor(vec4 ? p.n / 4 : p.n, kElementwiseThreads, ctx);
-  return LaunchVectorised(vec4, [&](auto v) { AddKernel<decltype(v)::value><<<grid, kElementwiseThreads, 0, ctx.stream>>>(p); });
+  return WithActivationType(p.dtype, [&](auto* typed) {
+    using T = std::remove_pointer_t<decltype(typed)>;
+    const bool vec4 = Aligned(p.gate, Quad<T>::kAlign) && Aligned(p.up, Quad<T>::kAlign);
+    const unsigned grid = GridFor(vec4 ? p.n / 4 : p.n, kElementwiseThreads, ctx);
+    return LaunchVectorised(vec4, [&](auto v) { SwiGluKernel<T, decltype(v)::value><<<grid, kElementwiseThreads, 0, ctx.stream>>>(p); });
+  });
 }
 
 absl::Status LaunchBiasAdd(const BiasAddParams& p, const DeviceContext& ctx) {
   if (p.rows == 0 || p.cols == 0) return absl::OkStatus();
-  const bool vec4 = p.cols % 4 == 0 && Aligned(p.y, 16) && Aligned(p.bias, 16);
-  const int64_t units = vec4 ? p.cols / 4 : p.cols;
-  // Enough x-blocks to cover a row, rows spread over y; the total stays near GridFor's cap.
-  const int64_t x_blocks = (units + kElementwiseThreads - 1) / kElementwiseThreads;
-  const int64_t cap = int64_t{std::max(ctx.sm_count, 1)} * kBlocksPerSm;
-  const int64_t y_blocks = std::clamp<int64_t>(cap / x_blocks, 1, std::min<int64_t>(p.rows, 65535));
-  const dim3 grid(static_cast<unsigned>(std::min<int64_t>(x_blocks, cap)),
-                  static_cast<unsigned>(y_blocks));
-  return LaunchVectorised(vec4, [&](auto v) { BiasAddKernel<decltype(v)::value><<<grid, kElementwiseThreads, 0, ctx.stream>>>(p); });
+  return WithActivationType(p.dtype, [&](auto* typed) {
+    using T = std::remove_pointer_t<decltype(typed)>;
+    const bool vec4 = p.cols % 4 == 0 && Aligned(p.y, Quad<T>::kAlign) && Aligned(p.bias, 16);
+    const int64_t units = vec4 ? p.cols / 4 : p.cols;
+    // Enough x-blocks to cover a row, rows spread over y; the total stays near GridFor's cap.
+    const int64_t x_blocks = (units + kElementwiseThreads - 1) / kElementwiseThreads;
+    const int64_t cap = int64_t{std::max(ctx.sm_count, 1)} * kBlocksPerSm;
+    const int64_t y_blocks = std::clamp<int64_t>(cap / x_blocks, 1, std::min<int64_t>(p.rows, 65535));
+    const dim3 grid(static_cast<unsigned>(std::min<int64_t>(x_blocks, cap)), static_cast<unsigned>(y_blocks));
+    return LaunchVectorised(vec4, [&](auto v) { BiasAddKernel<T, decltype(v)::value><<<grid, kElementwiseThreads, 0, ctx.stream>>>(p); });
+  });
 }
 
-absl::Status LaunchConvertFromF32(const ConvertFromF32Params& p, const DeviceContext& ctx) {
+absl::Status LaunchConvert(const ConvertParams& p, const DeviceContext& ctx) {
   if (p.n == 0) return absl::OkStatus();
-  if (p.dtype == DType::kF32) {
-    CUDA_CHECK(cudaMemcpyAsync(p.dst, p.src, p.n * sizeof(float), cudaMemcpyDeviceToDevice, ctx.stream));
+  if (p.dtype == p.src_dtype) {
+    CUDA_CHECK(cudaMemcpyAsync(p.dst, p.src, p.n * DTypeSize(p.dtype), cudaMemcpyDeviceToDevice, ctx.stream));
     return absl::OkStatus();
   }
-  const bool vec4 = Aligned(p.src, 16) && Aligned(p.dst, 4);
-  const unsigned grid = GridFor(vec4 ? p.n / 4 : p.n, kElementwiseThreads, ctx);
-  auto launch = [&](auto* dst) {
+  auto launch = [&](auto* src, auto* dst) {
+    using In = std::remove_const_t<std::remove_pointer_t<decltype(src)>>;
     using Out = std::remove_pointer_t<decltype(dst)>;
+    const bool vec4 = Aligned(src, Quad<In>::kAlign) && Aligned(dst, Quad<Out>::kAlign);
+    const unsigned grid = GridFor(vec4 ? p.n / 4 : p.n, kElementwiseThreads, ctx);
     return LaunchVectorised(vec4, [&](auto v) {
-      ConvertFromF32Kernel<Out, decltype(v)::value><<<grid, kElementwiseThreads, 0, ctx.stream>>>(p.src, dst, p.n);
+      ConvertKernel<In, Out, decltype(v)::value><<<grid, kElementwiseThreads, 0, ctx.stream>>>(src, dst, p.n);
     });
   };
-  if (p.dtype == DType::kF16) return launch(static_cast<__half*>(p.dst));
-  return launch(static_cast<__nv_bfloat16*>(p.dst));
+  auto to = [&](auto* src) {
+    if (p.dtype == DType::kF16) return launch(src, static_cast<__half*>(p.dst));
+    if (p.dtype == DType::kBF16) return launch(src, static_cast<__nv_bfloat16*>(p.dst));
+    return launch(src, static_cast<float*>(p.dst));
+  };
+  if (p.src_dtype == DType::kBF16) return to(static_cast<const __nv_bfloat16*>(p.src));
+  if (p.src_dtype == DType::kF32) return to(static_cast<const float*>(p.src));
+  return absl::InvalidArgumentError("Convert: the source must be f32 or bf16");
 }
 
 }  // namespace prefill::cuda

@@ -1,6 +1,7 @@
 // Launchers of the dense layer kernels behind the CUDA LayerBackend
-// (kernels/cuda/cuda_layer_backend.cc): RMSNorm, RoPE, SwiGLU, Add, the bias add of Linear and
-// the fp32 -> bf16 / f16 conversion of Linear's input, of prepared weights and of the KV cache. Each takes its params
+// (kernels/cuda/cuda_layer_backend.cc): RMSNorm, RoPE, SwiGLU, the bias add of Linear and the
+// dtype conversion of Linear's fp32 input, of prepared weights and of the KV cache. Activations
+// are fp32 or bf16 (the params' dtype). Each takes its params
 // struct by value, sizes the grid from ctx.sm_count, queues on ctx.stream and checks the launch.
 // The entry validates: a launcher trusts its params (sizes >= 0, non-null pointers, head_dim
 // even and <= kMaxRopeHeadDim, exact aliasing only where the params allow it).
@@ -15,20 +16,22 @@
 
 namespace prefill::cuda {
 
-// y[r, c] += bias[c] for r < rows, c < cols.
+// y[r, c] += bias[c] for r < rows, c < cols (in fp32, rounded to dtype).
 struct BiasAddParams {
-  float* y = nullptr;           // [rows, cols]
+  void* y = nullptr;            // [rows, cols] of dtype (f32 or bf16)
   const float* bias = nullptr;  // [cols]; must not overlap y
   int64_t rows = 0, cols = 0;
+  DType dtype = DType::kF32;
 };
 
 // dst[i] = dtype(src[i]) for i < n, round to nearest even (__float2bfloat16_rn,
-// __float2half_rn; f32 is a copy).
-struct ConvertFromF32Params {
-  const float* src = nullptr;  // [n]
-  void* dst = nullptr;         // [n] of dtype; must not overlap src
+// __float2half_rn); src f32 or bf16, dst f32, bf16 or f16; equal dtypes are a copy.
+struct ConvertParams {
+  const void* src = nullptr;  // [n] of src_dtype
+  void* dst = nullptr;        // [n] of dtype; must not overlap src
   int64_t n = 0;
   DType dtype = DType::kBF16;
+  DType src_dtype = DType::kF32;
 };
 
 // RoPE keeps a row's cos/sin table (head_dim floats) in shared memory.
@@ -37,8 +40,7 @@ inline constexpr int kMaxRopeHeadDim = 8192;
 absl::Status LaunchRmsNorm(const RmsNormParams& p, const DeviceContext& ctx);
 absl::Status LaunchRope(const RopeParams& p, const DeviceContext& ctx);
 absl::Status LaunchSwiGlu(const SwiGluParams& p, const DeviceContext& ctx);
-absl::Status LaunchAdd(const AddParams& p, const DeviceContext& ctx);
 absl::Status LaunchBiasAdd(const BiasAddParams& p, const DeviceContext& ctx);
-absl::Status LaunchConvertFromF32(const ConvertFromF32Params& p, const DeviceContext& ctx);
+absl::Status LaunchConvert(const ConvertParams& p, const DeviceContext& ctx);
 
 }  // namespace prefill::cuda

@@ -8,7 +8,9 @@
 //   Rope     angles in double up to position 2,000,000, cos/sin rounded to fp32 once: a few fp32
 //            roundings of |a| + |b|. The test checks that an fp32-angle rotation would fail it.
 //   SwiGlu   expf (2 ulp) and three rounded operations: relative 1e-6.
-//   Add      one rounded addition: relative 1e-6.
+//   bf16     each op again with bf16 activations (what the model runs on CUDA): the same
+//            bounds on the bf16 inputs plus one bf16 rounding of the result (2^-8 relative);
+//            Linear also accumulating into fp32 (the residual add in the GEMM epilogue).
 //   PrepareMatrix  bf16 round to nearest even, bit for bit.
 // Every op runs on both its float4 path and its scalar path (odd sizes, offset pointers), and
 // bad params give InvalidArgument.
@@ -403,34 +405,155 @@ TEST_F(CudaLayerBackendTest, SwiGluMatchesFp64Reference) {
   }
 }
 
-// acc <- acc + x: one correctly rounded addition, |err| <= u |want| (u = 6e-8), checked at
-// relative 1e-6; also acc == x (doubling, exact).
-TEST_F(CudaLayerBackendTest, AddMatchesFp64Reference) {
-  const int64_t n = 1'000'003;
-  const std::vector<float> acc = Normal(n, 1.f, 31);
-  const std::vector<float> x = Normal(n, 1.f, 32);
-  for (int offset : {0, 1, -1}) {  // -1: x aliases acc
-    SCOPED_TRACE(offset);
-    const int pad = offset > 0 ? offset : 0;
-    std::vector<float> padded_acc(pad), padded_x(pad);
-    padded_acc.insert(padded_acc.end(), acc.begin(), acc.end());
-    padded_x.insert(padded_x.end(), x.begin(), x.end());
-    DeviceBuffer d_acc(*attention_, padded_acc), d_x(*attention_, padded_x);
-    AddParams p;
-    p.acc = d_acc.as<float>() + pad;
-    p.x = offset < 0 ? p.acc : d_x.as<float>() + pad;
-    p.n = n;
-    ASSERT_TRUE(layer_->Add(p).ok());
-    const std::vector<float> got = d_acc.Download<float>(*attention_);
-    int bad = 0;
-    for (int64_t i = 0; i < n; ++i) {
-      const double want = double{acc[i]} + (offset < 0 ? acc[i] : x[i]);
-      if (!(std::abs(got[pad + i] - want) <= 1e-6 * std::abs(want)) && bad++ < 5) {
-        ADD_FAILURE() << "i " << i << ": got " << got[pad + i] << ", want " << want;
+std::vector<uint16_t> ToBf16(const std::vector<float>& v) {
+  std::vector<uint16_t> bits(v.size());
+  for (size_t i = 0; i < v.size(); ++i) bits[i] = Bf16Bits(v[i]);
+  return bits;
+}
+
+std::vector<double> FromBf16(const std::vector<uint16_t>& bits) {
+  std::vector<double> v(bits.size());
+  for (size_t i = 0; i < bits.size(); ++i) v[i] = Bf16Value(bits[i]);
+  return v;
+}
+
+// Counts values outside want +- tol, reporting the first few.
+int CountOutside(std::span<const double> got, std::span<const double> want, std::span<const double> tol,
+                 const char* what) {
+  int bad = 0;
+  for (size_t i = 0; i < got.size(); ++i) {
+    if (!(std::abs(got[i] - want[i]) <= tol[i]) && bad++ < 5) {
+      ADD_FAILURE() << what << "[" << i << "] = " << got[i] << ", want " << want[i] << ", tolerance " << tol[i];
+    }
+  }
+  return bad;
+}
+
+// bf16 x in; y in bf16 (rounded once by the GEMM, once after the bias), and y fp32 accumulated onto its
+// previous values (beta = 1: the previous value enters the sum, one more fp32 rounding).
+TEST_F(CudaLayerBackendTest, LinearWithBf16ActivationsAndAccumulate) {
+  for (const LinearShape& s : kLinearShapes) {
+    SCOPED_TRACE(testing::Message() << "rows " << s.rows << " in " << s.in << " out " << s.out);
+    const std::vector<uint16_t> x = ToBf16(Normal(s.rows * s.in, 1.f, 51));
+    const std::vector<float> w = Normal(s.out * s.in, 1.f / std::sqrt(static_cast<float>(s.in)), 52);
+    const std::vector<float> bias = Normal(s.out, 1.f, 53);
+    const std::vector<float> acc = Normal(s.rows * s.out, 4.f, 54);
+    absl::StatusOr<WeightMatrix> matrix = layer_->PrepareMatrix(w, s.out, s.in);
+    ASSERT_TRUE(matrix.ok()) << matrix.status();
+    DeviceBuffer d_x(*attention_, x), d_bias(*attention_, bias), d_acc(*attention_, acc);
+    DeviceBuffer d_y(*attention_, s.rows * s.out * sizeof(uint16_t));
+    LinearParams p{d_x.get(), DType::kBF16, s.rows, &*matrix, d_bias.as<float>(), d_y.get(), DType::kBF16};
+    ASSERT_TRUE(layer_->Linear(p).ok());
+    p.y = d_acc.get();
+    p.y_dtype = DType::kF32;
+    p.accumulate = true;
+    ASSERT_TRUE(layer_->Linear(p).ok());
+    const std::vector<double> y16 = FromBf16(d_y.Download<uint16_t>(*attention_));
+    const std::vector<float> y32 = d_acc.Download<float>(*attention_);
+
+    const std::vector<double> xv = FromBf16(x);
+    std::vector<double> got32(y32.begin(), y32.end()), want16, tol16, want32, tol32;
+    for (int64_t r = 0; r < s.rows; ++r) {
+      for (int64_t o = 0; o < s.out; ++o) {
+        double sum = bias[o], magnitude = std::abs(bias[o]);
+        for (int64_t k = 0; k < s.in; ++k) {
+          const double product = xv[r * s.in + k] * RoundToBf16(w[o * s.in + k]);
+          sum += product;
+          magnitude += std::abs(product);
+        }
+        const double fp32_sum = 2.0 * (s.in + 2) * kF32Unit * magnitude;  // as in CheckLinear
+        want16.push_back(sum);
+        // The bias is added after the GEMM has rounded its output to bf16: two roundings.
+        const double dot = sum - bias[o];
+        tol16.push_back(fp32_sum * (1 + kBf16Unit) + kBf16Unit * (std::abs(dot) + (1 + kBf16Unit) * std::abs(sum)) +
+                        1e-30);
+        const double a = acc[r * s.out + o];
+        want32.push_back(a + sum);
+        tol32.push_back(fp32_sum + 2 * kF32Unit * (std::abs(a) + std::abs(a + sum)) + 1e-30);
       }
     }
-    EXPECT_EQ(bad, 0);
+    EXPECT_EQ(CountOutside(y16, want16, tol16, "bf16 y"), 0);
+    EXPECT_EQ(CountOutside(got32, want32, tol32, "accumulated y"), 0);
   }
+}
+
+// RMSNorm of the fp32 residual written as bf16: the fp32 bound (1e-5) plus one bf16 rounding.
+TEST_F(CudaLayerBackendTest, RmsNormWritesBf16) {
+  for (int64_t features : {int64_t{4096}, int64_t{1001}}) {
+    SCOPED_TRACE(features);
+    const int64_t rows = 9;
+    const std::vector<float> x = Normal(rows * features, 3.f, 61);
+    std::vector<float> weight = Normal(features, 0.2f, 62);
+    for (float& v : weight) v += 1.f;
+    DeviceBuffer d_x(*attention_, x), d_w(*attention_, weight);
+    DeviceBuffer d_y(*attention_, rows * features * sizeof(uint16_t));
+    RmsNormParams p{d_x.as<float>(), d_w.as<float>(), rows, features, 1e-5f, d_y.get(), DType::kBF16};
+    ASSERT_TRUE(layer_->RmsNorm(p).ok());
+    const std::vector<double> got = FromBf16(d_y.Download<uint16_t>(*attention_));
+    std::vector<double> want, tol;
+    for (int64_t r = 0; r < rows; ++r) {
+      double sum = 0;
+      for (int64_t i = 0; i < features; ++i) sum += double{x[r * features + i]} * x[r * features + i];
+      const double inv = 1.0 / std::sqrt(sum / static_cast<double>(features) + 1e-5);
+      for (int64_t i = 0; i < features; ++i) {
+        want.push_back(double{x[r * features + i]} * inv * weight[i]);
+        tol.push_back((1e-5 + kBf16Unit) * std::abs(want.back()));
+      }
+    }
+    EXPECT_EQ(CountOutside(got, want, tol, "y"), 0);
+  }
+}
+
+// RoPE in place on bf16 q/k: the fp32 rotation's bound on the bf16 inputs, plus the rounding
+// of the result to bf16.
+TEST_F(CudaLayerBackendTest, RopeInBf16) {
+  const int64_t rows = 33;
+  for (const int head_dim : {128, 6}) {  // the vector path and the scalar path
+    SCOPED_TRACE(head_dim);
+    const int heads = 4, half = head_dim / 2;
+    std::vector<double> inv_freq(half);
+    for (int i = 0; i < half; ++i) inv_freq[i] = std::pow(500000.0, -2.0 * i / head_dim);
+    std::vector<int32_t> positions(rows);
+    for (int64_t r = 0; r < rows; ++r) positions[r] = static_cast<int32_t>(r * 60'607);
+    const int64_t row_elems = int64_t{heads} * head_dim;
+    const std::vector<uint16_t> x = ToBf16(Normal(rows * row_elems, 1.f, 71));
+    DeviceBuffer d_x(*attention_, x), d_pos(*attention_, positions), d_freq(*attention_, inv_freq);
+    RopeParams p{d_x.get(), DType::kBF16, rows, heads, head_dim, d_pos.as<int32_t>(), d_freq.as<double>()};
+    ASSERT_TRUE(layer_->Rope(p).ok());
+    const std::vector<double> got = FromBf16(d_x.Download<uint16_t>(*attention_)), xv = FromBf16(x);
+    std::vector<double> want(xv.size()), tol(xv.size());
+    for (int64_t r = 0; r < rows; ++r) {
+      for (int h = 0; h < heads; ++h) {
+        for (int i = 0; i < half; ++i) {
+          const int64_t lo = r * row_elems + int64_t{h} * head_dim + i, hi = lo + half;
+          const double angle = static_cast<double>(positions[r]) * inv_freq[i];
+          const double a = xv[lo], b = xv[hi];
+          want[lo] = a * std::cos(angle) - b * std::sin(angle);
+          want[hi] = b * std::cos(angle) + a * std::sin(angle);
+          const double fp32 = 8 * kF32Unit * (std::abs(a) + std::abs(b));
+          tol[lo] = fp32 + kBf16Unit * std::abs(want[lo]);
+          tol[hi] = fp32 + kBf16Unit * std::abs(want[hi]);
+        }
+      }
+    }
+    EXPECT_EQ(CountOutside(got, want, tol, "x"), 0);
+  }
+}
+
+// SwiGLU on bf16 gate/up, odd n (the scalar tail): the fp32 bound plus one bf16 rounding.
+TEST_F(CudaLayerBackendTest, SwiGluInBf16) {
+  const int64_t n = 100'003;
+  const std::vector<uint16_t> gate = ToBf16(Normal(n, 3.f, 81)), up = ToBf16(Normal(n, 1.f, 82));
+  DeviceBuffer d_gate(*attention_, gate), d_up(*attention_, up);
+  ASSERT_TRUE(layer_->SwiGlu({d_gate.get(), d_up.get(), DType::kBF16, n}).ok());
+  const std::vector<double> got = FromBf16(d_gate.Download<uint16_t>(*attention_));
+  const std::vector<double> g = FromBf16(gate), u = FromBf16(up);
+  std::vector<double> want(n), tol(n);
+  for (int64_t i = 0; i < n; ++i) {
+    want[i] = g[i] / (1.0 + std::exp(-g[i])) * u[i];
+    tol[i] = (1e-6 + kBf16Unit) * std::abs(want[i]);
+  }
+  EXPECT_EQ(CountOutside(got, want, tol, "gate"), 0);
 }
 
 TEST_F(CudaLayerBackendTest, BadParamsAreInvalidArgument) {
@@ -534,17 +657,9 @@ TEST_F(CudaLayerBackendTest, BadParamsAreInvalidArgument) {
   bad_swiglu.n = -1;
   expect_invalid(layer_->SwiGlu(bad_swiglu), "SwiGlu negative n");
 
-  AddParams add;
-  add.acc = fa;
-  add.x = fb;
-  add.n = 100;
-  EXPECT_TRUE(layer_->Add(add).ok());
-  AddParams bad_add = add;
-  bad_add.n = -1;
-  expect_invalid(layer_->Add(bad_add), "Add negative n");
-  bad_add = add;
-  bad_add.x = fa + 3;
-  expect_invalid(layer_->Add(bad_add), "Add x shifted over acc");
+  bad_swiglu = swiglu;
+  bad_swiglu.dtype = DType::kF16;
+  expect_invalid(layer_->SwiGlu(bad_swiglu), "SwiGlu f16");
   EXPECT_TRUE(attention_->Synchronize().ok());
 }
 
