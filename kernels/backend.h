@@ -76,10 +76,11 @@ class AttentionBackend {
   // Waits for all work the backend has queued (a no-op on the CPU).
   virtual absl::Status Synchronize() = 0;
 
-  // Host memory that downloads reach fastest (page-locked on CUDA), not zero-filled.
+  // Host memory for downloads, not zero-filled (pageable: CUDA stages through a small
+  // page-locked ring rather than page-locking GBs).
   virtual absl::StatusOr<BackendBuffer> AllocateHost(size_t bytes) = 0;
   // Starts a download after the work queued so far has produced src; on CUDA it converts on
-  // the compute stream and copies on a copy stream of its own, so later work does not wait
+  // the compute stream and copies on a copy stream and thread of its own, so later work does not wait
   // for the transfer and src may be overwritten by work queued after the call. Returns once
   // queued (the CPU converts at once).
   virtual absl::Status StartDownload(const DownloadParams& p) = 0;

@@ -179,7 +179,7 @@ absl::Status CheckMemoryBudget(const ModelConfig& c, int64_t seq_len, int ranks,
 // On a GPU the weights are already resident; what the request adds there (fp32 activations,
 // the remote KV of the exchange, the attention's bf16 copies of Q, K and V) must fit in the
 // device's free memory, and in --memory-per-rank when that is smaller. (The KV cache goes to
-// page-locked host memory as it is made.)
+// host memory as it is made.)
 absl::Status CheckDeviceMemory(const ModelConfig& c, int64_t seq_len, int ranks, int64_t budget,
                                std::pair<int64_t, int64_t> device) {
   const auto [free_bytes, total_bytes] = device;

@@ -2,11 +2,9 @@
 
 #include <chrono>
 #include <cmath>
-#include <optional>
 
 #include "parallel/ring_attention.h"
 #include "runtime/execution_context.h"
-#include "runtime/kv_host_buffers.h"
 #include "runtime/status_macros.h"
 
 namespace prefill {
@@ -134,8 +132,6 @@ absl::StatusOr<PrefillOutput> RunTransformerPrefill(const TransformerBackends& o
   out.kv_dtype = options.kv_dtype;
   const int64_t layer_values = n * kv_dim;
   const size_t layer_bytes = static_cast<size_t>(layer_values) * DTypeSize(options.kv_dtype);
-  std::optional<KvHostBuffers> kv_host;
-  if (options.keep_kv) kv_host.emplace(on.attention, static_cast<int>(on.weights.layers.size()), 2 * layer_bytes);
   for (const PreparedLayer& l : on.weights.layers) {
     LayerReport report;
     auto t = Clock::now();
@@ -148,11 +144,14 @@ absl::StatusOr<PrefillOutput> RunTransformerPrefill(const TransformerBackends& o
     report.attention = *attention;
 
     t = Clock::now();
-    if (kv_host) {  // K and V travel under the MLP and the next layer
-      absl::StatusOr<std::byte*> keys_or = kv_host->Layer(static_cast<int>(out.keys.size()));
-      if (!keys_or.ok()) return keys_or.status();
-      std::byte* keys = *keys_or;
+    if (options.keep_kv) {  // K and V travel under the MLP and the next layer
+      const auto t_alloc = Clock::now();
+      absl::StatusOr<BackendBuffer> host = on.attention.AllocateHost(2 * layer_bytes);
+      out.kv_host_alloc_seconds += Since(t_alloc);
+      if (!host.ok()) return host.status();
+      auto* keys = static_cast<std::byte*>(host->get());
       std::byte* values = keys + layer_bytes;
+      out.kv_storage.push_back(*std::move(host));
       PREFILL_RETURN_IF_ERROR(on.attention.StartDownload({a->keys.get(), layer_values, options.kv_dtype, keys, a->dtype}));
       PREFILL_RETURN_IF_ERROR(on.attention.StartDownload({a->values.get(), layer_values, options.kv_dtype, values, a->dtype}));
       out.keys.emplace_back(keys, layer_bytes);
@@ -169,10 +168,6 @@ absl::StatusOr<PrefillOutput> RunTransformerPrefill(const TransformerBackends& o
   const auto t = Clock::now();
   PREFILL_RETURN_IF_ERROR(on.attention.FinishDownloads());
   out.kv_download_wait_seconds = Since(t);
-  if (kv_host) {
-    out.kv_host_alloc_seconds = kv_host->wait_seconds();
-    out.kv_storage = kv_host->Release();
-  }
   return out;
 }
 

@@ -42,7 +42,7 @@ struct PrefillOutput {
   std::vector<std::span<const std::byte>> keys, values;
   std::vector<float> last_logits;  // [vocab] on every rank
   std::vector<LayerReport> layers;
-  double kv_host_alloc_seconds = 0;  // waiting for kv_storage's allocation (page-locking on CUDA)
+  double kv_host_alloc_seconds = 0;  // allocating kv_storage (pageable: ~0)
   double kv_download_wait_seconds = 0;  // waiting at the end for downloads still in flight
 };
 

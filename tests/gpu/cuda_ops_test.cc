@@ -179,6 +179,33 @@ TEST_F(CudaOps, GatherRowsAlignedAndUnaligned) {
   }
 }
 
+// Downloads of several staging chunks (the last one partial) land exactly, as bf16 bytes and
+// widened to f32, though the source is overwritten right after StartDownload and two
+// downloads are in flight at once.
+TEST_F(CudaOps, DownloadsLandExactlyWhileTheSourceIsReused) {
+  const int64_t n = 9'000'001;  // 18 MB of bf16: more than two 8 MiB slots
+  std::vector<uint16_t> bits(n);
+  for (int64_t i = 0; i < n; ++i) {
+    const float v = std::sin(0.001f * static_cast<float>(i)) * static_cast<float>(1 + i % 977);
+    uint32_t u;
+    std::memcpy(&u, &v, sizeof(u));
+    bits[i] = static_cast<uint16_t>(u >> 16);  // a bf16 value exactly
+  }
+  DeviceBuffer src(*backend_, bits);
+  absl::StatusOr<BackendBuffer> as_bf16 = backend_->AllocateHost(n * sizeof(uint16_t));
+  absl::StatusOr<BackendBuffer> as_f32 = backend_->AllocateHost(n * sizeof(float));
+  ASSERT_TRUE(as_bf16.ok() && as_f32.ok());
+  ASSERT_TRUE(backend_->StartDownload({src.get(), n, DType::kBF16, as_bf16->get(), DType::kBF16}).ok());
+  ASSERT_TRUE(backend_->StartDownload({src.get(), n, DType::kF32, as_f32->get(), DType::kBF16}).ok());
+  const std::vector<uint16_t> zeros(n, 0);
+  src.Upload(*backend_, zeros.data(), n * sizeof(uint16_t));  // queued after both conversions
+  ASSERT_TRUE(backend_->FinishDownloads().ok());
+  EXPECT_EQ(std::memcmp(as_bf16->get(), bits.data(), n * sizeof(uint16_t)), 0);
+  const auto* widened = static_cast<const uint32_t*>(as_f32->get());
+  for (int64_t i = 0; i < n; ++i) ASSERT_EQ(widened[i], uint32_t{bits[i]} << 16) << i;
+  EXPECT_EQ(src.Download<uint16_t>(*backend_), zeros);
+}
+
 // The schedule is a permutation of the rows, longest bucket first, and inside a bucket the
 // locality order (KV head, query block, query head of the group); the same in every run.
 TEST_F(CudaOps, WorkScheduleIsLongestFirstAndGroupsKvHeads) {
