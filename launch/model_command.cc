@@ -64,9 +64,11 @@ void PrintSummary(const nlohmann::json& r) {
               r["architecture"].get<std::string>().c_str(), r["seq_len"].get<int>(), r["world_size"].get<int>(),
               r["mode"].get<std::string>().c_str());
   const auto& p = r["phase_seconds"];
-  std::printf("  time       %.3f s prefill (%.0f tokens/s): gemm %.3f, estimate %.3f, exchange %.3f, attention %.3f\n",
-              r["prefill_seconds"].get<double>(), r["tokens_per_second"].get<double>(), p["gemm"].get<double>(),
-              p["mask_estimation"].get<double>(), p["kv_exchange"].get<double>(), p["attention"].get<double>());
+  std::printf("  time       %.3f s prefill (%.0f tokens/s): setup %.3f, gemm %.3f, estimate %.3f, exchange %.3f, "
+              "attention %.3f, logits %.3f\n",
+              r["prefill_seconds"].get<double>(), r["tokens_per_second"].get<double>(), p["setup"].get<double>(),
+              p["gemm"].get<double>(), p["mask_estimation"].get<double>(), p["kv_exchange"].get<double>(),
+              p["attention"].get<double>(), p["logits"].get<double>());
   if (r.contains("load_seconds")) {
     const auto& l = r["load_phase_seconds"];
     std::printf("  load       %.3f s: read %.3f, device init %.3f, weights %.3f\n", r["load_seconds"].get<double>(),

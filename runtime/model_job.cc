@@ -289,9 +289,14 @@ absl::StatusOr<nlohmann::json> PrefillRequest(const LoadedModel& model, const Pr
 
   // Per layer: density over all ranks; per phase: the slowest rank.
   const size_t layers = out->layers.size();
-  std::vector<double> sums(2 * layers + 1), maxes(6);
+  // maxes: estimation, exchange, attention, gemm, host alloc, download wait, setup, logits,
+  // then each layer's gemm.
+  constexpr size_t kPhases = 8;
+  std::vector<double> sums(2 * layers + 1), maxes(kPhases + layers);
   maxes[4] = out->kv_host_alloc_seconds;
   maxes[5] = out->kv_download_wait_seconds;
+  maxes[6] = out->setup_seconds;
+  maxes[7] = out->logits_seconds;
   double kv_bytes_rank = 0;
   for (size_t i = 0; i < layers; ++i) {
     const LayerReport& l = out->layers[i];
@@ -302,6 +307,7 @@ absl::StatusOr<nlohmann::json> PrefillRequest(const LoadedModel& model, const Pr
     maxes[1] += l.attention.exchange_seconds;
     maxes[2] += l.attention.attention_seconds;
     maxes[3] += l.gemm_seconds;
+    maxes[kPhases + i] = l.gemm_seconds;
   }
   sums[2 * layers] = kv_bytes_rank;
   struct rusage usage {};
@@ -312,8 +318,9 @@ absl::StatusOr<nlohmann::json> PrefillRequest(const LoadedModel& model, const Pr
   std::vector<double> peaks(comm.size());
   if (s = comm.AllGather(&peak, sizeof peak, peaks.data()); !s.ok()) return s;
   double selected = 0, visible = 0;
-  nlohmann::json density = nlohmann::json::array();
+  nlohmann::json density = nlohmann::json::array(), layer_gemm = nlohmann::json::array();
   for (size_t i = 0; i < layers; ++i) {
+    layer_gemm.push_back(maxes[kPhases + i]);
     selected += sums[2 * i];
     visible += sums[2 * i + 1];
     density.push_back(sums[2 * i + 1] > 0 ? sums[2 * i] / sums[2 * i + 1] : 1.0);
@@ -325,8 +332,10 @@ absl::StatusOr<nlohmann::json> PrefillRequest(const LoadedModel& model, const Pr
       {"device", std::string(on.attention->name())},
       {"prefill_seconds", prefill_seconds}, {"tokens_per_second", *length / prefill_seconds},
       {"phase_seconds", {{"mask_estimation", maxes[0]}, {"kv_exchange", maxes[1]}, {"attention", maxes[2]}, {"gemm", maxes[3]},
-                         {"kv_host_alloc", maxes[4]}, {"kv_download_wait", maxes[5]}}},
+                         {"kv_host_alloc", maxes[4]}, {"kv_download_wait", maxes[5]}, {"setup", maxes[6]},
+                         {"logits", maxes[7]}}},
       {"density", visible > 0 ? selected / visible : 1.0}, {"layer_density", density},
+      {"layer_gemm_seconds", layer_gemm},
       {"kv_bytes_sent", sums[2 * layers]}, {"kv_bytes_sent_rank", kv_bytes_rank},
       {"kv_bytes_dense_ring", static_cast<double>(layers) * DenseRingKvBytes(*layout, c.num_kv_heads, c.head_dim, DType::kF32)},
       {"peak_memory_bytes_per_rank", peaks}, {"top_logits", TopK(out->last_logits, o.top_k)},

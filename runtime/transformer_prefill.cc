@@ -124,11 +124,14 @@ absl::StatusOr<PrefillOutput> RunTransformerPrefill(const TransformerBackends& o
                                                     const ModelConfig& c, const std::vector<float>& hidden,
                                                     int64_t last_position, const PrefillOptions& options) {
   const int64_t n = layout.local_len(), kv_dim = int64_t{c.num_kv_heads} * c.head_dim;
+  const auto t_setup = Clock::now();
   absl::StatusOr<Activations> a =
       AllocateActivations(on.attention, on.layers.activation_dtype(), c, n, hidden, layout.Positions(on.comm.rank()));
   if (!a.ok()) return a.status();
 
+  PREFILL_RETURN_IF_ERROR(on.attention.Synchronize());
   PrefillOutput out;
+  out.setup_seconds = Since(t_setup);
   out.kv_dtype = options.kv_dtype;
   const int64_t layer_values = n * kv_dim;
   const size_t layer_bytes = static_cast<size_t>(layer_values) * DTypeSize(options.kv_dtype);
@@ -162,10 +165,12 @@ absl::StatusOr<PrefillOutput> RunTransformerPrefill(const TransformerBackends& o
     report.gemm_seconds += Since(t);
     out.layers.push_back(report);
   }
+  auto t = Clock::now();
   absl::StatusOr<std::vector<float>> logits = LastTokenLogits(on, layout, c, *a, last_position);
   if (!logits.ok()) return logits.status();
   out.last_logits = std::move(*logits);
-  const auto t = Clock::now();
+  out.logits_seconds = Since(t);
+  t = Clock::now();
   PREFILL_RETURN_IF_ERROR(on.attention.FinishDownloads());
   out.kv_download_wait_seconds = Since(t);
   return out;

@@ -43,6 +43,8 @@ struct PrefillOutput {
   std::vector<float> last_logits;  // [vocab] on every rank
   std::vector<LayerReport> layers;
   double kv_host_alloc_seconds = 0;  // allocating kv_storage (pageable: ~0)
+  double setup_seconds = 0;   // activations allocated and the embeddings uploaded
+  double logits_seconds = 0;  // final norm, lm_head of the last token, the logits shared
   double kv_download_wait_seconds = 0;  // waiting at the end for downloads still in flight
 };
 

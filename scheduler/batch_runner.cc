@@ -168,7 +168,9 @@ absl::Status RunAssignment(const BatchOptions& o, const LoadedModel& model, cons
   const double seconds = std::chrono::duration<double>(Clock::now() - start).count();
   json record = result.ok() ? json{{"id", r.id}, {"status", "ok"}, {"tokens", plan.tokens[a.request]},
                                    {"ranks", a.ranks}, {"mode", options.mode}, {"density", (*result)["density"]},
-                                   {"seconds", seconds}, {"error", nullptr}, {"kv_cache", options.kv_out},
+                                   {"seconds", seconds}, {"prefill_seconds", (*result)["prefill_seconds"]},
+                                   {"phase_seconds", (*result)["phase_seconds"]}, {"error", nullptr},
+                                   {"kv_cache", options.kv_out},
                                    {"top_logits", (*result)["top_logits"]}}
                             : ErrorRecord(r.id, plan.tokens[a.request], std::string(result.status().message()));
   // A KV handoff is part of the request: PrefillRequest returned OK only after the decode

@@ -11,7 +11,10 @@ transformers on the same model and tokens (issue 24 item 4), in one device call.
 4. ours: `prefill model --device cuda --mode M --layout contiguous --kv-out DIR --kv-dtype bf16`
    twice per (length, mode), the second run reported (the first warms the page cache and the
    GPU); its report gives prefill_seconds, phase_seconds and density, its KV cache (safetensors
-   shards + index.json, read here without torch) is compared with transformers' cache;
+   shards + index.json, read here without torch) is compared with transformers' cache; then
+   `prefill run` over two identical requests in one process, the second one's prefill_seconds
+   reported as warm_s (transformers is timed warm: CUDA modules loaded, cuBLAS heuristics and
+   the caching allocator primed);
 5. the bf16 GEMM rate of this GPU (cuBLAS through torch.matmul, the projection shapes of the
    model) is the MFU denominator; FLOPs count the linear layers (plus lm_head for one token)
    and causal attention, 4 * L^2 * H * D / 2 per layer, times the estimated density for sparse.
@@ -252,6 +255,39 @@ def run_prefill(args, model_dir, tokens_path, mode, tau, json_path, kv_dir, log_
     return report, wall
 
 
+def run_warm(args, model_dir, tokens_path, mode, tau, work, log_path, timeout):
+    """`prefill run` over two identical requests in one process: the second one's record, the
+    time a batch or a service sees once the process is warm (transformers is timed warm too)."""
+    shutil.rmtree(work, ignore_errors=True)
+    os.makedirs(work)
+    manifest = os.path.join(work, "manifest.jsonl")
+    with open(manifest, "w") as f:
+        for rid in ("cold", "warm"):
+            request = {"id": rid, "tokens": tokens_path, "mode": mode}
+            if mode == "sparse":
+                request["tau"] = tau
+            f.write(json.dumps(request) + "\n")
+    cmd = [args.prefill, "run", "--manifest", manifest, "--model", model_dir, "--out", os.path.join(work, "out"),
+           "--device", "cuda", "--layout", "contiguous", "--kv-dtype", "bf16", "--progress", "off",
+           "--min-tokens-per-rank", "1"]
+    with open(log_path, "a") as log:
+        log.write("$ " + " ".join(cmd) + "\n")
+        log.flush()
+        try:
+            rc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, timeout=timeout, env=prefill_env()).returncode
+        except subprocess.TimeoutExpired:
+            raise RunError(f"prefill run --mode {mode}: killed after {timeout:.0f} s") from None
+    record_path = os.path.join(work, "out", "records", "warm.json")
+    if rc != 0 or not os.path.exists(record_path):
+        raise RunError(f"prefill run --mode {mode}: exit {rc}, no record of the warm request")
+    with open(record_path) as f:
+        record = json.load(f)
+    shutil.rmtree(os.path.join(work, "out", "kv"), ignore_errors=True)
+    if record.get("status") != "ok":
+        raise RunError(f"prefill run --mode {mode}: warm request {record.get('status')}: {record.get('error')}")
+    return record
+
+
 def load_seconds(report, wall):
     """(load seconds, where they come from): the report's own figure when it has one, else the
     process wall time less prefill and the KV cache write."""
@@ -467,6 +503,19 @@ def measure_point(args, ctx, length, mode, tau):
         shutil.rmtree(kv_dir, ignore_errors=True)
         return point
 
+    try:
+        if ctx["deadline"].left() < args.reserve_s + 20:
+            raise RunError("skipped: out of the time budget")
+        warm = run_warm(args, ctx["model_dir"], ctx["tokens_path"][length], mode, tau,
+                        os.path.join(ctx["scratch"], f"warm_{tag}"), os.path.join(args.work_dir, f"ours_{tag}.log"),
+                        min(args.ours_timeout, ctx["deadline"].left() - args.reserve_s))
+        point["ours_warm_s"] = warm["prefill_seconds"]
+        point["ours_warm_phase_seconds"] = warm.get("phase_seconds")
+        if "hf_s" in hf:
+            point["speedup_warm_vs_hf"] = hf["hf_s"] / warm["prefill_seconds"]
+    except RunError as ex:
+        point["warm_error"] = str(ex)
+
     density = report.get("density", 1.0) if mode == "sparse" else 1.0
     point["load_s"], point["load_s_source"] = load_seconds(report, wall)
     point.update({
@@ -504,7 +553,8 @@ def print_table(points):
         return format(v, spec) if isinstance(v, (int, float)) and not isinstance(v, bool) else "-".rjust(int(spec[0]))
 
     print("==== model_vs_hf ====")
-    print(f"{'L':>7} {'mode':>6} {'tau':>6} {'dens':>5} {'ours_s':>7} {'hf_s':>7} {'speedup':>7} {'mfu':>5} "
+    print(f"{'L':>7} {'mode':>6} {'tau':>6} {'dens':>5} {'ours_s':>7} {'warm_s':>7} {'hf_s':>7} {'speedup':>7} "
+          f"{'warm_x':>6} {'mfu':>5} "
           f"{'hf_mfu':>6} {'load_s':>6} {'wall_s':>6} {'logit_err':>9} {'top1':>4} {'k0_err':>7} {'v0_err':>7} "
           f"{'kN_err':>7} {'vN_err':>7}")
     for p in points:
@@ -513,13 +563,16 @@ def print_table(points):
             continue
         top1 = {True: "yes", False: "NO"}.get(p.get("top1_agree"), "-")
         print(f"{p['L']:>7} {p['mode']:>6} {f(p['tau'], '6.3f')} {f(p['estimated_density'], '5.3f')} "
-              f"{f(p['ours_s'], '7.3f')} {f(p['hf_s'], '7.3f')} {f(p['speedup_vs_hf'], '7.2f')} {f(p['mfu'], '5.2f')} "
+              f"{f(p['ours_s'], '7.3f')} {f(p.get('ours_warm_s'), '7.3f')} {f(p['hf_s'], '7.3f')} "
+              f"{f(p['speedup_vs_hf'], '7.2f')} {f(p.get('speedup_warm_vs_hf'), '6.2f')} {f(p['mfu'], '5.2f')} "
               f"{f(p['hf_mfu'], '6.2f')} {f(p['load_s'], '6.2f')} {f(p['ours_wall_s'], '6.2f')} "
               f"{f(p.get('logits_rel_err'), '9.2e')} {top1:>4} {f(p.get('k_rel_err_layer0'), '7.1e')} "
               f"{f(p.get('v_rel_err_layer0'), '7.1e')} {f(p.get('k_rel_err_last'), '7.1e')} "
               f"{f(p.get('v_rel_err_last'), '7.1e')}")
         if p.get("hf_error") or p.get("compare_error"):
             print(f"{'':>15}{p.get('hf_error') or p.get('compare_error')}")
+        if p.get("warm_error"):
+            print(f"{'':>15}warm: {p['warm_error']}")
 
 
 # ---------------------------------------------------------------- main
