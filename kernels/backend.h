@@ -14,6 +14,7 @@
 #include "kernels/block_mask.h"
 #include "kernels/dtype.h"
 #include "kernels/mask_estimation_params.h"
+#include "kernels/phase_timer.h"
 
 namespace prefill {
 
@@ -86,6 +87,8 @@ class AttentionBackend {
   virtual absl::Status StartDownload(const DownloadParams& p) = 0;
   // Waits until every started download has landed in host memory.
   virtual absl::Status FinishDownloads() = 0;
+  // A timer of the work queued on this backend from now on (kernels/phase_timer.h).
+  virtual absl::StatusOr<std::unique_ptr<PhaseTimer>> NewPhaseTimer() = 0;
 };
 
 // threads <= 0: all hardware threads.

@@ -43,8 +43,24 @@ struct MatrixSource {
   int64_t rows = 0, cols = 0;
 };
 
+// The rows of `stacked` together, once each source is checked (non-null values, rows >= 1,
+// the same cols >= 1): the shape PrepareMatrix makes of them.
+inline absl::StatusOr<int64_t> StackedRows(std::span<const MatrixSource> stacked) {
+  if (stacked.empty()) return absl::InvalidArgumentError("PrepareMatrix: no source");
+  int64_t rows = 0;
+  for (const MatrixSource& m : stacked) {
+    if (!m.data) return absl::InvalidArgumentError("PrepareMatrix: null values");
+    if (m.rows < 1 || m.cols < 1 || m.cols != stacked[0].cols) {
+      return absl::InvalidArgumentError(absl::StrCat("PrepareMatrix: a [", m.rows, ", ", m.cols, "] source among sources of ",
+                                                     stacked[0].cols, " columns (rows and cols must be >= 1)"));
+    }
+    rows += m.rows;
+  }
+  return rows;
+}
+
 // y = x * w^T (+ bias), or y += x * w^T (+ bias) when accumulate (the residual add folded
-// into the GEMM): x [rows, w.cols], y [rows, w.rows].
+// into the GEMM): x [rows, w.cols] (row r at x + r * x_row_stride), y [rows, w.rows].
 struct LinearParams {
   const void* x = nullptr;
   DType x_dtype = DType::kF32;
@@ -54,6 +70,7 @@ struct LinearParams {
   void* y = nullptr;            // must not alias x
   DType y_dtype = DType::kF32;
   bool accumulate = false;
+  int64_t x_row_stride = 0;  // values; 0: w.cols (x contiguous)
 };
 
 // y = x / sqrt(mean(x^2) + eps) * weight, per row, rounded to y_dtype. y may alias x when
@@ -67,25 +84,42 @@ struct RmsNormParams {
   DType y_dtype = DType::kF32;
 };
 
-// Rotates x [rows, heads, head_dim] in place (Hugging Face rotate_half: dimension i pairs
-// with i + head_dim/2); row r sits at absolute position positions[r]. Angles are computed in
-// double: position * inv_freq reaches 1e6 radians at a million tokens, where fp32 keeps
-// no fraction of a turn.
-struct RopeParams {
-  void* x = nullptr;
-  DType dtype = DType::kF32;
+// q, k and v apart from the fused QKV projection qkv [rows, (heads + 2 kv_heads) * head_dim]
+// (each row: the q heads, the k heads, the v heads), RoPE applied to q and k (Hugging Face
+// rotate_half: dimension i pairs with i + head_dim/2); row r sits at absolute position
+// positions[r]. Angles are computed in double: position * inv_freq reaches 1e6 radians at a
+// million tokens, where fp32 keeps no fraction of a turn. kv_heads may be 0 (q alone).
+struct QkvSplitParams {
+  const void* qkv = nullptr;
+  DType dtype = DType::kF32;  // of qkv, q, k and v
   int64_t rows = 0;
-  int heads = 0, head_dim = 0;
+  int heads = 0, kv_heads = 0, head_dim = 0;
   const int32_t* positions = nullptr;  // [rows]
   const double* inv_freq = nullptr;    // [head_dim / 2]
+  void* q = nullptr;                   // [rows, heads, head_dim]; none of q, k, v overlaps qkv
+  void* k = nullptr;                   // [rows, kv_heads, head_dim]
+  void* v = nullptr;                   // [rows, kv_heads, head_dim]
 };
 
-// gate <- silu(gate) * up, elementwise over n values of dtype (computed in fp32).
+// gate <- silu(gate) * up over `rows` rows of n values of dtype (computed in fp32); row r of
+// gate and of up starts r * row_stride values after its first. The fused gate/up projection
+// [rows, 2 n] is gate = its first column, up = gate + n, row_stride = 2 n.
 struct SwiGluParams {
   void* gate = nullptr;
   const void* up = nullptr;
   DType dtype = DType::kF32;
   int64_t n = 0;
+  int64_t rows = 1;
+  int64_t row_stride = 0;  // values; 0: n (contiguous rows)
+};
+
+// y[r] = table[ids[r]] as fp32 (the input embeddings); a row whose id is negative (padding) or
+// not below table.rows is zeros.
+struct EmbedParams {
+  const int32_t* ids = nullptr;  // [rows], backend memory
+  int64_t rows = 0;
+  const WeightMatrix* table = nullptr;  // [vocab, hidden], prepared by this backend
+  float* y = nullptr;                   // [rows, hidden]
 };
 
 class LayerBackend {
@@ -95,7 +129,12 @@ class LayerBackend {
   // The dtype of activations between ops (see the file comment).
   virtual DType activation_dtype() const = 0;
 
-  virtual absl::StatusOr<WeightMatrix> PrepareMatrix(const MatrixSource& source) = 0;
+  // The sources stacked by rows into one matrix (they share cols): the fused QKV and gate/up
+  // projections are one GEMM each.
+  virtual absl::StatusOr<WeightMatrix> PrepareMatrix(std::span<const MatrixSource> stacked) = 0;
+  absl::StatusOr<WeightMatrix> PrepareMatrix(const MatrixSource& source) {
+    return PrepareMatrix(std::span<const MatrixSource>(&source, 1));
+  }
   // values: [rows * cols] fp32 on the host.
   absl::StatusOr<WeightMatrix> PrepareMatrix(std::span<const float> values, int64_t rows, int64_t cols) {
     if (static_cast<int64_t>(values.size()) != rows * cols) {
@@ -106,8 +145,9 @@ class LayerBackend {
   }
   virtual absl::Status Linear(const LinearParams& p) = 0;
   virtual absl::Status RmsNorm(const RmsNormParams& p) = 0;
-  virtual absl::Status Rope(const RopeParams& p) = 0;
+  virtual absl::Status SplitQkv(const QkvSplitParams& p) = 0;
   virtual absl::Status SwiGlu(const SwiGluParams& p) = 0;
+  virtual absl::Status Embed(const EmbedParams& p) = 0;
 };
 
 // threads <= 0: one thread (the GEMM's; ranks sharing a node must not oversubscribe it).

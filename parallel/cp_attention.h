@@ -35,6 +35,7 @@ struct CpAttentionStats {
   double estimate_seconds = 0;  // pooling, pooled-key all-gather, mask estimation
   double exchange_seconds = 0;  // planning and the part of KV transfer not hidden by compute
   double attention_seconds = 0; // kernels and merges
+  bool ran_dense = false;       // sparse mode ran the dense ring: the estimated density was high
 };
 
 // Bytes of K and V (both) for `rows` tokens of one KV head.

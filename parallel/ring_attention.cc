@@ -4,6 +4,7 @@
 #include <array>
 #include <chrono>
 #include <memory>
+#include <span>
 #include <vector>
 
 #include "parallel/backend_upload.h"
@@ -58,19 +59,60 @@ int64_t DenseRingKvBytes(const CpLayout& layout, int hkv, int head_dim, DType dt
   return static_cast<int64_t>(n) * (n - 1) * KvBytes(layout.local_len() * hkv, head_dim, dtype);
 }
 
-absl::StatusOr<CpAttentionStats> RingAttention(Communicator& comm, AttentionBackend& backend,
-                                               const CpLayout& layout,
-                                               const CpAttentionShard& shard,
-                                               const CpAttentionOutput& out) {
-  const int n = comm.size(), rank = comm.rank();
-  const int lq = static_cast<int>(layout.local_len());
-  const int block = layout.block_size();
-  const size_t kv_bytes = static_cast<size_t>(lq) * shard.hkv * shard.head_dim * DTypeSize(shard.dtype);
-  const size_t out_elems = static_cast<size_t>(lq) * shard.hq;
-
+absl::StatusOr<RingAttentionPlan> RingAttentionPlan::Create(AttentionBackend& backend, const CpLayout& layout,
+                                                            int rank, int hq, bool causal) {
+  const int n = layout.world_size();
+  RingAttentionPlan plan;
+  plan.hq_ = hq;
+  plan.causal_ = causal;
   const std::vector<int32_t> q_positions = layout.Positions(rank);
   absl::StatusOr<BackendBuffer> q_pos = UploadToBackend(backend, std::span<const int32_t>(q_positions));
   if (!q_pos.ok()) return q_pos.status();
+  plan.q_pos_ = std::move(*q_pos);
+  for (int s = 0; s < n; ++s) {
+    const std::vector<int32_t> kv_positions = layout.Positions((rank + n - s) % n);
+    const HostCsr mask = RingStepMask(q_positions, kv_positions, hq, layout.block_size(), causal);
+    Step step;
+    step.selected_blocks = mask.nnz();
+    if (step.selected_blocks > 0) {
+      absl::StatusOr<BackendBuffer> k_pos = UploadToBackend(backend, std::span<const int32_t>(kv_positions));
+      absl::StatusOr<BackendBuffer> offsets = UploadToBackend(backend, std::span<const int32_t>(mask.offsets));
+      absl::StatusOr<BackendBuffer> ids = UploadToBackend(backend, std::span<const int32_t>(mask.ids));
+      for (const auto* b : {&k_pos, &offsets, &ids}) {
+        if (!b->ok()) return b->status();
+      }
+      step.k_pos = std::move(*k_pos);
+      step.row_offsets = std::move(*offsets);
+      step.kv_blocks = std::move(*ids);
+    }
+    plan.steps_.push_back(std::move(step));
+  }
+  return plan;
+}
+
+absl::StatusOr<CpAttentionStats> RingAttention(Communicator& comm, AttentionBackend& backend,
+                                               const CpLayout& layout, const CpAttentionShard& shard,
+                                               const CpAttentionOutput& out) {
+  absl::StatusOr<RingAttentionPlan> plan =
+      RingAttentionPlan::Create(backend, layout, comm.rank(), shard.hq, shard.causal);
+  if (!plan.ok()) return plan.status();
+  absl::StatusOr<CpAttentionStats> stats = RingAttention(comm, backend, layout, *plan, shard, out);
+  // The plan's buffers die with this scope: the kernels must be done with them.
+  if (absl::Status s = backend.Synchronize(); stats.ok() && !s.ok()) return s;
+  return stats;
+}
+
+absl::StatusOr<CpAttentionStats> RingAttention(Communicator& comm, AttentionBackend& backend,
+                                               const CpLayout& layout, const RingAttentionPlan& plan,
+                                               const CpAttentionShard& shard, const CpAttentionOutput& out) {
+  const int n = comm.size(), rank = comm.rank();
+  const int lq = static_cast<int>(layout.local_len());
+  const int block = layout.block_size();
+  if (plan.hq() != shard.hq || plan.causal() != shard.causal) {
+    return absl::InvalidArgumentError("RingAttention: the plan was made for other heads or causality");
+  }
+  const size_t kv_bytes = static_cast<size_t>(lq) * shard.hkv * shard.head_dim * DTypeSize(shard.dtype);
+  const size_t out_elems = static_cast<size_t>(lq) * shard.hq;
 
   // The ring's receive buffers and the partial output exist only with peers: one rank attends
   // to its own K/V straight into `out` (the buffers would be 3/4 of a GB per layer at 32K).
@@ -94,7 +136,6 @@ absl::StatusOr<CpAttentionStats> RingAttention(Communicator& comm, AttentionBack
   CpAttentionStats stats;
   const void* cur_k = shard.k;
   const void* cur_v = shard.v;
-  int src = rank;
   bool have_output = false;
   for (int step = 0; step < n; ++step) {
     std::vector<std::unique_ptr<PendingTransfer>> transfers;
@@ -116,36 +157,33 @@ absl::StatusOr<CpAttentionStats> RingAttention(Communicator& comm, AttentionBack
     }
 
     const auto compute_start = std::chrono::steady_clock::now();
-    const std::vector<int32_t> kv_positions = layout.Positions(src);
-    const HostCsr mask = RingStepMask(q_positions, kv_positions, shard.hq, block, shard.causal);
-    if (mask.nnz() > 0) {
-      absl::StatusOr<BackendBuffer> k_pos = UploadToBackend(backend, std::span<const int32_t>(kv_positions));
-      if (!k_pos.ok()) return k_pos.status();
+    const RingAttentionPlan::Step& s = plan.step(step);
+    if (s.selected_blocks > 0) {
       KvRows kv{cur_k, cur_v, static_cast<int64_t>(shard.hkv) * shard.head_dim, shard.head_dim,
-                static_cast<const int32_t*>(k_pos->get()), 0, lq};
+                static_cast<const int32_t*>(s.k_pos.get()), 0, lq};
       float* o = have_output ? static_cast<float*>(part_o->get()) : out.o;
       float* lse = have_output ? static_cast<float*>(part_lse->get()) : out.lse;
-      absl::Status s = RunMaskedAttention(backend, shard, static_cast<const int32_t*>(q_pos->get()), lq,
-                                          block, kv, mask, o, lse);
-      if (!s.ok()) return s;
+      absl::Status st = RunMaskedAttentionInBackend(backend, shard, plan.q_pos(), lq, block, kv,
+                                                    static_cast<const int32_t*>(s.row_offsets.get()),
+                                                    static_cast<const int32_t*>(s.kv_blocks.get()), o, lse);
+      if (!st.ok()) return st;
       if (have_output) {
         LseMergeParams merge{out.o, out.lse, o, lse, static_cast<int64_t>(out_elems), shard.head_dim};
-        if (s = backend.MergeByLse(merge); !s.ok()) return s;
+        if (st = backend.MergeByLse(merge); !st.ok()) return st;
       }
       have_output = true;
-      stats.selected_blocks += mask.nnz();
+      stats.selected_blocks += s.selected_blocks;
     }
     stats.attention_seconds += Seconds(compute_start);
 
     const auto wait_start = std::chrono::steady_clock::now();
     for (auto& t : transfers) {
-      if (absl::Status s = t->Wait(); !s.ok()) return s;
+      if (absl::Status st = t->Wait(); !st.ok()) return st;
     }
     stats.exchange_seconds += Seconds(wait_start);
     if (step + 1 < n) {
       cur_k = ring[step % 2].k.get();
       cur_v = ring[step % 2].v.get();
-      src = (src + n - 1) % n;
     }
   }
   stats.visible_blocks = stats.selected_blocks;

@@ -6,6 +6,7 @@
 
 #include "parallel/backend_upload.h"
 #include "parallel/masked_attention_call.h"
+#include "parallel/ring_attention.h"
 #include "parallel/sparse_kv_exchange.h"
 
 namespace prefill {
@@ -144,6 +145,14 @@ absl::Status AttendOnOneRank(AttentionBackend& backend, const CpLayout& layout, 
   return s;
 }
 
+// True when the mask of every rank together selects at least `dense_above` of the visible
+// blocks: every rank takes the same decision from the same sums.
+absl::StatusOr<bool> DenseEnough(Communicator& comm, const CpAttentionStats& stats, double dense_above) {
+  double blocks[2] = {static_cast<double>(stats.selected_blocks), static_cast<double>(stats.visible_blocks)};
+  if (absl::Status s = comm.AllReduceSum(blocks, 2); !s.ok()) return s;
+  return blocks[1] > 0 && blocks[0] >= dense_above * blocks[1];
+}
+
 }  // namespace
 
 absl::StatusOr<SparseCpResult> SparseCpAttention(Communicator& comm, AttentionBackend& backend,
@@ -196,6 +205,16 @@ absl::StatusOr<SparseCpResult> SparseCpAttention(Communicator& comm, AttentionBa
   stats.selected_blocks = result.mask.selected_blocks();
   stats.visible_blocks = result.mask.visible_blocks;
   stats.estimate_seconds = Seconds(t0);
+  absl::StatusOr<bool> dense = DenseEnough(comm, stats, options.dense_above);
+  if (!dense.ok()) return dense.status();
+  if (*dense) {
+    absl::StatusOr<CpAttentionStats> ring = RingAttention(comm, backend, layout, shard, out);
+    if (!ring.ok()) return ring.status();
+    ring->estimate_seconds = stats.estimate_seconds;
+    ring->ran_dense = true;
+    result.stats = *ring;
+    return result;
+  }
 
   // c-d. Plan and post the exchange.
   t0 = Clock::now();

@@ -25,6 +25,11 @@ struct SparseOptions {
   // One rank: the mask's ids never need the host (nothing to exchange); false leaves them on
   // the device and SparseCpResult::mask without ids.
   bool mask_ids_on_host = true;
+  // Several ranks: when the estimated density over all ranks reaches this, the layer runs the
+  // dense ring (one exchange pattern, no planning, nothing selected to skip) with the same
+  // result as a mask of every visible block. One rank always takes the mask: its attention
+  // reads the mask in place and skips what it leaves out, with no exchange to save.
+  double dense_above = 0.9;
 };
 
 struct SparseCpResult {

@@ -39,21 +39,24 @@ absl::StatusOr<std::unique_ptr<SafetensorsFile>> OpenEmbeddings(const std::strin
   return f;
 }
 
-// This rank's input embeddings [local_len, hidden]; positions >= length are padding (zeros).
-absl::StatusOr<std::vector<float>> LocalEmbeddings(const LoadedModel& m, const PromptSource& source,
-                                                   const CpLayout& layout, int rank, int64_t length) {
-  const int hidden = m.config.hidden_size;
-  std::vector<float> out(layout.local_len() * hidden, 0.0f);
+// This rank's input rows: token ids, or the embeddings [local_len, hidden] of an embeddings
+// file; positions >= length are padding (id -1, zero rows).
+absl::StatusOr<PrefillInput> LocalInput(const LoadedModel& m, const PromptSource& source, const CpLayout& layout,
+                                        int rank, int64_t length) {
+  PrefillInput input;
   if (!source.tokens_path.empty()) {
     absl::StatusOr<std::vector<int32_t>> ids = ReadTokenIds(source.tokens_path, m.config.vocab_size);
     if (!ids.ok()) return ids.status();
     const std::vector<int32_t> positions = layout.Positions(rank);
+    input.token_ids.assign(positions.size(), -1);
     for (size_t r = 0; r < positions.size(); ++r) {
-      if (positions[r] >= length) continue;
-      m.weights.EmbeddingRow((*ids)[positions[r]], &out[r * hidden]);
+      if (positions[r] < length) input.token_ids[r] = (*ids)[positions[r]];
     }
-    return out;
+    return input;
   }
+  const int hidden = m.config.hidden_size;
+  std::vector<float>& out = input.embeddings;
+  out.assign(layout.local_len() * hidden, 0.0f);
   absl::StatusOr<std::unique_ptr<SafetensorsFile>> f = OpenEmbeddings(source.embeddings_path, hidden);
   if (!f.ok()) return f.status();
   const std::string name = (*f)->entries().begin()->first;
@@ -68,7 +71,7 @@ absl::StatusOr<std::vector<float>> LocalEmbeddings(const LoadedModel& m, const P
     }
     row += chunk.length;
   }
-  return out;
+  return input;
 }
 
 // The request's name on the wire: given, else the KV folder's name, else the prompt file's stem.
@@ -258,16 +261,16 @@ absl::StatusOr<nlohmann::json> PrefillRequest(const LoadedModel& model, const Pr
     s = device.first >= 0 ? CheckDeviceMemory(c, layout->seq_len(), comm.size(), o.memory_per_rank, device)
                           : CheckMemoryBudget(c, layout->seq_len(), comm.size(), o.memory_per_rank);
   }
-  absl::StatusOr<std::vector<float>> hidden =
-      s.ok() ? LocalEmbeddings(model, source, *layout, comm.rank(), *length) : absl::StatusOr<std::vector<float>>(s);
-  if (s = AgreeOnStatus(comm, hidden.status()); !s.ok()) return s;
+  absl::StatusOr<PrefillInput> input =
+      s.ok() ? LocalInput(model, source, *layout, comm.rank(), *length) : absl::StatusOr<PrefillInput>(s);
+  if (s = AgreeOnStatus(comm, input.status()); !s.ok()) return s;
 
   PrefillOptions options{o.mode == "sparse", SparseOptions{o.stride, o.tau, true, true}};
   options.keep_kv = !o.kv_out.empty() || !o.kv_target.empty();
   if (options.keep_kv) options.kv_dtype = *ParseDType(o.kv_dtype);  // ValidateOptions checked it
   const auto t0 = Clock::now();
   absl::StatusOr<PrefillOutput> out = RunTransformerPrefill({*on.attention, *on.layers, *on.comm, *on.weights},
-                                                            *layout, c, *hidden, *length - 1, options);
+                                                            *layout, c, *input, *length - 1, options);
   if (s = AgreeOnStatus(comm, out.status()); !s.ok()) return s;
   const double prefill_seconds = std::chrono::duration<double>(Clock::now() - t0).count();
   // Files first: the local copy is durable before the decode server is asked to acknowledge.
@@ -298,14 +301,17 @@ absl::StatusOr<nlohmann::json> PrefillRequest(const LoadedModel& model, const Pr
   maxes[6] = out->setup_seconds;
   maxes[7] = out->logits_seconds;
   double kv_bytes_rank = 0;
+  int dense_layers = 0;  // sparse layers whose density sent them to the dense ring (alike on every rank)
   for (size_t i = 0; i < layers; ++i) {
     const LayerReport& l = out->layers[i];
+    dense_layers += l.attention.ran_dense ? 1 : 0;
     kv_bytes_rank += static_cast<double>(l.attention.kv_bytes_sent);
     sums[2 * i] = static_cast<double>(l.attention.selected_blocks);
     sums[2 * i + 1] = static_cast<double>(l.attention.visible_blocks);
     maxes[0] += l.attention.estimate_seconds;
     maxes[1] += l.attention.exchange_seconds;
-    maxes[2] += l.attention.attention_seconds;
+    // The attention call's device time, less what estimation and the exchange waits took of it.
+    maxes[2] += std::max(0.0, l.attention_device_seconds - l.attention.estimate_seconds - l.attention.exchange_seconds);
     maxes[3] += l.gemm_seconds;
     maxes[kPhases + i] = l.gemm_seconds;
   }
@@ -314,7 +320,11 @@ absl::StatusOr<nlohmann::json> PrefillRequest(const LoadedModel& model, const Pr
   getrusage(RUSAGE_SELF, &usage);
   double peak = static_cast<double>(usage.ru_maxrss) * 1024.0;
   if (s = comm.AllReduceSum(sums.data(), sums.size()); !s.ok()) return s;
+  for (const auto& [op, seconds] : out->op_seconds) maxes.push_back(seconds);  // same ops, same order on every rank
   if (s = comm.AllReduceMax(maxes.data(), maxes.size()); !s.ok()) return s;
+  nlohmann::json op_seconds = nlohmann::json::object();
+  size_t op_index = kPhases + layers;
+  for (const auto& entry : out->op_seconds) op_seconds[entry.first] = maxes[op_index++];
   std::vector<double> peaks(comm.size());
   if (s = comm.AllGather(&peak, sizeof peak, peaks.data()); !s.ok()) return s;
   double selected = 0, visible = 0;
@@ -335,7 +345,8 @@ absl::StatusOr<nlohmann::json> PrefillRequest(const LoadedModel& model, const Pr
                          {"kv_host_alloc", maxes[4]}, {"kv_download_wait", maxes[5]}, {"setup", maxes[6]},
                          {"logits", maxes[7]}}},
       {"density", visible > 0 ? selected / visible : 1.0}, {"layer_density", density},
-      {"layer_gemm_seconds", layer_gemm},
+      {"layers_run_dense", dense_layers},
+      {"layer_gemm_seconds", layer_gemm}, {"op_seconds", op_seconds},
       {"kv_bytes_sent", sums[2 * layers]}, {"kv_bytes_sent_rank", kv_bytes_rank},
       {"kv_bytes_dense_ring", static_cast<double>(layers) * DenseRingKvBytes(*layout, c.num_kv_heads, c.head_dim, DType::kF32)},
       {"peak_memory_bytes_per_rank", peaks}, {"top_logits", TopK(out->last_logits, o.top_k)},

@@ -68,12 +68,6 @@ class WeightFiles {
 
 }  // namespace
 
-void ModelWeights::EmbeddingRow(int64_t id, float* out) const {
-  const int64_t hidden = embed_tokens.cols;
-  const size_t row_bytes = static_cast<size_t>(hidden) * DTypeSize(embed_tokens.dtype);
-  ConvertToF32(embed_tokens.dtype, static_cast<const char*>(embed_tokens.data) + id * row_bytes, out, hidden);
-}
-
 absl::StatusOr<ModelWeights> LoadModelWeights(const std::string& dir, const ModelConfig& c) {
   absl::StatusOr<WeightFiles> opened = WeightFiles::Open(dir);
   if (!opened.ok()) return opened.status();

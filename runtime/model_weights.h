@@ -42,8 +42,6 @@ struct ModelWeights {
   std::vector<float> final_norm;      // [hidden]
   WeightView lm_head;                 // [vocab, hidden]; data null when tied to embed_tokens
   const WeightView& output_embedding() const { return lm_head.data ? lm_head : embed_tokens; }
-  // fp32 copy of the embedding of token `id` (< vocab) into out[hidden].
-  void EmbeddingRow(int64_t id, float* out) const;
 };
 
 // InvalidArgument naming the file and tensor for a missing tensor, a wrong shape or dtype,

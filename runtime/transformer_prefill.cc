@@ -1,8 +1,12 @@
 #include "runtime/transformer_prefill.h"
 
 #include <chrono>
+#include <algorithm>
 #include <cmath>
+#include <cstddef>
+#include <optional>
 
+#include "absl/strings/str_cat.h"
 #include "parallel/ring_attention.h"
 #include "runtime/execution_context.h"
 #include "runtime/status_macros.h"
@@ -14,41 +18,55 @@ using Clock = std::chrono::steady_clock;
 double Since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
 
 // This rank's activations, in backend memory: the residual stream (hidden), attention's
-// output and lse in fp32; the GEMMs' inputs and outputs (normed, q, keys, values, gate, up)
-// in the layer backend's activation dtype.
+// output and lse in fp32; the GEMMs' inputs and outputs (normed, q, keys, values, gate_up) in
+// the layer backend's activation dtype. The fused QKV projection lands in gate_up's memory,
+// which the MLP alone uses, before RoPE splits it into q, keys and values.
 struct Activations {
   DType dtype = DType::kF32;
-  BackendBuffer hidden, normed, q, keys, values, attn, lse, gate, up, positions;
+  BackendBuffer hidden, normed, q, keys, values, attn, lse, gate_up, positions;
 };
 
 // A backend buffer of fp32 values (activations, norm weights, biases; null stays null).
 float* Floats(const BackendBuffer& b) { return static_cast<float*>(b.get()); }
 
 absl::StatusOr<Activations> AllocateActivations(AttentionBackend& memory, DType dtype, const ModelConfig& c,
-                                                int64_t n, const std::vector<float>& hidden,
-                                                const std::vector<int32_t>& positions) {
+                                                int64_t n, const std::vector<int32_t>& positions) {
   const size_t f = sizeof(float), e = DTypeSize(dtype), d = c.hidden_size, inter = c.intermediate_size;
   const size_t q_dim = size_t{static_cast<size_t>(c.num_heads)} * c.head_dim;
   const size_t kv_dim = size_t{static_cast<size_t>(c.num_kv_heads)} * c.head_dim;
   absl::StatusOr<BackendBuffer> b[] = {
-      UploadBytes(memory, hidden.data(), hidden.size() * f), memory.Allocate(n * d * e), memory.Allocate(n * q_dim * e),
+      memory.Allocate(n * d * f),      memory.Allocate(n * d * e),      memory.Allocate(n * q_dim * e),
       memory.Allocate(n * kv_dim * e), memory.Allocate(n * kv_dim * e), memory.Allocate(n * q_dim * f),
-      memory.Allocate(n * c.num_heads * f), memory.Allocate(n * inter * e), memory.Allocate(n * inter * e),
+      memory.Allocate(n * c.num_heads * f), memory.Allocate(n * std::max(2 * inter, q_dim + 2 * kv_dim) * e),
       UploadBytes(memory, positions.data(), positions.size() * sizeof(int32_t))};
   for (const auto& buffer : b) {
     if (!buffer.ok()) return buffer.status();
   }
   return Activations{dtype,           std::move(*b[0]), std::move(*b[1]), std::move(*b[2]), std::move(*b[3]),
-                     std::move(*b[4]), std::move(*b[5]), std::move(*b[6]), std::move(*b[7]), std::move(*b[8]),
-                     std::move(*b[9])};
+                     std::move(*b[4]), std::move(*b[5]), std::move(*b[6]), std::move(*b[7]), std::move(*b[8])};
 }
 
+// The residual stream starts as the input embeddings: gathered where the layers run from
+// token ids, or uploaded when they come as values.
+absl::Status Embed(const TransformerBackends& on, const PrefillInput& input, int64_t n, const Activations& a) {
+  if (input.token_ids.empty()) {
+    return on.attention.CopyToBackend(a.hidden.get(), input.embeddings.data(), input.embeddings.size() * sizeof(float));
+  }
+  absl::StatusOr<BackendBuffer> ids = UploadBytes(on.attention, input.token_ids.data(), n * sizeof(int32_t));
+  if (!ids.ok()) return ids.status();
+  PREFILL_RETURN_IF_ERROR(on.layers.Embed({static_cast<const int32_t*>(ids->get()), n, &on.weights.input_embeddings(),
+                                           Floats(a.hidden)}));
+  return on.attention.Synchronize();  // the ids die here
+}
+
+// ring: the dense path's plan (null in sparse mode).
 absl::StatusOr<CpAttentionStats> Attend(const TransformerBackends& on, const CpLayout& layout, const ModelConfig& c,
-                                        const PrefillOptions& options, const Activations& a) {
+                                        const PrefillOptions& options, const RingAttentionPlan* ring,
+                                        const Activations& a) {
   const CpAttentionShard shard{a.dtype, a.q.get(), a.keys.get(), a.values.get(), c.num_heads, c.num_kv_heads,
                                c.head_dim, /*causal=*/true, 1.0f / std::sqrt(static_cast<float>(c.head_dim))};
   const CpAttentionOutput out{Floats(a.attn), Floats(a.lse)};
-  if (!options.sparse) return RingAttention(on.comm, on.attention, layout, shard, out);
+  if (!options.sparse) return RingAttention(on.comm, on.attention, layout, *ring, shard, out);
   absl::StatusOr<SparseCpResult> r = SparseCpAttention(on.comm, on.attention, layout, shard, options.sparse_options, out);
   if (!r.ok()) return r.status();
   return r->stats;
@@ -71,31 +89,79 @@ RmsNormParams Normalize(const ModelConfig& c, const Activations& a, const float*
   return {x, Floats(weight), rows, c.hidden_size, static_cast<float>(c.rms_norm_eps), a.normed.get(), a.dtype};
 }
 
+// Opens the timer's span of one op of layer `layer`.
+#define PREFILL_PHASE(timer, phase, layer) PREFILL_RETURN_IF_ERROR((timer).Enter(phase, layer))
+
 // RMSNorm, Q/K/V projections and RoPE: q, keys, values ready for attention.
 absl::Status ProjectQkv(const TransformerBackends& on, const ModelConfig& c, const PreparedLayer& l, int64_t n,
-                        const Activations& a) {
+                        const Activations& a, PhaseTimer& timer, int layer) {
   LayerBackend& m = on.layers;
+  PREFILL_PHASE(timer, "input_norm", layer);
   PREFILL_RETURN_IF_ERROR(m.RmsNorm(Normalize(c, a, Floats(a.hidden), n, l.input_norm)));
-  PREFILL_RETURN_IF_ERROR(m.Linear(Project(a, n, a.normed, l.q, l.q_bias, a.q)));
-  PREFILL_RETURN_IF_ERROR(m.Linear(Project(a, n, a.normed, l.k, l.k_bias, a.keys)));
-  PREFILL_RETURN_IF_ERROR(m.Linear(Project(a, n, a.normed, l.v, l.v_bias, a.values)));
+  PREFILL_PHASE(timer, "qkv_proj", layer);
+  PREFILL_RETURN_IF_ERROR(m.Linear(Project(a, n, a.normed, l.qkv, l.qkv_bias, a.gate_up)));
+  PREFILL_PHASE(timer, "rope", layer);
   const auto* positions = static_cast<const int32_t*>(a.positions.get());
   const auto* inv_freq = static_cast<const double*>(on.weights.inv_freq.get());
-  PREFILL_RETURN_IF_ERROR(m.Rope({a.q.get(), a.dtype, n, c.num_heads, c.head_dim, positions, inv_freq}));
-  return m.Rope({a.keys.get(), a.dtype, n, c.num_kv_heads, c.head_dim, positions, inv_freq});
+  return m.SplitQkv({a.gate_up.get(), a.dtype, n, c.num_heads, c.num_kv_heads, c.head_dim, positions, inv_freq,
+                     a.q.get(), a.keys.get(), a.values.get()});
 }
 
 // Output projection into the residual, RMSNorm, SwiGLU MLP into the residual.
 absl::Status OutputAndMlp(const TransformerBackends& on, const ModelConfig& c, const PreparedLayer& l, int64_t n,
-                          const Activations& a) {
+                          const Activations& a, PhaseTimer& timer, int layer) {
   LayerBackend& m = on.layers;
   const BackendBuffer none{nullptr, [](void*) {}};
+  PREFILL_PHASE(timer, "o_proj", layer);
   PREFILL_RETURN_IF_ERROR(m.Linear(ProjectIntoResidual(a, n, a.attn.get(), DType::kF32, l.o)));
+  PREFILL_PHASE(timer, "post_norm", layer);
   PREFILL_RETURN_IF_ERROR(m.RmsNorm(Normalize(c, a, Floats(a.hidden), n, l.post_norm)));
-  PREFILL_RETURN_IF_ERROR(m.Linear(Project(a, n, a.normed, l.gate, none, a.gate)));
-  PREFILL_RETURN_IF_ERROR(m.Linear(Project(a, n, a.normed, l.up, none, a.up)));
-  PREFILL_RETURN_IF_ERROR(m.SwiGlu({a.gate.get(), a.up.get(), a.dtype, n * c.intermediate_size}));
-  return m.Linear(ProjectIntoResidual(a, n, a.gate.get(), a.dtype, l.down));
+  PREFILL_PHASE(timer, "gate_up_proj", layer);
+  PREFILL_RETURN_IF_ERROR(m.Linear(Project(a, n, a.normed, l.gate_up, none, a.gate_up)));
+  // silu(gate) * up lands in the gate half of each row, which the down projection reads.
+  PREFILL_PHASE(timer, "swiglu", layer);
+  const int64_t inter = c.intermediate_size;
+  void* gate = a.gate_up.get();
+  const void* up = static_cast<const std::byte*>(gate) + inter * DTypeSize(a.dtype);
+  PREFILL_RETURN_IF_ERROR(m.SwiGlu({gate, up, a.dtype, inter, n, 2 * inter}));
+  PREFILL_PHASE(timer, "down_proj", layer);
+  LinearParams down = ProjectIntoResidual(a, n, gate, a.dtype, l.down);
+  down.x_row_stride = 2 * inter;
+  return m.Linear(down);
+}
+
+// K and V leave for the host in the KV dtype, under the MLP and the next layer.
+absl::Status StartKvDownload(const TransformerBackends& on, const ModelConfig& c, int64_t n, const Activations& a,
+                             const PrefillOptions& options, PrefillOutput& out) {
+  const int64_t layer_values = n * c.num_kv_heads * c.head_dim;
+  const size_t layer_bytes = static_cast<size_t>(layer_values) * DTypeSize(options.kv_dtype);
+  const auto t_alloc = Clock::now();
+  absl::StatusOr<BackendBuffer> host = on.attention.AllocateHost(2 * layer_bytes);
+  out.kv_host_alloc_seconds += Since(t_alloc);
+  if (!host.ok()) return host.status();
+  auto* keys = static_cast<std::byte*>(host->get());
+  std::byte* values = keys + layer_bytes;
+  out.kv_storage.push_back(*std::move(host));
+  PREFILL_RETURN_IF_ERROR(on.attention.StartDownload({a.keys.get(), layer_values, options.kv_dtype, keys, a.dtype}));
+  PREFILL_RETURN_IF_ERROR(on.attention.StartDownload({a.values.get(), layer_values, options.kv_dtype, values, a.dtype}));
+  out.keys.emplace_back(keys, layer_bytes);
+  out.values.emplace_back(values, layer_bytes);
+  return absl::OkStatus();
+}
+
+// Sums the timer's spans: per op over the layers, and each layer's dense math (every op but
+// attention and the KV download) into its report.
+void ReportSpans(const std::vector<PhaseSpan>& spans, PrefillOutput& out) {
+  for (const PhaseSpan& span : spans) {
+    out.op_seconds[span.phase] += span.seconds;
+    if (span.layer < 0 || span.layer >= static_cast<int>(out.layers.size())) continue;
+    LayerReport& report = out.layers[span.layer];
+    if (span.phase == "attention") {
+      report.attention_device_seconds += span.seconds;
+    } else if (span.phase != "kv_download") {
+      report.gemm_seconds += span.seconds;
+    }
+  }
 }
 
 // The rank holding the last token computes its logits; a sum shares them with every rank.
@@ -121,54 +187,56 @@ absl::StatusOr<std::vector<float>> LastTokenLogits(const TransformerBackends& on
 }  // namespace
 
 absl::StatusOr<PrefillOutput> RunTransformerPrefill(const TransformerBackends& on, const CpLayout& layout,
-                                                    const ModelConfig& c, const std::vector<float>& hidden,
+                                                    const ModelConfig& c, const PrefillInput& input,
                                                     int64_t last_position, const PrefillOptions& options) {
-  const int64_t n = layout.local_len(), kv_dim = int64_t{c.num_kv_heads} * c.head_dim;
+  const int64_t n = layout.local_len();
+  if (input.token_ids.empty() == input.embeddings.empty() ||
+      (input.token_ids.empty() ? static_cast<int64_t>(input.embeddings.size()) != n * c.hidden_size
+                               : static_cast<int64_t>(input.token_ids.size()) != n)) {
+    return absl::InvalidArgumentError(absl::StrCat("RunTransformerPrefill: give ", n, " token ids or ", n, " x ",
+                                                   c.hidden_size, " embeddings (this rank's rows), not both"));
+  }
   const auto t_setup = Clock::now();
   absl::StatusOr<Activations> a =
-      AllocateActivations(on.attention, on.layers.activation_dtype(), c, n, hidden, layout.Positions(on.comm.rank()));
+      AllocateActivations(on.attention, on.layers.activation_dtype(), c, n, layout.Positions(on.comm.rank()));
   if (!a.ok()) return a.status();
-
+  PREFILL_RETURN_IF_ERROR(Embed(on, input, n, *a));
+  std::optional<RingAttentionPlan> ring;
+  if (!options.sparse) {
+    absl::StatusOr<RingAttentionPlan> plan =
+        RingAttentionPlan::Create(on.attention, layout, on.comm.rank(), c.num_heads, /*causal=*/true);
+    if (!plan.ok()) return plan.status();
+    ring.emplace(*std::move(plan));
+  }
+  absl::StatusOr<std::unique_ptr<PhaseTimer>> timer = on.attention.NewPhaseTimer();
+  if (!timer.ok()) return timer.status();
   PREFILL_RETURN_IF_ERROR(on.attention.Synchronize());
   PrefillOutput out;
   out.setup_seconds = Since(t_setup);
   out.kv_dtype = options.kv_dtype;
-  const int64_t layer_values = n * kv_dim;
-  const size_t layer_bytes = static_cast<size_t>(layer_values) * DTypeSize(options.kv_dtype);
-  for (const PreparedLayer& l : on.weights.layers) {
-    LayerReport report;
-    auto t = Clock::now();
-    PREFILL_RETURN_IF_ERROR(ProjectQkv(on, c, l, n, *a));
-    PREFILL_RETURN_IF_ERROR(on.attention.Synchronize());  // GPU work is queued: time it done
-    report.gemm_seconds += Since(t);
-
-    absl::StatusOr<CpAttentionStats> attention = Attend(on, layout, c, options, *a);
+  out.layers.resize(on.weights.layers.size());
+  for (size_t i = 0; i < on.weights.layers.size(); ++i) {
+    const PreparedLayer& l = on.weights.layers[i];
+    const int layer = static_cast<int>(i);
+    PREFILL_RETURN_IF_ERROR(ProjectQkv(on, c, l, n, *a, **timer, layer));
+    PREFILL_PHASE(**timer, "attention", layer);
+    absl::StatusOr<CpAttentionStats> attention = Attend(on, layout, c, options, ring ? &*ring : nullptr, *a);
     if (!attention.ok()) return attention.status();
-    report.attention = *attention;
-
-    t = Clock::now();
-    if (options.keep_kv) {  // K and V travel under the MLP and the next layer
-      const auto t_alloc = Clock::now();
-      absl::StatusOr<BackendBuffer> host = on.attention.AllocateHost(2 * layer_bytes);
-      out.kv_host_alloc_seconds += Since(t_alloc);
-      if (!host.ok()) return host.status();
-      auto* keys = static_cast<std::byte*>(host->get());
-      std::byte* values = keys + layer_bytes;
-      out.kv_storage.push_back(*std::move(host));
-      PREFILL_RETURN_IF_ERROR(on.attention.StartDownload({a->keys.get(), layer_values, options.kv_dtype, keys, a->dtype}));
-      PREFILL_RETURN_IF_ERROR(on.attention.StartDownload({a->values.get(), layer_values, options.kv_dtype, values, a->dtype}));
-      out.keys.emplace_back(keys, layer_bytes);
-      out.values.emplace_back(values, layer_bytes);
+    out.layers[i].attention = *attention;
+    if (options.keep_kv) {
+      PREFILL_PHASE(**timer, "kv_download", layer);
+      PREFILL_RETURN_IF_ERROR(StartKvDownload(on, c, n, *a, options, out));
     }
-    PREFILL_RETURN_IF_ERROR(OutputAndMlp(on, c, l, n, *a));
-    PREFILL_RETURN_IF_ERROR(on.attention.Synchronize());
-    report.gemm_seconds += Since(t);
-    out.layers.push_back(report);
+    PREFILL_RETURN_IF_ERROR(OutputAndMlp(on, c, l, n, *a, **timer, layer));
   }
+  PREFILL_PHASE(**timer, "logits", -1);
   auto t = Clock::now();
   absl::StatusOr<std::vector<float>> logits = LastTokenLogits(on, layout, c, *a, last_position);
   if (!logits.ok()) return logits.status();
   out.last_logits = std::move(*logits);
+  absl::StatusOr<std::vector<PhaseSpan>> spans = (*timer)->Finish();
+  if (!spans.ok()) return spans.status();
+  ReportSpans(*spans, out);
   out.logits_seconds = Since(t);
   t = Clock::now();
   PREFILL_RETURN_IF_ERROR(on.attention.FinishDownloads());

@@ -5,6 +5,7 @@
 // activations live in backend memory and only the KV cache and the logits come back to the host.
 #pragma once
 
+#include <map>
 #include <memory>
 #include <span>
 #include <string>
@@ -32,7 +33,9 @@ struct PrefillOptions {
 
 struct LayerReport {
   CpAttentionStats attention;  // this rank's, incl. its selected and visible blocks
-  double gemm_seconds = 0;  // projections, norms, RoPE, MLP
+  // Timed where the work runs (AttentionBackend::NewPhaseTimer: CUDA events on the GPU).
+  double gemm_seconds = 0;              // projections, norms, RoPE, MLP
+  double attention_device_seconds = 0;  // the whole attention call: estimation, exchange waits, kernels
 };
 
 struct PrefillOutput {
@@ -46,6 +49,9 @@ struct PrefillOutput {
   double setup_seconds = 0;   // activations allocated and the embeddings uploaded
   double logits_seconds = 0;  // final norm, lm_head of the last token, the logits shared
   double kv_download_wait_seconds = 0;  // waiting at the end for downloads still in flight
+  // Seconds per op over all layers, timed where the work runs (input_norm, qkv_proj, rope,
+  // attention, kv_download, o_proj, post_norm, gate_up_proj, swiglu, down_proj, logits).
+  std::map<std::string, double> op_seconds;
 };
 
 // Where the prefill computes: `comm` moves `attention`'s memory between the ranks of the group
@@ -57,11 +63,18 @@ struct TransformerBackends {
   const PreparedModel& weights;
 };
 
-// hidden: this rank's input embeddings [local_len, hidden] in local order, on the host.
+// This rank's input, its rows in local order: token ids (the embeddings are gathered where the
+// layers run; -1 marks padding, a row of zeros), or the input embeddings [local_len, hidden]
+// on the host (e.g. vision tokens). Exactly one is given.
+struct PrefillInput {
+  std::vector<int32_t> token_ids;
+  std::vector<float> embeddings;
+};
+
 // last_position: the token whose logits are wanted (the sequence may be padded past it;
 // causal attention keeps padding from touching earlier tokens).
 absl::StatusOr<PrefillOutput> RunTransformerPrefill(const TransformerBackends& on, const CpLayout& layout,
-                                                    const ModelConfig& config, const std::vector<float>& hidden,
+                                                    const ModelConfig& config, const PrefillInput& input,
                                                     int64_t last_position, const PrefillOptions& options);
 
 }  // namespace prefill

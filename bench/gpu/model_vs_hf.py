@@ -511,6 +511,7 @@ def measure_point(args, ctx, length, mode, tau):
                         min(args.ours_timeout, ctx["deadline"].left() - args.reserve_s))
         point["ours_warm_s"] = warm["prefill_seconds"]
         point["ours_warm_phase_seconds"] = warm.get("phase_seconds")
+        point["ours_warm_op_seconds"] = warm.get("op_seconds")
         if "hf_s" in hf:
             point["speedup_warm_vs_hf"] = hf["hf_s"] / warm["prefill_seconds"]
     except RunError as ex:
@@ -526,6 +527,8 @@ def measure_point(args, ctx, length, mode, tau):
         "ours_wall_s": wall,
         "ours_phase_seconds": report.get("phase_seconds"),
         "ours_load_phase_seconds": report.get("load_phase_seconds"),
+        "ours_op_seconds": report.get("op_seconds"),
+        "ours_layer_gemm_seconds": report.get("layer_gemm_seconds"),
         "ours_kv_write_s": sum(h.get("seconds", 0.0) for h in report.get("kv_handoff", [])),
         "mfu": mfu(SHAPE, args.layers, length, report["prefill_seconds"], density, ctx["gemm_tflops"]),
         "hf_s": hf.get("hf_s"),
@@ -573,6 +576,12 @@ def print_table(points):
             print(f"{'':>15}{p.get('hf_error') or p.get('compare_error')}")
         if p.get("warm_error"):
             print(f"{'':>15}warm: {p['warm_error']}")
+        ops = p.get("ours_warm_op_seconds") or p.get("ours_op_seconds")
+        if ops:  # where the (warm, else cold) prefill's device time went, ms over all layers
+            print(f"{'':>15}ops ms: " + " ".join(f"{k}={v * 1e3:.1f}" for k, v in sorted(ops.items())))
+        phases = p.get("ours_warm_phase_seconds") or p.get("ours_phase_seconds")
+        if phases:
+            print(f"{'':>15}phases ms: " + " ".join(f"{k}={v * 1e3:.1f}" for k, v in sorted(phases.items())))
 
 
 # ---------------------------------------------------------------- main

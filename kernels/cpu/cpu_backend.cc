@@ -86,6 +86,7 @@ class CpuBackend final : public AttentionBackend {
     return absl::OkStatus();
   }
   absl::Status FinishDownloads() override { return absl::OkStatus(); }
+  absl::StatusOr<std::unique_ptr<PhaseTimer>> NewPhaseTimer() override { return MakeHostPhaseTimer(); }
 
  private:
   int threads_;

@@ -16,6 +16,7 @@
 #include "kernels/cuda/cuda_check.h"
 #include "kernels/cuda/layer_ops.h"
 #include "kernels/cuda/device_memory_ledger.h"
+#include "kernels/cuda/event_phase_timer.h"
 #include "kernels/cuda/estimation/round_robin_mask_estimator.h"
 #include "kernels/cuda/gather_rows.h"
 #include "kernels/cuda/key_pooling.h"
@@ -177,6 +178,9 @@ class CudaBackend final : public AttentionBackend {
     return absl::OkStatus();
   }
   absl::Status FinishDownloads() override { return downloader_ ? downloader_->Finish() : absl::OkStatus(); }
+  absl::StatusOr<std::unique_ptr<PhaseTimer>> NewPhaseTimer() override {
+    return cuda::MakeEventPhaseTimer(ctx_.device, ctx_.stream);
+  }
 
  private:
   cuda::DeviceContext ctx_;

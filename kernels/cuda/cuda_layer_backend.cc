@@ -66,9 +66,14 @@ absl::Status ValidateLinear(const LinearParams& p) {
     return Invalid("Linear", absl::StrCat("w is [", p.w->rows, ", ", p.w->cols,
                                           "]; each side must be in [1, 2^31)"));
   }
+  const int64_t x_stride = p.x_row_stride ? p.x_row_stride : p.w->cols;
+  if (x_stride < p.w->cols || x_stride > kIntMax) {
+    return Invalid("Linear", absl::StrCat("x_row_stride (", x_stride, ") must be in [w.cols, 2^31)"));
+  }
+  if (x_stride != p.w->cols && p.x_dtype != DType::kBF16) return Invalid("Linear", "a strided x must be bf16");
   if (p.rows == 0) return absl::OkStatus();
   if (!p.x || !p.y) return Invalid("Linear", "null x or y");
-  const int64_t x_bytes = p.rows * p.w->cols * static_cast<int64_t>(DTypeSize(p.x_dtype));
+  const int64_t x_bytes = ((p.rows - 1) * x_stride + p.w->cols) * static_cast<int64_t>(DTypeSize(p.x_dtype));
   const int64_t y_bytes = p.rows * p.w->rows * static_cast<int64_t>(DTypeSize(p.y_dtype));
   if (Overlap(p.x, x_bytes, p.y, y_bytes)) return Invalid("Linear", "y must not alias x");
   if (p.bias && Overlap(p.bias, p.w->rows * int64_t{sizeof(float)}, p.y, y_bytes)) {
@@ -98,28 +103,53 @@ absl::Status ValidateRmsNorm(const RmsNormParams& p) {
   return absl::OkStatus();
 }
 
-absl::Status ValidateRope(const RopeParams& p) {
-  if (p.rows < 0) return Invalid("Rope", absl::StrCat("rows (", p.rows, ") < 0"));
-  if (p.heads < 1) return Invalid("Rope", absl::StrCat("heads (", p.heads, ") < 1"));
-  if (p.head_dim < 2 || p.head_dim % 2 != 0 || p.head_dim > cuda::kMaxRopeHeadDim) {
-    return Invalid("Rope", absl::StrCat("head_dim (", p.head_dim, ") must be even, in [2, ",
-                                        cuda::kMaxRopeHeadDim, "]"));
+absl::Status ValidateSplitQkv(const QkvSplitParams& p) {
+  if (p.rows < 0) return Invalid("SplitQkv", absl::StrCat("rows (", p.rows, ") < 0"));
+  if (p.heads < 1 || p.kv_heads < 0) {
+    return Invalid("SplitQkv", absl::StrCat("heads (", p.heads, ") must be >= 1 and kv_heads (", p.kv_heads, ") >= 0"));
   }
-  if (int64_t{p.heads} * p.head_dim > kIntMax) return Invalid("Rope", "heads * head_dim >= 2^31");
-  if (absl::Status s = CheckActivationDType("Rope", p.dtype); !s.ok()) return s;
+  if (p.head_dim < 2 || p.head_dim % 2 != 0 || p.head_dim > cuda::kMaxRopeHeadDim) {
+    return Invalid("SplitQkv", absl::StrCat("head_dim (", p.head_dim, ") must be even, in [2, ",
+                                            cuda::kMaxRopeHeadDim, "]"));
+  }
+  const int64_t row_values = (p.heads + 2 * int64_t{p.kv_heads}) * p.head_dim;
+  if (row_values > kIntMax) return Invalid("SplitQkv", "(heads + 2 kv_heads) * head_dim >= 2^31");
+  if (absl::Status s = CheckActivationDType("SplitQkv", p.dtype); !s.ok()) return s;
   if (p.rows == 0) return absl::OkStatus();
-  if (!p.x || !p.positions || !p.inv_freq) return Invalid("Rope", "null x, positions or inv_freq");
+  if (!p.qkv || !p.q || !p.positions || !p.inv_freq || (p.kv_heads > 0 && (!p.k || !p.v))) {
+    return Invalid("SplitQkv", "null qkv, q, k, v, positions or inv_freq");
+  }
+  const int64_t e = static_cast<int64_t>(DTypeSize(p.dtype)), in_bytes = p.rows * row_values * e;
+  const int64_t q_bytes = p.rows * p.heads * p.head_dim * e, kv_bytes = p.rows * p.kv_heads * p.head_dim * e;
+  if (Overlap(p.qkv, in_bytes, p.q, q_bytes) || Overlap(p.qkv, in_bytes, p.k, kv_bytes) ||
+      Overlap(p.qkv, in_bytes, p.v, kv_bytes)) {
+    return Invalid("SplitQkv", "q, k and v must not overlap qkv");
+  }
   return absl::OkStatus();
 }
 
 absl::Status ValidateSwiGlu(const SwiGluParams& p) {
-  if (p.n < 0) return Invalid("SwiGlu", absl::StrCat("n (", p.n, ") < 0"));
+  if (p.n < 0 || p.rows < 0) return Invalid("SwiGlu", absl::StrCat("n (", p.n, ") and rows (", p.rows, ") must be >= 0"));
+  if (p.row_stride != 0 && p.row_stride < p.n) return Invalid("SwiGlu", "row_stride must be 0 or >= n");
   if (absl::Status s = CheckActivationDType("SwiGlu", p.dtype); !s.ok()) return s;
-  if (p.n == 0) return absl::OkStatus();
+  if (p.n == 0 || p.rows == 0) return absl::OkStatus();
   if (!p.gate || !p.up) return Invalid("SwiGlu", "null gate or up");
-  if (PartialOverlap(p.gate, p.up, p.n * static_cast<int64_t>(DTypeSize(p.dtype)))) {
-    return Invalid("SwiGlu", "up must be gate or not overlap it");
+  // Within a row, up is gate or clear of it; across rows, the fused layout [gate | up] keeps
+  // each row's up in a gap of gate's rows.
+  const int64_t e = static_cast<int64_t>(DTypeSize(p.dtype));
+  const auto gate = reinterpret_cast<uintptr_t>(p.gate), up = reinterpret_cast<uintptr_t>(p.up);
+  const bool interleaved = p.row_stride >= 2 * p.n && (up == gate + p.n * e || gate == up + p.n * e);
+  if (!interleaved && PartialOverlap(p.gate, p.up, ((p.rows - 1) * (p.row_stride ? p.row_stride : p.n) + p.n) * e)) {
+    return Invalid("SwiGlu", "up must be gate, the other half of a fused row, or not overlap it");
   }
+  return absl::OkStatus();
+}
+
+absl::Status ValidateEmbed(const EmbedParams& p) {
+  if (p.rows < 0) return Invalid("Embed", absl::StrCat("rows (", p.rows, ") < 0"));
+  if (!p.table || !p.table->data) return Invalid("Embed", "null table (not a prepared matrix)");
+  if (p.rows == 0) return absl::OkStatus();
+  if (!p.ids || !p.y) return Invalid("Embed", "null ids or y");
   return absl::OkStatus();
 }
 
@@ -164,60 +194,32 @@ class CudaLayerBackend final : public LayerBackend {
   DType activation_dtype() const override { return DType::kBF16; }
 
   using LayerBackend::PrepareMatrix;
-  // bf16 copy of the source in device memory. Chunks of options_.upload_chunk_bytes go through
-  // two page-locked slots: the host copies chunk i+1 into one while the other's DMA runs. A
-  // bf16 source lands as it is; f32 (and f16, widened on the host) is uploaded into a device
-  // staging buffer and rounded there. Waits for the upload, so the caller may free or unmap
-  // the source on return.
-  absl::StatusOr<WeightMatrix> PrepareMatrix(const MatrixSource& source) override {
-    const int64_t rows = source.rows, cols = source.cols;
-    if (rows < 1 || cols < 1 || rows > kIntMax || cols > kIntMax) {
-      return Invalid("PrepareMatrix", absl::StrCat("[", rows, ", ", cols, "]: each side must be in [1, 2^31)"));
+  // bf16 copy of the stacked sources in device memory. Chunks of options_.upload_chunk_bytes go
+  // through two page-locked slots: the host copies chunk i+1 into one while the other's DMA
+  // runs. A bf16 source lands as it is; f32 (and f16, widened on the host) is uploaded into a
+  // device staging buffer and rounded there. Waits for the upload, so the caller may free or
+  // unmap the sources on return.
+  absl::StatusOr<WeightMatrix> PrepareMatrix(std::span<const MatrixSource> stacked) override {
+    absl::StatusOr<int64_t> rows = StackedRows(stacked);
+    if (!rows.ok()) return rows.status();
+    const int64_t cols = stacked[0].cols;
+    if (*rows > kIntMax || cols > kIntMax) {
+      return Invalid("PrepareMatrix", absl::StrCat("[", *rows, ", ", cols, "]: each side must be in [1, 2^31)"));
     }
-    if (!source.data) return Invalid("PrepareMatrix", "null values");
-    const int64_t n = rows * cols;
     CUDA_CHECK(cudaSetDevice(ctx_.device));
     void* data = nullptr;
-    CUDA_CHECK(cudaMalloc(&data, static_cast<size_t>(n) * sizeof(uint16_t)));
+    CUDA_CHECK(cudaMalloc(&data, static_cast<size_t>(*rows * cols) * sizeof(uint16_t)));
     WeightMatrix m;
     m.owned = BackendBuffer(data, FreeDeviceMemory);
     m.data = data;
-    m.rows = rows;
+    m.rows = *rows;
     m.cols = cols;
     if (absl::Status s = EnsureUploadSlots(); !s.ok()) return s;
-    const bool bf16 = source.dtype == DType::kBF16;
-    float* staging = nullptr;  // device fp32 chunk for the sources that are rounded on the device
-    if (!bf16) {
-      CUDA_CHECK(cudaMallocAsync(reinterpret_cast<void**>(&staging), upload_chunk_ * sizeof(float), ctx_.stream));
+    auto* dst = static_cast<uint16_t*>(data);
+    for (const MatrixSource& source : stacked) {
+      if (absl::Status s = Upload(source, dst); !s.ok()) return s;
+      dst += source.rows * cols;
     }
-    struct FreeOnStream {
-      cudaStream_t stream;
-      void operator()(float* ptr) const { (void)cudaFreeAsync(ptr, stream); }
-    };
-    std::unique_ptr<float, FreeOnStream> staging_owner(staging, FreeOnStream{ctx_.stream});
-    const auto* src = static_cast<const char*>(source.data);
-    const size_t src_size = DTypeSize(source.dtype);
-    for (int64_t begin = 0, i = 0; begin < n; begin += upload_chunk_, ++i) {
-      const int64_t count = std::min(upload_chunk_, n - begin);
-      UploadSlot& slot = upload_slots_[i % 2];
-      CUDA_CHECK(cudaEventSynchronize(slot.done));  // its previous DMA has read it
-      if (bf16 || source.dtype == DType::kF32) {
-        std::memcpy(slot.host, src + begin * src_size, static_cast<size_t>(count) * src_size);
-      } else {
-        ConvertToF32(source.dtype, src + begin * src_size, static_cast<float*>(slot.host), count);
-      }
-      if (bf16) {
-        CUDA_CHECK(cudaMemcpyAsync(static_cast<uint16_t*>(data) + begin, slot.host, count * sizeof(uint16_t),
-                                   cudaMemcpyHostToDevice, ctx_.stream));
-      } else {
-        // Stream-ordered after the previous chunk's rounding, which read the staging buffer.
-        CUDA_CHECK(cudaMemcpyAsync(staging, slot.host, count * sizeof(float), cudaMemcpyHostToDevice, ctx_.stream));
-        const cuda::ConvertParams convert{.src = staging, .dst = static_cast<uint16_t*>(data) + begin, .n = count};
-        if (absl::Status s = cuda::LaunchConvert(convert, ctx_); !s.ok()) return s;
-      }
-      CUDA_CHECK(cudaEventRecord(slot.done, ctx_.stream));
-    }
-    staging_owner.reset();
     CUDA_CHECK(cudaStreamSynchronize(ctx_.stream));
     return m;
   }
@@ -232,7 +234,7 @@ class CudaLayerBackend final : public LayerBackend {
     if (p.rows == 0) return absl::OkStatus();
     CUDA_CHECK(cudaSetDevice(ctx_.device));
     if (absl::Status s = CheckDeviceMatrix(*p.w); !s.ok()) return s;
-    const int64_t in = p.w->cols, out = p.w->rows;
+    const int64_t in = p.w->cols, out = p.w->rows, x_stride = p.x_row_stride ? p.x_row_stride : in;
     const int64_t row_bytes = in * int64_t{sizeof(uint16_t)};
     const bool convert = p.x_dtype != DType::kBF16;
     const int64_t chunk =
@@ -250,14 +252,14 @@ class CudaLayerBackend final : public LayerBackend {
     const size_t y_size = DTypeSize(p.y_dtype);
     for (int64_t begin = 0; begin < p.rows; begin += chunk) {
       const int64_t count = std::min(chunk, p.rows - begin);
-      const void* x_chunk = static_cast<const uint16_t*>(x16) + (convert ? 0 : begin * in);
+      const void* x_chunk = static_cast<const uint16_t*>(x16) + (convert ? 0 : begin * x_stride);
       if (convert) {
         const cuda::ConvertParams to_bf16{.src = static_cast<const float*>(p.x) + begin * in, .dst = x16, .n = count * in};
         if (absl::Status s = cuda::LaunchConvert(to_bf16, ctx_); !s.ok()) return s;
       }
       CUBLAS_CHECK(cublasGemmEx(handle_, CUBLAS_OP_T, CUBLAS_OP_N, static_cast<int>(out), static_cast<int>(count),
                                 static_cast<int>(in), &alpha, p.w->data, CUDA_R_16BF, static_cast<int>(in), x_chunk,
-                                CUDA_R_16BF, static_cast<int>(in), &beta,
+                                CUDA_R_16BF, static_cast<int>(x_stride), &beta,
                                 static_cast<char*>(p.y) + static_cast<size_t>(begin * out) * y_size, y_type,
                                 static_cast<int>(out), CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
     }
@@ -273,18 +275,62 @@ class CudaLayerBackend final : public LayerBackend {
     CUDA_CHECK(cudaSetDevice(ctx_.device));
     return cuda::LaunchRmsNorm(p, ctx_);
   }
-  absl::Status Rope(const RopeParams& p) override {
-    if (absl::Status s = ValidateRope(p); !s.ok()) return s;
+  absl::Status SplitQkv(const QkvSplitParams& p) override {
+    if (absl::Status s = ValidateSplitQkv(p); !s.ok()) return s;
     CUDA_CHECK(cudaSetDevice(ctx_.device));
-    return cuda::LaunchRope(p, ctx_);
+    return cuda::LaunchSplitQkv(p, ctx_);
   }
   absl::Status SwiGlu(const SwiGluParams& p) override {
     if (absl::Status s = ValidateSwiGlu(p); !s.ok()) return s;
     CUDA_CHECK(cudaSetDevice(ctx_.device));
     return cuda::LaunchSwiGlu(p, ctx_);
   }
+  absl::Status Embed(const EmbedParams& p) override {
+    if (absl::Status s = ValidateEmbed(p); !s.ok()) return s;
+    if (p.rows == 0) return absl::OkStatus();
+    CUDA_CHECK(cudaSetDevice(ctx_.device));
+    if (absl::Status s = CheckDeviceMatrix(*p.table); !s.ok()) return s;
+    return cuda::LaunchEmbed({p.ids, p.rows, p.table->data, p.table->rows, p.table->cols, p.y}, ctx_);
+  }
 
  private:
+  // One source into dst (bf16 device memory), through the upload slots, queued on the stream.
+  absl::Status Upload(const MatrixSource& source, uint16_t* dst) {
+    const int64_t n = source.rows * source.cols;
+    const bool bf16 = source.dtype == DType::kBF16;
+    float* staging = nullptr;  // device fp32 chunk for the sources that are rounded on the device
+    if (!bf16) {
+      CUDA_CHECK(cudaMallocAsync(reinterpret_cast<void**>(&staging), upload_chunk_ * sizeof(float), ctx_.stream));
+    }
+    struct FreeOnStream {
+      cudaStream_t stream;
+      void operator()(float* ptr) const { (void)cudaFreeAsync(ptr, stream); }
+    };
+    std::unique_ptr<float, FreeOnStream> staging_owner(staging, FreeOnStream{ctx_.stream});
+    const auto* src = static_cast<const char*>(source.data);
+    const size_t src_size = DTypeSize(source.dtype);
+    for (int64_t begin = 0; begin < n; begin += upload_chunk_, ++uploaded_chunks_) {
+      const int64_t count = std::min(upload_chunk_, n - begin);
+      UploadSlot& slot = upload_slots_[uploaded_chunks_ % 2];
+      CUDA_CHECK(cudaEventSynchronize(slot.done));  // its previous DMA has read it
+      if (bf16 || source.dtype == DType::kF32) {
+        std::memcpy(slot.host, src + begin * src_size, static_cast<size_t>(count) * src_size);
+      } else {
+        ConvertToF32(source.dtype, src + begin * src_size, static_cast<float*>(slot.host), count);
+      }
+      if (bf16) {
+        CUDA_CHECK(cudaMemcpyAsync(dst + begin, slot.host, count * sizeof(uint16_t), cudaMemcpyHostToDevice, ctx_.stream));
+      } else {
+        // Stream-ordered after the previous chunk's rounding, which read the staging buffer.
+        CUDA_CHECK(cudaMemcpyAsync(staging, slot.host, count * sizeof(float), cudaMemcpyHostToDevice, ctx_.stream));
+        const cuda::ConvertParams convert{.src = staging, .dst = dst + begin, .n = count};
+        if (absl::Status s = cuda::LaunchConvert(convert, ctx_); !s.ok()) return s;
+      }
+      CUDA_CHECK(cudaEventRecord(slot.done, ctx_.stream));
+    }
+    return absl::OkStatus();
+  }
+
   // A WeightMatrix carries no device tag: one prepared by the CPU backend (fp32 host memory)
   // would be read as bf16 device memory and fault the context. One pointer query per Linear
   // (no synchronisation) turns that into InvalidArgument.
@@ -323,6 +369,7 @@ class CudaLayerBackend final : public LayerBackend {
   cublasHandle_t handle_ = nullptr;
   void* workspace_ = nullptr;
   UploadSlot upload_slots_[2];
+  int64_t uploaded_chunks_ = 0;  // alternates the slots
   int64_t upload_chunk_ = 0;  // values per slot (a multiple of 4: bf16 destinations stay 8-byte aligned)
 };
 

@@ -4,9 +4,9 @@
 // fp32 or bf16 (one template per dtype); the arithmetic is fp32.
 //   RMSNorm: one block per row, fp32 sum of squares (per-thread partials, warp shuffles, then
 //            the warps' partials), then y = x * (1 / sqrt(mean + eps)) * weight.
-//   RoPE:    one block per row; the row's cos/sin table (angles in double, rounded to fp32
-//            once) goes to shared memory and is reused by every head of the row.
-//   SwiGLU, bias add, dtype conversion: elementwise.
+//   QKV split: one block per row; the row's cos/sin table (angles in double, rounded to fp32
+//            once) goes to shared memory and is reused by every q and k head of the row.
+//   SwiGLU, embedding gather, bias add, dtype conversion: elementwise.
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
@@ -20,7 +20,7 @@
 namespace prefill::cuda {
 namespace {
 
-constexpr int kRowThreads = 256;          // RMSNorm and RoPE: threads per row block
+constexpr int kRowThreads = 256;          // RMSNorm and the QKV split: threads per row block
 constexpr int kElementwiseThreads = 256;  // SwiGLU, bias add, conversion
 constexpr int kBlocksPerSm = 8;
 
@@ -140,16 +140,19 @@ __device__ void SinCosDouble(double angle, double* s, double* c) {
   sincospi(r * kInvPi, s, c);
 }
 
-// x: [rows, heads, head_dim] of T, rotated in place. Dynamic shared memory: cos [half], sin
-// [half]. kVec4: half % 4 == 0 and x aligned for a four-value access, so every (head, i..i+3)
-// slice is.
+// qkv: [rows, heads + 2 kv_heads, head_dim] of T -> q and k rotated, v copied. Dynamic shared
+// memory: cos [half], sin [half]. kVec4: half % 4 == 0 and every pointer aligned for a
+// four-value access, so every (head, i..i+3) slice is.
 template <typename T, bool kVec4>
-__global__ void __launch_bounds__(kRowThreads) RopeKernel(const RopeParams p) {
+__global__ void __launch_bounds__(kRowThreads) SplitQkvKernel(const QkvSplitParams p) {
   extern __shared__ float4 rope_table[];
   const int half = p.head_dim / 2;
   float* cos_t = reinterpret_cast<float*>(rope_table);
   float* sin_t = cos_t + half;
-  const int row_elems = p.heads * p.head_dim;  // fits in int: checked by the entry
+  const int all_heads = p.heads + 2 * p.kv_heads;  // fits in int, as heads * head_dim: checked by the entry
+  const int64_t row_in = int64_t{all_heads} * p.head_dim;
+  constexpr int kLanes = kVec4 ? 4 : 1;
+  const int units = half / kLanes;  // per head
   for (int64_t row = blockIdx.x; row < p.rows; row += gridDim.x) {
     const double position = static_cast<double>(p.positions[row]);
     for (int i = threadIdx.x; i < half; i += kRowThreads) {
@@ -159,32 +162,38 @@ __global__ void __launch_bounds__(kRowThreads) RopeKernel(const RopeParams p) {
       sin_t[i] = static_cast<float>(s);
     }
     __syncthreads();
-    T* x = static_cast<T*>(p.x) + row * row_elems;
-    if constexpr (kVec4) {
-      const int quads = half / 4;
-      const int work = p.heads * quads;
-      for (int w = threadIdx.x; w < work; w += kRowThreads) {
-        const int h = w / quads;
-        const int i = (w - h * quads) * 4;
-        T* lo = x + h * p.head_dim + i;
-        T* hi = lo + half;
-        const float4 a = Quad<T>::Load(lo), b = Quad<T>::Load(hi);
+    const T* in = static_cast<const T*>(p.qkv) + row * row_in;
+    for (int w = threadIdx.x; w < all_heads * units; w += kRowThreads) {
+      const int h = w / units;
+      const int i = (w - h * units) * kLanes;
+      T* out;
+      bool rotate = true;
+      if (h < p.heads) {
+        out = static_cast<T*>(p.q) + (row * p.heads + h) * p.head_dim;
+      } else if (h < p.heads + p.kv_heads) {
+        out = static_cast<T*>(p.k) + (row * p.kv_heads + h - p.heads) * p.head_dim;
+      } else {
+        out = static_cast<T*>(p.v) + (row * p.kv_heads + h - p.heads - p.kv_heads) * p.head_dim;
+        rotate = false;
+      }
+      const T* src = in + int64_t{h} * p.head_dim + i;
+      if constexpr (kVec4) {
+        const float4 a = Quad<T>::Load(src), b = Quad<T>::Load(src + half);
+        if (!rotate) {
+          Quad<T>::Store(out + i, a);
+          Quad<T>::Store(out + i + half, b);
+          continue;
+        }
         const float4 c = *reinterpret_cast<const float4*>(cos_t + i);
         const float4 s = *reinterpret_cast<const float4*>(sin_t + i);
-        Quad<T>::Store(lo, make_float4(a.x * c.x - b.x * s.x, a.y * c.y - b.y * s.y, a.z * c.z - b.z * s.z,
-                                       a.w * c.w - b.w * s.w));
-        Quad<T>::Store(hi, make_float4(b.x * c.x + a.x * s.x, b.y * c.y + a.y * s.y, b.z * c.z + a.z * s.z,
-                                       b.w * c.w + a.w * s.w));
-      }
-    } else {
-      const int work = p.heads * half;
-      for (int w = threadIdx.x; w < work; w += kRowThreads) {
-        const int h = w / half;
-        const int i = w - h * half;
-        T* v = x + h * p.head_dim;
-        const float a = Quad<T>::ToFloat(v[i]), b = Quad<T>::ToFloat(v[i + half]);
-        v[i] = Quad<T>::One(a * cos_t[i] - b * sin_t[i]);
-        v[i + half] = Quad<T>::One(b * cos_t[i] + a * sin_t[i]);
+        Quad<T>::Store(out + i, make_float4(a.x * c.x - b.x * s.x, a.y * c.y - b.y * s.y, a.z * c.z - b.z * s.z,
+                                            a.w * c.w - b.w * s.w));
+        Quad<T>::Store(out + i + half, make_float4(b.x * c.x + a.x * s.x, b.y * c.y + a.y * s.y,
+                                                   b.z * c.z + a.z * s.z, b.w * c.w + a.w * s.w));
+      } else {
+        const float a = Quad<T>::ToFloat(src[0]), b = Quad<T>::ToFloat(src[half]);
+        out[i] = Quad<T>::One(rotate ? a * cos_t[i] - b * sin_t[i] : a);
+        out[i + half] = Quad<T>::One(rotate ? b * cos_t[i] + a * sin_t[i] : b);
       }
     }
     __syncthreads();  // the table is rewritten for the next row
@@ -193,26 +202,58 @@ __global__ void __launch_bounds__(kRowThreads) RopeKernel(const RopeParams p) {
 
 __device__ float SiluTimes(float g, float u) { return g / (1.f + expf(-g)) * u; }
 
-// gate, up: [n] of T; up may be gate.
+// gate, up: rows of n values of T, row r at r * row_stride; up may be gate. blockIdx.y strides
+// over rows, x over a row's values (four at a time when kVec4: n and row_stride multiples of 4
+// and both pointers aligned for them).
 template <typename T, bool kVec4>
 __global__ void __launch_bounds__(kElementwiseThreads) SwiGluKernel(const SwiGluParams p) {
-  const int64_t start = blockIdx.x * int64_t{blockDim.x} + threadIdx.x;
-  const int64_t stride = int64_t{gridDim.x} * blockDim.x;
-  T* gate = static_cast<T*>(p.gate);
-  const T* up = static_cast<const T*>(p.up);
-  int64_t done = 0;
-  if constexpr (kVec4) {
-    const int64_t quads = p.n / 4;
-    for (int64_t i = start; i < quads; i += stride) {
-      const float4 g = Quad<T>::Load(gate + 4 * i), u = Quad<T>::Load(up + 4 * i);
-      Quad<T>::Store(gate + 4 * i, make_float4(SiluTimes(g.x, u.x), SiluTimes(g.y, u.y), SiluTimes(g.z, u.z),
-                                               SiluTimes(g.w, u.w)));
+  constexpr int kLanes = kVec4 ? 4 : 1;
+  const int64_t units = p.n / kLanes;
+  const int64_t stride = p.row_stride ? p.row_stride : p.n;
+  for (int64_t row = blockIdx.y; row < p.rows; row += gridDim.y) {
+    T* gate = static_cast<T*>(p.gate) + row * stride;
+    const T* up = static_cast<const T*>(p.up) + row * stride;
+    for (int64_t u = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; u < units; u += int64_t{gridDim.x} * blockDim.x) {
+      if constexpr (kVec4) {
+        const float4 g = Quad<T>::Load(gate + 4 * u), v = Quad<T>::Load(up + 4 * u);
+        Quad<T>::Store(gate + 4 * u, make_float4(SiluTimes(g.x, v.x), SiluTimes(g.y, v.y), SiluTimes(g.z, v.z),
+                                                 SiluTimes(g.w, v.w)));
+      } else {
+        gate[u] = Quad<T>::One(SiluTimes(Quad<T>::ToFloat(gate[u]), Quad<T>::ToFloat(up[u])));
+      }
     }
-    done = quads * 4;
   }
-  for (int64_t i = done + start; i < p.n; i += stride) {
-    gate[i] = Quad<T>::One(SiluTimes(Quad<T>::ToFloat(gate[i]), Quad<T>::ToFloat(up[i])));
+}
+
+// y[r] = table[ids[r]] (bf16 [vocab, hidden]) as fp32, zeros for an id out of range. kVec4:
+// hidden % 4 == 0 and table, y aligned for four-value accesses. blockIdx.y strides over rows.
+template <bool kVec4>
+__global__ void __launch_bounds__(kElementwiseThreads)
+    EmbedKernel(const int32_t* __restrict__ ids, int64_t rows, const __nv_bfloat16* __restrict__ table,
+                int64_t vocab, int64_t hidden, float* __restrict__ y) {
+  constexpr int kLanes = kVec4 ? 4 : 1;
+  const int64_t units = hidden / kLanes;
+  for (int64_t row = blockIdx.y; row < rows; row += gridDim.y) {
+    const int32_t id = ids[row];
+    const bool valid = id >= 0 && id < vocab;
+    const __nv_bfloat16* src = table + (valid ? id : 0) * hidden;
+    float* dst = y + row * hidden;
+    for (int64_t u = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; u < units; u += int64_t{gridDim.x} * blockDim.x) {
+      if constexpr (kVec4) {
+        reinterpret_cast<float4*>(dst)[u] = valid ? Quad<__nv_bfloat16>::Load(src + 4 * u) : make_float4(0, 0, 0, 0);
+      } else {
+        dst[u] = valid ? __bfloat162float(src[u]) : 0.f;
+      }
+    }
   }
+}
+
+// A grid of x-blocks covering `units` per row and y-blocks over the rows, near GridFor's cap.
+dim3 RowGrid(int64_t units, int64_t rows, const DeviceContext& ctx) {
+  const int64_t x_blocks = (units + kElementwiseThreads - 1) / kElementwiseThreads;
+  const int64_t cap = int64_t{std::max(ctx.sm_count, 1)} * kBlocksPerSm;
+  const int64_t y_blocks = std::clamp<int64_t>(cap / std::max<int64_t>(x_blocks, 1), 1, std::min<int64_t>(rows, 65535));
+  return dim3(static_cast<unsigned>(std::clamp<int64_t>(x_blocks, 1, cap)), static_cast<unsigned>(y_blocks));
 }
 
 // y: [rows, cols] of T += bias [cols]. blockIdx.y strides over rows, x over the row's columns
@@ -281,24 +322,37 @@ absl::Status LaunchRmsNorm(const RmsNormParams& p, const DeviceContext& ctx) {
   });
 }
 
-absl::Status LaunchRope(const RopeParams& p, const DeviceContext& ctx) {
+absl::Status LaunchSplitQkv(const QkvSplitParams& p, const DeviceContext& ctx) {
   if (p.rows == 0) return absl::OkStatus();
   const unsigned grid = GridFor(p.rows, 1, ctx);  // one block per row
   const size_t smem = static_cast<size_t>(p.head_dim) * sizeof(float);
   return WithActivationType(p.dtype, [&](auto* typed) {
     using T = std::remove_pointer_t<decltype(typed)>;
-    const bool vec4 = (p.head_dim / 2) % 4 == 0 && Aligned(p.x, Quad<T>::kAlign);
-    return LaunchVectorised(vec4, [&](auto v) { RopeKernel<T, decltype(v)::value><<<grid, kRowThreads, smem, ctx.stream>>>(p); });
+    const uintptr_t a = Quad<T>::kAlign;
+    const bool vec4 = (p.head_dim / 2) % 4 == 0 && Aligned(p.qkv, a) && Aligned(p.q, a) &&
+                      (p.kv_heads == 0 || (Aligned(p.k, a) && Aligned(p.v, a)));
+    return LaunchVectorised(vec4, [&](auto v) { SplitQkvKernel<T, decltype(v)::value><<<grid, kRowThreads, smem, ctx.stream>>>(p); });
   });
 }
 
 absl::Status LaunchSwiGlu(const SwiGluParams& p, const DeviceContext& ctx) {
-  if (p.n == 0) return absl::OkStatus();
+  if (p.n == 0 || p.rows == 0) return absl::OkStatus();
   return WithActivationType(p.dtype, [&](auto* typed) {
     using T = std::remove_pointer_t<decltype(typed)>;
-    const bool vec4 = Aligned(p.gate, Quad<T>::kAlign) && Aligned(p.up, Quad<T>::kAlign);
-    const unsigned grid = GridFor(vec4 ? p.n / 4 : p.n, kElementwiseThreads, ctx);
+    const bool vec4 = p.n % 4 == 0 && p.row_stride % 4 == 0 && Aligned(p.gate, Quad<T>::kAlign) &&
+                      Aligned(p.up, Quad<T>::kAlign);
+    const dim3 grid = RowGrid(vec4 ? p.n / 4 : p.n, p.rows, ctx);
     return LaunchVectorised(vec4, [&](auto v) { SwiGluKernel<T, decltype(v)::value><<<grid, kElementwiseThreads, 0, ctx.stream>>>(p); });
+  });
+}
+
+absl::Status LaunchEmbed(const EmbedLaunch& p, const DeviceContext& ctx) {
+  if (p.rows == 0) return absl::OkStatus();
+  const bool vec4 = p.hidden % 4 == 0 && Aligned(p.table, 8) && Aligned(p.y, 16);
+  const dim3 grid = RowGrid(vec4 ? p.hidden / 4 : p.hidden, p.rows, ctx);
+  const auto* table = static_cast<const __nv_bfloat16*>(p.table);
+  return LaunchVectorised(vec4, [&](auto v) {
+    EmbedKernel<decltype(v)::value><<<grid, kElementwiseThreads, 0, ctx.stream>>>(p.ids, p.rows, table, p.vocab, p.hidden, p.y);
   });
 }
 

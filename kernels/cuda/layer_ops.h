@@ -1,7 +1,7 @@
 // Launchers of the dense layer kernels behind the CUDA LayerBackend
-// (kernels/cuda/cuda_layer_backend.cc): RMSNorm, RoPE, SwiGLU, the bias add of Linear and the
-// dtype conversion of Linear's fp32 input, of prepared weights and of the KV cache. Activations
-// are fp32 or bf16 (the params' dtype). Each takes its params
+// (kernels/cuda/cuda_layer_backend.cc): RMSNorm, the QKV split with RoPE, SwiGLU, the embedding
+// gather, the bias add of Linear and the dtype conversion of Linear's fp32 input, of prepared
+// weights and of the KV cache. Activations are fp32 or bf16 (the params' dtype). Each takes its params
 // struct by value, sizes the grid from ctx.sm_count, queues on ctx.stream and checks the launch.
 // The entry validates: a launcher trusts its params (sizes >= 0, non-null pointers, head_dim
 // even and <= kMaxRopeHeadDim, exact aliasing only where the params allow it).
@@ -38,8 +38,18 @@ struct ConvertParams {
 inline constexpr int kMaxRopeHeadDim = 8192;
 
 absl::Status LaunchRmsNorm(const RmsNormParams& p, const DeviceContext& ctx);
-absl::Status LaunchRope(const RopeParams& p, const DeviceContext& ctx);
+// EmbedParams with the table's device pointer and shape (a WeightMatrix lives on the host).
+struct EmbedLaunch {
+  const int32_t* ids = nullptr;
+  int64_t rows = 0;
+  const void* table = nullptr;  // bf16 [vocab, hidden]
+  int64_t vocab = 0, hidden = 0;
+  float* y = nullptr;
+};
+
+absl::Status LaunchSplitQkv(const QkvSplitParams& p, const DeviceContext& ctx);
 absl::Status LaunchSwiGlu(const SwiGluParams& p, const DeviceContext& ctx);
+absl::Status LaunchEmbed(const EmbedLaunch& p, const DeviceContext& ctx);
 absl::Status LaunchBiasAdd(const BiasAddParams& p, const DeviceContext& ctx);
 absl::Status LaunchConvert(const ConvertParams& p, const DeviceContext& ctx);
 

@@ -5,8 +5,9 @@
 //            left, so a missing bias or a transposed operand cannot hide), and against fp64
 //            sums of the fp32 operands (the bound on bf16 rounding itself).
 //   RmsNorm  fp32 block sum of squares, one sqrt and one division: relative 1e-5.
-//   Rope     angles in double up to position 2,000,000, cos/sin rounded to fp32 once: a few fp32
-//            roundings of |a| + |b|. The test checks that an fp32-angle rotation would fail it.
+//   SplitQkv q and k rotated with angles in double up to position 2,000,000, cos/sin rounded to
+//            fp32 once: a few fp32 roundings of |a| + |b| (the test checks that an fp32-angle
+//            rotation would fail it); v copied exactly.
 //   SwiGlu   expf (2 ulp) and three rounded operations: relative 1e-6.
 //   bf16     each op again with bf16 activations (what the model runs on CUDA): the same
 //            bounds on the bf16 inputs plus one bf16 rounding of the result (2^-8 relative);
@@ -299,20 +300,63 @@ TEST_F(CudaLayerBackendTest, RmsNormMatchesFp64Reference) {
   }
 }
 
+// Counts values outside want +- tol, reporting the first few (defined below).
+int CountOutside(std::span<const double> got, std::span<const double> want, std::span<const double> tol,
+                 const char* what);
+
+// What SplitQkv must write for one fused row layout: want[i] and, per value, the scale of its
+// rounding bound (|a| + |b| of its rotation; 0 for v, copied exactly). Outputs are q, then k,
+// then v, each [rows, heads, head_dim], end to end.
+struct SplitQkvExpectation {
+  std::vector<double> want, scale;
+};
+SplitQkvExpectation SplitQkvReference(const std::vector<double>& qkv, int64_t rows, int heads, int kv_heads,
+                                      int head_dim, const std::vector<int32_t>& positions,
+                                      const std::vector<double>& inv_freq) {
+  const int half = head_dim / 2, all = heads + 2 * kv_heads;
+  SplitQkvExpectation e;
+  e.want.resize(qkv.size());
+  e.scale.resize(qkv.size());
+  for (int hh = 0; hh < all; ++hh) {
+    // Output block of head hh and its index there.
+    const int block = hh < heads ? 0 : hh < heads + kv_heads ? 1 : 2;
+    const int h = block == 0 ? hh : block == 1 ? hh - heads : hh - heads - kv_heads;
+    const int block_heads = block == 0 ? heads : kv_heads;
+    const int64_t base = block == 0 ? 0 : rows * heads * head_dim + (block - 1) * rows * kv_heads * head_dim;
+    for (int64_t r = 0; r < rows; ++r) {
+      const int64_t in = (r * all + hh) * int64_t{head_dim};
+      const int64_t out = base + (r * block_heads + h) * int64_t{head_dim};
+      for (int i = 0; i < half; ++i) {
+        const double a = qkv[in + i], b = qkv[in + i + half];
+        if (block == 2) {
+          e.want[out + i] = a;
+          e.want[out + i + half] = b;
+          continue;
+        }
+        const double angle = static_cast<double>(positions[r]) * inv_freq[i];
+        e.want[out + i] = a * std::cos(angle) - b * std::sin(angle);
+        e.want[out + i + half] = b * std::cos(angle) + a * std::sin(angle);
+        e.scale[out + i] = e.scale[out + i + half] = std::abs(a) + std::abs(b);
+      }
+    }
+  }
+  return e;
+}
+
 // Llama-3-like frequencies (theta 500000) at positions up to 2,000,000. The device takes the
 // same double angle, position * inv_freq[i], and rounds its cos/sin to fp32 (relative u
 // each); a * cos - b * sin then adds a rounding per product and one for the difference:
 // |err| <= 3 u (|a| + |b|). The test allows 8 u (|a| + |b|), and checks that a rotation with
 // fp32 angles (ulp 0.125 rad at 2e6) would miss it by orders of magnitude.
-TEST_F(CudaLayerBackendTest, RopeMatchesFp64ReferenceAtLongPositions) {
+TEST_F(CudaLayerBackendTest, SplitQkvMatchesFp64ReferenceAtLongPositions) {
   const int64_t rows = 67;
   struct Shape {
-    int heads, head_dim, offset;
+    int heads, kv_heads, head_dim, offset;
   };
-  // 128 and 64: the float4 path; 6 (half 3): the scalar path; offset 1: unaligned x.
-  for (const Shape s : {Shape{8, 128, 0}, Shape{3, 64, 0}, Shape{5, 6, 0}, Shape{4, 128, 1}}) {
-    SCOPED_TRACE(testing::Message()
-                 << "heads " << s.heads << " head_dim " << s.head_dim << " offset " << s.offset);
+  // 128 and 64: the float4 path; 6 (half 3): the scalar path; offset 1: unaligned qkv.
+  for (const Shape s : {Shape{8, 2, 128, 0}, Shape{3, 0, 64, 0}, Shape{5, 1, 6, 0}, Shape{4, 4, 128, 1}}) {
+    SCOPED_TRACE(testing::Message() << "heads " << s.heads << " kv_heads " << s.kv_heads << " head_dim "
+                                    << s.head_dim << " offset " << s.offset);
     const int half = s.head_dim / 2;
     std::vector<double> inv_freq(half);
     for (int i = 0; i < half; ++i) inv_freq[i] = std::pow(500000.0, -2.0 * i / s.head_dim);
@@ -325,47 +369,40 @@ TEST_F(CudaLayerBackendTest, RopeMatchesFp64ReferenceAtLongPositions) {
     positions[2] = 2'000'000;
     positions[3] = 1'999'999;
     positions[4] = 1'048'576;
-    const int64_t row_elems = int64_t{s.heads} * s.head_dim;
-    const std::vector<float> x = Normal(rows * row_elems, 1.f, 17);
+    const int64_t q_elems = rows * s.heads * s.head_dim, kv_elems = rows * s.kv_heads * s.head_dim;
+    const std::vector<float> x = Normal(q_elems + 2 * kv_elems, 1.f, 17);
     std::vector<float> padded(s.offset);
     padded.insert(padded.end(), x.begin(), x.end());
-    DeviceBuffer d_x(*attention_, padded), d_pos(*attention_, positions),
-        d_freq(*attention_, inv_freq);
-    RopeParams p;
-    p.x = d_x.as<float>() + s.offset;
+    DeviceBuffer d_x(*attention_, padded), d_pos(*attention_, positions), d_freq(*attention_, inv_freq);
+    DeviceBuffer d_out(*attention_, std::vector<float>(x.size(), std::nanf("")));
+    QkvSplitParams p;
+    p.qkv = d_x.as<float>() + s.offset;
     p.rows = rows;
     p.heads = s.heads;
+    p.kv_heads = s.kv_heads;
     p.head_dim = s.head_dim;
     p.positions = d_pos.as<int32_t>();
     p.inv_freq = d_freq.as<double>();
-    ASSERT_TRUE(layer_->Rope(p).ok());
-    const std::vector<float> y = d_x.Download<float>(*attention_);
+    p.q = d_out.as<float>();
+    p.k = d_out.as<float>() + q_elems;
+    p.v = d_out.as<float>() + q_elems + kv_elems;
+    ASSERT_TRUE(layer_->SplitQkv(p).ok());
+    const std::vector<float> y = d_out.Download<float>(*attention_);
+    const SplitQkvExpectation e = SplitQkvReference(std::vector<double>(x.begin(), x.end()), rows, s.heads,
+                                                    s.kv_heads, s.head_dim, positions, inv_freq);
+    std::vector<double> got(y.begin(), y.end()), tol(y.size());
+    for (size_t i = 0; i < tol.size(); ++i) tol[i] = 8 * kF32Unit * e.scale[i];
+    EXPECT_EQ(CountOutside(got, e.want, tol, "q|k|v"), 0);
 
-    int bad = 0;
     double fp32_angle_worst = 0;  // worst error / tolerance of a rotation with fp32 angles
     for (int64_t r = 0; r < rows; ++r) {
-      for (int h = 0; h < s.heads; ++h) {
-        for (int i = 0; i < half; ++i) {
-          const int64_t lo = r * row_elems + int64_t{h} * s.head_dim + i, hi = lo + half;
-          const double angle = static_cast<double>(positions[r]) * inv_freq[i];
-          const double c = std::cos(angle), sn = std::sin(angle);
-          const double a = x[lo], b = x[hi];
-          const double want_lo = a * c - b * sn, want_hi = b * c + a * sn;
-          const double tol = 8 * kF32Unit * (std::abs(a) + std::abs(b));
-          const double got_lo = y[s.offset + lo], got_hi = y[s.offset + hi];
-          if (!(std::abs(got_lo - want_lo) <= tol && std::abs(got_hi - want_hi) <= tol) &&
-              bad++ < 5) {
-            ADD_FAILURE() << "row " << r << " (position " << positions[r] << ") head " << h << " i "
-                          << i << ": got (" << got_lo << ", " << got_hi << "), want (" << want_lo
-                          << ", " << want_hi << "), tolerance " << tol;
-          }
-          const float angle32 = static_cast<float>(positions[r]) * static_cast<float>(inv_freq[i]);
-          const double lo32 = a * std::cos(angle32) - b * std::sin(angle32);
-          fp32_angle_worst = std::max(fp32_angle_worst, std::abs(lo32 - want_lo) / tol);
-        }
+      for (int i = 0; i < half; ++i) {
+        const int64_t lo = r * s.heads * s.head_dim + i;  // q head 0
+        const float angle32 = static_cast<float>(positions[r]) * static_cast<float>(inv_freq[i]);
+        const double lo32 = x[lo] * std::cos(angle32) - x[lo + half] * std::sin(angle32);
+        fp32_angle_worst = std::max(fp32_angle_worst, std::abs(lo32 - e.want[lo]) / (tol[lo] + 1e-300));
       }
     }
-    EXPECT_EQ(bad, 0);
     EXPECT_GT(fp32_angle_worst, 100.0) << "the tolerance would not catch fp32 angles";
   }
 }
@@ -504,39 +541,74 @@ TEST_F(CudaLayerBackendTest, RmsNormWritesBf16) {
   }
 }
 
-// RoPE in place on bf16 q/k: the fp32 rotation's bound on the bf16 inputs, plus the rounding
-// of the result to bf16.
-TEST_F(CudaLayerBackendTest, RopeInBf16) {
+// The split of a bf16 fused projection: the fp32 rotation's bound on the bf16 inputs, plus the
+// rounding of the result to bf16 (v: exact).
+TEST_F(CudaLayerBackendTest, SplitQkvInBf16) {
   const int64_t rows = 33;
   for (const int head_dim : {128, 6}) {  // the vector path and the scalar path
     SCOPED_TRACE(head_dim);
-    const int heads = 4, half = head_dim / 2;
+    const int heads = 4, kv_heads = 2, half = head_dim / 2;
     std::vector<double> inv_freq(half);
     for (int i = 0; i < half; ++i) inv_freq[i] = std::pow(500000.0, -2.0 * i / head_dim);
     std::vector<int32_t> positions(rows);
     for (int64_t r = 0; r < rows; ++r) positions[r] = static_cast<int32_t>(r * 60'607);
-    const int64_t row_elems = int64_t{heads} * head_dim;
-    const std::vector<uint16_t> x = ToBf16(Normal(rows * row_elems, 1.f, 71));
+    const int64_t q_elems = rows * heads * head_dim, kv_elems = rows * kv_heads * head_dim;
+    const std::vector<uint16_t> x = ToBf16(Normal(q_elems + 2 * kv_elems, 1.f, 71));
     DeviceBuffer d_x(*attention_, x), d_pos(*attention_, positions), d_freq(*attention_, inv_freq);
-    RopeParams p{d_x.get(), DType::kBF16, rows, heads, head_dim, d_pos.as<int32_t>(), d_freq.as<double>()};
-    ASSERT_TRUE(layer_->Rope(p).ok());
-    const std::vector<double> got = FromBf16(d_x.Download<uint16_t>(*attention_)), xv = FromBf16(x);
-    std::vector<double> want(xv.size()), tol(xv.size());
+    DeviceBuffer d_out(*attention_, std::vector<uint16_t>(x.size(), 0x7fc0));  // NaN
+    auto* out = static_cast<uint16_t*>(d_out.get());
+    QkvSplitParams p{d_x.get(), DType::kBF16, rows, heads, kv_heads, head_dim, d_pos.as<int32_t>(),
+                     d_freq.as<double>(), out, out + q_elems, out + q_elems + kv_elems};
+    ASSERT_TRUE(layer_->SplitQkv(p).ok());
+    const std::vector<double> got = FromBf16(d_out.Download<uint16_t>(*attention_));
+    const SplitQkvExpectation e = SplitQkvReference(FromBf16(x), rows, heads, kv_heads, head_dim, positions, inv_freq);
+    std::vector<double> tol(got.size());
+    for (size_t i = 0; i < tol.size(); ++i) tol[i] = 8 * kF32Unit * e.scale[i] + kBf16Unit * std::abs(e.want[i]);
+    EXPECT_EQ(CountOutside(got, e.want, tol, "q|k|v"), 0);
+  }
+}
+
+// The fused gate/up layout: rows of [gate | up], silu(gate) * up written over gate, up untouched.
+TEST_F(CudaLayerBackendTest, SwiGluOnFusedRowsInBf16) {
+  const int64_t rows = 37;
+  for (const int64_t n : {int64_t{256}, int64_t{101}}) {  // the vector path and the scalar path
+    SCOPED_TRACE(n);
+    const std::vector<uint16_t> fused = ToBf16(Normal(rows * 2 * n, 2.f, 83));
+    DeviceBuffer d_fused(*attention_, fused);
+    auto* base = static_cast<uint16_t*>(d_fused.get());
+    ASSERT_TRUE(layer_->SwiGlu({base, base + n, DType::kBF16, n, rows, 2 * n}).ok());
+    const std::vector<double> got = FromBf16(d_fused.Download<uint16_t>(*attention_)), x = FromBf16(fused);
+    std::vector<double> want(x), tol(x.size(), 0.0);
     for (int64_t r = 0; r < rows; ++r) {
-      for (int h = 0; h < heads; ++h) {
-        for (int i = 0; i < half; ++i) {
-          const int64_t lo = r * row_elems + int64_t{h} * head_dim + i, hi = lo + half;
-          const double angle = static_cast<double>(positions[r]) * inv_freq[i];
-          const double a = xv[lo], b = xv[hi];
-          want[lo] = a * std::cos(angle) - b * std::sin(angle);
-          want[hi] = b * std::cos(angle) + a * std::sin(angle);
-          const double fp32 = 8 * kF32Unit * (std::abs(a) + std::abs(b));
-          tol[lo] = fp32 + kBf16Unit * std::abs(want[lo]);
-          tol[hi] = fp32 + kBf16Unit * std::abs(want[hi]);
-        }
+      for (int64_t i = 0; i < n; ++i) {
+        const double g = x[r * 2 * n + i], u = x[r * 2 * n + n + i];
+        want[r * 2 * n + i] = g / (1.0 + std::exp(-g)) * u;
+        tol[r * 2 * n + i] = (1e-6 + kBf16Unit) * std::abs(want[r * 2 * n + i]);
       }
     }
-    EXPECT_EQ(CountOutside(got, want, tol, "x"), 0);
+    EXPECT_EQ(CountOutside(got, want, tol, "gate_up"), 0);
+  }
+}
+
+// Rows of a bf16 table gathered as fp32, exactly; ids out of range give zeros.
+TEST_F(CudaLayerBackendTest, EmbedGathersBf16Rows) {
+  for (const int64_t hidden : {int64_t{256}, int64_t{6}}) {  // the vector path and the scalar path
+    SCOPED_TRACE(hidden);
+    const int64_t vocab = 50;
+    const std::vector<float> table = Normal(vocab * hidden, 1.f, 91);
+    absl::StatusOr<WeightMatrix> w = layer_->PrepareMatrix(table, vocab, hidden);
+    ASSERT_TRUE(w.ok()) << w.status();
+    const std::vector<int32_t> ids = {3, 0, 49, -1, 50, 7, 3};
+    DeviceBuffer d_ids(*attention_, ids), d_y(*attention_, std::vector<float>(ids.size() * hidden, std::nanf("")));
+    ASSERT_TRUE(layer_->Embed({d_ids.as<int32_t>(), static_cast<int64_t>(ids.size()), &*w, d_y.as<float>()}).ok());
+    const std::vector<float> y = d_y.Download<float>(*attention_);
+    for (size_t r = 0; r < ids.size(); ++r) {
+      for (int64_t c = 0; c < hidden; ++c) {
+        const bool valid = ids[r] >= 0 && ids[r] < vocab;
+        const float want = valid ? static_cast<float>(Bf16Value(Bf16Bits(table[ids[r] * hidden + c]))) : 0.f;
+        ASSERT_EQ(y[r * hidden + c], want) << "row " << r << " (id " << ids[r] << ") col " << c;
+      }
+    }
   }
 }
 
@@ -627,23 +699,30 @@ TEST_F(CudaLayerBackendTest, BadParamsAreInvalidArgument) {
 
   DeviceBuffer positions(*attention_, std::vector<int32_t>{0, 1, 2, 3});
   DeviceBuffer inv_freq(*attention_, std::vector<double>(32, 1.0));
-  RopeParams rope;
-  rope.x = fa;
-  rope.rows = 4;
-  rope.heads = 2;
-  rope.head_dim = 64;
-  rope.positions = positions.as<int32_t>();
-  rope.inv_freq = inv_freq.as<double>();
-  EXPECT_TRUE(layer_->Rope(rope).ok());
-  RopeParams bad_rope = rope;
-  bad_rope.head_dim = 63;
-  expect_invalid(layer_->Rope(bad_rope), "Rope odd head_dim");
-  bad_rope = rope;
-  bad_rope.heads = 0;
-  expect_invalid(layer_->Rope(bad_rope), "Rope heads 0");
-  bad_rope = rope;
-  bad_rope.positions = nullptr;
-  expect_invalid(layer_->Rope(bad_rope), "Rope null positions");
+  QkvSplitParams split;
+  split.qkv = fa;
+  split.rows = 4;
+  split.heads = 2;
+  split.kv_heads = 1;
+  split.head_dim = 64;
+  split.positions = positions.as<int32_t>();
+  split.inv_freq = inv_freq.as<double>();
+  split.q = fb;
+  split.k = fb + 4 * 2 * 64;
+  split.v = fb + 4 * 3 * 64;
+  EXPECT_TRUE(layer_->SplitQkv(split).ok());
+  QkvSplitParams bad_split = split;
+  bad_split.head_dim = 63;
+  expect_invalid(layer_->SplitQkv(bad_split), "SplitQkv odd head_dim");
+  bad_split = split;
+  bad_split.heads = 0;
+  expect_invalid(layer_->SplitQkv(bad_split), "SplitQkv heads 0");
+  bad_split = split;
+  bad_split.positions = nullptr;
+  expect_invalid(layer_->SplitQkv(bad_split), "SplitQkv null positions");
+  bad_split = split;
+  bad_split.q = fa + 64;
+  expect_invalid(layer_->SplitQkv(bad_split), "SplitQkv q over qkv");
 
   SwiGluParams swiglu;
   swiglu.gate = fa;
@@ -657,6 +736,10 @@ TEST_F(CudaLayerBackendTest, BadParamsAreInvalidArgument) {
   bad_swiglu.n = -1;
   expect_invalid(layer_->SwiGlu(bad_swiglu), "SwiGlu negative n");
 
+  bad_swiglu = swiglu;
+  bad_swiglu.rows = 4;
+  bad_swiglu.row_stride = 50;
+  expect_invalid(layer_->SwiGlu(bad_swiglu), "SwiGlu row_stride < n");
   bad_swiglu = swiglu;
   bad_swiglu.dtype = DType::kF16;
   expect_invalid(layer_->SwiGlu(bad_swiglu), "SwiGlu f16");

@@ -2,7 +2,8 @@
 // with a single-rank run of the same job on MPI_COMM_SELF.
 //   dense ring == single rank (fp32 rounding);
 //   sparse mask rows == single-rank mask rows, bitwise; sparse output == single-rank sparse;
-//   bytes sent == selected remote (KV head, block) pairs x block bytes, < dense ring's.
+//   bytes sent == selected remote (KV head, block) pairs x block bytes, < dense ring's;
+//   sparse at an estimated density above SparseOptions::dense_above == the dense ring, same mask.
 #include <mpi.h>
 
 #include <cmath>
@@ -49,7 +50,8 @@ struct Outcome {
   BlockMask mask;
 };
 
-Outcome RunJob(Communicator& comm, const Job& job, const CpLayout& layout, bool sparse) {
+// dense_above: SparseOptions' (by default above any density: the sparse exchange always runs).
+Outcome RunJob(Communicator& comm, const Job& job, const CpLayout& layout, bool sparse, double dense_above = 2.0) {
   const RankInputs in = Inputs(job, layout, comm.rank());
   std::unique_ptr<AttentionBackend> backend = MakeCpuBackend(1);
   const int64_t rows = layout.local_len();
@@ -59,7 +61,7 @@ Outcome RunJob(Communicator& comm, const Job& job, const CpLayout& layout, bool 
   const CpAttentionShard shard{job.dtype, in.q.bytes.data(), in.k.bytes.data(), in.v.bytes.data(), kHeads,
                                kKvHeads, kDim, job.causal, 1.0f / std::sqrt(float{kDim})};
   if (sparse) {
-    absl::StatusOr<SparseCpResult> r = SparseCpAttention(comm, *backend, layout, shard, SparseOptions{8, 0.9f, true, true},
+    absl::StatusOr<SparseCpResult> r = SparseCpAttention(comm, *backend, layout, shard, SparseOptions{8, 0.9f, true, true, dense_above},
                                                          {out.o.data(), lse.data()});
     EXPECT_TRUE(r.ok()) << r.status();
     if (r.ok()) {
@@ -155,6 +157,27 @@ TEST_P(CpAttentionTest, SparseSendsExactlyTheSelectedRemoteBlocks) {
     }
   } else {
     EXPECT_EQ(totals[1], 0);
+  }
+}
+
+// dense_above 0: every layer's density reaches it, so every rank runs the ring (one rank too,
+// with several: one rank always takes the mask) with the dense result, and the mask is the
+// estimator's all the same.
+TEST_P(CpAttentionTest, SparseAboveDenseThresholdRunsTheRing) {
+  const Outcome mine = RunJob(*world_, job_, *layout_, true, /*dense_above=*/0.0);
+  const Outcome dense = RunJob(*self_, job_, *single_, false);
+  const Outcome sparse = RunJob(*self_, job_, *single_, true);
+  if (world_->size() == 1) {
+    EXPECT_FALSE(mine.stats.ran_dense);
+    ExpectSameRows(mine, sparse, kMergeTolerance);
+    return;
+  }
+  EXPECT_TRUE(mine.stats.ran_dense);
+  EXPECT_EQ(mine.stats.kv_bytes_sent * world_->size(), DenseRingKvBytes(*layout_, kKvHeads, kDim, job_.dtype));
+  ExpectSameRows(mine, dense, kMergeTolerance);
+  for (int qb = 0; qb < mine.mask.num_q_blocks; ++qb) {
+    auto a = mine.mask.row(0, qb), b = sparse.mask.row(0, mine.mask.q_block_ids[qb]);
+    EXPECT_EQ(std::vector<int32_t>(a.begin(), a.end()), std::vector<int32_t>(b.begin(), b.end()));
   }
 }
 
