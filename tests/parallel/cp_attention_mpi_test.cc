@@ -61,7 +61,7 @@ Outcome RunJob(Communicator& comm, const Job& job, const CpLayout& layout, bool 
   const CpAttentionShard shard{job.dtype, in.q.bytes.data(), in.k.bytes.data(), in.v.bytes.data(), kHeads,
                                kKvHeads, kDim, job.causal, 1.0f / std::sqrt(float{kDim})};
   if (sparse) {
-    absl::StatusOr<SparseCpResult> r = SparseCpAttention(comm, *backend, layout, shard, SparseOptions{8, 0.9f, true, true, dense_above},
+    absl::StatusOr<SparseCpResult> r = SparseCpAttention(comm, *backend, layout, shard, SparseOptions{8, 0.9f, true, true, true, dense_above},
                                                          {out.o.data(), lse.data()});
     EXPECT_TRUE(r.ok()) << r.status();
     if (r.ok()) {
