@@ -265,7 +265,8 @@ absl::StatusOr<nlohmann::json> PrefillRequest(const LoadedModel& model, const Pr
       s.ok() ? LocalInput(model, source, *layout, comm.rank(), *length) : absl::StatusOr<PrefillInput>(s);
   if (s = AgreeOnStatus(comm, input.status()); !s.ok()) return s;
 
-  PrefillOptions options{o.mode == "sparse", SparseOptions{o.stride, o.tau, true, true}};
+  // The model reads no mask ids on the host: one rank leaves them where the attention reads them.
+  PrefillOptions options{o.mode == "sparse", SparseOptions{o.stride, o.tau, true, true, /*mask_ids_on_host=*/false}};
   options.keep_kv = !o.kv_out.empty() || !o.kv_target.empty();
   if (options.keep_kv) options.kv_dtype = *ParseDType(o.kv_dtype);  // ValidateOptions checked it
   const auto t0 = Clock::now();
