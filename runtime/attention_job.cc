@@ -349,6 +349,18 @@ nlohmann::json AttentionJobReport::ToJson() const {
   j["attention_seconds"] = att;
   j["total_seconds"] = total;
   j["ranks"] = per_rank;
+  // Work balance across ranks: the slowest over the mean (1 = even; the job runs at the
+  // speed of the slowest rank).
+  auto imbalance = [&](auto value) {
+    double sum = 0, max = 0;
+    for (const RankStats& r : ranks) {
+      sum += static_cast<double>(value(r));
+      max = std::max(max, static_cast<double>(value(r)));
+    }
+    return sum > 0 ? max * static_cast<double>(ranks.size()) / sum : 1.0;
+  };
+  j["selected_blocks_imbalance"] = imbalance([](const RankStats& r) { return r.selected_blocks; });
+  j["attention_seconds_imbalance"] = imbalance([](const RankStats& r) { return r.attention_seconds; });
   if (checked) {
     j["max_abs_err"] = max_abs_err;
     j["rel_l2_err"] = rel_l2_err;
@@ -375,6 +387,10 @@ std::string AttentionJobReport::Summary() const {
   text += absl::StrFormat("  time       %.3f s total: estimate %.3f, exchange %.3f, attention %.3f (slowest rank)\n",
                           j["total_seconds"].get<double>(), j["estimate_seconds"].get<double>(),
                           j["exchange_seconds"].get<double>(), j["attention_seconds"].get<double>());
+  if (world_size > 1) {
+    text += absl::StrFormat("  balance    slowest rank / mean: %.2f in selected blocks, %.2f in attention time\n",
+                            j["selected_blocks_imbalance"].get<double>(), j["attention_seconds_imbalance"].get<double>());
+  }
   if (const int64_t peak = j["device_memory_peak_bytes"].get<int64_t>(); peak >= 0) {
     text += absl::StrFormat("  memory     GPU peak %.2f GiB (backend buffers peak %.2f GiB; largest rank)\n",
                             peak / 1073741824.0, j["backend_memory_peak_bytes"].get<int64_t>() / 1073741824.0);
