@@ -1,7 +1,7 @@
 #include "runtime/transformer_prefill.h"
 
-#include <chrono>
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <cstddef>
 #include <optional>
