@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# One device call for the GPU model (issue 24): the layer kernels' tests
+# (cuda_layer_backend_test, cuda_ops_test, cuda_resident_mask_test), the tiny Llama/Qwen2
+# models against the float64 numpy forward (tests/gpu/model_on_gpu.sh), then
+# model_vs_hf_device_run.sh (ours against transformers on the same GPU).
+# Usage (repository root, bench/gpu/device_bundle.tar.xz carried; see run_device_bench.sh pack):
+#   TOTAL=570 bash bench/gpu/model_device_session.sh
+# Knobs: TOTAL (seconds for the whole call), TESTS, SKIP_MODEL_TEST, and model_vs_hf's own
+# (LENGTHS, MODES, RUNS, TAU, TARGET_DENSITY, LAYERS).
+cd "$(dirname "$0")/../.." || exit 1
+OUT=${OUT:-$PWD/device_out}
+mkdir -p "$OUT"
+python3 -m tarfile -e bench/gpu/device_bundle.tar.xz bench/gpu || exit 1
+B=$PWD/bench/gpu/device_bundle
+(
+  export LD_LIBRARY_PATH=$B/lib:${LD_LIBRARY_PATH:-}
+  . bench/gpu/device_cuda_libraries.sh
+  for t in ${TESTS:-cuda_layer_backend_test cuda_ops_test cuda_resident_mask_test}; do
+    timeout 200 "$B/bin/$t" >"$OUT/$t.log" 2>&1
+    echo "$t: exit $? $(grep -E '^\[  (PASSED|FAILED) ' "$OUT/$t.log" | tr '\n' ' ')"
+    grep -E "^\[  FAILED" "$OUT/$t.log" | head -5
+  done
+  if [ -z "${SKIP_MODEL_TEST:-}" ]; then
+    export OPAL_PREFIX=$B/ompi OMPI_MCA_ess_singleton_isolated=1  # prefill as an MPI singleton
+    timeout 240 env PYTHON=python3 sh tests/gpu/model_on_gpu.sh "$B/bin/prefill" /tmp/model_on_gpu \
+      >"$OUT/model_on_gpu.log" 2>&1
+    echo "model_on_gpu: exit $? ($(tail -1 "$OUT/model_on_gpu.log"))"
+  fi
+)
+BUDGET=$((${TOTAL:-570} - SECONDS)) RUNS=${RUNS:-3} bash bench/gpu/model_vs_hf_device_run.sh 2>&1 | tail -45
