@@ -7,6 +7,10 @@
 #      time, efficiency, KV bytes on the wire (and the dense ring's), exchange time;
 #   3. weak scaling: 128K tokens per GPU, up to 1M on 8 GPUs, GPU memory per rank;
 #   4. results/*.json and a table (summary.md) for bench/README.md.
+# Exits 1 when a correctness job failed, an N-GPU output differs from the 1-GPU one by more
+# than 2e-2 (max abs; outputs are O(1): bf16 inputs with fp32 accumulation, where N ranks
+# round P to bf16 per partial softmax, leave ~2^-9 relative; a wrong block moves O by O(1)),
+# or a density differs from the 1-GPU mask's (same inputs, same estimator: identical masks).
 #
 #   cp_scaling.sh PREFILL OUT [small]
 # `small` shrinks every length 16x (a dry run of the script, e.g. on one GPU). mpirun comes
@@ -84,13 +88,25 @@ def get(j, *keys):
         j = j[k]
     return j
 
-print("## correctness (64K, needle): N GPUs vs 1 GPU\n\n| mode | GPUs | max abs diff vs 1 GPU | density | density on 1 GPU |\n|---|---|---|---|---|")
+TOLERANCE = 2e-2  # max abs, see the script's header
+failures = []
+print("## correctness (64K, needle): N GPUs vs 1 GPU\n\n| mode | GPUs | max abs diff vs 1 GPU | density | density on 1 GPU | verdict |\n|---|---|---|---|---|---|")
 for mode in ("dense", "sparse"):
     ref_path = os.path.join(res, f"o_{mode}_np1.safetensors")
     for n in sizes:
         p = os.path.join(res, f"o_{mode}_np{n}.safetensors")
         diff = float(np.abs(tensor(p) - tensor(ref_path)).max()) if os.path.exists(p) and os.path.exists(ref_path) else None
-        print(f"| {mode} | {n} | {diff} | {get(load(f'check_{mode}_np{n}'), 'density')} | {get(load(f'check_{mode}_np1'), 'density')} |")
+        density, density1 = get(load(f"check_{mode}_np{n}"), "density"), get(load(f"check_{mode}_np1"), "density")
+        problems = []
+        if diff is None or density is None or density1 is None:
+            problems.append("no output or report (the job failed: see its log)")
+        else:
+            if not diff <= TOLERANCE:  # NaN fails too
+                problems.append(f"output differs by {diff:.3g} > {TOLERANCE}")
+            if abs(density - density1) > 1e-12:
+                problems.append(f"density {density} != {density1} on 1 GPU")
+        failures += [f"{mode} on {n} GPUs: {p}" for p in problems]
+        print(f"| {mode} | {n} | {diff} | {density} | {density1} | {'ok' if not problems else 'FAIL'} |")
 
 for kind in ("strong", "weak"):
     print(f"\n## {kind} scaling\n\n| mode | GPUs | L | total s | efficiency | exchange s | KV bytes sent | dense ring bytes | density | GPU memory / rank |\n|---|---|---|---|---|---|---|---|---|---|")
@@ -103,5 +119,12 @@ for kind in ("strong", "weak"):
             print(f"| {mode} | {n} | {get(j, 'seq_len')} | {t} | {eff} | {get(j, 'exchange_seconds')} | "
                   f"{get(j, 'kv_bytes_sent_total')} | {get(j, 'kv_bytes_dense_ring')} | {get(j, 'density')} | "
                   f"{get(j, 'device_memory_used_bytes')} |")
+
+for f in failures:
+    print(f"FAIL: {f}", file=sys.stderr)
+sys.exit(1 if failures else 0)
 PY
+status=${PIPESTATUS[0]}
 rm -f "$out"/results/o_*.safetensors  # large; the diffs are in summary.md
+[ "$status" -eq 0 ] || log "FAILED: an N-GPU output or mask differs from the 1-GPU one (see summary.md)"
+exit "$status"
