@@ -54,6 +54,7 @@ CLI::App* AddAttentionFlags(CLI::App& app, AttentionFlags& flags) {
   cmd->add_option("--block", c.block, "Block size of the mask, in tokens")->capture_default_str();
   cmd->add_option("--stride", c.stride, "Estimation stride S: keys pooled per S, one query sampled per S")->capture_default_str();
   cmd->add_option("--tau", c.tau, "Keep the fewest blocks whose estimated attention mass reaches tau")->capture_default_str();
+  cmd->add_option("--dense-above", c.dense_above, "Several ranks: at this estimated density or more the dense ring runs instead (above 1: never)")->capture_default_str();
   cmd->add_flag("--no-keep-recent", flags.no_keep_recent, "Do not force the last query block dense");
   cmd->add_option("--threads", c.threads, "Threads per rank (0: the node's cores / ranks on the node)")->capture_default_str();
   cmd->add_option("--device", c.device, "cpu, or cuda (one GPU per local rank, NCCL between ranks)")->capture_default_str();

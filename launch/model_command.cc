@@ -114,6 +114,7 @@ std::function<int()> AddModelCommand(CLI::App& app, const MpiSession& session) {
   cmd->add_option("--block", c.block, "Block size of the mask")->capture_default_str();
   cmd->add_option("--stride", c.stride, "Estimation stride")->capture_default_str();
   cmd->add_option("--tau", c.tau, "Attention mass the mask keeps")->capture_default_str();
+  cmd->add_option("--dense-above", c.dense_above, "Several ranks: a layer whose estimated density reaches this runs the dense ring (above 1: never)")->capture_default_str();
   cmd->add_option("--threads", c.threads, "Threads per rank (0: the node's cores / ranks on the node)")->capture_default_str();
   cmd->add_option("--kv-out", c.kv_out, "Write the KV cache to this folder");
   cmd->add_option("--kv-target", c.kv_target, "Also stream the KV cache over UCX to a decode server (kv-receiver) at HOST:PORT; succeeds only once acknowledged");

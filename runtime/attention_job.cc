@@ -201,6 +201,7 @@ absl::Status ValidateAttentionConfig(const AttentionJobConfig& c, int world_size
     return Invalid(absl::StrCat("--stride ", c.stride, " must divide --block ", c.block, " (e.g. 4, 8, 16)"));
   }
   if (!(c.tau > 0.f && c.tau <= 1.f)) return Invalid(absl::StrCat("--tau ", c.tau, " must be in (0, 1]"));
+  if (!(c.dense_above >= 0.0)) return Invalid(absl::StrCat("--dense-above ", c.dense_above, " must be >= 0"));
   if (c.mode != "dense" && c.mode != "sparse") {
     return Invalid(absl::StrCat("--mode '", c.mode, "' is not a mode (valid: dense, sparse)"));
   }
@@ -261,11 +262,12 @@ absl::StatusOr<AttentionJobReport> RunAttentionJob(const AttentionJobConfig& con
   } else {
     // The mask's ids come to the host only for the needle's recall.
     const bool needle = c.qkv_path.empty() && c.workload == "needle";
-    const SparseOptions options{c.stride, c.tau, c.keep_sink, c.keep_recent, needle};
+    const SparseOptions options{c.stride, c.tau, c.keep_sink, c.keep_recent, needle, c.dense_above};
     absl::StatusOr<SparseCpResult> r = SparseCpAttention(*ctx->comm, backend, layout, cp, options, out);
     if (!r.ok()) return r.status();
     stats = r->stats;
     mask = std::move(r->mask);
+    report.ran_dense = stats.ran_dense;  // alike on every rank
   }
   if (s = backend.CopyToHost(o.data(), o_dev->get(), o.size() * sizeof(float)); !s.ok()) return s;
   report.device_memory_used_bytes = ctx->device_memory_used();
@@ -366,6 +368,7 @@ nlohmann::json AttentionJobReport::ToJson() const {
     j["rel_l2_err"] = rel_l2_err;
   }
   if (needle_recall >= 0) j["needle_recall"] = needle_recall;
+  if (c.mode == "sparse") j["ran_dense"] = ran_dense;
   // Phase times bracket synchronized backend work, so on CUDA they are the GPU's times.
   if (device == "cuda") j["gpu_name"] = device_name;
   return j;
@@ -379,7 +382,8 @@ std::string AttentionJobReport::Summary() const {
       c.mode, c.qkv_path.empty() ? c.workload : c.qkv_path, world_size, device, c.layout, c.seq_len, c.heads,
       c.kv_heads, c.head_dim, c.dtype, c.causal ? " causal" : "");
   if (c.mode == "sparse") {
-    text += absl::StrFormat("  mask       density %.3f (block %d, stride %d, tau %.2f)\n", density, c.block, c.stride, c.tau);
+    text += absl::StrFormat("  mask       density %.3f (block %d, stride %d, tau %.2f)%s\n", density, c.block, c.stride, c.tau,
+                            ran_dense ? ": ran the dense ring (--dense-above)" : "");
   }
   text += absl::StrFormat("  KV sent    %.1f MiB (dense ring: %.1f MiB, %.1f%%)\n", kv_bytes_sent_total / 1048576.0,
                           kv_bytes_dense_ring / 1048576.0,

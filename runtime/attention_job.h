@@ -37,6 +37,9 @@ struct AttentionJobConfig {
   float tau = 0.95f;
   bool keep_sink = true;
   bool keep_recent = true;
+  // Sparse on several ranks: at this estimated density (or more) the dense ring runs instead
+  // (SparseOptions::dense_above); above 1: never.
+  double dense_above = 0.9;
   int threads = 0;
   std::string device = "cpu";  // cpu, or cuda (one GPU per local rank, NCCL between them)
   int device_id = -1;          // -1: the local rank's GPU
@@ -68,6 +71,7 @@ struct AttentionJobReport {
   // The needle workload: the fraction of (head, question block) rows whose mask holds the
   // needle's block (1 for dense).
   double needle_recall = -1;
+  bool ran_dense = false;  // sparse mode ran the dense ring (the density reached dense_above)
 
   nlohmann::json ToJson() const;
   std::string Summary() const;  // a few readable lines for rank 0 to print

@@ -209,6 +209,9 @@ absl::Status ValidateOptions(const PrefillRequestOptions& o) {
     return absl::InvalidArgumentError(absl::StrCat("--stride ", o.stride, " must divide --block ", o.block));
   }
   if (!(o.tau > 0.f && o.tau <= 1.f)) return absl::InvalidArgumentError(absl::StrCat("--tau ", o.tau, " must be in (0, 1]"));
+  if (!(o.dense_above >= 0.0)) {
+    return absl::InvalidArgumentError(absl::StrCat("--dense-above ", o.dense_above, " must be >= 0"));
+  }
   if (!o.kv_target.empty()) {
     if (absl::Status s = ValidateUcxKvSinkOptions({o.kv_target, o.kv_timeout}); !s.ok()) return s;
   }
@@ -266,7 +269,7 @@ absl::StatusOr<nlohmann::json> PrefillRequest(const LoadedModel& model, const Pr
   if (s = AgreeOnStatus(comm, input.status()); !s.ok()) return s;
 
   // The model reads no mask ids on the host: one rank leaves them where the attention reads them.
-  PrefillOptions options{o.mode == "sparse", SparseOptions{o.stride, o.tau, true, true, /*mask_ids_on_host=*/false}};
+  PrefillOptions options{o.mode == "sparse", SparseOptions{o.stride, o.tau, true, true, /*mask_ids_on_host=*/false, o.dense_above}};
   options.keep_kv = !o.kv_out.empty() || !o.kv_target.empty();
   if (options.keep_kv) options.kv_dtype = *ParseDType(o.kv_dtype);  // ValidateOptions checked it
   const auto t0 = Clock::now();

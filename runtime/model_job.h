@@ -46,6 +46,9 @@ struct PrefillRequestOptions {
   int block = 128;
   int stride = 8;
   float tau = 0.95f;
+  // Sparse on several ranks: a layer whose estimated density reaches this runs the dense ring
+  // (SparseOptions::dense_above); above 1: never.
+  double dense_above = 0.9;
   int threads = 1;  // for the report: the backends were made with it
   std::string kv_out;  // folder for the KV cache; empty: not written
   std::string kv_dtype = "bf16";
