@@ -31,6 +31,13 @@ struct CpAttentionOutput {
 struct CpAttentionStats {
   int64_t selected_blocks = 0;  // (head, q block, kv block) triples computed by this rank
   int64_t visible_blocks = 0;   // what a dense (causal) mask would compute
+  // Sparse balancing (sparse_balance_plan.h): the (head, q block, kv block) triples this rank
+  // computed, its own left after the moves plus the ones it computed for other ranks; equal
+  // to selected_blocks when nothing moved.
+  int64_t computed_blocks = 0;
+  int64_t balance_bytes_sent = 0;  // Q rows, mask rows and partial results sent for balancing
+  int64_t balance_moves = 0;       // segments the plan moved, all ranks together
+  uint64_t balance_plan_hash = 0;  // SparseBalancePlan::Hash(), alike on every rank; 0: no plan
   int64_t kv_bytes_sent = 0;    // K and V bytes this rank put on the wire
   double estimate_seconds = 0;  // pooling, pooled-key all-gather, mask estimation
   double exchange_seconds = 0;  // planning and the part of KV transfer not hidden by compute

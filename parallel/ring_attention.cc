@@ -187,6 +187,7 @@ absl::StatusOr<CpAttentionStats> RingAttention(Communicator& comm, AttentionBack
     }
   }
   stats.visible_blocks = stats.selected_blocks;
+  stats.computed_blocks = stats.selected_blocks;
   if (!have_output) {
     return absl::InternalError("ring attention: no query block of this rank sees any key");
   }

@@ -5,6 +5,7 @@
 #include <vector>
 
 #include "parallel/backend_upload.h"
+#include "parallel/guest_attention.h"
 #include "parallel/masked_attention_call.h"
 #include "parallel/ring_attention.h"
 #include "parallel/sparse_kv_exchange.h"
@@ -123,6 +124,7 @@ absl::Status AttendOnOneRank(AttentionBackend& backend, const CpLayout& layout, 
   absl::StatusOr<BackendBlockMask> mask = backend.EstimateMaskInBackend(est);
   if (!mask.ok()) return mask.status();
   stats.selected_blocks = mask->selected_blocks();
+  stats.computed_blocks = stats.selected_blocks;
   stats.visible_blocks = mask->host.visible_blocks;
   stats.estimate_seconds = Seconds(t0);
 
@@ -151,6 +153,24 @@ absl::StatusOr<bool> DenseEnough(Communicator& comm, const CpAttentionStats& sta
   double blocks[2] = {static_cast<double>(stats.selected_blocks), static_cast<double>(stats.visible_blocks)};
   if (absl::Status s = comm.AllReduceSum(blocks, 2); !s.ok()) return s;
   return blocks[1] > 0 && blocks[0] >= dense_above * blocks[1];
+}
+
+// The remote blocks' partial result, merged into out by log-sum-exp.
+absl::Status AttendRemoteBlocks(AttentionBackend& backend, const CpAttentionShard& shard, int lq, int block,
+                                const int32_t* q_pos, const KvRows& remote_rows, const HostCsr& remote_mask,
+                                const CpAttentionOutput& out) {
+  const size_t entries = static_cast<size_t>(lq) * shard.hq;
+  absl::StatusOr<BackendBuffer> part_o = backend.Allocate(entries * shard.head_dim * sizeof(float));
+  absl::StatusOr<BackendBuffer> part_lse = backend.Allocate(entries * sizeof(float));
+  if (!part_o.ok()) return part_o.status();
+  if (!part_lse.ok()) return part_lse.status();
+  absl::Status s = RunMaskedAttention(backend, shard, q_pos, lq, block, remote_rows, remote_mask,
+                                      As<float>(*part_o), As<float>(*part_lse));
+  if (!s.ok()) return s;
+  LseMergeParams merge{out.o, out.lse, As<float>(*part_o), As<float>(*part_lse),
+                       static_cast<int64_t>(entries), shard.head_dim};
+  if (s = backend.MergeByLse(merge); !s.ok()) return s;
+  return backend.Synchronize();
 }
 
 }  // namespace
@@ -216,9 +236,30 @@ absl::StatusOr<SparseCpResult> SparseCpAttention(Communicator& comm, AttentionBa
     return result;
   }
 
-  // c-d. Plan and post the exchange.
+  // Balance: every rank plans the same moves from the same gathered counts.
   t0 = Clock::now();
-  std::vector<std::vector<KvBlockRef>> need_from = PlanRemoteKvBlocks(result.mask, layout, rank, shard.hkv);
+  stats.computed_blocks = stats.selected_blocks;
+  BlockMask kept;  // result.mask less the entries moved away (result.mask stays the estimate)
+  const BlockMask* own = &result.mask;
+  std::unique_ptr<GuestAttention> guests;
+  if (options.balance == BalanceMode::kAuto) {
+    absl::StatusOr<SparseBalancePlan> plan = AgreeOnBalancePlan(comm, layout, result.mask, shard.hq, shard.hkv);
+    if (!plan.ok()) return plan.status();
+    stats.computed_blocks = plan->computed[rank];
+    stats.balance_moves = static_cast<int64_t>(plan->moves.size());
+    stats.balance_plan_hash = plan->Hash();
+    if (!plan->moves.empty()) {
+      kept = WithoutMovedEntries(result.mask, layout, rank, shard.hkv, *plan);
+      own = &kept;
+      absl::StatusOr<std::unique_ptr<GuestAttention>> exchanged =
+          GuestAttention::Exchange(comm, backend, layout, shard, result.mask, *plan);
+      if (!exchanged.ok()) return exchanged.status();
+      guests = std::move(*exchanged);
+    }
+  }
+
+  // c-d. Plan and post the exchange of what this rank computes itself.
+  std::vector<std::vector<KvBlockRef>> need_from = PlanRemoteKvBlocks(*own, layout, rank, shard.hkv);
   absl::StatusOr<std::vector<std::vector<KvBlockRef>>> send_to = ExchangeKvRequests(comm, need_from);
   if (!send_to.ok()) return send_to.status();
   absl::StatusOr<BackendBuffer> local_k = ToHeadMajor(backend, shard.k, lq, shard.hkv, shard.head_dim, shard.dtype);
@@ -229,14 +270,21 @@ absl::StatusOr<SparseCpResult> SparseCpAttention(Communicator& comm, AttentionBa
       comm, backend, layout, shard, local_k->get(), local_v->get(), std::move(need_from), *send_to);
   if (!exchange.ok()) return exchange.status();
   stats.kv_bytes_sent = (*exchange)->bytes_sent();
+  if (guests) {
+    if (absl::Status s = guests->PostPartialReceives(); !s.ok()) return s;
+  }
   stats.exchange_seconds = Seconds(t0);
 
-  // e. Local blocks while remote ones travel.
+  // e. Guests first (their ranks wait for the partials), then local blocks while remote ones travel.
   t0 = Clock::now();
-  HostCsr local_mask, remote_mask;
-  SplitMask(result.mask, layout, rank, shard.hkv, **exchange, &local_mask, &remote_mask);
   absl::StatusOr<BackendBuffer> q_pos = UploadToBackend(backend, std::span<const int32_t>(positions));
   if (!q_pos.ok()) return q_pos.status();
+  if (guests) {
+    absl::Status s = guests->ComputeAndReturn(local_k->get(), local_v->get(), As<int32_t>(*q_pos));
+    if (!s.ok()) return s;
+  }
+  HostCsr local_mask, remote_mask;
+  SplitMask(*own, layout, rank, shard.hkv, **exchange, &local_mask, &remote_mask);
   const KvRows local_rows{local_k->get(), local_v->get(), shard.head_dim,
                           static_cast<int64_t>(lq) * shard.head_dim, As<int32_t>(*q_pos), 0, lq};
   absl::Status s = RunMaskedAttention(backend, shard, As<int32_t>(*q_pos), lq, block, local_rows,
@@ -247,21 +295,16 @@ absl::StatusOr<SparseCpResult> SparseCpAttention(Communicator& comm, AttentionBa
   t0 = Clock::now();
   if (s = (*exchange)->Wait(); !s.ok()) return s;
   stats.exchange_seconds += Seconds(t0);
-  if (remote_mask.nnz() == 0) return result;
 
   t0 = Clock::now();
-  const size_t entries = static_cast<size_t>(lq) * shard.hq;
-  absl::StatusOr<BackendBuffer> part_o = backend.Allocate(entries * shard.head_dim * sizeof(float));
-  absl::StatusOr<BackendBuffer> part_lse = backend.Allocate(entries * sizeof(float));
-  if (!part_o.ok()) return part_o.status();
-  if (!part_lse.ok()) return part_lse.status();
-  s = RunMaskedAttention(backend, shard, As<int32_t>(*q_pos), lq, block, (*exchange)->remote_rows(),
-                         remote_mask, As<float>(*part_o), As<float>(*part_lse));
-  if (!s.ok()) return s;
-  LseMergeParams merge{out.o, out.lse, As<float>(*part_o), As<float>(*part_lse),
-                       static_cast<int64_t>(entries), shard.head_dim};
-  if (s = backend.MergeByLse(merge); !s.ok()) return s;
-  if (s = backend.Synchronize(); !s.ok()) return s;
+  if (remote_mask.nnz() > 0) {
+    s = AttendRemoteBlocks(backend, shard, lq, block, As<int32_t>(*q_pos), (*exchange)->remote_rows(), remote_mask, out);
+    if (!s.ok()) return s;
+  }
+  if (guests) {
+    if (s = guests->MergeInto(out); !s.ok()) return s;
+    stats.balance_bytes_sent = guests->bytes_sent();
+  }
   stats.attention_seconds += Seconds(t0);
   return result;
 }

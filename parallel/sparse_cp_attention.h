@@ -3,6 +3,8 @@
 //   b. estimate this rank's mask over the whole sequence, locally (round-robin sampling);
 //   c.-d. fetch exactly the selected remote KV blocks (SparseKvExchange);
 //   e. attend to local blocks while remote ones arrive, then to remote ones, and merge.
+// With balancing, between b. and c. the ranks agree on a plan that moves work to the owners
+// of the KV blocks (guest_attention.h); c.-e. then run on what each rank still computes.
 // One rank whose blocks are all local has no c.-d.: its mask stays in backend memory (ids
 // built on the device, read in place by the attention).
 // The mask a rank computes is bitwise the rows a single rank computes for its query blocks.
@@ -14,6 +16,7 @@
 #include "parallel/communicator.h"
 #include "parallel/cp_attention.h"
 #include "parallel/cp_layout.h"
+#include "parallel/sparse_balance_plan.h"
 
 namespace prefill {
 
@@ -30,6 +33,10 @@ struct SparseOptions {
   // result as a mask of every visible block. One rank always takes the mask: its attention
   // reads the mask in place and skips what it leaves out, with no exchange to save.
   double dense_above = 0.9;
+  // Several ranks, sparse layers: auto evens the ranks' mask entries by having the owner of
+  // a KV block compute the entries other ranks selected on it (guest_attention.h); no KV
+  // moves for them, only their Q rows and partial results.
+  BalanceMode balance = BalanceMode::kAuto;
 };
 
 struct SparseCpResult {

@@ -3,10 +3,13 @@
 //   dense ring == single rank (fp32 rounding);
 //   sparse mask rows == single-rank mask rows, bitwise; sparse output == single-rank sparse;
 //   bytes sent == selected remote (KV head, block) pairs x block bytes, < dense ring's;
-//   sparse at an estimated density above SparseOptions::dense_above == the dense ring, same mask.
+//   sparse at an estimated density above SparseOptions::dense_above == the dense ring, same mask;
+//   balanced sparse (owner computes) == unbalanced sparse, same mask, the same plan on every
+//   rank, the computed blocks no more uneven than the selected ones (also on 3 ranks).
 #include <mpi.h>
 
 #include <cmath>
+#include <numeric>
 #include <set>
 #include <tuple>
 #include <vector>
@@ -51,7 +54,8 @@ struct Outcome {
 };
 
 // dense_above: SparseOptions' (by default above any density: the sparse exchange always runs).
-Outcome RunJob(Communicator& comm, const Job& job, const CpLayout& layout, bool sparse, double dense_above = 2.0) {
+Outcome RunJob(Communicator& comm, const Job& job, const CpLayout& layout, bool sparse, double dense_above = 2.0,
+               BalanceMode balance = BalanceMode::kAuto) {
   const RankInputs in = Inputs(job, layout, comm.rank());
   std::unique_ptr<AttentionBackend> backend = MakeCpuBackend(1);
   const int64_t rows = layout.local_len();
@@ -61,7 +65,7 @@ Outcome RunJob(Communicator& comm, const Job& job, const CpLayout& layout, bool 
   const CpAttentionShard shard{job.dtype, in.q.bytes.data(), in.k.bytes.data(), in.v.bytes.data(), kHeads,
                                kKvHeads, kDim, job.causal, 1.0f / std::sqrt(float{kDim})};
   if (sparse) {
-    absl::StatusOr<SparseCpResult> r = SparseCpAttention(comm, *backend, layout, shard, SparseOptions{8, 0.9f, true, true, true, dense_above},
+    absl::StatusOr<SparseCpResult> r = SparseCpAttention(comm, *backend, layout, shard, SparseOptions{8, 0.9f, true, true, true, dense_above, balance},
                                                          {out.o.data(), lse.data()});
     EXPECT_TRUE(r.ok()) << r.status();
     if (r.ok()) {
@@ -133,8 +137,9 @@ TEST_P(CpAttentionTest, SparseMaskAndOutputEqualSingleRank) {
   ExpectSameRows(mine, single, kMergeTolerance);
 }
 
+// Unbalanced: balancing moves work to where its KV blocks are, so fewer are fetched.
 TEST_P(CpAttentionTest, SparseSendsExactlyTheSelectedRemoteBlocks) {
-  const Outcome mine = RunJob(*world_, job_, *layout_, true);
+  const Outcome mine = RunJob(*world_, job_, *layout_, true, 2.0, BalanceMode::kOff);
   std::set<std::pair<int, int>> remote;  // (kv head, block) this rank needs from others
   const int group = kHeads / kKvHeads;
   for (int h = 0; h < kHeads; ++h) {
@@ -187,6 +192,73 @@ INSTANTIATE_TEST_SUITE_P(
                       std::make_tuple(LayoutKind::kContiguous, true, WorkloadKind::kStripes, DType::kF32),
                       std::make_tuple(LayoutKind::kZigzag, false, WorkloadKind::kVideo, DType::kF32),
                       std::make_tuple(LayoutKind::kZigzag, true, WorkloadKind::kRandom, DType::kBF16)));
+
+// Balanced against unbalanced sparse attention, 1 to 4 ranks (3 included: 3072 tokens split
+// into whole blocks for every world size up to 4, zigzag too).
+class SparseBalanceTest : public ::testing::TestWithParam<std::tuple<LayoutKind, WorkloadKind>> {
+ protected:
+  void SetUp() override {
+    world_ = *MpiCommunicator::Create(MPI_COMM_WORLD);
+    auto [layout, workload] = GetParam();
+    job_ = {layout, true, workload, DType::kF32};
+    layout_ = std::make_unique<CpLayout>(*CpLayout::Create(layout, 3072, world_->size(), kBlock));
+  }
+  std::unique_ptr<MpiCommunicator> world_;
+  Job job_;
+  std::unique_ptr<CpLayout> layout_;
+};
+
+// Every rank's value of x, in rank order.
+template <typename T>
+std::vector<T> Gathered(T x) {
+  int n = 0;
+  MPI_Comm_size(MPI_COMM_WORLD, &n);
+  std::vector<T> all(n);
+  EXPECT_EQ(MPI_Allgather(&x, sizeof(T), MPI_BYTE, all.data(), sizeof(T), MPI_BYTE, MPI_COMM_WORLD), MPI_SUCCESS);
+  return all;
+}
+
+TEST_P(SparseBalanceTest, BalancedEqualsUnbalancedWithTheSameMaskAndPlan) {
+  const Outcome off = RunJob(*world_, job_, *layout_, true, 2.0, BalanceMode::kOff);
+  const Outcome on = RunJob(*world_, job_, *layout_, true, 2.0, BalanceMode::kAuto);
+  EXPECT_EQ(on.mask, off.mask) << "rank " << world_->rank();
+  double worst = 0;
+  for (size_t i = 0; i < on.o.size(); ++i) worst = std::max(worst, std::abs(double{on.o[i]} - off.o[i]));
+  EXPECT_LE(worst, kMergeTolerance) << "rank " << world_->rank() << " of " << world_->size();
+
+  const std::vector<uint64_t> hashes = Gathered(on.stats.balance_plan_hash);
+  const std::vector<int64_t> moves = Gathered(on.stats.balance_moves);
+  const std::vector<int64_t> selected = Gathered(on.stats.selected_blocks);
+  const std::vector<int64_t> computed = Gathered(on.stats.computed_blocks);
+  const std::vector<int64_t> kv_on = Gathered(on.stats.kv_bytes_sent), kv_off = Gathered(off.stats.kv_bytes_sent);
+  EXPECT_EQ(selected, Gathered(off.stats.selected_blocks));
+  EXPECT_EQ(Gathered(off.stats.computed_blocks), selected) << "unbalanced ranks compute what they select";
+  EXPECT_EQ(std::accumulate(computed.begin(), computed.end(), int64_t{0}),
+            std::accumulate(selected.begin(), selected.end(), int64_t{0}));
+  EXPECT_LE(Imbalance(computed), Imbalance(selected));
+  EXPECT_LE(std::accumulate(kv_on.begin(), kv_on.end(), int64_t{0}),
+            std::accumulate(kv_off.begin(), kv_off.end(), int64_t{0}));
+  for (int r = 1; r < world_->size(); ++r) {
+    EXPECT_EQ(hashes[r], hashes[0]) << "rank " << r << "'s plan differs from rank 0's";
+    EXPECT_EQ(moves[r], moves[0]);
+  }
+  if (world_->size() == 1) {
+    EXPECT_EQ(on.stats.balance_moves, 0);
+    EXPECT_EQ(on.stats.computed_blocks, on.stats.selected_blocks);
+  } else if (job_.workload == WorkloadKind::kNeedle && job_.layout == LayoutKind::kZigzag) {
+    // The forced-dense last query block makes the rank holding it the heaviest: work moves.
+    EXPECT_GT(on.stats.balance_moves, 0);
+    const std::vector<int64_t> bytes = Gathered(on.stats.balance_bytes_sent);
+    EXPECT_GT(std::accumulate(bytes.begin(), bytes.end(), int64_t{0}), 0);
+    EXPECT_LT(Imbalance(computed), Imbalance(selected));
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Workloads, SparseBalanceTest,
+    ::testing::Combine(::testing::Values(LayoutKind::kContiguous, LayoutKind::kZigzag),
+                       ::testing::Values(WorkloadKind::kNeedle, WorkloadKind::kStripes, WorkloadKind::kSinks,
+                                         WorkloadKind::kVideo)));
 
 }  // namespace
 }  // namespace prefill
