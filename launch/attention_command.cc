@@ -23,6 +23,14 @@ void RecordAttentionJob(const AttentionJobReport& report, int rank, monitoring::
   }
   r.kv_bytes_sent = mine.kv_bytes_sent;
   r.kv_bytes_dense_ring = report.kv_bytes_dense_ring / report.world_size;
+  if (report.config.mode == "sparse") {
+    const nlohmann::json j = report.ToJson();
+    r.selected_blocks = mine.selected_blocks;
+    r.computed_blocks = mine.computed_blocks;
+    r.balance_bytes_sent = mine.balance_bytes_sent;
+    r.selected_blocks_imbalance = j["selected_blocks_imbalance"].get<double>();
+    r.computed_blocks_imbalance = j["computed_blocks_imbalance"].get<double>();
+  }
   metrics.RecordRequest(r);
   if (report.device_memory_used_bytes >= 0) metrics.SetGpuMemoryUsedBytes(report.device_memory_used_bytes);
 }
@@ -55,6 +63,10 @@ CLI::App* AddAttentionFlags(CLI::App& app, AttentionFlags& flags) {
   cmd->add_option("--stride", c.stride, "Estimation stride S: keys pooled per S, one query sampled per S")->capture_default_str();
   cmd->add_option("--tau", c.tau, "Keep the fewest blocks whose estimated attention mass reaches tau")->capture_default_str();
   cmd->add_option("--dense-above", c.dense_above, "Several ranks: at this estimated density or more the dense ring runs instead (above 1: never)")->capture_default_str();
+  cmd->add_option("--balance", c.balance,
+                  "Several ranks, sparse: auto moves mask entries to the rank holding their KV blocks until "
+                  "every rank computes about as many (only Q rows and partial results travel); off")
+      ->capture_default_str();
   cmd->add_flag("--no-keep-recent", flags.no_keep_recent, "Do not force the last query block dense");
   cmd->add_option("--threads", c.threads, "Threads per rank (0: the node's cores / ranks on the node)")->capture_default_str();
   cmd->add_option("--device", c.device, "cpu, or cuda (one GPU per local rank, NCCL between ranks)")->capture_default_str();

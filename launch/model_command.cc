@@ -9,6 +9,7 @@
 #include "launch/job_metrics.h"
 #include "runtime/execution_context.h"
 #include "runtime/model_job.h"
+#include "scheduler/batch_runner.h"
 
 namespace prefill {
 namespace {
@@ -55,6 +56,7 @@ void RecordRequestMetrics(const absl::StatusOr<nlohmann::json>& report, const Mo
     if (j["mode"] == "sparse") r.attention_density = j["density"].get<double>();
     r.kv_bytes_sent = static_cast<int64_t>(j["kv_bytes_sent_rank"].get<double>());
     r.kv_bytes_dense_ring = static_cast<int64_t>(j["kv_bytes_dense_ring"].get<double>()) / comm.size();
+    RecordBalanceFigures(j, r);
   }
   metrics.RecordRequest(r);
 }
@@ -77,6 +79,13 @@ void PrintSummary(const nlohmann::json& r) {
   std::string densities;
   for (const auto& d : r["layer_density"]) densities += absl::StrFormat(" %.2f", d.get<double>());
   std::printf("  density   %s (per layer)\n", densities.c_str());
+  if (r["mode"] == "sparse" && r["world_size"].get<int>() > 1) {
+    const auto& b = r["balance_figures"];
+    std::printf("  balance    slowest rank / mean over the layers: %.2f selected, %.2f computed (--balance %s), "
+                "%.1f MiB of Q rows and partials\n",
+                b["selected_blocks_imbalance"].get<double>(), b["computed_blocks_imbalance"].get<double>(),
+                r["balance"].get<std::string>().c_str(), b["balance_bytes_sent"].get<double>() / (1 << 20));
+  }
   const auto& top = r["top_logits"];
   if (!top.empty()) {
     std::printf("  next token %d (logit %.3f)\n", top[0]["id"].get<int>(), top[0]["logit"].get<double>());
@@ -115,6 +124,7 @@ std::function<int()> AddModelCommand(CLI::App& app, const MpiSession& session) {
   cmd->add_option("--stride", c.stride, "Estimation stride")->capture_default_str();
   cmd->add_option("--tau", c.tau, "Attention mass the mask keeps")->capture_default_str();
   cmd->add_option("--dense-above", c.dense_above, "Several ranks: a layer whose estimated density reaches this runs the dense ring (above 1: never)")->capture_default_str();
+  cmd->add_option("--balance", c.balance, "Several ranks, sparse: auto evens each layer's work by moving mask entries to the rank holding their KV blocks; off")->capture_default_str();
   cmd->add_option("--threads", c.threads, "Threads per rank (0: the node's cores / ranks on the node)")->capture_default_str();
   cmd->add_option("--kv-out", c.kv_out, "Write the KV cache to this folder");
   cmd->add_option("--kv-target", c.kv_target, "Also stream the KV cache over UCX to a decode server (kv-receiver) at HOST:PORT; succeeds only once acknowledged");

@@ -91,6 +91,11 @@ struct PrefillMetrics::Parts {
   Histogram* attention_density;
   Counter* kv_bytes_sent;
   Counter* kv_bytes_dense_ring;
+  Counter* selected_blocks;
+  Counter* computed_blocks;
+  Counter* balance_bytes_sent;
+  Gauge* selected_blocks_imbalance;
+  Gauge* computed_blocks_imbalance;
   Gauge* requests_waiting;
   Gauge* requests_running;
   Gauge* resident_memory;
@@ -163,6 +168,23 @@ absl::StatusOr<std::unique_ptr<PrefillMetrics>> PrefillMetrics::Create(std::shar
       "prefill_kv_bytes_dense_ring_total",
       "KV cache bytes this rank would have sent in a dense ring for the same requests; minus "
       "prefill_kv_bytes_sent_total, the bytes the sparse exchange saved.");
+  Family<Counter>* selected = counter(
+      "prefill_attention_selected_blocks_total",
+      "(head, query block, KV block) entries this rank's sparse masks selected; max over mean across "
+      "ranks is the work imbalance before balancing.");
+  Family<Counter>* computed = counter(
+      "prefill_attention_computed_blocks_total",
+      "Entries this rank computed after balancing: its own left plus those other ranks moved to it "
+      "(--balance auto); the job runs at the speed of the rank with the most.");
+  Family<Counter>* balance_sent = counter(
+      "prefill_balance_bytes_sent_total",
+      "Q rows, mask rows and partial results this rank sent to balance sparse work (not KV).");
+  Family<Gauge>* selected_imbalance = gauge(
+      "prefill_selected_blocks_imbalance",
+      "Last request: the most selected entries of a rank over the mean of all ranks (1 = even).");
+  Family<Gauge>* computed_imbalance = gauge(
+      "prefill_computed_blocks_imbalance",
+      "Last request: the most computed entries of a rank over the mean, after balancing (1 = even).");
   Family<Gauge>* waiting = gauge("prefill_num_requests_waiting", "Requests queued, not yet started.");
   Family<Gauge>* running = gauge("prefill_num_requests_running", "Requests being prefilled.");
   Family<Gauge>* resident = gauge("prefill_process_resident_memory_bytes",
@@ -186,6 +208,11 @@ absl::StatusOr<std::unique_ptr<PrefillMetrics>> PrefillMetrics::Create(std::shar
   p.attention_density = &density->Add({});
   p.kv_bytes_sent = &kv_sent->Add({});
   p.kv_bytes_dense_ring = &kv_dense->Add({});
+  p.selected_blocks = &selected->Add({});
+  p.computed_blocks = &computed->Add({});
+  p.balance_bytes_sent = &balance_sent->Add({});
+  p.selected_blocks_imbalance = &selected_imbalance->Add({});
+  p.computed_blocks_imbalance = &computed_imbalance->Add({});
   p.requests_waiting = &waiting->Add({});
   p.requests_running = &running->Add({});
   p.resident_memory = &resident->Add({});
@@ -216,6 +243,11 @@ PrefillMetrics::PrefillMetrics(std::shared_ptr<Registry> registry, PrefillMetric
       attention_density(*p.attention_density),
       kv_bytes_sent(*p.kv_bytes_sent),
       kv_bytes_dense_ring(*p.kv_bytes_dense_ring),
+      selected_blocks(*p.selected_blocks),
+      computed_blocks(*p.computed_blocks),
+      balance_bytes_sent(*p.balance_bytes_sent),
+      selected_blocks_imbalance(*p.selected_blocks_imbalance),
+      computed_blocks_imbalance(*p.computed_blocks_imbalance),
       requests_waiting(*p.requests_waiting),
       requests_running(*p.requests_running),
       resident_memory(*p.resident_memory),
@@ -241,6 +273,11 @@ void PrefillMetrics::RecordRequest(const PrefillRequestRecord& record) {
   if (record.attention_density) attention_density.Observe(*record.attention_density);
   kv_bytes_sent.Increment(static_cast<double>(record.kv_bytes_sent));
   kv_bytes_dense_ring.Increment(static_cast<double>(record.kv_bytes_dense_ring));
+  selected_blocks.Increment(static_cast<double>(record.selected_blocks));
+  computed_blocks.Increment(static_cast<double>(record.computed_blocks));
+  balance_bytes_sent.Increment(static_cast<double>(record.balance_bytes_sent));
+  if (record.selected_blocks_imbalance) selected_blocks_imbalance.Set(*record.selected_blocks_imbalance);
+  if (record.computed_blocks_imbalance) computed_blocks_imbalance.Set(*record.computed_blocks_imbalance);
 }
 
 void PrefillMetrics::SetGpuMemoryUsedBytes(int64_t bytes) {

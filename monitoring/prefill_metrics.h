@@ -8,6 +8,9 @@
 //   prefill_prompt_tokens_total      tokens of this rank's shard (sum over ranks = prompt)
 //   prefill_kv_bytes_sent_total      KV bytes this rank sent to peers
 //   prefill_kv_bytes_dense_ring_total  the bytes it would have sent in a dense ring
+//   prefill_attention_selected_blocks_total / _computed_blocks_total  sparse mask entries
+//       this rank selected / computed after balancing (max over mean across ranks: imbalance)
+//   prefill_balance_bytes_sent_total   Q rows and partial results it sent for balancing
 // whereas every rank counts each request it took part in (prefill_requests_total), so a
 // job's request count is its rank-0 series.
 //
@@ -58,6 +61,14 @@ struct PrefillRequestRecord {
   std::optional<double> attention_density;  // selected / visible blocks; unset for dense
   int64_t kv_bytes_sent = 0;
   int64_t kv_bytes_dense_ring = 0;  // this rank's share of the dense ring's bytes
+  // Sparse attention: (head, q block, kv block) entries this rank's mask selected, and those it
+  // computed once balanced (its own left plus other ranks' moved to it); Q/partial bytes sent.
+  int64_t selected_blocks = 0;
+  int64_t computed_blocks = 0;
+  int64_t balance_bytes_sent = 0;
+  // The request's max over mean across ranks (alike on every rank); unset: not measured.
+  std::optional<double> selected_blocks_imbalance;
+  std::optional<double> computed_blocks_imbalance;
 };
 
 // The buckets of the time histograms: vLLM's TTFT buckets (0.001 s .. 2560 s) with 320 and
@@ -108,6 +119,11 @@ class PrefillMetrics {
   Histogram& attention_density;               // prefill_attention_density
   Counter& kv_bytes_sent;                     // prefill_kv_bytes_sent_total
   Counter& kv_bytes_dense_ring;               // prefill_kv_bytes_dense_ring_total
+  Counter& selected_blocks;                   // prefill_attention_selected_blocks_total
+  Counter& computed_blocks;                   // prefill_attention_computed_blocks_total
+  Counter& balance_bytes_sent;                // prefill_balance_bytes_sent_total
+  Gauge& selected_blocks_imbalance;           // prefill_selected_blocks_imbalance (last request)
+  Gauge& computed_blocks_imbalance;           // prefill_computed_blocks_imbalance (last request)
   Gauge& requests_waiting;                    // prefill_num_requests_waiting
   Gauge& requests_running;                    // prefill_num_requests_running
   Gauge& resident_memory;                     // prefill_process_resident_memory_bytes

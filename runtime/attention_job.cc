@@ -202,6 +202,7 @@ absl::Status ValidateAttentionConfig(const AttentionJobConfig& c, int world_size
   }
   if (!(c.tau > 0.f && c.tau <= 1.f)) return Invalid(absl::StrCat("--tau ", c.tau, " must be in (0, 1]"));
   if (!(c.dense_above >= 0.0)) return Invalid(absl::StrCat("--dense-above ", c.dense_above, " must be >= 0"));
+  if (absl::StatusOr<BalanceMode> b = ParseBalanceMode(c.balance); !b.ok()) return b.status();
   if (c.mode != "dense" && c.mode != "sparse") {
     return Invalid(absl::StrCat("--mode '", c.mode, "' is not a mode (valid: dense, sparse)"));
   }
@@ -262,7 +263,8 @@ absl::StatusOr<AttentionJobReport> RunAttentionJob(const AttentionJobConfig& con
   } else {
     // The mask's ids come to the host only for the needle's recall.
     const bool needle = c.qkv_path.empty() && c.workload == "needle";
-    const SparseOptions options{c.stride, c.tau, c.keep_sink, c.keep_recent, needle, c.dense_above};
+    const SparseOptions options{c.stride, c.tau, c.keep_sink, c.keep_recent, needle, c.dense_above,
+                                *ParseBalanceMode(c.balance)};
     absl::StatusOr<SparseCpResult> r = SparseCpAttention(*ctx->comm, backend, layout, cp, options, out);
     if (!r.ok()) return r.status();
     stats = r->stats;
@@ -273,7 +275,8 @@ absl::StatusOr<AttentionJobReport> RunAttentionJob(const AttentionJobConfig& con
   report.device_memory_used_bytes = ctx->device_memory_used();
   RankStats mine{stats.estimate_seconds, stats.exchange_seconds, stats.attention_seconds,
                  std::chrono::duration<double>(Clock::now() - start).count(), stats.kv_bytes_sent,
-                 stats.selected_blocks, stats.visible_blocks};
+                 stats.selected_blocks, stats.visible_blocks, stats.computed_blocks, stats.balance_bytes_sent,
+                 stats.balance_moves};
   const DeviceMemoryPeakBytes peak = ctx->device_memory_peak();
   mine.device_memory_peak_bytes = peak.device_used;
   mine.backend_memory_peak_bytes = peak.backend_held;
@@ -282,6 +285,7 @@ absl::StatusOr<AttentionJobReport> RunAttentionJob(const AttentionJobConfig& con
   int64_t selected = 0, visible = 0;
   for (const RankStats& r : report.ranks) {
     report.kv_bytes_sent_total += r.kv_bytes_sent;
+    report.balance_bytes_sent_total += r.balance_bytes_sent;
     selected += r.selected_blocks;
     visible += r.visible_blocks;
   }
@@ -338,7 +342,8 @@ nlohmann::json AttentionJobReport::ToJson() const {
     per_rank.push_back({{"estimate_seconds", r.estimate_seconds}, {"exchange_seconds", r.exchange_seconds},
                         {"attention_seconds", r.attention_seconds}, {"total_seconds", r.total_seconds},
                         {"kv_bytes_sent", r.kv_bytes_sent}, {"selected_blocks", r.selected_blocks},
-                        {"visible_blocks", r.visible_blocks},
+                        {"visible_blocks", r.visible_blocks}, {"computed_blocks", r.computed_blocks},
+                        {"balance_bytes_sent", r.balance_bytes_sent},
                         {"device_memory_peak_bytes", r.device_memory_peak_bytes},
                         {"backend_memory_peak_bytes", r.backend_memory_peak_bytes}});
   }
@@ -362,6 +367,12 @@ nlohmann::json AttentionJobReport::ToJson() const {
     return sum > 0 ? max * static_cast<double>(ranks.size()) / sum : 1.0;
   };
   j["selected_blocks_imbalance"] = imbalance([](const RankStats& r) { return r.selected_blocks; });
+  // After balancing (--balance): what each rank computed, and the bytes that cost.
+  j["computed_blocks_imbalance"] = imbalance([](const RankStats& r) { return r.computed_blocks; });
+  j["balance"] = c.balance;
+  j["balance_moves"] = ranks.empty() ? 0 : ranks[0].balance_moves;
+  j["balance_bytes_sent_total"] = balance_bytes_sent_total;
+  j["bytes_sent_total"] = kv_bytes_sent_total + balance_bytes_sent_total;
   j["attention_seconds_imbalance"] = imbalance([](const RankStats& r) { return r.attention_seconds; });
   if (checked) {
     j["max_abs_err"] = max_abs_err;
@@ -392,8 +403,13 @@ std::string AttentionJobReport::Summary() const {
                           j["total_seconds"].get<double>(), j["estimate_seconds"].get<double>(),
                           j["exchange_seconds"].get<double>(), j["attention_seconds"].get<double>());
   if (world_size > 1) {
-    text += absl::StrFormat("  balance    slowest rank / mean: %.2f in selected blocks, %.2f in attention time\n",
-                            j["selected_blocks_imbalance"].get<double>(), j["attention_seconds_imbalance"].get<double>());
+    text += absl::StrFormat("  balance    slowest rank / mean: %.2f in selected blocks, %.2f computed (--balance %s), %.2f in attention time\n",
+                            j["selected_blocks_imbalance"].get<double>(), j["computed_blocks_imbalance"].get<double>(),
+                            c.balance, j["attention_seconds_imbalance"].get<double>());
+    if (balance_bytes_sent_total > 0) {
+      text += absl::StrFormat("  moved      %d segments: %.1f MiB of Q rows and partial results\n",
+                              j["balance_moves"].get<int64_t>(), balance_bytes_sent_total / 1048576.0);
+    }
   }
   if (const int64_t peak = j["device_memory_peak_bytes"].get<int64_t>(); peak >= 0) {
     text += absl::StrFormat("  memory     GPU peak %.2f GiB (backend buffers peak %.2f GiB; largest rank)\n",

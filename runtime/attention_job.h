@@ -40,6 +40,9 @@ struct AttentionJobConfig {
   // Sparse on several ranks: at this estimated density (or more) the dense ring runs instead
   // (SparseOptions::dense_above); above 1: never.
   double dense_above = 0.9;
+  // Sparse on several ranks: auto moves mask entries to the ranks holding their KV blocks
+  // until the ranks compute about as many (SparseOptions::balance); off: each its own.
+  std::string balance = "auto";
   int threads = 0;
   std::string device = "cpu";  // cpu, or cuda (one GPU per local rank, NCCL between them)
   int device_id = -1;          // -1: the local rank's GPU
@@ -50,6 +53,8 @@ struct AttentionJobConfig {
 struct RankStats {
   double estimate_seconds = 0, exchange_seconds = 0, attention_seconds = 0, total_seconds = 0;
   int64_t kv_bytes_sent = 0, selected_blocks = 0, visible_blocks = 0;
+  // After balancing: entries computed by this rank, Q/partial bytes it sent, moves (all ranks).
+  int64_t computed_blocks = 0, balance_bytes_sent = 0, balance_moves = 0;
   // GPU memory high-water marks of the rank's process (-1 on the CPU): the device's used
   // memory (cudaMemGetInfo sampled at each backend allocation) and the backend's own buffers.
   int64_t device_memory_peak_bytes = -1, backend_memory_peak_bytes = -1;
@@ -64,6 +69,7 @@ struct AttentionJobReport {
   double density = 1.0;
   int64_t kv_bytes_sent_total = 0;
   int64_t kv_bytes_dense_ring = 0;
+  int64_t balance_bytes_sent_total = 0;  // Q rows, mask rows, partials (not KV)
   std::vector<RankStats> ranks;
   // With --check, against fp64 dense attention of the gathered inputs.
   bool checked = false;

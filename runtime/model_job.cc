@@ -212,6 +212,7 @@ absl::Status ValidateOptions(const PrefillRequestOptions& o) {
   if (!(o.dense_above >= 0.0)) {
     return absl::InvalidArgumentError(absl::StrCat("--dense-above ", o.dense_above, " must be >= 0"));
   }
+  if (absl::StatusOr<BalanceMode> b = ParseBalanceMode(o.balance); !b.ok()) return b.status();
   if (!o.kv_target.empty()) {
     if (absl::Status s = ValidateUcxKvSinkOptions({o.kv_target, o.kv_timeout}); !s.ok()) return s;
   }
@@ -220,6 +221,36 @@ absl::Status ValidateOptions(const PrefillRequestOptions& o) {
   }
   if (!o.kv_out.empty() || !o.kv_target.empty()) return ParseDType(o.kv_dtype).status();
   return absl::OkStatus();
+}
+
+// Sparse balancing over the layers: the job waits for the most loaded rank of each layer, so
+// the imbalance is the sum over layers of the largest rank's entries over the sum of the mean
+// rank's, before (selected) and after (computed) balancing; plus this rank's and all ranks' bytes.
+absl::StatusOr<nlohmann::json> BalanceFigures(Communicator& comm, const std::vector<LayerReport>& layers) {
+  const size_t n = layers.size();
+  std::vector<double> maxes(2 * n), sums(2 * n + 1);
+  double bytes_rank = 0, selected_rank = 0, computed_rank = 0;
+  for (size_t i = 0; i < n; ++i) {
+    const CpAttentionStats& a = layers[i].attention;
+    selected_rank += static_cast<double>(a.selected_blocks);
+    computed_rank += static_cast<double>(a.computed_blocks);
+    maxes[2 * i] = sums[2 * i] = static_cast<double>(a.selected_blocks);
+    maxes[2 * i + 1] = sums[2 * i + 1] = static_cast<double>(a.computed_blocks);
+    bytes_rank += static_cast<double>(a.balance_bytes_sent);
+  }
+  sums[2 * n] = bytes_rank;
+  if (absl::Status s = comm.AllReduceMax(maxes.data(), maxes.size()); !s.ok()) return s;
+  if (absl::Status s = comm.AllReduceSum(sums.data(), sums.size()); !s.ok()) return s;
+  double peak[2] = {0, 0}, mean[2] = {0, 0};
+  for (size_t i = 0; i < 2 * n; ++i) {
+    peak[i % 2] += maxes[i];
+    mean[i % 2] += sums[i] / comm.size();
+  }
+  auto ratio = [](double a, double b) { return b > 0 ? a / b : 1.0; };
+  return nlohmann::json{{"selected_blocks_imbalance", ratio(peak[0], mean[0])},
+                        {"computed_blocks_imbalance", ratio(peak[1], mean[1])},
+                        {"balance_bytes_sent", sums[2 * n]}, {"balance_bytes_sent_rank", bytes_rank},
+                        {"selected_blocks_rank", selected_rank}, {"computed_blocks_rank", computed_rank}};
 }
 
 }  // namespace
@@ -269,7 +300,8 @@ absl::StatusOr<nlohmann::json> PrefillRequest(const LoadedModel& model, const Pr
   if (s = AgreeOnStatus(comm, input.status()); !s.ok()) return s;
 
   // The model reads no mask ids on the host: one rank leaves them where the attention reads them.
-  PrefillOptions options{o.mode == "sparse", SparseOptions{o.stride, o.tau, true, true, /*mask_ids_on_host=*/false, o.dense_above}};
+  PrefillOptions options{o.mode == "sparse", SparseOptions{o.stride, o.tau, true, true, /*mask_ids_on_host=*/false, o.dense_above,
+                                                              *ParseBalanceMode(o.balance)}};
   options.keep_kv = !o.kv_out.empty() || !o.kv_target.empty();
   if (options.keep_kv) options.kv_dtype = *ParseDType(o.kv_dtype);  // ValidateOptions checked it
   const auto t0 = Clock::now();
@@ -320,6 +352,8 @@ absl::StatusOr<nlohmann::json> PrefillRequest(const LoadedModel& model, const Pr
     maxes[kPhases + i] = l.gemm_seconds;
   }
   sums[2 * layers] = kv_bytes_rank;
+  absl::StatusOr<nlohmann::json> balance = BalanceFigures(comm, out->layers);
+  if (!balance.ok()) return balance.status();
   struct rusage usage {};
   getrusage(RUSAGE_SELF, &usage);
   double peak = static_cast<double>(usage.ru_maxrss) * 1024.0;
@@ -349,7 +383,7 @@ absl::StatusOr<nlohmann::json> PrefillRequest(const LoadedModel& model, const Pr
                          {"kv_host_alloc", maxes[4]}, {"kv_download_wait", maxes[5]}, {"setup", maxes[6]},
                          {"logits", maxes[7]}}},
       {"density", visible > 0 ? selected / visible : 1.0}, {"layer_density", density},
-      {"layers_run_dense", dense_layers},
+      {"layers_run_dense", dense_layers}, {"balance", o.balance}, {"balance_figures", *balance},
       {"layer_gemm_seconds", layer_gemm}, {"op_seconds", op_seconds},
       {"kv_bytes_sent", sums[2 * layers]}, {"kv_bytes_sent_rank", kv_bytes_rank},
       {"kv_bytes_dense_ring", static_cast<double>(layers) * DenseRingKvBytes(*layout, c.num_kv_heads, c.head_dim, DType::kF32)},

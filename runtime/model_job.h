@@ -49,6 +49,9 @@ struct PrefillRequestOptions {
   // Sparse on several ranks: a layer whose estimated density reaches this runs the dense ring
   // (SparseOptions::dense_above); above 1: never.
   double dense_above = 0.9;
+  // Sparse on several ranks: auto evens the work of the ranks layer by layer by moving mask
+  // entries to the rank holding their KV blocks (SparseOptions::balance); off.
+  std::string balance = "auto";
   int threads = 1;  // for the report: the backends were made with it
   std::string kv_out;  // folder for the KV cache; empty: not written
   std::string kv_dtype = "bf16";

@@ -143,6 +143,7 @@ void RecordRequestMetrics(const absl::StatusOr<json>& result, int64_t tokens, do
     if ((*result)["mode"] == "sparse") r.attention_density = (*result)["density"].get<double>();
     r.kv_bytes_sent = static_cast<int64_t>((*result)["kv_bytes_sent_rank"].get<double>());
     r.kv_bytes_dense_ring = static_cast<int64_t>((*result)["kv_bytes_dense_ring"].get<double>()) / (*result)["world_size"].get<int>();
+    RecordBalanceFigures(*result, r);
   }
   metrics.RecordRequest(r);
 }
@@ -294,6 +295,16 @@ absl::StatusOr<BatchSummary> RunBatch(const BatchOptions& o, MpiCommunicator& wo
     PrintProgress(o.progress, summary, planned_tokens, summary.seconds, true);
   }
   return summary;
+}
+
+void RecordBalanceFigures(const nlohmann::json& report, monitoring::PrefillRequestRecord& record) {
+  if (report["mode"] != "sparse") return;
+  const nlohmann::json& b = report["balance_figures"];
+  record.selected_blocks = static_cast<int64_t>(b["selected_blocks_rank"].get<double>());
+  record.computed_blocks = static_cast<int64_t>(b["computed_blocks_rank"].get<double>());
+  record.balance_bytes_sent = static_cast<int64_t>(b["balance_bytes_sent_rank"].get<double>());
+  record.selected_blocks_imbalance = b["selected_blocks_imbalance"].get<double>();
+  record.computed_blocks_imbalance = b["computed_blocks_imbalance"].get<double>();
 }
 
 }  // namespace prefill

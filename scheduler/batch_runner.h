@@ -10,6 +10,7 @@
 #include <string>
 
 #include "absl/status/statusor.h"
+#include "nlohmann/json.hpp"
 #include "parallel/mpi_communicator.h"
 #include "monitoring/prefill_metrics.h"
 #include "runtime/execution_context.h"
@@ -43,6 +44,10 @@ struct BatchSummary {
 };
 
 // ctx: the backends every request computes on, made once by the caller over `world`.
+// The sparse balancing figures of a model report (PrefillRequest's "balance_figures") into a
+// request's metrics record.
+void RecordBalanceFigures(const nlohmann::json& report, monitoring::PrefillRequestRecord& record);
+
 absl::StatusOr<BatchSummary> RunBatch(const BatchOptions& options, MpiCommunicator& world, ExecutionContext& ctx);
 
 }  // namespace prefill

@@ -1,7 +1,9 @@
 """check_report.py REPORT.json KEY<=VALUE|KEY==VALUE ... : asserts fields of a `prefill attention
 --json` report, e.g. density<=0.5 rel_l2_err<=0.02 kv_bytes_sent_total<=0.6*kv_bytes_dense_ring;
 == holds to 1e-9 relative. A bound is a Python expression over the report's fields and, for
-each field F of the per-rank entries, ranks_F: the list of its values over the ranks."""
+each field F of the per-rank entries, ranks_F: the list of its values over the ranks.
+An argument @NAME=OTHER.json makes another report a name of the expressions, e.g.
+@off=off.json 'kv_bytes_sent_total<=1.1*off["kv_bytes_sent_total"]'."""
 import json
 import sys
 
@@ -13,7 +15,14 @@ def main():
         for field in entry:
             names[f"ranks_{field}"] = [r[field] for r in report["ranks"]]
     failed = False
-    for cond in sys.argv[2:]:
+    conds = []
+    for arg in sys.argv[2:]:
+        if arg.startswith("@"):
+            name, path = arg[1:].split("=", 1)
+            names[name] = json.load(open(path))
+        else:
+            conds.append(arg)
+    for cond in conds:
         op = "==" if "==" in cond else "<="
         key, bound = cond.split(op)
         value = report[key]

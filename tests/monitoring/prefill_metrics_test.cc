@@ -43,6 +43,11 @@ TEST(PrefillMetricsTest, ExportsTheServiceMetricsWithTheirTypes) {
            "prefill_attention_density histogram",
            "prefill_kv_bytes_sent_total counter",
            "prefill_kv_bytes_dense_ring_total counter",
+           "prefill_attention_selected_blocks_total counter",
+           "prefill_attention_computed_blocks_total counter",
+           "prefill_balance_bytes_sent_total counter",
+           "prefill_selected_blocks_imbalance gauge",
+           "prefill_computed_blocks_imbalance gauge",
            "prefill_num_requests_waiting gauge",
            "prefill_num_requests_running gauge",
            "prefill_process_resident_memory_bytes gauge",
@@ -110,6 +115,11 @@ TEST(PrefillMetricsTest, RecordRequestUpdatesEveryMetric) {
   r.attention_density = 0.3;
   r.kv_bytes_sent = 1000;
   r.kv_bytes_dense_ring = 4000;
+  r.selected_blocks = 300;
+  r.computed_blocks = 200;
+  r.balance_bytes_sent = 50;
+  r.selected_blocks_imbalance = 1.9;
+  r.computed_blocks_imbalance = 1.05;
   m.RecordRequest(r);
   m.RecordRequest(r);
   PrefillRequestRecord failed;
@@ -128,6 +138,11 @@ TEST(PrefillMetricsTest, RecordRequestUpdatesEveryMetric) {
   EXPECT_EQ(m.attention_density.Snapshot().count, 2u);  // the failed request had none
   EXPECT_EQ(m.kv_bytes_sent.Value(), 2000);
   EXPECT_EQ(m.kv_bytes_dense_ring.Value(), 8000);
+  EXPECT_EQ(m.selected_blocks.Value(), 600);
+  EXPECT_EQ(m.computed_blocks.Value(), 400);
+  EXPECT_EQ(m.balance_bytes_sent.Value(), 100);
+  EXPECT_EQ(m.selected_blocks_imbalance.Value(), 1.9);  // the failed request measured none
+  EXPECT_EQ(m.computed_blocks_imbalance.Value(), 1.05);
 
   const std::string text = Exposition(*registry);
   EXPECT_TRUE(Contains(text, "model_name=\"llama-3-8b\",rank=\"5\",status=\"unavailable\"} 1\n"));
