@@ -6,7 +6,8 @@
 # the issue's targets checked per case.
 # Usage: bench/cp_balance.sh OUT.json [extra `prefill attention` flags]
 # Knobs: RANKS ("4 8"), LENGTHS ("32768 65536"), WORKLOADS ("needle stripes video"),
-# REPEAT (3), THREADS (1 per rank).
+# REPEAT (3), THREADS (1 per rank), VARIANTS ("auto off dense": dense may be left out), PREFILL
+# (build/bin/prefill), MPIRUN (mpirun), PYTHON (/usr/bin/python3).
 # Timing note: ranks oversubscribed on fewer cores share them, so seconds are noisy and a
 # rank's idle wait is another rank's compute; the computed-block imbalance is the primary
 # figure there.
@@ -21,12 +22,12 @@ repeat=${REPEAT:-3}
 for ranks in ${RANKS:-4 8}; do
   for len in ${LENGTHS:-32768 65536}; do
     for workload in ${WORKLOADS:-needle stripes video}; do
-      for variant in auto off dense; do
+      for variant in ${VARIANTS:-auto off dense}; do
         mode=sparse
         flags=(--balance "$variant")
         if [ "$variant" = dense ]; then mode=dense; flags=(); fi
         for i in $(seq 1 "$repeat"); do
-          mpirun --oversubscribe --allow-run-as-root -np "$ranks" build/bin/prefill attention \
+          ${MPIRUN:-mpirun} --oversubscribe --allow-run-as-root -np "$ranks" "${PREFILL:-build/bin/prefill}" attention \
             --workload "$workload" --seq-len "$len" --heads 8 --kv-heads 2 --head-dim 64 --causal \
             --layout zigzag --threads "${THREADS:-1}" --mode "$mode" "${flags[@]}" "$@" \
             --json "$tmp/${ranks}_${len}_${workload}_${variant}_$i.json" > /dev/null
@@ -36,7 +37,7 @@ for ranks in ${RANKS:-4 8}; do
   done
 done
 mkdir -p "$(dirname "$out")"
-/usr/bin/python3 - "$tmp" "$out" "$repeat" "$*" <<'PY'
+"${PYTHON:-/usr/bin/python3}" - "$tmp" "$out" "$repeat" "$*" <<'PY'
 import datetime, glob, json, os, statistics, subprocess, sys
 tmp, out, repeat, extra = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
 runs = {}
@@ -64,10 +65,11 @@ def summary(reports):
 
 cases = []
 for (ranks, length, workload), v in sorted(runs.items()):
-    auto, off, dense = (summary(v[k]) for k in ("auto", "off", "dense"))
+    auto, off = summary(v["auto"]), summary(v["off"])
+    dense = summary(v["dense"]) if "dense" in v else None
     case = {"ranks": ranks, "seq_len": length, "workload": workload, "balanced": auto, "unbalanced": off, "dense_ring": dense,
             "speedup_vs_unbalanced": off["total_seconds"] / auto["total_seconds"],
-            "speedup_vs_dense_ring": dense["total_seconds"] / auto["total_seconds"],
+            "speedup_vs_dense_ring": dense["total_seconds"] / auto["total_seconds"] if dense else None,
             "kv_bytes_vs_unbalanced": auto["kv_bytes_sent_total"] / max(off["kv_bytes_sent_total"], 1),
             "bytes_vs_unbalanced": auto["bytes_sent_total"] / max(off["bytes_sent_total"], 1)}
     case["targets"] = {"computed_blocks_imbalance<=1.15": auto["computed_blocks_imbalance"] <= 1.15,
@@ -77,14 +79,14 @@ for (ranks, length, workload), v in sorted(runs.items()):
     cases.append(case)
     print(f"{ranks} ranks L={length} {workload:8s} imbalance selected {auto['selected_blocks_imbalance']:.2f} -> computed "
           f"{auto['computed_blocks_imbalance']:.2f}; s: balanced {auto['total_seconds']:.3f}, unbalanced {off['total_seconds']:.3f} "
-          f"({case['speedup_vs_unbalanced']:.2f}x), dense ring {dense['total_seconds']:.3f}; KV MiB {auto['kv_bytes_sent_total']/2**20:.1f} "
+          f"({case['speedup_vs_unbalanced']:.2f}x), dense ring {dense['total_seconds'] if dense else float('nan'):.3f}; KV MiB {auto['kv_bytes_sent_total']/2**20:.1f} "
           f"vs {off['kv_bytes_sent_total']/2**20:.1f} (+{auto['balance_bytes_sent_total']/2**20:.1f} Q/partials)")
 
 cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
 commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
 result = {"benchmark": "cp_balance", "date": datetime.date.today().isoformat(), "commit": commit,
           "device": f"cpu: {cpu}, {os.cpu_count()} cores",  # not nproc: it obeys OMP_NUM_THREADS
-          "command": " ".join(f"{k}={os.environ[k]}" for k in ("RANKS", "LENGTHS", "WORKLOADS", "REPEAT", "THREADS") if k in os.environ)
+          "command": " ".join(f"{k}={os.environ[k]}" for k in ("RANKS", "LENGTHS", "WORKLOADS", "REPEAT", "THREADS", "VARIANTS") if k in os.environ)
                      + " bench/cp_balance.sh " + out + (" " + extra if extra else ""),
           "repeat": repeat,
           "note": "seconds are medians over `repeat` runs; with more ranks than cores they are noisy and the "

@@ -78,8 +78,15 @@ class AttentionBackend {
   virtual absl::Status Synchronize() = 0;
 
   // Host memory for downloads, not zero-filled (pageable: CUDA stages through a small
-  // page-locked ring rather than page-locking GBs).
+  // page-locked ring rather than page-locking GBs), from the process's HostArena.
   virtual absl::StatusOr<BackendBuffer> AllocateHost(size_t bytes) = 0;
+  // Announces `bytes` of AllocateHost calls to come (a request's KV cache): their pages are
+  // faulted in on background threads meanwhile (kernels/host_arena.h).
+  virtual void ReserveHost(size_t bytes) = 0;
+  // The same, called before a request runs (a job's load): where downloads gain by it (CUDA:
+  // DMA straight to page-locked memory, no staging copy) the memory is also page-locked, at
+  // ~0.5 s per GB, once per process. Returns the bytes page-locked.
+  virtual size_t PrepareHost(size_t bytes) = 0;
   // Starts a download after the work queued so far has produced src; on CUDA it converts on
   // the compute stream and copies on a copy stream and thread of its own, so later work does not wait
   // for the transfer and src may be overwritten by work queued after the call. Returns once

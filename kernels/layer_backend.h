@@ -99,6 +99,9 @@ struct QkvSplitParams {
   void* q = nullptr;                   // [rows, heads, head_dim]; none of q, k, v overlaps qkv
   void* k = nullptr;                   // [rows, kv_heads, head_dim]
   void* v = nullptr;                   // [rows, kv_heads, head_dim]
+  // fp32 [(heads + 2 kv_heads) * head_dim] added to every row before the rotation, or null:
+  // the projection's bias (Qwen2) costs no pass of its own and no extra rounding of bf16 rows.
+  const float* bias = nullptr;
 };
 
 // gate <- silu(gate) * up over `rows` rows of n values of dtype (computed in fp32); row r of

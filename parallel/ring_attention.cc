@@ -17,34 +17,49 @@ double Seconds(std::chrono::steady_clock::time_point since) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - since).count();
 }
 
-// Every KV block of `kv_positions` whose first key a query block can see. The rows are the
-// same for every head: built once, then copied per head (16.7M ids a layer at 128K tokens,
-// where a branch per (head, query block, KV block) cost ~0.1 s a layer).
-HostCsr RingStepMask(const std::vector<int32_t>& q_positions,
-                     const std::vector<int32_t>& kv_positions, int hq, int block, bool causal) {
+// Every KV block of `kv_positions` whose first key a query block can see: one head's rows
+// (every head has the same).
+HostCsr RingStepHeadMask(const std::vector<int32_t>& q_positions, const std::vector<int32_t>& kv_positions,
+                         int block, bool causal) {
   const int q_blocks = static_cast<int>(q_positions.size()) / block;
   const int kv_blocks = static_cast<int>(kv_positions.size()) / block;
-  std::vector<int32_t> head_ids;
-  std::vector<int32_t> head_ends(q_blocks);
+  HostCsr mask;
   for (int qb = 0; qb < q_blocks; ++qb) {
     const int32_t last_query = q_positions[(qb + 1) * block - 1];
     for (int j = 0; j < kv_blocks; ++j) {
-      if (!causal || kv_positions[j * block] <= last_query) head_ids.push_back(j);
+      if (!causal || kv_positions[j * block] <= last_query) mask.ids.push_back(j);
     }
-    head_ends[qb] = static_cast<int32_t>(head_ids.size());
-  }
-  HostCsr mask;
-  const size_t per_head = head_ids.size();
-  mask.ids.resize(per_head * hq);
-  mask.offsets.resize(static_cast<size_t>(hq) * q_blocks + 1);
-  mask.offsets[0] = 0;
-  for (int h = 0; h < hq; ++h) {
-    std::copy(head_ids.begin(), head_ids.end(), mask.ids.begin() + h * per_head);
-    for (int qb = 0; qb < q_blocks; ++qb) {
-      mask.offsets[1 + static_cast<size_t>(h) * q_blocks + qb] = static_cast<int32_t>(h * per_head) + head_ends[qb];
-    }
+    mask.offsets.push_back(static_cast<int32_t>(mask.ids.size()));
   }
   return mask;
+}
+
+// `head`'s rows for each of hq heads, in backend memory: one head's ids go up and the backend
+// copies them per head. (The whole mask through the host was 16.8M ids at 128K tokens, ~50 ms
+// of building and uploading a request.)
+absl::Status UploadForEveryHead(AttentionBackend& backend, const HostCsr& head, int hq,
+                                RingAttentionPlan::Step& step) {
+  const size_t q_blocks = head.offsets.size() - 1, per_head = head.ids.size();
+  std::vector<int32_t> offsets(hq * q_blocks + 1, 0);
+  for (size_t h = 0; h < static_cast<size_t>(hq); ++h) {
+    for (size_t qb = 0; qb < q_blocks; ++qb) {
+      offsets[1 + h * q_blocks + qb] = static_cast<int32_t>(h * per_head) + head.offsets[qb + 1];
+    }
+  }
+  absl::StatusOr<BackendBuffer> row_offsets = UploadToBackend(backend, std::span<const int32_t>(offsets));
+  absl::StatusOr<BackendBuffer> one = UploadToBackend(backend, std::span<const int32_t>(head.ids));
+  absl::StatusOr<BackendBuffer> all = backend.Allocate(hq * per_head * sizeof(int32_t));
+  for (const auto* b : {&row_offsets, &one, &all}) {
+    if (!b->ok()) return b->status();
+  }
+  const std::vector<int64_t> from_start(hq, 0);
+  const GatherRowsParams copy{one->get(), all->get(), from_start.data(), hq,
+                              static_cast<int64_t>(per_head * sizeof(int32_t))};
+  if (absl::Status s = backend.GatherRows(copy); !s.ok()) return s;
+  step.row_offsets = std::move(*row_offsets);
+  step.kv_blocks = std::move(*all);
+  step.selected_blocks = static_cast<int64_t>(hq * per_head);
+  return backend.Synchronize();  // `one` dies here
 }
 
 struct KvBuffers {
@@ -71,19 +86,13 @@ absl::StatusOr<RingAttentionPlan> RingAttentionPlan::Create(AttentionBackend& ba
   plan.q_pos_ = std::move(*q_pos);
   for (int s = 0; s < n; ++s) {
     const std::vector<int32_t> kv_positions = layout.Positions((rank + n - s) % n);
-    const HostCsr mask = RingStepMask(q_positions, kv_positions, hq, layout.block_size(), causal);
+    const HostCsr head = RingStepHeadMask(q_positions, kv_positions, layout.block_size(), causal);
     Step step;
-    step.selected_blocks = mask.nnz();
-    if (step.selected_blocks > 0) {
+    if (!head.ids.empty()) {
       absl::StatusOr<BackendBuffer> k_pos = UploadToBackend(backend, std::span<const int32_t>(kv_positions));
-      absl::StatusOr<BackendBuffer> offsets = UploadToBackend(backend, std::span<const int32_t>(mask.offsets));
-      absl::StatusOr<BackendBuffer> ids = UploadToBackend(backend, std::span<const int32_t>(mask.ids));
-      for (const auto* b : {&k_pos, &offsets, &ids}) {
-        if (!b->ok()) return b->status();
-      }
+      if (!k_pos.ok()) return k_pos.status();
       step.k_pos = std::move(*k_pos);
-      step.row_offsets = std::move(*offsets);
-      step.kv_blocks = std::move(*ids);
+      if (absl::Status s = UploadForEveryHead(backend, head, hq, step); !s.ok()) return s;
     }
     plan.steps_.push_back(std::move(step));
   }

@@ -99,12 +99,13 @@ absl::Status ProjectQkv(const TransformerBackends& on, const ModelConfig& c, con
   PREFILL_PHASE(timer, "input_norm", layer);
   PREFILL_RETURN_IF_ERROR(m.RmsNorm(Normalize(c, a, Floats(a.hidden), n, l.input_norm)));
   PREFILL_PHASE(timer, "qkv_proj", layer);
-  PREFILL_RETURN_IF_ERROR(m.Linear(Project(a, n, a.normed, l.qkv, l.qkv_bias, a.gate_up)));
+  const BackendBuffer none{nullptr, [](void*) {}};  // the bias goes in with the split
+  PREFILL_RETURN_IF_ERROR(m.Linear(Project(a, n, a.normed, l.qkv, none, a.gate_up)));
   PREFILL_PHASE(timer, "rope", layer);
   const auto* positions = static_cast<const int32_t*>(a.positions.get());
   const auto* inv_freq = static_cast<const double*>(on.weights.inv_freq.get());
   return m.SplitQkv({a.gate_up.get(), a.dtype, n, c.num_heads, c.num_kv_heads, c.head_dim, positions, inv_freq,
-                     a.q.get(), a.keys.get(), a.values.get()});
+                     a.q.get(), a.keys.get(), a.values.get(), Floats(l.qkv_bias)});
 }
 
 // Output projection into the residual, RMSNorm, SwiGLU MLP into the residual.
@@ -197,6 +198,10 @@ absl::StatusOr<PrefillOutput> RunTransformerPrefill(const TransformerBackends& o
                                                    c.hidden_size, " embeddings (this rank's rows), not both"));
   }
   const auto t_setup = Clock::now();
+  if (options.keep_kv) {
+    const size_t layer_bytes = static_cast<size_t>(n) * c.num_kv_heads * c.head_dim * DTypeSize(options.kv_dtype);
+    on.attention.ReserveHost(2 * layer_bytes * on.weights.layers.size());
+  }
   absl::StatusOr<Activations> a =
       AllocateActivations(on.attention, on.layers.activation_dtype(), c, n, layout.Positions(on.comm.rank()));
   if (!a.ok()) return a.status();

@@ -5,7 +5,8 @@
 # model_vs_hf_device_run.sh (ours against transformers on the same GPU).
 # Usage (repository root, bench/gpu/device_bundle.tar.xz carried; see run_device_bench.sh pack):
 #   TOTAL=570 bash bench/gpu/model_device_session.sh
-# Knobs: TOTAL (seconds for the whole call), TESTS, SKIP_MODEL_TEST, and model_vs_hf's own
+# Knobs: TOTAL (seconds for the whole call), TESTS, SKIP_MODEL_TEST, CP_BALANCE (set: also
+# bench/cp_balance.sh on the CPU cores; CP_BALANCE_RANKS, CP_BALANCE_LENGTHS, CP_BALANCE_TIMEOUT), and model_vs_hf's own
 # (LENGTHS, MODES, RUNS, TAU, TARGET_DENSITY, LAYERS).
 cd "$(dirname "$0")/../.." || exit 1
 OUT=${OUT:-$PWD/device_out}
@@ -27,4 +28,15 @@ B=$PWD/bench/gpu/device_bundle
     echo "model_on_gpu: exit $? ($(tail -1 "$OUT/model_on_gpu.log"))"
   fi
 )
+# Issue 17 on the device's CPU cores (one core per rank, which the 2-core build machine lacks):
+# bench/cp_balance.sh through the bundle's OpenMPI, CP_BALANCE_TIMEOUT seconds at most.
+if [ -n "${CP_BALANCE:-}" ]; then
+  (
+    export OPAL_PREFIX=$B/ompi LD_LIBRARY_PATH=$B/lib:${LD_LIBRARY_PATH:-}
+    timeout "${CP_BALANCE_TIMEOUT:-100}" env PREFILL="$B/bin/prefill" MPIRUN="$B/ompi/bin/orterun" PYTHON=python3 \
+      RANKS="${CP_BALANCE_RANKS:-4 8}" LENGTHS="${CP_BALANCE_LENGTHS:-32768}" VARIANTS="auto off" REPEAT=3 \
+      bash bench/cp_balance.sh "$OUT/cp_balance.json" >"$OUT/cp_balance.log" 2>&1
+    echo "cp_balance: exit $?"; grep -E "ranks L=" "$OUT/cp_balance.log"
+  )
+fi
 BUDGET=$((${TOTAL:-570} - SECONDS)) RUNS=${RUNS:-3} bash bench/gpu/model_vs_hf_device_run.sh 2>&1 | tail -45

@@ -1,5 +1,4 @@
 // The CPU AttentionBackend: the always-present backend and the reference for the others.
-#include <sys/mman.h>
 
 #include <algorithm>
 #include <cstdlib>
@@ -14,6 +13,7 @@
 #include "kernels/cpu/lse_merge.h"
 #include "kernels/cpu/parallel_for.h"
 #include "kernels/cpu/round_robin_mask_estimator.h"
+#include "kernels/host_arena.h"
 
 namespace prefill {
 namespace {
@@ -64,15 +64,11 @@ class CpuBackend final : public AttentionBackend {
   }
   absl::Status Synchronize() override { return absl::OkStatus(); }
 
-  // Huge pages where the kernel has them: the download writes fault the range in once per
-  // 2 MiB instead of once per 4 KiB page.
-  absl::StatusOr<BackendBuffer> AllocateHost(size_t bytes) override {
-    constexpr size_t kHugePage = size_t{2} << 20;
-    const size_t rounded = (std::max<size_t>(bytes, 1) + kHugePage - 1) / kHugePage * kHugePage;
-    void* ptr = std::aligned_alloc(kHugePage, rounded);
-    if (ptr == nullptr) return absl::ResourceExhaustedError(absl::StrCat("cannot allocate ", bytes, " host bytes"));
-    (void)madvise(ptr, rounded, MADV_HUGEPAGE);
-    return BackendBuffer(ptr, &std::free);
+  absl::StatusOr<BackendBuffer> AllocateHost(size_t bytes) override { return HostArena::Process().Allocate(bytes); }
+  void ReserveHost(size_t bytes) override { HostArena::Process().Reserve(bytes); }
+  size_t PrepareHost(size_t bytes) override {
+    ReserveHost(bytes);
+    return 0;  // the CPU writes downloads in place: nothing to page-lock
   }
   absl::Status StartDownload(const DownloadParams& p) override {
     if (p.src_dtype != DType::kF32) return absl::InvalidArgumentError("StartDownload: CPU memory holds fp32 values");

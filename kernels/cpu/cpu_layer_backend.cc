@@ -108,18 +108,19 @@ class CpuLayerBackend final : public LayerBackend {
         sin_t[i] = static_cast<float>(std::sin(angle));
       }
       const float* in = static_cast<const float*>(p.qkv) + r * row_in;
-      auto rotate = [&](const float* src, float* dst) {
+      auto value = [&](int64_t j) { return p.bias ? in[j] + p.bias[j] : in[j]; };  // j: index in the row
+      auto rotate = [&](int64_t from, float* dst) {
         for (int i = 0; i < half; ++i) {
-          const float a = src[i], b = src[i + half];
+          const float a = value(from + i), b = value(from + i + half);
           dst[i] = a * cos_t[i] - b * sin_t[i];
           dst[i + half] = b * cos_t[i] + a * sin_t[i];
         }
       };
-      for (int h = 0; h < p.heads; ++h) rotate(in + h * d, static_cast<float*>(p.q) + (r * p.heads + h) * d);
-      const float* k_in = in + p.heads * d;
-      const float* v_in = k_in + p.kv_heads * d;
+      for (int h = 0; h < p.heads; ++h) rotate(h * d, static_cast<float*>(p.q) + (r * p.heads + h) * d);
+      const int64_t k_in = p.heads * d, v_in = k_in + p.kv_heads * d;
       for (int h = 0; h < p.kv_heads; ++h) rotate(k_in + h * d, static_cast<float*>(p.k) + (r * p.kv_heads + h) * d);
-      std::copy(v_in, v_in + p.kv_heads * d, static_cast<float*>(p.v) + r * p.kv_heads * d);
+      float* v = static_cast<float*>(p.v) + r * p.kv_heads * d;
+      for (int64_t j = 0; j < p.kv_heads * d; ++j) v[j] = value(v_in + j);
     });
     return absl::OkStatus();
   }

@@ -2,7 +2,7 @@
 // scratch buffer; each op forwards to its entry in kernels/cuda/.
 #include "kernels/cuda/cuda_backend.h"
 
-#include <sys/mman.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cstdio>
@@ -22,6 +22,7 @@
 #include "kernels/cuda/key_pooling.h"
 #include "kernels/cuda/lse_merge.h"
 #include "kernels/cuda/staged_download.h"
+#include "kernels/host_arena.h"
 
 namespace prefill {
 namespace {
@@ -141,13 +142,21 @@ class CudaBackend final : public AttentionBackend {
 
   // Pageable, 2 MiB aligned and marked for transparent huge pages (fewer first-touch faults
   // for the StagedDownloader's memcpy): page-locking GBs would stall the compute thread.
-  absl::StatusOr<BackendBuffer> AllocateHost(size_t bytes) override {
-    constexpr size_t kHugePage = size_t{2} << 20;
-    const size_t rounded = (std::max<size_t>(bytes, 1) + kHugePage - 1) / kHugePage * kHugePage;
-    void* ptr = std::aligned_alloc(kHugePage, rounded);
-    if (!ptr) return absl::ResourceExhaustedError(absl::StrCat("AllocateHost: ", rounded, " bytes of host memory"));
-    (void)madvise(ptr, rounded, MADV_HUGEPAGE);  // advice only: without THP the pages are 4 KiB
-    return BackendBuffer(ptr, [](void* p) { std::free(p); });
+  absl::StatusOr<BackendBuffer> AllocateHost(size_t bytes) override { return HostArena::Process().Allocate(bytes); }
+  void ReserveHost(size_t bytes) override { HostArena::Process().Reserve(bytes); }
+  // Page-locks at most a quarter of the host's memory: the rest of a larger KV cache goes
+  // through the staging ring.
+  size_t PrepareHost(size_t bytes) override {
+    HostArena& arena = HostArena::Process();
+    arena.Reserve(bytes);
+    const size_t quarter = static_cast<size_t>(sysconf(_SC_PHYS_PAGES)) * static_cast<size_t>(sysconf(_SC_PAGE_SIZE)) / 4;
+    const int device = ctx_.device;
+    return arena.Pin(
+        std::min(bytes, quarter),
+        [device](void* p, size_t n) {
+          return cudaSetDevice(device) == cudaSuccess && cudaHostRegister(p, n, cudaHostRegisterDefault) == cudaSuccess;
+        },
+        [](void* p) { (void)cudaHostUnregister(p); });
   }
   // Converted into a stream-ordered staging buffer on the compute stream (so src may be
   // overwritten right after); the StagedDownloader copies it out and frees it.

@@ -177,8 +177,14 @@ __global__ void __launch_bounds__(kRowThreads) SplitQkvKernel(const QkvSplitPara
         rotate = false;
       }
       const T* src = in + int64_t{h} * p.head_dim + i;
+      const float* bias = p.bias ? p.bias + int64_t{h} * p.head_dim + i : nullptr;
       if constexpr (kVec4) {
-        const float4 a = Quad<T>::Load(src), b = Quad<T>::Load(src + half);
+        float4 a = Quad<T>::Load(src), b = Quad<T>::Load(src + half);
+        if (bias) {
+          const float4 ba = *reinterpret_cast<const float4*>(bias), bb = *reinterpret_cast<const float4*>(bias + half);
+          a = make_float4(a.x + ba.x, a.y + ba.y, a.z + ba.z, a.w + ba.w);
+          b = make_float4(b.x + bb.x, b.y + bb.y, b.z + bb.z, b.w + bb.w);
+        }
         if (!rotate) {
           Quad<T>::Store(out + i, a);
           Quad<T>::Store(out + i + half, b);
@@ -191,7 +197,8 @@ __global__ void __launch_bounds__(kRowThreads) SplitQkvKernel(const QkvSplitPara
         Quad<T>::Store(out + i + half, make_float4(b.x * c.x + a.x * s.x, b.y * c.y + a.y * s.y,
                                                    b.z * c.z + a.z * s.z, b.w * c.w + a.w * s.w));
       } else {
-        const float a = Quad<T>::ToFloat(src[0]), b = Quad<T>::ToFloat(src[half]);
+        const float a = Quad<T>::ToFloat(src[0]) + (bias ? bias[0] : 0.f);
+        const float b = Quad<T>::ToFloat(src[half]) + (bias ? bias[half] : 0.f);
         out[i] = Quad<T>::One(rotate ? a * cos_t[i] - b * sin_t[i] : a);
         out[i + half] = Quad<T>::One(rotate ? b * cos_t[i] + a * sin_t[i] : b);
       }
@@ -330,7 +337,7 @@ absl::Status LaunchSplitQkv(const QkvSplitParams& p, const DeviceContext& ctx) {
     using T = std::remove_pointer_t<decltype(typed)>;
     const uintptr_t a = Quad<T>::kAlign;
     const bool vec4 = (p.head_dim / 2) % 4 == 0 && Aligned(p.qkv, a) && Aligned(p.q, a) &&
-                      (p.kv_heads == 0 || (Aligned(p.k, a) && Aligned(p.v, a)));
+                      (p.kv_heads == 0 || (Aligned(p.k, a) && Aligned(p.v, a))) && Aligned(p.bias, 16);
     return LaunchVectorised(vec4, [&](auto v) { SplitQkvKernel<T, decltype(v)::value><<<grid, kRowThreads, smem, ctx.stream>>>(p); });
   });
 }

@@ -4,6 +4,7 @@
 #include <cstring>
 
 #include "kernels/cuda/cuda_check.h"
+#include "kernels/host_arena.h"
 
 namespace prefill::cuda {
 
@@ -88,11 +89,18 @@ absl::Status StagedDownloader::Issue(const StagedDownload& d, size_t chunk, int 
   return absl::OkStatus();
 }
 
-// Chunk i+1's DMA runs while chunk i is copied out of its slot.
+// Page-locked destinations (the HostArena's pinned part) take one DMA; others go through the
+// slots, chunk i+1's DMA running while chunk i is copied out of its slot.
 absl::Status StagedDownloader::Copy(const StagedDownload& d) {
   if (d.bytes == 0) return absl::OkStatus();
   CUDA_CHECK(cudaSetDevice(device_));
   CUDA_CHECK(cudaStreamWaitEvent(stream_, d.ready, 0));
+  if (HostArena::Process().Pinned(d.host_dst, d.bytes)) {
+    CUDA_CHECK(cudaMemcpyAsync(d.host_dst, d.src, d.bytes, cudaMemcpyDeviceToHost, stream_));
+    CUDA_CHECK(cudaEventRecord(landed_[0], stream_));
+    CUDA_CHECK(cudaEventSynchronize(landed_[0]));
+    return absl::OkStatus();
+  }
   const size_t chunks = (d.bytes + slot_bytes_ - 1) / slot_bytes_;
   if (absl::Status s = Issue(d, 0, 0); !s.ok()) return s;
   for (size_t i = 0; i < chunks; ++i) {

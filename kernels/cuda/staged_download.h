@@ -1,12 +1,12 @@
-// StagedDownloader: device -> pageable host copies through a small page-locked ring, on a
-// thread and a copy stream of its own.
+// StagedDownloader: device -> host copies on a thread and a copy stream of their own.
 //
-// Why not page-lock the destination: the KV cache is GBs, and cudaHostAlloc costs ~0.55 s per
-// GB on the H200 host while holding the driver's lock, so even on a thread of its own it
-// stalled the compute thread's launches (0.3 s of a 0.6 s prefill at 32K tokens). Two slots
-// of a few MiB are page-locked once; the copy engine fills one while the worker thread
-// copies the other out with memcpy (which also takes the destination's first-touch page
-// faults, off the compute thread).
+// Destinations in the HostArena's page-locked part (AttentionBackend::PrepareHost, before the
+// request) take one DMA straight in. Others go through a small page-locked ring: page-locking
+// every destination costs ~0.55 s per GB (H200 host) under the driver's lock, which stalled
+// the compute thread's launches when done during a request (0.3 s of a 0.6 s prefill at 32K
+// tokens). Two slots of a few MiB are page-locked once; the copy engine fills one while the
+// worker thread copies the other out with memcpy (which also takes the destination's
+// first-touch page faults, off the compute thread).
 #pragma once
 
 #include <cuda_runtime_api.h>

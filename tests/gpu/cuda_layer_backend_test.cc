@@ -541,8 +541,9 @@ TEST_F(CudaLayerBackendTest, RmsNormWritesBf16) {
   }
 }
 
-// The split of a bf16 fused projection: the fp32 rotation's bound on the bf16 inputs, plus the
-// rounding of the result to bf16 (v: exact).
+// The split of a bf16 fused projection with its fp32 bias (Qwen2): the bias added in fp32
+// (one rounding, within the rotation's 8 u bound of the biased values), the fp32 rotation's
+// bound, plus the rounding of the result to bf16 (v: that rounding alone).
 TEST_F(CudaLayerBackendTest, SplitQkvInBf16) {
   const int64_t rows = 33;
   for (const int head_dim : {128, 6}) {  // the vector path and the scalar path
@@ -554,16 +555,23 @@ TEST_F(CudaLayerBackendTest, SplitQkvInBf16) {
     for (int64_t r = 0; r < rows; ++r) positions[r] = static_cast<int32_t>(r * 60'607);
     const int64_t q_elems = rows * heads * head_dim, kv_elems = rows * kv_heads * head_dim;
     const std::vector<uint16_t> x = ToBf16(Normal(q_elems + 2 * kv_elems, 1.f, 71));
+    const int64_t row_in = int64_t{heads + 2 * kv_heads} * head_dim;
+    const std::vector<float> bias = Normal(row_in, 3.f, 73);
     DeviceBuffer d_x(*attention_, x), d_pos(*attention_, positions), d_freq(*attention_, inv_freq);
+    DeviceBuffer d_bias(*attention_, bias);
     DeviceBuffer d_out(*attention_, std::vector<uint16_t>(x.size(), 0x7fc0));  // NaN
     auto* out = static_cast<uint16_t*>(d_out.get());
     QkvSplitParams p{d_x.get(), DType::kBF16, rows, heads, kv_heads, head_dim, d_pos.as<int32_t>(),
-                     d_freq.as<double>(), out, out + q_elems, out + q_elems + kv_elems};
+                     d_freq.as<double>(), out, out + q_elems, out + q_elems + kv_elems, d_bias.as<float>()};
     ASSERT_TRUE(layer_->SplitQkv(p).ok());
     const std::vector<double> got = FromBf16(d_out.Download<uint16_t>(*attention_));
-    const SplitQkvExpectation e = SplitQkvReference(FromBf16(x), rows, heads, kv_heads, head_dim, positions, inv_freq);
+    std::vector<double> biased = FromBf16(x);
+    for (size_t i = 0; i < biased.size(); ++i) biased[i] += bias[i % row_in];
+    const SplitQkvExpectation e = SplitQkvReference(biased, rows, heads, kv_heads, head_dim, positions, inv_freq);
     std::vector<double> tol(got.size());
-    for (size_t i = 0; i < tol.size(); ++i) tol[i] = 8 * kF32Unit * e.scale[i] + kBf16Unit * std::abs(e.want[i]);
+    for (size_t i = 0; i < tol.size(); ++i) {
+      tol[i] = 8 * kF32Unit * (e.scale[i] + std::abs(e.want[i])) + kBf16Unit * std::abs(e.want[i]);
+    }
     EXPECT_EQ(CountOutside(got, e.want, tol, "q|k|v"), 0);
   }
 }

@@ -32,7 +32,10 @@ for arch in llama qwen2; do
     echo "== $arch $mode"
     $launch ${launch:+-np 1} "$prefill" model --device cuda --model "$work/$arch" --tokens "$work/$arch/tokens.npy" --block 128 \
       --mode $mode --tau 1.0 --kv-out "$out" --kv-dtype f32 --json "$out.json" || { fail=1; continue; }
-    "$py" "$tiny" compare "$work/$arch" "$out.json" "$out" --tol-logits 3e-2 --tol-kv 3e-2 || fail=1
+    # bf16 activations: K reaches the cache through 3 roundings to bf16 (GEMM output, bias,
+    # RoPE; V through 2), each within 2^-9 of the value, on top of the bf16 error the layer's
+    # input carries; relative to the tensor's largest value, 1.5e-2 (measured: 0.9e-2, qwen2).
+    "$py" "$tiny" compare "$work/$arch" "$out.json" "$out" --tol-logits 3e-2 --tol-kv 1.5e-2 || fail=1
   done
 done
 echo "== a request larger than the GPU allows is refused up front, naming the GPU's figure"
