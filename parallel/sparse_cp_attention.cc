@@ -115,6 +115,11 @@ bool AllBlocksLocalInOrder(const Communicator& comm, std::span<const int32_t> po
   return true;
 }
 
+// Opens the options' timer span `phase` (no timer: nothing).
+absl::Status EnterPhase(const SparseOptions& options, const char* phase) {
+  return options.timer ? options.timer->Enter(phase, options.timer_layer) : absl::OkStatus();
+}
+
 // b.-e. on one rank: the mask in backend memory, the attention on the token-major K/V.
 absl::Status AttendOnOneRank(AttentionBackend& backend, const CpLayout& layout, const CpAttentionShard& shard,
                              const SparseOptions& options, const MaskEstimateParams& est,
@@ -127,6 +132,7 @@ absl::Status AttendOnOneRank(AttentionBackend& backend, const CpLayout& layout, 
   stats.computed_blocks = stats.selected_blocks;
   stats.visible_blocks = mask->host.visible_blocks;
   stats.estimate_seconds = Seconds(t0);
+  if (absl::Status s = EnterPhase(options, "attention"); !s.ok()) return s;
 
   t0 = Clock::now();
   const int lq = static_cast<int>(layout.local_len());
@@ -187,6 +193,7 @@ absl::StatusOr<SparseCpResult> SparseCpAttention(Communicator& comm, AttentionBa
   CpAttentionStats& stats = result.stats;
 
   // a-b. Estimate.
+  if (absl::Status s = EnterPhase(options, "mask_estimation"); !s.ok()) return s;
   auto t0 = Clock::now();
   absl::StatusOr<BackendBuffer> pooled = GatherPooledKeys(comm, backend, layout, shard, options.stride);
   if (!pooled.ok()) return pooled.status();
@@ -225,6 +232,7 @@ absl::StatusOr<SparseCpResult> SparseCpAttention(Communicator& comm, AttentionBa
   stats.selected_blocks = result.mask.selected_blocks();
   stats.visible_blocks = result.mask.visible_blocks;
   stats.estimate_seconds = Seconds(t0);
+  if (absl::Status s = EnterPhase(options, "attention"); !s.ok()) return s;
   absl::StatusOr<bool> dense = DenseEnough(comm, stats, options.dense_above);
   if (!dense.ok()) return dense.status();
   if (*dense) {

@@ -13,6 +13,7 @@
 #include "absl/status/statusor.h"
 #include "kernels/backend.h"
 #include "kernels/block_mask.h"
+#include "kernels/phase_timer.h"
 #include "parallel/communicator.h"
 #include "parallel/cp_attention.h"
 #include "parallel/cp_layout.h"
@@ -37,6 +38,11 @@ struct SparseOptions {
   // a KV block compute the entries other ranks selected on it (guest_attention.h); no KV
   // moves for them, only their Q rows and partial results.
   BalanceMode balance = BalanceMode::kAuto;
+  // Where the work runs (PhaseTimer; CUDA events), the spans "mask_estimation" (pooling, the
+  // pooled keys' all-gather, estimation) and "attention" (the rest), of layer `timer_layer`;
+  // null: none. Host clocks around the estimation bill it the queued work it waits for.
+  PhaseTimer* timer = nullptr;
+  int timer_layer = -1;
 };
 
 struct SparseCpResult {

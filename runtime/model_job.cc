@@ -353,10 +353,10 @@ absl::StatusOr<nlohmann::json> PrefillRequest(const LoadedModel& model, const Pr
     kv_bytes_rank += static_cast<double>(l.attention.kv_bytes_sent);
     sums[2 * i] = static_cast<double>(l.attention.selected_blocks);
     sums[2 * i + 1] = static_cast<double>(l.attention.visible_blocks);
-    maxes[0] += l.attention.estimate_seconds;
+    maxes[0] += l.estimate_device_seconds;
     maxes[1] += l.attention.exchange_seconds;
-    // The attention call's device time, less what estimation and the exchange waits took of it.
-    maxes[2] += std::max(0.0, l.attention_device_seconds - l.attention.estimate_seconds - l.attention.exchange_seconds);
+    // The attention call's device time (estimation apart), less what the exchange waits took of it.
+    maxes[2] += std::max(0.0, l.attention_device_seconds - l.attention.exchange_seconds);
     maxes[3] += l.gemm_seconds;
     maxes[kPhases + i] = l.gemm_seconds;
   }

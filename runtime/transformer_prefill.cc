@@ -62,12 +62,15 @@ absl::Status Embed(const TransformerBackends& on, const PrefillInput& input, int
 // ring: the dense path's plan (null in sparse mode).
 absl::StatusOr<CpAttentionStats> Attend(const TransformerBackends& on, const CpLayout& layout, const ModelConfig& c,
                                         const PrefillOptions& options, const RingAttentionPlan* ring,
-                                        const Activations& a) {
+                                        const Activations& a, PhaseTimer& timer, int layer) {
   const CpAttentionShard shard{a.dtype, a.q.get(), a.keys.get(), a.values.get(), c.num_heads, c.num_kv_heads,
                                c.head_dim, /*causal=*/true, 1.0f / std::sqrt(static_cast<float>(c.head_dim))};
   const CpAttentionOutput out{Floats(a.attn), Floats(a.lse)};
   if (!options.sparse) return RingAttention(on.comm, on.attention, layout, *ring, shard, out);
-  absl::StatusOr<SparseCpResult> r = SparseCpAttention(on.comm, on.attention, layout, shard, options.sparse_options, out);
+  SparseOptions sparse = options.sparse_options;
+  sparse.timer = &timer;
+  sparse.timer_layer = layer;
+  absl::StatusOr<SparseCpResult> r = SparseCpAttention(on.comm, on.attention, layout, shard, sparse, out);
   if (!r.ok()) return r.status();
   return r->stats;
 }
@@ -159,6 +162,8 @@ void ReportSpans(const std::vector<PhaseSpan>& spans, PrefillOutput& out) {
     LayerReport& report = out.layers[span.layer];
     if (span.phase == "attention") {
       report.attention_device_seconds += span.seconds;
+    } else if (span.phase == "mask_estimation") {
+      report.estimate_device_seconds += span.seconds;
     } else if (span.phase != "kv_download") {
       report.gemm_seconds += span.seconds;
     }
@@ -225,7 +230,7 @@ absl::StatusOr<PrefillOutput> RunTransformerPrefill(const TransformerBackends& o
     const int layer = static_cast<int>(i);
     PREFILL_RETURN_IF_ERROR(ProjectQkv(on, c, l, n, *a, **timer, layer));
     PREFILL_PHASE(**timer, "attention", layer);
-    absl::StatusOr<CpAttentionStats> attention = Attend(on, layout, c, options, ring ? &*ring : nullptr, *a);
+    absl::StatusOr<CpAttentionStats> attention = Attend(on, layout, c, options, ring ? &*ring : nullptr, *a, **timer, layer);
     if (!attention.ok()) return attention.status();
     out.layers[i].attention = *attention;
     if (options.keep_kv) {

@@ -35,7 +35,8 @@ struct LayerReport {
   CpAttentionStats attention;  // this rank's, incl. its selected and visible blocks
   // Timed where the work runs (AttentionBackend::NewPhaseTimer: CUDA events on the GPU).
   double gemm_seconds = 0;              // projections, norms, RoPE, MLP
-  double attention_device_seconds = 0;  // the whole attention call: estimation, exchange waits, kernels
+  double attention_device_seconds = 0;  // the attention call but its estimation: exchange waits, kernels
+  double estimate_device_seconds = 0;   // sparse: pooling, the pooled keys' all-gather, estimation
 };
 
 struct PrefillOutput {
