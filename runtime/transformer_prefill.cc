@@ -240,15 +240,15 @@ absl::StatusOr<PrefillOutput> RunTransformerPrefill(const TransformerBackends& o
     PREFILL_RETURN_IF_ERROR(OutputAndMlp(on, c, l, n, *a, **timer, layer));
   }
   PREFILL_PHASE(**timer, "logits", -1);
-  auto t = Clock::now();
   absl::StatusOr<std::vector<float>> logits = LastTokenLogits(on, layout, c, *a, last_position);
   if (!logits.ok()) return logits.status();
   out.last_logits = std::move(*logits);
   absl::StatusOr<std::vector<PhaseSpan>> spans = (*timer)->Finish();
   if (!spans.ok()) return spans.status();
   ReportSpans(*spans, out);
-  out.logits_seconds = Since(t);
-  t = Clock::now();
+  // Its span where it ran: the host's clock here would also hold the wait for every queued layer.
+  out.logits_seconds = out.op_seconds["logits"];
+  const auto t = Clock::now();
   PREFILL_RETURN_IF_ERROR(on.attention.FinishDownloads());
   out.kv_download_wait_seconds = Since(t);
   return out;

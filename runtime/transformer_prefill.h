@@ -48,7 +48,7 @@ struct PrefillOutput {
   std::vector<LayerReport> layers;
   double kv_host_alloc_seconds = 0;  // allocating kv_storage (pageable: ~0)
   double setup_seconds = 0;   // activations allocated and the embeddings uploaded
-  double logits_seconds = 0;  // final norm, lm_head of the last token, the logits shared
+  double logits_seconds = 0;  // final norm, lm_head of the last token, the logits shared (timed where they run)
   double kv_download_wait_seconds = 0;  // waiting at the end for downloads still in flight
   // Seconds per op over all layers, timed where the work runs (input_norm, qkv_proj, rope,
   // attention, kv_download, o_proj, post_norm, gate_up_proj, swiglu, down_proj, logits).
