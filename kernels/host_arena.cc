@@ -130,7 +130,9 @@ size_t HostArena::Pin(size_t max_bytes, const std::function<bool(void*, size_t)>
                       std::function<void(void*)> unpin) {
   std::lock_guard<std::mutex> lock(mu_);
   if (!region_ || region_->pinned) return region_ ? region_->pinned : 0;
-  const size_t bytes = std::min(region_->size, max_bytes / kHugePage * kHugePage);
+  // Whole huge pages; the region's slack too when max_bytes reaches it (buffers are rounded up).
+  const size_t rounded = RoundUp(max_bytes, kHugePage);
+  const size_t bytes = rounded + kHugePage >= region_->size ? region_->size : rounded;
   if (bytes == 0 || !pin(region_->base, bytes)) return 0;
   region_->pinned = bytes;
   region_->unpin = std::move(unpin);

@@ -40,7 +40,8 @@ class HostArena {
   // over at its beginning.
   absl::StatusOr<BackendBuffer> Allocate(size_t bytes);
 
-  // Page-locks the first `max_bytes` of the current region (once per region) with `pin`, which
+  // Page-locks the first `max_bytes` of the current region, rounded up to whole 2 MiB pages
+  // (all of it when that reaches its slack), once per region, with `pin`, which
   // returns false where it could not; `unpin` undoes it when the region goes. Returns the
   // bytes now page-locked.
   size_t Pin(size_t max_bytes, const std::function<bool(void*, size_t)>& pin,

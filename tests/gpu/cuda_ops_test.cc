@@ -8,6 +8,7 @@
 #include <random>
 #include <vector>
 
+#include "kernels/host_arena.h"
 #include "kernels/cpu/key_pooling.h"
 #include "kernels/cpu/lse_merge.h"
 #include "kernels/cuda/attention/attention_kernel_params.h"
@@ -179,11 +180,12 @@ TEST_F(CudaOps, GatherRowsAlignedAndUnaligned) {
   }
 }
 
-// Downloads of several staging chunks (the last one partial) land exactly, as bf16 bytes and
-// widened to f32, though the source is overwritten right after StartDownload and two
-// downloads are in flight at once.
-TEST_F(CudaOps, DownloadsLandExactlyWhileTheSourceIsReused) {
-  const int64_t n = 9'000'001;  // 18 MB of bf16: more than two 8 MiB slots
+// Downloads land exactly, as bf16 bytes and widened to f32, though the source is overwritten
+// right after StartDownload and two downloads are in flight at once (n: more than two 8 MiB
+// staging slots of bf16, the last one partial). `pinned`: the host buffers come from the
+// HostArena page-locked by PrepareHost, where each download is one DMA.
+void CheckDownloadsLandExactly(AttentionBackend& backend, bool pinned) {
+  const int64_t n = 9'000'001;
   std::vector<uint16_t> bits(n);
   for (int64_t i = 0; i < n; ++i) {
     const float v = std::sin(0.001f * static_cast<float>(i)) * static_cast<float>(1 + i % 977);
@@ -191,20 +193,32 @@ TEST_F(CudaOps, DownloadsLandExactlyWhileTheSourceIsReused) {
     std::memcpy(&u, &v, sizeof(u));
     bits[i] = static_cast<uint16_t>(u >> 16);  // a bf16 value exactly
   }
-  DeviceBuffer src(*backend_, bits);
-  absl::StatusOr<BackendBuffer> as_bf16 = backend_->AllocateHost(n * sizeof(uint16_t));
-  absl::StatusOr<BackendBuffer> as_f32 = backend_->AllocateHost(n * sizeof(float));
+  DeviceBuffer src(backend, bits);
+  const size_t bytes = n * (sizeof(uint16_t) + sizeof(float));
+  if (pinned) {
+    ASSERT_GE(backend.PrepareHost(bytes), bytes);
+  }
+  absl::StatusOr<BackendBuffer> as_bf16 = backend.AllocateHost(n * sizeof(uint16_t));
+  absl::StatusOr<BackendBuffer> as_f32 = backend.AllocateHost(n * sizeof(float));
   ASSERT_TRUE(as_bf16.ok() && as_f32.ok());
-  ASSERT_TRUE(backend_->StartDownload({src.get(), n, DType::kBF16, as_bf16->get(), DType::kBF16}).ok());
-  ASSERT_TRUE(backend_->StartDownload({src.get(), n, DType::kF32, as_f32->get(), DType::kBF16}).ok());
+  EXPECT_EQ(HostArena::Process().Pinned(as_bf16->get(), n * sizeof(uint16_t)), pinned);
+  EXPECT_EQ(HostArena::Process().Pinned(as_f32->get(), n * sizeof(float)), pinned);
+  ASSERT_TRUE(backend.StartDownload({src.get(), n, DType::kBF16, as_bf16->get(), DType::kBF16}).ok());
+  ASSERT_TRUE(backend.StartDownload({src.get(), n, DType::kF32, as_f32->get(), DType::kBF16}).ok());
   const std::vector<uint16_t> zeros(n, 0);
-  src.Upload(*backend_, zeros.data(), n * sizeof(uint16_t));  // queued after both conversions
-  ASSERT_TRUE(backend_->FinishDownloads().ok());
+  src.Upload(backend, zeros.data(), n * sizeof(uint16_t));  // queued after both conversions
+  ASSERT_TRUE(backend.FinishDownloads().ok());
   EXPECT_EQ(std::memcmp(as_bf16->get(), bits.data(), n * sizeof(uint16_t)), 0);
   const auto* widened = static_cast<const uint32_t*>(as_f32->get());
   for (int64_t i = 0; i < n; ++i) ASSERT_EQ(widened[i], uint32_t{bits[i]} << 16) << i;
-  EXPECT_EQ(src.Download<uint16_t>(*backend_), zeros);
+  EXPECT_EQ(src.Download<uint16_t>(backend), zeros);
 }
+
+// Through the staging slots (no arena region yet: the buffers come from the heap).
+TEST_F(CudaOps, DownloadsLandExactlyWhileTheSourceIsReused) { CheckDownloadsLandExactly(*backend_, false); }
+
+// Straight into page-locked arena memory, one DMA each.
+TEST_F(CudaOps, DownloadsIntoThePageLockedArenaLandExactly) { CheckDownloadsLandExactly(*backend_, true); }
 
 // The schedule is a permutation of the rows, longest bucket first, and inside a bucket the
 // locality order (KV head, query block, query head of the group); the same in every run.
@@ -238,7 +252,9 @@ TEST_F(CudaOps, WorkScheduleIsLongestFirstAndGroupsKvHeads) {
     if (i == 0) continue;
     const int prev = schedule[i - 1], cur = schedule[i];
     ASSERT_GE(bucket(prev), bucket(cur)) << i;
-    if (bucket(prev) == bucket(cur)) ASSERT_LT(locality(prev), locality(cur)) << i;
+    if (bucket(prev) == bucket(cur)) {
+      ASSERT_LT(locality(prev), locality(cur)) << i;
+    }
   }
   for (int r = 0; r < num_items; ++r) ASSERT_EQ(seen[r], 1) << r;
 }
