@@ -170,7 +170,9 @@ absl::Status RunAssignment(const BatchOptions& o, const LoadedModel& model, cons
   json record = result.ok() ? json{{"id", r.id}, {"status", "ok"}, {"tokens", plan.tokens[a.request]},
                                    {"ranks", a.ranks}, {"mode", options.mode}, {"density", (*result)["density"]},
                                    {"seconds", seconds}, {"prefill_seconds", (*result)["prefill_seconds"]},
-                                   {"phase_seconds", (*result)["phase_seconds"]}, {"error", nullptr},
+                                   {"phase_seconds", (*result)["phase_seconds"]},
+                                   {"op_seconds", (*result)["op_seconds"]},
+                                   {"kv_host_prepare_seconds", (*result)["kv_host_prepare_seconds"]}, {"error", nullptr},
                                    {"kv_cache", options.kv_out},
                                    {"top_logits", (*result)["top_logits"]}}
                             : ErrorRecord(r.id, plan.tokens[a.request], std::string(result.status().message()));
