@@ -309,8 +309,8 @@ absl::StatusOr<nlohmann::json> PrefillRequest(const LoadedModel& model, const Pr
   const auto t_host = Clock::now();
   size_t kv_host_pinned = 0;
   if (options.keep_kv) {
-    kv_host_pinned = on.attention->PrepareHost(2 * c.num_layers * static_cast<size_t>(layout->local_len()) *
-                                               c.num_kv_heads * c.head_dim * DTypeSize(options.kv_dtype));
+    kv_host_pinned = on.attention->PrepareHost(
+        KvCacheHostBytes(c, layout->local_len(), on.weights->layers.size(), options.kv_dtype));
   }
   const double kv_host_prepare_seconds = std::chrono::duration<double>(Clock::now() - t_host).count();
   const auto t0 = Clock::now();

@@ -75,6 +75,11 @@ absl::StatusOr<CpAttentionStats> Attend(const TransformerBackends& on, const CpL
   return r->stats;
 }
 
+const BackendBuffer& NoBias() {
+  static const BackendBuffer none{nullptr, [](void*) {}};
+  return none;
+}
+
 // x (activation dtype) -> y (activation dtype) through w.
 LinearParams Project(const Activations& a, int64_t n, const BackendBuffer& x, const WeightMatrix& w,
                      const BackendBuffer& bias, const BackendBuffer& y) {
@@ -102,8 +107,8 @@ absl::Status ProjectQkv(const TransformerBackends& on, const ModelConfig& c, con
   PREFILL_PHASE(timer, "input_norm", layer);
   PREFILL_RETURN_IF_ERROR(m.RmsNorm(Normalize(c, a, Floats(a.hidden), n, l.input_norm)));
   PREFILL_PHASE(timer, "qkv_proj", layer);
-  const BackendBuffer none{nullptr, [](void*) {}};  // the bias goes in with the split
-  PREFILL_RETURN_IF_ERROR(m.Linear(Project(a, n, a.normed, l.qkv, none, a.gate_up)));
+  // The bias goes in with the split.
+  PREFILL_RETURN_IF_ERROR(m.Linear(Project(a, n, a.normed, l.qkv, NoBias(), a.gate_up)));
   PREFILL_PHASE(timer, "rope", layer);
   const auto* positions = static_cast<const int32_t*>(a.positions.get());
   const auto* inv_freq = static_cast<const double*>(on.weights.inv_freq.get());
@@ -115,13 +120,12 @@ absl::Status ProjectQkv(const TransformerBackends& on, const ModelConfig& c, con
 absl::Status OutputAndMlp(const TransformerBackends& on, const ModelConfig& c, const PreparedLayer& l, int64_t n,
                           const Activations& a, PhaseTimer& timer, int layer) {
   LayerBackend& m = on.layers;
-  const BackendBuffer none{nullptr, [](void*) {}};
   PREFILL_PHASE(timer, "o_proj", layer);
   PREFILL_RETURN_IF_ERROR(m.Linear(ProjectIntoResidual(a, n, a.attn.get(), DType::kF32, l.o)));
   PREFILL_PHASE(timer, "post_norm", layer);
   PREFILL_RETURN_IF_ERROR(m.RmsNorm(Normalize(c, a, Floats(a.hidden), n, l.post_norm)));
   PREFILL_PHASE(timer, "gate_up_proj", layer);
-  PREFILL_RETURN_IF_ERROR(m.Linear(Project(a, n, a.normed, l.gate_up, none, a.gate_up)));
+  PREFILL_RETURN_IF_ERROR(m.Linear(Project(a, n, a.normed, l.gate_up, NoBias(), a.gate_up)));
   // silu(gate) * up lands in the gate half of each row, which the down projection reads.
   PREFILL_PHASE(timer, "swiglu", layer);
   const int64_t inter = c.intermediate_size;
@@ -204,8 +208,7 @@ absl::StatusOr<PrefillOutput> RunTransformerPrefill(const TransformerBackends& o
   }
   const auto t_setup = Clock::now();
   if (options.keep_kv) {
-    const size_t layer_bytes = static_cast<size_t>(n) * c.num_kv_heads * c.head_dim * DTypeSize(options.kv_dtype);
-    on.attention.ReserveHost(2 * layer_bytes * on.weights.layers.size());
+    on.attention.ReserveHost(KvCacheHostBytes(c, n, on.weights.layers.size(), options.kv_dtype));
   }
   absl::StatusOr<Activations> a =
       AllocateActivations(on.attention, on.layers.activation_dtype(), c, n, layout.Positions(on.comm.rank()));

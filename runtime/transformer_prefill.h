@@ -31,6 +31,12 @@ struct PrefillOptions {
   DType kv_dtype = DType::kBF16;
 };
 
+// Host bytes of a request's KV cache on one rank: K and V of `layers` layers, `rows` tokens,
+// in `dtype` (what the KV download allocates; AttentionBackend::ReserveHost/PrepareHost).
+inline size_t KvCacheHostBytes(const ModelConfig& c, int64_t rows, size_t layers, DType dtype) {
+  return layers * static_cast<size_t>(KvBytes(rows * c.num_kv_heads, c.head_dim, dtype));
+}
+
 struct LayerReport {
   CpAttentionStats attention;  // this rank's, incl. its selected and visible blocks
   // Timed where the work runs (AttentionBackend::NewPhaseTimer: CUDA events on the GPU).
