@@ -28,6 +28,30 @@ std::vector<float> QkvBias(const ModelConfig& c, const LayerWeights& l) {
   return bias;
 }
 
+// Each kind of Linear a layer runs (bf16 -> bf16; fp32 or strided bf16 into the fp32
+// residual; the one-row logits) once on `rows` rows of zeros, on layer 0's matrices.
+absl::Status WarmUpLinears(const PreparedModel& m, AttentionBackend& memory, LayerBackend& layers, int64_t rows) {
+  if (rows == 0 || m.layers.empty()) return absl::OkStatus();
+  const PreparedLayer& l = m.layers[0];
+  const DType bf16 = layers.activation_dtype();
+  const int64_t wide = std::max(l.qkv.rows, l.gate_up.rows), hidden = l.o.rows;
+  absl::StatusOr<BackendBuffer> x = memory.Allocate(rows * std::max(hidden, l.o.cols) * sizeof(float)),
+                                y = memory.Allocate(rows * wide * DTypeSize(bf16)),
+                                residual = memory.Allocate(rows * hidden * sizeof(float)),
+                                logits = memory.Allocate(m.lm_head.rows * sizeof(float));
+  for (const auto* b : {&x, &y, &residual, &logits}) {
+    if (!b->ok()) return b->status();
+  }
+  const LinearParams linears[] = {
+      {x->get(), bf16, rows, &l.qkv, nullptr, y->get(), bf16},
+      {x->get(), bf16, rows, &l.gate_up, nullptr, y->get(), bf16},
+      {x->get(), DType::kF32, rows, &l.o, nullptr, residual->get(), DType::kF32, /*accumulate=*/true},
+      {y->get(), bf16, rows, &l.down, nullptr, residual->get(), DType::kF32, /*accumulate=*/true, l.gate_up.rows},
+      {x->get(), bf16, 1, &m.lm_head, nullptr, logits->get(), DType::kF32}};
+  for (const LinearParams& p : linears) PREFILL_RETURN_IF_ERROR(layers.Linear(p));
+  return memory.Synchronize();
+}
+
 }  // namespace
 
 absl::StatusOr<PreparedModel> PrepareModel(const ModelConfig& c, const ModelWeights& w, AttentionBackend& memory,
@@ -50,6 +74,7 @@ absl::StatusOr<PreparedModel> PrepareModel(const ModelConfig& c, const ModelWeig
   PREFILL_ASSIGN_OR_RETURN(m.inv_freq, Upload(memory, RopeInverseFrequencies(c)));
   PREFILL_ASSIGN_OR_RETURN(m.lm_head, layers.PrepareMatrix(w.output_embedding()));
   if (w.lm_head.data) PREFILL_ASSIGN_OR_RETURN(m.embed_tokens, layers.PrepareMatrix(w.embed_tokens));
+  PREFILL_RETURN_IF_ERROR(WarmUpLinears(m, memory, layers, layers.warm_up_rows()));
   return m;
 }
 

@@ -138,7 +138,7 @@ absl::Status OutputAndMlp(const TransformerBackends& on, const ModelConfig& c, c
   return m.Linear(down);
 }
 
-// K and V leave for the host in the KV dtype, under the MLP and the next layer.
+// K and V leave for the host in the KV dtype, under the attention, the MLP and the next layer.
 absl::Status StartKvDownload(const TransformerBackends& on, const ModelConfig& c, int64_t n, const Activations& a,
                              const PrefillOptions& options, PrefillOutput& out) {
   const int64_t layer_values = n * c.num_kv_heads * c.head_dim;
@@ -232,14 +232,16 @@ absl::StatusOr<PrefillOutput> RunTransformerPrefill(const TransformerBackends& o
     const PreparedLayer& l = on.weights.layers[i];
     const int layer = static_cast<int>(i);
     PREFILL_RETURN_IF_ERROR(ProjectQkv(on, c, l, n, *a, **timer, layer));
-    PREFILL_PHASE(**timer, "attention", layer);
-    absl::StatusOr<CpAttentionStats> attention = Attend(on, layout, c, options, ring ? &*ring : nullptr, *a, **timer, layer);
-    if (!attention.ok()) return attention.status();
-    out.layers[i].attention = *attention;
+    // K and V are final here: their download runs under this layer's attention, so the last
+    // layer's ends before its MLP does.
     if (options.keep_kv) {
       PREFILL_PHASE(**timer, "kv_download", layer);
       PREFILL_RETURN_IF_ERROR(StartKvDownload(on, c, n, *a, options, out));
     }
+    PREFILL_PHASE(**timer, "attention", layer);
+    absl::StatusOr<CpAttentionStats> attention = Attend(on, layout, c, options, ring ? &*ring : nullptr, *a, **timer, layer);
+    if (!attention.ok()) return attention.status();
+    out.layers[i].attention = *attention;
     PREFILL_RETURN_IF_ERROR(OutputAndMlp(on, c, l, n, *a, **timer, layer));
   }
   PREFILL_PHASE(**timer, "logits", -1);

@@ -606,6 +606,8 @@ def parse_args(argv=None):
                         "(our loader reads those); recorded in the JSON")
     p.add_argument("--scratch", default=None, help="folder for the model, tokens and KV caches (default: /dev/shm "
                                                    "when it has room, else the temp folder); removed at the end")
+    p.add_argument("--keep-scratch", action="store_true", help="leave the model and tokens in the scratch folder "
+                   "(to profile a run after this script)")
     p.add_argument("--work-dir", default=None, help="logs and our runs' JSON reports (default: a folder beside --out)")
     p.add_argument("--out", default=os.path.join(os.environ.get("OUT", "."), "model_vs_hf.json"), help="result JSON")
     p.add_argument("--budget-s", type=float, default=540, help="seconds this script may take; later steps are skipped")
@@ -706,7 +708,8 @@ def main(argv=None):
         result["error"] = f"{type(ex).__name__}: {str(ex)[:500]}"
         print(f"error: {result['error']}", flush=True)
     finally:
-        shutil.rmtree(scratch, ignore_errors=True)
+        if not args.keep_scratch:
+            shutil.rmtree(scratch, ignore_errors=True)
     write_json(result, args.out)
     print_table(result["points"])
     print(f"bf16 GEMM {result.get('gemm_tflops', 0):.0f} TFLOP/s; transformers load "

@@ -192,6 +192,8 @@ class CudaLayerBackend final : public LayerBackend {
 
   std::string_view name() const override { return "cuda"; }
   DType activation_dtype() const override { return DType::kBF16; }
+  // Enough rows that cuBLAS picks the kernels of a long prompt's GEMMs.
+  int64_t warm_up_rows() const override { return 8192; }
 
   using LayerBackend::PrepareMatrix;
   // bf16 copy of the stacked sources in device memory. Chunks of options_.upload_chunk_bytes go
