@@ -126,6 +126,10 @@ class CudaBackend final : public AttentionBackend {
   absl::Status CopyToHost(void* host_dst, const void* src, size_t bytes) override {
     if (bytes == 0) return absl::OkStatus();
     CUDA_CHECK(cudaSetDevice(ctx_.device));
+    // A copy into pageable memory holds the driver until it has run, and with it the KV
+    // downloader's thread (measured: a layer's download left until the end of the prefill):
+    // the stream's queued work is waited for first, which holds nothing.
+    CUDA_CHECK(cudaStreamSynchronize(ctx_.stream));
     CUDA_CHECK(cudaMemcpyAsync(host_dst, src, bytes, cudaMemcpyDeviceToHost, ctx_.stream));
     CUDA_CHECK(cudaStreamSynchronize(ctx_.stream));
     return absl::OkStatus();
