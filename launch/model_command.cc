@@ -73,9 +73,10 @@ void PrintSummary(const nlohmann::json& r) {
               p["attention"].get<double>(), p["logits"].get<double>());
   if (r.contains("load_seconds")) {
     const auto& l = r["load_phase_seconds"];
-    std::printf("  load       %.3f s: read %.3f, device init %.3f, weights %.3f, KV host memory %.3f\n",
+    std::printf("  load       %.3f s: read %.3f, device init %.3f, weights %.3f, KV host memory %.3f, activations %.3f\n",
                 r["load_seconds"].get<double>(), l["read"].get<double>(), l["device_init"].get<double>(),
-                l["prepare_weights"].get<double>(), l["kv_host_prepare"].get<double>());
+                l["prepare_weights"].get<double>(), l["kv_host_prepare"].get<double>(),
+                l["activations_prepare"].get<double>());
   }
   std::string densities;
   for (const auto& d : r["layer_density"]) densities += absl::StrFormat(" %.2f", d.get<double>());
@@ -153,18 +154,23 @@ std::function<int()> AddModelCommand(CLI::App& app, const MpiSession& session) {
         ctx.ok() ? PrepareModel(model->config, model->weights, *ctx->backend, *ctx->layers) : ctx.status();
     if (absl::Status s = AgreeOnStatus(**comm, prepared.status()); !s.ok()) return ExitCodeFor(s, session.world_rank());
     load.Mark("prepare_weights");
-    const ModelExecution on{ctx->backend.get(), ctx->layers.get(), &*prepared, ctx->comm, comm->get(), ctx->device_memory};
+    PrefillWorkspace workspace;
+    const ModelExecution on{ctx->backend.get(), ctx->layers.get(), &*prepared, ctx->comm, comm->get(), ctx->device_memory,
+                            &workspace};
     absl::StatusOr<std::unique_ptr<JobMetrics>> metrics =
         StartJobMetrics(c.metrics, session.world_rank(), std::filesystem::path(c.model_dir).filename().string());
     if (absl::Status s = AgreeOnStatus(**comm, metrics.status()); !s.ok()) return ExitCodeFor(s, session.world_rank());
     (*metrics)->metrics->SetRequestsRunning(1);
     absl::StatusOr<nlohmann::json> report = PrefillRequest(*model, c.source, c.options, on);
     if (report.ok()) {
-      // The KV cache's host memory, prepared before the request's clock, is start-up work too.
+      // The KV cache's host memory and the activations, made before the request's clock, are
+      // start-up work too.
       const double kv_host = (*report)["kv_host_prepare_seconds"].get<double>();
-      (*report)["load_seconds"] = load.total() + kv_host;
+      const double activations = (*report)["activations_prepare_seconds"].get<double>();
+      (*report)["load_seconds"] = load.total() + kv_host + activations;
       (*report)["load_phase_seconds"] = load.phases();
       (*report)["load_phase_seconds"]["kv_host_prepare"] = kv_host;
+      (*report)["load_phase_seconds"]["activations_prepare"] = activations;
     }
     (*metrics)->metrics->SetRequestsRunning(0);
     if (const int64_t used = ctx->device_memory_used(); used >= 0) (*metrics)->metrics->SetGpuMemoryUsedBytes(used);

@@ -291,7 +291,9 @@ absl::StatusOr<nlohmann::json> PrefillRequest(const LoadedModel& model, const Pr
   }
   s = !length.ok() ? length.status() : !kind.ok() ? kind.status() : layout.status();
   if (s.ok()) {
-    const std::pair<int64_t, int64_t> device = on.device_memory();
+    std::pair<int64_t, int64_t> device = on.device_memory();
+    // The workspace held from earlier requests is free for this one.
+    if (device.first >= 0 && on.workspace) device.first += static_cast<int64_t>(on.workspace->bytes());
     s = device.first >= 0 ? CheckDeviceMemory(c, layout->seq_len(), comm.size(), o.memory_per_rank, device)
                           : CheckMemoryBudget(c, layout->seq_len(), comm.size(), o.memory_per_rank);
   }
@@ -313,9 +315,17 @@ absl::StatusOr<nlohmann::json> PrefillRequest(const LoadedModel& model, const Pr
         KvCacheHostBytes(c, layout->local_len(), on.weights->layers.size(), options.kv_dtype));
   }
   const double kv_host_prepare_seconds = std::chrono::duration<double>(Clock::now() - t_host).count();
+  // So are the activations (kept: later requests as long find them made).
+  const auto t_activations = Clock::now();
+  if (on.workspace) {
+    s = on.workspace->Reserve(*on.attention, on.layers->activation_dtype(), c, layout->local_len());
+    if (s.ok()) s = on.attention->Synchronize();
+    if (s = AgreeOnStatus(comm, s); !s.ok()) return s;
+  }
+  const double activations_prepare_seconds = std::chrono::duration<double>(Clock::now() - t_activations).count();
   const auto t0 = Clock::now();
-  absl::StatusOr<PrefillOutput> out = RunTransformerPrefill({*on.attention, *on.layers, *on.comm, *on.weights},
-                                                            *layout, c, *input, *length - 1, options);
+  absl::StatusOr<PrefillOutput> out = RunTransformerPrefill(
+      {*on.attention, *on.layers, *on.comm, *on.weights, on.workspace}, *layout, c, *input, *length - 1, options);
   if (s = AgreeOnStatus(comm, out.status()); !s.ok()) return s;
   const double prefill_seconds = std::chrono::duration<double>(Clock::now() - t0).count();
   // Files first: the local copy is durable before the decode server is asked to acknowledge.
@@ -389,6 +399,7 @@ absl::StatusOr<nlohmann::json> PrefillRequest(const LoadedModel& model, const Pr
       {"device", std::string(on.attention->name())},
       {"prefill_seconds", prefill_seconds}, {"tokens_per_second", *length / prefill_seconds},
       {"kv_host_prepare_seconds", kv_host_prepare_seconds}, {"kv_host_pinned_bytes", kv_host_pinned},
+      {"activations_prepare_seconds", activations_prepare_seconds},
       {"phase_seconds", {{"mask_estimation", maxes[0]}, {"kv_exchange", maxes[1]}, {"attention", maxes[2]}, {"gemm", maxes[3]},
                          {"kv_host_alloc", maxes[4]}, {"kv_download_wait", maxes[5]}, {"setup", maxes[6]},
                          {"logits", maxes[7]}}},

@@ -18,6 +18,7 @@
 #include "parallel/communicator.h"
 #include "runtime/model_config.h"
 #include "runtime/model_weights.h"
+#include "runtime/prefill_workspace.h"
 #include "runtime/prepared_model.h"
 
 namespace prefill {
@@ -76,6 +77,9 @@ struct ModelExecution {
   Communicator* host = nullptr;
   // {free, total} bytes of the device's memory ({-1, -1} on the CPU): a request must fit in it.
   std::function<std::pair<int64_t, int64_t>()> device_memory = [] { return std::pair<int64_t, int64_t>{-1, -1}; };
+  // The activations' memory, kept from one request to the next (made before each request's
+  // clock); null: each request allocates its own inside its clock.
+  PrefillWorkspace* workspace = nullptr;
 };
 
 // Prefills one prompt over the ranks of `on` (every rank calls it). The sequence is padded

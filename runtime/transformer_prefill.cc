@@ -17,40 +17,15 @@ namespace {
 using Clock = std::chrono::steady_clock;
 double Since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
 
-// This rank's activations, in backend memory: the residual stream (hidden), attention's
-// output and lse in fp32; the GEMMs' inputs and outputs (normed, q, keys, values, gate_up) in
-// the layer backend's activation dtype. The fused QKV projection lands in gate_up's memory,
-// which the MLP alone uses, before RoPE splits it into q, keys and values.
-struct Activations {
-  DType dtype = DType::kF32;
-  BackendBuffer hidden, normed, q, keys, values, attn, lse, gate_up, positions;
-};
-
-// A backend buffer of fp32 values (activations, norm weights, biases; null stays null).
-float* Floats(const BackendBuffer& b) { return static_cast<float*>(b.get()); }
-
-absl::StatusOr<Activations> AllocateActivations(AttentionBackend& memory, DType dtype, const ModelConfig& c,
-                                                int64_t n, const std::vector<int32_t>& positions) {
-  const size_t f = sizeof(float), e = DTypeSize(dtype), d = c.hidden_size, inter = c.intermediate_size;
-  const size_t q_dim = size_t{static_cast<size_t>(c.num_heads)} * c.head_dim;
-  const size_t kv_dim = size_t{static_cast<size_t>(c.num_kv_heads)} * c.head_dim;
-  absl::StatusOr<BackendBuffer> b[] = {
-      memory.Allocate(n * d * f),      memory.Allocate(n * d * e),      memory.Allocate(n * q_dim * e),
-      memory.Allocate(n * kv_dim * e), memory.Allocate(n * kv_dim * e), memory.Allocate(n * q_dim * f),
-      memory.Allocate(n * c.num_heads * f), memory.Allocate(n * std::max(2 * inter, q_dim + 2 * kv_dim) * e),
-      UploadBytes(memory, positions.data(), positions.size() * sizeof(int32_t))};
-  for (const auto& buffer : b) {
-    if (!buffer.ok()) return buffer.status();
-  }
-  return Activations{dtype,           std::move(*b[0]), std::move(*b[1]), std::move(*b[2]), std::move(*b[3]),
-                     std::move(*b[4]), std::move(*b[5]), std::move(*b[6]), std::move(*b[7]), std::move(*b[8])};
-}
+// Backend buffers of fp32 values (activations, norm weights, biases; null stays null).
+float* Floats(void* p) { return static_cast<float*>(p); }
+float* Floats(const BackendBuffer& b) { return Floats(b.get()); }
 
 // The residual stream starts as the input embeddings: gathered where the layers run from
 // token ids, or uploaded when they come as values.
 absl::Status Embed(const TransformerBackends& on, const PrefillInput& input, int64_t n, const Activations& a) {
   if (input.token_ids.empty()) {
-    return on.attention.CopyToBackend(a.hidden.get(), input.embeddings.data(), input.embeddings.size() * sizeof(float));
+    return on.attention.CopyToBackend(a.hidden, input.embeddings.data(), input.embeddings.size() * sizeof(float));
   }
   absl::StatusOr<BackendBuffer> ids = UploadBytes(on.attention, input.token_ids.data(), n * sizeof(int32_t));
   if (!ids.ok()) return ids.status();
@@ -63,7 +38,7 @@ absl::Status Embed(const TransformerBackends& on, const PrefillInput& input, int
 absl::StatusOr<CpAttentionStats> Attend(const TransformerBackends& on, const CpLayout& layout, const ModelConfig& c,
                                         const PrefillOptions& options, const RingAttentionPlan* ring,
                                         const Activations& a, PhaseTimer& timer, int layer) {
-  const CpAttentionShard shard{a.dtype, a.q.get(), a.keys.get(), a.values.get(), c.num_heads, c.num_kv_heads,
+  const CpAttentionShard shard{a.dtype, a.q, a.keys, a.values, c.num_heads, c.num_kv_heads,
                                c.head_dim, /*causal=*/true, 1.0f / std::sqrt(static_cast<float>(c.head_dim))};
   const CpAttentionOutput out{Floats(a.attn), Floats(a.lse)};
   if (!options.sparse) return RingAttention(on.comm, on.attention, layout, *ring, shard, out);
@@ -81,20 +56,20 @@ const BackendBuffer& NoBias() {
 }
 
 // x (activation dtype) -> y (activation dtype) through w.
-LinearParams Project(const Activations& a, int64_t n, const BackendBuffer& x, const WeightMatrix& w,
-                     const BackendBuffer& bias, const BackendBuffer& y) {
-  return {x.get(), a.dtype, n, &w, Floats(bias), y.get(), a.dtype};
+LinearParams Project(const Activations& a, int64_t n, const void* x, const WeightMatrix& w,
+                     const BackendBuffer& bias, void* y) {
+  return {x, a.dtype, n, &w, Floats(bias), y, a.dtype};
 }
 
 // hidden += x * w^T: the residual add folded into the GEMM's epilogue.
 LinearParams ProjectIntoResidual(const Activations& a, int64_t n, const void* x, DType x_dtype,
                                  const WeightMatrix& w) {
-  return {x, x_dtype, n, &w, nullptr, a.hidden.get(), DType::kF32, /*accumulate=*/true};
+  return {x, x_dtype, n, &w, nullptr, a.hidden, DType::kF32, /*accumulate=*/true};
 }
 
 RmsNormParams Normalize(const ModelConfig& c, const Activations& a, const float* x, int64_t rows,
                         const BackendBuffer& weight) {
-  return {x, Floats(weight), rows, c.hidden_size, static_cast<float>(c.rms_norm_eps), a.normed.get(), a.dtype};
+  return {x, Floats(weight), rows, c.hidden_size, static_cast<float>(c.rms_norm_eps), a.normed, a.dtype};
 }
 
 // Opens the timer's span of one op of layer `layer`.
@@ -102,7 +77,7 @@ RmsNormParams Normalize(const ModelConfig& c, const Activations& a, const float*
 
 // RMSNorm, Q/K/V projections and RoPE: q, keys, values ready for attention.
 absl::Status ProjectQkv(const TransformerBackends& on, const ModelConfig& c, const PreparedLayer& l, int64_t n,
-                        const Activations& a, PhaseTimer& timer, int layer) {
+                        const Activations& a, const int32_t* positions, PhaseTimer& timer, int layer) {
   LayerBackend& m = on.layers;
   PREFILL_PHASE(timer, "input_norm", layer);
   PREFILL_RETURN_IF_ERROR(m.RmsNorm(Normalize(c, a, Floats(a.hidden), n, l.input_norm)));
@@ -110,10 +85,9 @@ absl::Status ProjectQkv(const TransformerBackends& on, const ModelConfig& c, con
   // The bias goes in with the split.
   PREFILL_RETURN_IF_ERROR(m.Linear(Project(a, n, a.normed, l.qkv, NoBias(), a.gate_up)));
   PREFILL_PHASE(timer, "rope", layer);
-  const auto* positions = static_cast<const int32_t*>(a.positions.get());
   const auto* inv_freq = static_cast<const double*>(on.weights.inv_freq.get());
-  return m.SplitQkv({a.gate_up.get(), a.dtype, n, c.num_heads, c.num_kv_heads, c.head_dim, positions, inv_freq,
-                     a.q.get(), a.keys.get(), a.values.get(), Floats(l.qkv_bias)});
+  return m.SplitQkv({a.gate_up, a.dtype, n, c.num_heads, c.num_kv_heads, c.head_dim, positions, inv_freq,
+                     a.q, a.keys, a.values, Floats(l.qkv_bias)});
 }
 
 // Output projection into the residual, RMSNorm, SwiGLU MLP into the residual.
@@ -121,7 +95,7 @@ absl::Status OutputAndMlp(const TransformerBackends& on, const ModelConfig& c, c
                           const Activations& a, PhaseTimer& timer, int layer) {
   LayerBackend& m = on.layers;
   PREFILL_PHASE(timer, "o_proj", layer);
-  PREFILL_RETURN_IF_ERROR(m.Linear(ProjectIntoResidual(a, n, a.attn.get(), DType::kF32, l.o)));
+  PREFILL_RETURN_IF_ERROR(m.Linear(ProjectIntoResidual(a, n, a.attn, DType::kF32, l.o)));
   PREFILL_PHASE(timer, "post_norm", layer);
   PREFILL_RETURN_IF_ERROR(m.RmsNorm(Normalize(c, a, Floats(a.hidden), n, l.post_norm)));
   PREFILL_PHASE(timer, "gate_up_proj", layer);
@@ -129,7 +103,7 @@ absl::Status OutputAndMlp(const TransformerBackends& on, const ModelConfig& c, c
   // silu(gate) * up lands in the gate half of each row, which the down projection reads.
   PREFILL_PHASE(timer, "swiglu", layer);
   const int64_t inter = c.intermediate_size;
-  void* gate = a.gate_up.get();
+  void* gate = a.gate_up;
   const void* up = static_cast<const std::byte*>(gate) + inter * DTypeSize(a.dtype);
   PREFILL_RETURN_IF_ERROR(m.SwiGlu({gate, up, a.dtype, inter, n, 2 * inter}));
   PREFILL_PHASE(timer, "down_proj", layer);
@@ -150,8 +124,8 @@ absl::Status StartKvDownload(const TransformerBackends& on, const ModelConfig& c
   auto* keys = static_cast<std::byte*>(host->get());
   std::byte* values = keys + layer_bytes;
   out.kv_storage.push_back(*std::move(host));
-  PREFILL_RETURN_IF_ERROR(on.attention.StartDownload({a.keys.get(), layer_values, options.kv_dtype, keys, a.dtype}));
-  PREFILL_RETURN_IF_ERROR(on.attention.StartDownload({a.values.get(), layer_values, options.kv_dtype, values, a.dtype}));
+  PREFILL_RETURN_IF_ERROR(on.attention.StartDownload({a.keys, layer_values, options.kv_dtype, keys, a.dtype}));
+  PREFILL_RETURN_IF_ERROR(on.attention.StartDownload({a.values, layer_values, options.kv_dtype, values, a.dtype}));
   out.keys.emplace_back(keys, layer_bytes);
   out.values.emplace_back(values, layer_bytes);
   return absl::OkStatus();
@@ -185,7 +159,7 @@ absl::StatusOr<std::vector<float>> LastTokenLogits(const TransformerBackends& on
     if (!out.ok()) return out.status();
     PREFILL_RETURN_IF_ERROR(
         on.layers.RmsNorm(Normalize(c, a, Floats(a.hidden) + row * c.hidden_size, 1, on.weights.final_norm)));
-    PREFILL_RETURN_IF_ERROR(on.layers.Linear({a.normed.get(), a.dtype, 1, &on.weights.lm_head, nullptr, out->get()}));
+    PREFILL_RETURN_IF_ERROR(on.layers.Linear({a.normed, a.dtype, 1, &on.weights.lm_head, nullptr, out->get()}));
     std::vector<float> host(c.vocab_size);
     PREFILL_RETURN_IF_ERROR(on.attention.CopyToHost(host.data(), out->get(), host.size() * sizeof(float)));
     for (int i = 0; i < c.vocab_size; ++i) logits[i] = host[i];
@@ -210,10 +184,15 @@ absl::StatusOr<PrefillOutput> RunTransformerPrefill(const TransformerBackends& o
   if (options.keep_kv) {
     on.attention.ReserveHost(KvCacheHostBytes(c, n, on.weights.layers.size(), options.kv_dtype));
   }
-  absl::StatusOr<Activations> a =
-      AllocateActivations(on.attention, on.layers.activation_dtype(), c, n, layout.Positions(on.comm.rank()));
-  if (!a.ok()) return a.status();
-  PREFILL_RETURN_IF_ERROR(Embed(on, input, n, *a));
+  PrefillWorkspace own_workspace;
+  PrefillWorkspace& workspace = on.workspace ? *on.workspace : own_workspace;
+  PREFILL_RETURN_IF_ERROR(workspace.Reserve(on.attention, on.layers.activation_dtype(), c, n));
+  const Activations a = workspace.View();
+  const std::vector<int32_t> host_positions = layout.Positions(on.comm.rank());
+  absl::StatusOr<BackendBuffer> positions =
+      UploadBytes(on.attention, host_positions.data(), host_positions.size() * sizeof(int32_t));
+  if (!positions.ok()) return positions.status();
+  PREFILL_RETURN_IF_ERROR(Embed(on, input, n, a));
   std::optional<RingAttentionPlan> ring;
   if (!options.sparse) {
     absl::StatusOr<RingAttentionPlan> plan =
@@ -231,21 +210,21 @@ absl::StatusOr<PrefillOutput> RunTransformerPrefill(const TransformerBackends& o
   for (size_t i = 0; i < on.weights.layers.size(); ++i) {
     const PreparedLayer& l = on.weights.layers[i];
     const int layer = static_cast<int>(i);
-    PREFILL_RETURN_IF_ERROR(ProjectQkv(on, c, l, n, *a, **timer, layer));
+    PREFILL_RETURN_IF_ERROR(ProjectQkv(on, c, l, n, a, static_cast<const int32_t*>(positions->get()), **timer, layer));
     // K and V are final here: their download runs under this layer's attention, so the last
     // layer's ends before its MLP does.
     if (options.keep_kv) {
       PREFILL_PHASE(**timer, "kv_download", layer);
-      PREFILL_RETURN_IF_ERROR(StartKvDownload(on, c, n, *a, options, out));
+      PREFILL_RETURN_IF_ERROR(StartKvDownload(on, c, n, a, options, out));
     }
     PREFILL_PHASE(**timer, "attention", layer);
-    absl::StatusOr<CpAttentionStats> attention = Attend(on, layout, c, options, ring ? &*ring : nullptr, *a, **timer, layer);
+    absl::StatusOr<CpAttentionStats> attention = Attend(on, layout, c, options, ring ? &*ring : nullptr, a, **timer, layer);
     if (!attention.ok()) return attention.status();
     out.layers[i].attention = *attention;
-    PREFILL_RETURN_IF_ERROR(OutputAndMlp(on, c, l, n, *a, **timer, layer));
+    PREFILL_RETURN_IF_ERROR(OutputAndMlp(on, c, l, n, a, **timer, layer));
   }
   PREFILL_PHASE(**timer, "logits", -1);
-  absl::StatusOr<std::vector<float>> logits = LastTokenLogits(on, layout, c, *a, last_position);
+  absl::StatusOr<std::vector<float>> logits = LastTokenLogits(on, layout, c, a, last_position);
   if (!logits.ok()) return logits.status();
   out.last_logits = std::move(*logits);
   absl::StatusOr<std::vector<PhaseSpan>> spans = (*timer)->Finish();

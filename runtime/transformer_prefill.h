@@ -18,6 +18,7 @@
 #include "parallel/cp_layout.h"
 #include "parallel/sparse_cp_attention.h"
 #include "runtime/model_config.h"
+#include "runtime/prefill_workspace.h"
 #include "runtime/prepared_model.h"
 
 namespace prefill {
@@ -68,6 +69,8 @@ struct TransformerBackends {
   LayerBackend& layers;
   Communicator& comm;
   const PreparedModel& weights;
+  // The activations' memory, kept by the caller between requests; null: this call's own.
+  PrefillWorkspace* workspace = nullptr;
 };
 
 // This rank's input, its rows in local order: token ids (the embeddings are gathered where the

@@ -172,7 +172,8 @@ absl::Status RunAssignment(const BatchOptions& o, const LoadedModel& model, cons
                                    {"seconds", seconds}, {"prefill_seconds", (*result)["prefill_seconds"]},
                                    {"phase_seconds", (*result)["phase_seconds"]},
                                    {"op_seconds", (*result)["op_seconds"]},
-                                   {"kv_host_prepare_seconds", (*result)["kv_host_prepare_seconds"]}, {"error", nullptr},
+                                   {"kv_host_prepare_seconds", (*result)["kv_host_prepare_seconds"]},
+                                   {"activations_prepare_seconds", (*result)["activations_prepare_seconds"]}, {"error", nullptr},
                                    {"kv_cache", options.kv_out},
                                    {"top_logits", (*result)["top_logits"]}}
                             : ErrorRecord(r.id, plan.tokens[a.request], std::string(result.status().message()));
@@ -230,6 +231,7 @@ absl::StatusOr<BatchSummary> RunBatch(const BatchOptions& o, MpiCommunicator& wo
   absl::StatusOr<PreparedModel> prepared =
       model.ok() ? PrepareModel(model->config, model->weights, *ctx.backend, *ctx.layers) : model.status();
   if (absl::Status s = AgreeOnStatus(world, prepared.status()); !s.ok()) return s;
+  PrefillWorkspace workspace;  // the activations, made for the longest prompt so far
 
   absl::StatusOr<BatchPlan> plan = absl::UnknownError("not planned");
   std::string text;
@@ -275,7 +277,8 @@ absl::StatusOr<BatchSummary> RunBatch(const BatchOptions& o, MpiCommunicator& wo
     if (!group.ok()) return group.status();
     absl::Status wave_status;
     if (mine != nullptr) {
-      const ModelExecution on{ctx.backend.get(), ctx.layers.get(), &*prepared, group->device(), group->host.get(), ctx.device_memory};
+      const ModelExecution on{ctx.backend.get(), ctx.layers.get(), &*prepared, group->device(), group->host.get(), ctx.device_memory,
+                            &workspace};
       wave_status = RunAssignment(o, *model, *plan, *mine, on, *store);
     }
     if (absl::Status s = AgreeOnStatus(world, wave_status); !s.ok()) return s;

@@ -85,7 +85,7 @@ def check_results(work, model, n, bad=()):
         assert r["status"] == "ok", r
         # Where each op's time went, as `prefill model` reports it (a batch's warm requests too).
         assert r["op_seconds"]["attention"] > 0 and r["op_seconds"]["qkv_proj"] > 0, r["op_seconds"]
-        assert r["kv_host_prepare_seconds"] >= 0, r
+        assert r["kv_host_prepare_seconds"] >= 0 and r["activations_prepare_seconds"] >= 0, r
         tokens = np.load(os.path.join(work, f"p{i}.npy"))
         logits, kv = tiny_model.forward(cfg, w, tokens)
         top = r["top_logits"][0]
