@@ -24,8 +24,11 @@ struct CpAttentionShard {
 };
 
 struct CpAttentionOutput {
-  float* o = nullptr;    // [local_len, hq, head_dim], backend memory
+  float* o = nullptr;    // [local_len, hq, head_dim] in o_dtype, backend memory
   float* lse = nullptr;  // [local_len, hq], backend memory
+  // The dense ring on one rank may write O in bf16, ready for the output projection's GEMM
+  // (no fp32 round trip); paths that merge partial results need fp32 and reject others.
+  DType o_dtype = DType::kF32;
 };
 
 struct CpAttentionStats {

@@ -22,7 +22,8 @@ absl::Status RunMaskedAttention(AttentionBackend& backend, const CpAttentionShar
 
 absl::Status RunMaskedAttentionInBackend(AttentionBackend& backend, const CpAttentionShard& shard,
                                          const int32_t* q_pos, int lq, int block_size, const KvRows& kv,
-                                         const int32_t* row_offsets, const int32_t* kv_blocks, float* o, float* lse) {
+                                         const int32_t* row_offsets, const int32_t* kv_blocks, float* o, float* lse,
+                                         DType o_dtype) {
   AttentionParams p;
   p.dtype = shard.dtype;
   p.q = shard.q;
@@ -45,7 +46,7 @@ absl::Status RunMaskedAttentionInBackend(AttentionBackend& backend, const CpAtte
   p.scale = shard.scale;
   p.mask_row_offsets = row_offsets;
   p.mask_kv_blocks = kv_blocks;
-  p.out_dtype = DType::kF32;
+  p.out_dtype = o_dtype;
   p.o = o;
   p.lse = lse;
   return backend.Attention(p);

@@ -34,9 +34,11 @@ absl::Status RunMaskedAttention(AttentionBackend& backend, const CpAttentionShar
                                 const int32_t* q_pos, int lq, int block_size, const KvRows& kv,
                                 const HostCsr& mask, float* o, float* lse);
 
-// The same under a CSR already in backend memory (row offsets, ids); queued, no wait.
+// The same under a CSR already in backend memory (row offsets, ids); queued, no wait. o in
+// o_dtype.
 absl::Status RunMaskedAttentionInBackend(AttentionBackend& backend, const CpAttentionShard& shard,
                                          const int32_t* q_pos, int lq, int block_size, const KvRows& kv,
-                                         const int32_t* row_offsets, const int32_t* kv_blocks, float* o, float* lse);
+                                         const int32_t* row_offsets, const int32_t* kv_blocks, float* o, float* lse,
+                                         DType o_dtype = DType::kF32);
 
 }  // namespace prefill

@@ -120,6 +120,9 @@ absl::StatusOr<CpAttentionStats> RingAttention(Communicator& comm, AttentionBack
   if (plan.hq() != shard.hq || plan.causal() != shard.causal) {
     return absl::InvalidArgumentError("RingAttention: the plan was made for other heads or causality");
   }
+  if (n > 1 && out.o_dtype != DType::kF32) {
+    return absl::InvalidArgumentError("RingAttention: ranks merge their partial outputs in fp32: o must be f32");
+  }
   const size_t kv_bytes = static_cast<size_t>(lq) * shard.hkv * shard.head_dim * DTypeSize(shard.dtype);
   const size_t out_elems = static_cast<size_t>(lq) * shard.hq;
 
@@ -174,7 +177,8 @@ absl::StatusOr<CpAttentionStats> RingAttention(Communicator& comm, AttentionBack
       float* lse = have_output ? static_cast<float*>(part_lse->get()) : out.lse;
       absl::Status st = RunMaskedAttentionInBackend(backend, shard, plan.q_pos(), lq, block, kv,
                                                     static_cast<const int32_t*>(s.row_offsets.get()),
-                                                    static_cast<const int32_t*>(s.kv_blocks.get()), o, lse);
+                                                    static_cast<const int32_t*>(s.kv_blocks.get()), o, lse,
+                                                    out.o_dtype);
       if (!st.ok()) return st;
       if (have_output) {
         LseMergeParams merge{out.o, out.lse, o, lse, static_cast<int64_t>(out_elems), shard.head_dim};

@@ -186,6 +186,9 @@ absl::StatusOr<SparseCpResult> SparseCpAttention(Communicator& comm, AttentionBa
                                                  const CpAttentionShard& shard,
                                                  const SparseOptions& options,
                                                  const CpAttentionOutput& out) {
+  if (out.o_dtype != DType::kF32) {
+    return absl::InvalidArgumentError("SparseCpAttention: partial outputs merge in fp32: o must be f32");
+  }
   const int rank = comm.rank();
   const int lq = static_cast<int>(layout.local_len());
   const int block = layout.block_size();

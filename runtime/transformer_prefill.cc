@@ -34,13 +34,19 @@ absl::Status Embed(const TransformerBackends& on, const PrefillInput& input, int
   return on.attention.Synchronize();  // the ids die here
 }
 
+// Attention's output, which the output projection reads: in the activation dtype where one
+// rank's dense ring writes it whole (a GEMM input as it is), else fp32 for the ranks' merges.
+DType AttentionOutputDType(const TransformerBackends& on, const PrefillOptions& options, const Activations& a) {
+  return !options.sparse && on.comm.size() == 1 ? a.dtype : DType::kF32;
+}
+
 // ring: the dense path's plan (null in sparse mode).
 absl::StatusOr<CpAttentionStats> Attend(const TransformerBackends& on, const CpLayout& layout, const ModelConfig& c,
                                         const PrefillOptions& options, const RingAttentionPlan* ring,
                                         const Activations& a, PhaseTimer& timer, int layer) {
   const CpAttentionShard shard{a.dtype, a.q, a.keys, a.values, c.num_heads, c.num_kv_heads,
                                c.head_dim, /*causal=*/true, 1.0f / std::sqrt(static_cast<float>(c.head_dim))};
-  const CpAttentionOutput out{Floats(a.attn), Floats(a.lse)};
+  const CpAttentionOutput out{Floats(a.attn), Floats(a.lse), AttentionOutputDType(on, options, a)};
   if (!options.sparse) return RingAttention(on.comm, on.attention, layout, *ring, shard, out);
   SparseOptions sparse = options.sparse_options;
   sparse.timer = &timer;
@@ -92,10 +98,10 @@ absl::Status ProjectQkv(const TransformerBackends& on, const ModelConfig& c, con
 
 // Output projection into the residual, RMSNorm, SwiGLU MLP into the residual.
 absl::Status OutputAndMlp(const TransformerBackends& on, const ModelConfig& c, const PreparedLayer& l, int64_t n,
-                          const Activations& a, PhaseTimer& timer, int layer) {
+                          const Activations& a, DType attn_dtype, PhaseTimer& timer, int layer) {
   LayerBackend& m = on.layers;
   PREFILL_PHASE(timer, "o_proj", layer);
-  PREFILL_RETURN_IF_ERROR(m.Linear(ProjectIntoResidual(a, n, a.attn, DType::kF32, l.o)));
+  PREFILL_RETURN_IF_ERROR(m.Linear(ProjectIntoResidual(a, n, a.attn, attn_dtype, l.o)));
   PREFILL_PHASE(timer, "post_norm", layer);
   PREFILL_RETURN_IF_ERROR(m.RmsNorm(Normalize(c, a, Floats(a.hidden), n, l.post_norm)));
   PREFILL_PHASE(timer, "gate_up_proj", layer);
@@ -221,7 +227,7 @@ absl::StatusOr<PrefillOutput> RunTransformerPrefill(const TransformerBackends& o
     absl::StatusOr<CpAttentionStats> attention = Attend(on, layout, c, options, ring ? &*ring : nullptr, a, **timer, layer);
     if (!attention.ok()) return attention.status();
     out.layers[i].attention = *attention;
-    PREFILL_RETURN_IF_ERROR(OutputAndMlp(on, c, l, n, a, **timer, layer));
+    PREFILL_RETURN_IF_ERROR(OutputAndMlp(on, c, l, n, a, AttentionOutputDType(on, options, a), **timer, layer));
   }
   PREFILL_PHASE(**timer, "logits", -1);
   absl::StatusOr<std::vector<float>> logits = LastTokenLogits(on, layout, c, a, last_position);

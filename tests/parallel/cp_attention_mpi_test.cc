@@ -186,6 +186,27 @@ TEST_P(CpAttentionTest, SparseAboveDenseThresholdRunsTheRing) {
   }
 }
 
+// Ranks merge partial outputs in fp32: a bf16 O is for one rank's dense ring only (the model
+// hands it to the output projection as it is), and the paths that merge refuse it.
+TEST(CpAttentionOutputDType, Bf16OutputOnlyWhereNothingMerges) {
+  std::unique_ptr<MpiCommunicator> world = *MpiCommunicator::Create(MPI_COMM_WORLD);
+  const Job job{LayoutKind::kContiguous, true, WorkloadKind::kRandom, DType::kBF16};
+  const CpLayout layout = *CpLayout::Create(job.layout, 4 * kBlock * world->size(), world->size(), kBlock);
+  const RankInputs in = Inputs(job, layout, world->rank());
+  std::unique_ptr<AttentionBackend> backend = MakeCpuBackend(1);
+  std::vector<float> o(layout.local_len() * kHeads * kDim), lse(layout.local_len() * kHeads);
+  const CpAttentionShard shard{job.dtype, in.q.bytes.data(), in.k.bytes.data(), in.v.bytes.data(), kHeads,
+                               kKvHeads, kDim, job.causal, 1.0f / std::sqrt(float{kDim})};
+  const CpAttentionOutput bf16_out{o.data(), lse.data(), DType::kBF16};
+  absl::StatusOr<SparseCpResult> sparse = SparseCpAttention(*world, *backend, layout, shard, SparseOptions{}, bf16_out);
+  EXPECT_EQ(sparse.status().code(), absl::StatusCode::kInvalidArgument) << sparse.status();
+  if (world->size() > 1) {
+    absl::StatusOr<CpAttentionStats> ring = RingAttention(*world, *backend, layout, shard, bf16_out);
+    EXPECT_EQ(ring.status().code(), absl::StatusCode::kInvalidArgument) << ring.status();
+    EXPECT_NE(ring.status().message().find("fp32"), std::string_view::npos) << ring.status();
+  }
+}
+
 INSTANTIATE_TEST_SUITE_P(
     Layouts, CpAttentionTest,
     ::testing::Values(std::make_tuple(LayoutKind::kZigzag, true, WorkloadKind::kNeedle, DType::kF32),
