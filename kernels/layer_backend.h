@@ -151,9 +151,9 @@ class LayerBackend {
   virtual absl::Status SplitQkv(const QkvSplitParams& p) = 0;
   virtual absl::Status SwiGlu(const SwiGluParams& p) = 0;
   virtual absl::Status Embed(const EmbedParams& p) = 0;
-  // Rows of the GEMMs that PrepareModel runs once per kind of Linear, so that a library's
-  // first use of each (cuBLAS: ~0.1 s on an H100) is paid at load, not by the first request;
-  // 0 where there is nothing to warm.
+  // Rows of the GEMMs that PrepareModel runs once per kind of Linear (and the attention
+  // kernel once), so that a library's first use of each (cuBLAS: ~0.1 s on an H100) is paid
+  // at load, not by the first request; 0 where there is nothing to warm.
   virtual int64_t warm_up_rows() const { return 0; }
 };
 

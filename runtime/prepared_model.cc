@@ -1,6 +1,7 @@
 #include "runtime/prepared_model.h"
 
 #include <algorithm>
+#include <vector>
 
 #include "runtime/execution_context.h"
 #include "runtime/rope.h"
@@ -31,7 +32,7 @@ std::vector<float> QkvBias(const ModelConfig& c, const LayerWeights& l) {
 // Each kind of Linear a layer runs (bf16 -> bf16; fp32 or strided bf16 into the fp32
 // residual; the one-row logits) once on `rows` rows of zeros, on layer 0's matrices.
 absl::Status WarmUpLinears(const PreparedModel& m, AttentionBackend& memory, LayerBackend& layers, int64_t rows) {
-  if (rows == 0 || m.layers.empty()) return absl::OkStatus();
+  if (m.layers.empty()) return absl::OkStatus();
   const PreparedLayer& l = m.layers[0];
   const DType bf16 = layers.activation_dtype();
   const int64_t wide = std::max(l.qkv.rows, l.gate_up.rows), hidden = l.o.rows;
@@ -49,6 +50,49 @@ absl::Status WarmUpLinears(const PreparedModel& m, AttentionBackend& memory, Lay
       {y->get(), bf16, rows, &l.down, nullptr, residual->get(), DType::kF32, /*accumulate=*/true, l.gate_up.rows},
       {x->get(), bf16, 1, &m.lm_head, nullptr, logits->get(), DType::kF32}};
   for (const LinearParams& p : linears) PREFILL_RETURN_IF_ERROR(layers.Linear(p));
+  return memory.Synchronize();
+}
+
+// The attention kernel's first launch (module load, shared memory set-up: ~5 ms on an H100)
+// on one block of zeros per head, in the output dtypes a request uses.
+absl::Status WarmUpAttention(const ModelConfig& c, AttentionBackend& memory, DType dtype) {
+  constexpr int kRows = 128;
+  const int64_t q_values = int64_t{kRows} * c.num_heads * c.head_dim, kv_values = int64_t{kRows} * c.num_kv_heads * c.head_dim;
+  std::vector<int32_t> positions(kRows), offsets(c.num_heads + 1), blocks(c.num_heads, 0);
+  for (int i = 0; i < kRows; ++i) positions[i] = i;
+  for (int h = 0; h <= c.num_heads; ++h) offsets[h] = h;
+  absl::StatusOr<BackendBuffer> q = memory.Allocate(q_values * DTypeSize(dtype)),
+                                kv = memory.Allocate(kv_values * DTypeSize(dtype)),
+                                o = memory.Allocate(q_values * sizeof(float)),
+                                lse = memory.Allocate(int64_t{kRows} * c.num_heads * sizeof(float)),
+                                pos = Upload(memory, positions), row_offsets = Upload(memory, offsets),
+                                ids = Upload(memory, blocks);
+  for (const auto* b : {&q, &kv, &o, &lse, &pos, &row_offsets, &ids}) {
+    if (!b->ok()) return b->status();
+  }
+  AttentionParams p;
+  p.dtype = dtype;
+  p.q = q->get();
+  p.q_row_stride = int64_t{c.num_heads} * c.head_dim;
+  p.q_head_stride = c.head_dim;
+  p.q_pos = p.k_pos = static_cast<const int32_t*>(pos->get());
+  p.k = p.v = kv->get();
+  p.kv_row_stride = int64_t{c.num_kv_heads} * c.head_dim;
+  p.kv_head_stride = c.head_dim;
+  p.lq = p.lk = p.block_size = kRows;
+  p.hq = c.num_heads;
+  p.hkv = c.num_kv_heads;
+  p.head_dim = c.head_dim;
+  p.causal = true;
+  p.scale = 1.f;
+  p.mask_row_offsets = static_cast<const int32_t*>(row_offsets->get());
+  p.mask_kv_blocks = static_cast<const int32_t*>(ids->get());
+  p.o = o->get();
+  p.lse = static_cast<float*>(lse->get());
+  for (DType out : {DType::kF32, dtype}) {
+    p.out_dtype = out;
+    PREFILL_RETURN_IF_ERROR(memory.Attention(p));
+  }
   return memory.Synchronize();
 }
 
@@ -74,7 +118,10 @@ absl::StatusOr<PreparedModel> PrepareModel(const ModelConfig& c, const ModelWeig
   PREFILL_ASSIGN_OR_RETURN(m.inv_freq, Upload(memory, RopeInverseFrequencies(c)));
   PREFILL_ASSIGN_OR_RETURN(m.lm_head, layers.PrepareMatrix(w.output_embedding()));
   if (w.lm_head.data) PREFILL_ASSIGN_OR_RETURN(m.embed_tokens, layers.PrepareMatrix(w.embed_tokens));
-  PREFILL_RETURN_IF_ERROR(WarmUpLinears(m, memory, layers, layers.warm_up_rows()));
+  if (layers.warm_up_rows() > 0) {
+    PREFILL_RETURN_IF_ERROR(WarmUpLinears(m, memory, layers, layers.warm_up_rows()));
+    PREFILL_RETURN_IF_ERROR(WarmUpAttention(c, memory, layers.activation_dtype()));
+  }
   return m;
 }
 
