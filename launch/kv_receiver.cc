@@ -602,11 +602,8 @@ class Receiver {
     if (!staging.ok()) return staging.status();
     for (const auto& [rank, part] : t.parts) {
       g.ranges.push_back(part.begin.ranges);
-      std::vector<const Tensor*> keys, values;
-      for (size_t l = 0; l < part.keys.size(); ++l) {
-        keys.push_back(&part.keys[l]);
-        values.push_back(&part.values[l]);
-      }
+      const std::vector<TensorView> keys(part.keys.begin(), part.keys.end()),
+          values(part.values.begin(), part.values.end());
       if (absl::Status s = WriteKvShard(
               absl::StrCat(*staging, "/", KvShardFileName(static_cast<int>(rank))), keys, values);
           !s.ok()) {

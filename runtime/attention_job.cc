@@ -312,7 +312,7 @@ absl::StatusOr<AttentionJobReport> RunAttentionJob(const AttentionJobConfig& con
     absl::Status written;
     if (comm.rank() == 0) {
       Tensor out{DType::kF32, {c.seq_len, c.heads, c.head_dim}, std::move(*all)};
-      written = WriteSafetensors(c.out_path, {{"o", &out}});
+      written = WriteSafetensors(c.out_path, {{"o", TensorView(out)}});
     }
     if (s = AgreeOnStatus(comm, written); !s.ok()) return s;
   }

@@ -10,7 +10,7 @@ namespace prefill {
 namespace {
 
 // Shape and dtype of one tensor handed to a sink, checked against the geometry.
-absl::Status CheckKvTensor(const KvCacheGeometry& g, const Tensor& t, int layer, const char* what) {
+absl::Status CheckKvTensor(const KvCacheGeometry& g, const TensorView& t, int layer, const char* what) {
   const std::vector<int64_t> want = {g.local_rows, g.kv_heads, g.head_dim};
   if (t.dtype != g.dtype || t.shape != want ||
       static_cast<int64_t>(t.bytes.size()) != g.TensorBytes()) {
@@ -39,7 +39,7 @@ class KvFileSink final : public KvSink {
     return AgreeOnStatus(comm_, s);
   }
 
-  absl::Status PutLayer(int layer, const Tensor& key, const Tensor& value,
+  absl::Status PutLayer(int layer, const TensorView& key, const TensorView& value,
                         std::span<const KvTokenRange>) override {
     if (!error_.ok()) return error_;
     if (layer != static_cast<int>(keys_.size()) || layer >= geometry_.num_layers) {
@@ -51,8 +51,8 @@ class KvFileSink final : public KvSink {
       error_ = s;
     }
     if (!error_.ok()) return error_;
-    keys_.push_back(&key);
-    values_.push_back(&value);
+    keys_.push_back(key);
+    values_.push_back(value);
     return absl::OkStatus();
   }
 
@@ -81,7 +81,7 @@ class KvFileSink final : public KvSink {
   Communicator& comm_;
   const std::string dir_;
   KvCacheGeometry geometry_;
-  std::vector<const Tensor*> keys_, values_;
+  std::vector<TensorView> keys_, values_;
   absl::Status error_;
 };
 
@@ -108,9 +108,9 @@ nlohmann::json KvCacheIndex(const KvCacheGeometry& g) {
   return index;
 }
 
-absl::Status WriteKvShard(const std::string& path, const std::vector<const Tensor*>& keys,
-                          const std::vector<const Tensor*>& values) {
-  std::vector<std::pair<std::string, const Tensor*>> named;
+absl::Status WriteKvShard(const std::string& path, const std::vector<TensorView>& keys,
+                          const std::vector<TensorView>& values) {
+  std::vector<std::pair<std::string, TensorView>> named;
   named.reserve(2 * keys.size());
   for (size_t i = 0; i < keys.size(); ++i) {
     named.emplace_back(absl::StrCat("layers.", i, ".key"), keys[i]);

@@ -25,8 +25,8 @@ nlohmann::json KvCacheIndex(
     const KvCacheGeometry& g);  // index.json (geometry.ranges of every rank)
 // keys[i], values[i]: layer i, [local_rows, kv_heads, head_dim]. Atomic (temporary file + fsync +
 // rename).
-absl::Status WriteKvShard(const std::string& path, const std::vector<const Tensor*>& keys,
-                          const std::vector<const Tensor*>& values);
+absl::Status WriteKvShard(const std::string& path, const std::vector<TensorView>& keys,
+                          const std::vector<TensorView>& values);
 // Empties and creates <final_dir>.partial (returned).
 absl::StatusOr<std::string> StageKvCache(const std::string& final_dir);
 // Writes index.json into <final_dir>.partial and renames it to final_dir (replacing it).

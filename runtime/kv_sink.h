@@ -9,8 +9,8 @@
 //   - Begin and Commit are collective over the request's group: every rank calls them, in the
 //     same order, and they return the same status on every rank. PutLayer is local.
 //   - PutLayer is called once per layer, in layer order, between Begin and Commit. Its
-//     tensors are read in place (zero-copy senders hand them to the transport): they must stay
-//     alive and unchanged until Commit returns.
+//     tensors are views read in place (zero-copy senders hand them to the transport): the
+//     memory they view must stay alive and unchanged until Commit returns.
 //   - A PutLayer error is sticky: later calls return it and Commit reports it (agreed).
 //   - Commit returns OK only when the whole request is durable (file: fsynced and renamed into
 //     place) or acknowledged (UCX: the receiver holds every layer of every rank). A failed
@@ -66,7 +66,7 @@ class KvSink {
   virtual absl::Status Begin(const std::string& request_id, const KvCacheGeometry& geometry) = 0;
   // key, value: this rank's rows of `layer`, [local_rows, kv_heads, head_dim] in
   // geometry.dtype; ranges: the absolute tokens they hold (geometry.ranges[rank]).
-  virtual absl::Status PutLayer(int layer, const Tensor& key, const Tensor& value,
+  virtual absl::Status PutLayer(int layer, const TensorView& key, const TensorView& value,
                                 std::span<const KvTokenRange> ranges) = 0;
   virtual absl::Status Commit() = 0;
 };

@@ -125,14 +125,12 @@ absl::StatusOr<std::vector<SinkReport>> WriteKvCache(Communicator& comm, const s
     }
   }
   const int64_t n = layout.local_len();
-  std::vector<Tensor> tensors;  // alive until every sink has committed (zero-copy senders read them in place)
+  // Views of the downloaded KV cache, which outlives every sink's Commit.
+  std::vector<TensorView> tensors;
   tensors.reserve(2 * out.keys.size());
   for (size_t i = 0; i < out.keys.size(); ++i) {
     for (std::span<const std::byte> bytes : {out.keys[i], out.values[i]}) {
-      Tensor& t = tensors.emplace_back();
-      t.dtype = out.kv_dtype;
-      t.shape = {n, c.num_kv_heads, c.head_dim};
-      t.bytes.assign(bytes.begin(), bytes.end());
+      tensors.emplace_back(out.kv_dtype, std::vector<int64_t>{n, c.num_kv_heads, c.head_dim}, bytes);
     }
   }
   std::vector<SinkReport> reports;

@@ -50,6 +50,6 @@ class SafetensorsFile {
 // Writes the tensors to `path` atomically: a temporary file in the same folder, fsync,
 // then rename, so a reader never sees half a file.
 absl::Status WriteSafetensors(const std::string& path,
-                              const std::vector<std::pair<std::string, const Tensor*>>& tensors);
+                              const std::vector<std::pair<std::string, TensorView>>& tensors);
 
 }  // namespace prefill

@@ -264,7 +264,7 @@ class UcxKvSink final : public KvSink {
     return s;
   }
 
-  absl::Status PutLayer(int layer, const Tensor& key, const Tensor& value,
+  absl::Status PutLayer(int layer, const TensorView& key, const TensorView& value,
                         std::span<const KvTokenRange> ranges) override {
     if (!error_.ok()) return error_;
     if (layer != next_layer_ || layer >= geometry_.num_layers) {
@@ -273,7 +273,7 @@ class UcxKvSink final : public KvSink {
     }
     const std::vector<int64_t> shape = {geometry_.local_rows, geometry_.kv_heads,
                                         geometry_.head_dim};
-    for (const Tensor* t : {&key, &value}) {
+    for (const TensorView* t : {&key, &value}) {
       if (t->dtype != geometry_.dtype || t->shape != shape) {
         return Fail(
             absl::InvalidArgumentError(absl::StrCat("layer ", layer, ": tensor ", t->ShapeString(),
@@ -282,7 +282,7 @@ class UcxKvSink final : public KvSink {
     }
     ++next_layer_;
     for (uint8_t kind = 0; kind < 2; ++kind) {
-      const Tensor& t = kind == 0 ? key : value;
+      const TensorView& t = kind == 0 ? key : value;
       kvwire::LayerMessage m;
       m.prefix = Prefix(kvwire::MessageType::kLayer);
       m.layer = static_cast<uint32_t>(layer);
