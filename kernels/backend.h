@@ -92,6 +92,11 @@ class AttentionBackend {
   // for the transfer and src may be overwritten by work queued after the call. Returns once
   // queued (the CPU converts at once).
   virtual absl::Status StartDownload(const DownloadParams& p) = 0;
+  // Downloads started so far: read after a StartDownload, the ticket of that download.
+  virtual int64_t DownloadsStarted() const = 0;
+  // Waits until the downloads up to `ticket` have landed (they land in the order started); the
+  // first error so far. Another thread may wait while this one starts more.
+  virtual absl::Status WaitForDownloads(int64_t ticket) = 0;
   // Waits until every started download has landed in host memory.
   virtual absl::Status FinishDownloads() = 0;
   // A timer of the work queued on this backend from now on (kernels/phase_timer.h).

@@ -22,49 +22,78 @@ absl::Status CheckKvTensor(const KvCacheGeometry& g, const TensorView& t, int la
   return absl::OkStatus();
 }
 
+std::string KvTensorName(int layer, bool key) { return absl::StrCat("layers.", layer, key ? ".key" : ".value"); }
+
+// Each rank's shard is created at Begin with its whole header (the geometry fixes every
+// tensor's place) and each layer written into it at PutLayer: during the prefill, as the
+// layers land, where the caller hands them over then (takes_layers_during_prefill).
 class KvFileSink final : public KvSink {
  public:
   KvFileSink(Communicator& comm, std::string dir) : comm_(comm), dir_(std::move(dir)) {}
+  ~KvFileSink() override {
+    shard_.reset();  // removes the unfinished temporary file
+    if (begun_ && comm_.rank() == 0) {
+      std::error_code ec;
+      std::filesystem::remove_all(dir_ + ".partial", ec);
+    }
+  }
 
   std::string_view name() const override { return "file"; }
   std::string destination() const override { return dir_; }
+  bool takes_layers_during_prefill() const override { return true; }
 
   absl::Status Begin(const std::string& /*request_id*/, const KvCacheGeometry& geometry) override {
     geometry_ = geometry;
-    keys_.clear();
-    values_.clear();
+    layers_ = 0;
+    shard_.reset();
     error_ = absl::OkStatus();
     absl::Status s;
     if (comm_.rank() == 0) s = StageKvCache(dir_).status();
-    return AgreeOnStatus(comm_, s);
+    if (s = AgreeOnStatus(comm_, s); !s.ok()) return s;
+    begun_ = true;
+    std::vector<SafetensorsWriter::Entry> entries;
+    const std::vector<int64_t> shape = {geometry.local_rows, geometry.kv_heads, geometry.head_dim};
+    for (int i = 0; i < geometry.num_layers; ++i) {
+      for (bool key : {true, false}) entries.push_back({KvTensorName(i, key), geometry.dtype, shape});
+    }
+    // A failure here is this rank's: Commit reports it to all.
+    absl::StatusOr<std::unique_ptr<SafetensorsWriter>> shard =
+        SafetensorsWriter::Create(absl::StrCat(dir_, ".partial/", KvShardFileName(comm_.rank())), entries);
+    if (shard.ok()) {
+      shard_ = *std::move(shard);
+    } else {
+      error_ = shard.status();
+    }
+    return absl::OkStatus();
   }
 
   absl::Status PutLayer(int layer, const TensorView& key, const TensorView& value,
                         std::span<const KvTokenRange>) override {
     if (!error_.ok()) return error_;
-    if (layer != static_cast<int>(keys_.size()) || layer >= geometry_.num_layers) {
-      error_ = absl::InternalError(
-          absl::StrCat("KV layer ", layer, " out of order (expected ", keys_.size(), ")"));
+    if (layer != layers_ || layer >= geometry_.num_layers) {
+      error_ = absl::InternalError(absl::StrCat("KV layer ", layer, " out of order (expected ", layers_, ")"));
     } else if (absl::Status s = CheckKvTensor(geometry_, key, layer, "key"); !s.ok()) {
       error_ = s;
     } else if (absl::Status s = CheckKvTensor(geometry_, value, layer, "value"); !s.ok()) {
       error_ = s;
+    } else if (absl::Status s = shard_->Write(2 * layer, key.bytes); !s.ok()) {
+      error_ = s;
+    } else if (absl::Status s = shard_->Write(2 * layer + 1, value.bytes); !s.ok()) {
+      error_ = s;
     }
     if (!error_.ok()) return error_;
-    keys_.push_back(key);
-    values_.push_back(value);
+    ++layers_;
     return absl::OkStatus();
   }
 
   absl::Status Commit() override {
     absl::Status s = error_;
-    if (s.ok() && static_cast<int>(keys_.size()) != geometry_.num_layers) {
-      s = absl::InternalError(absl::StrCat("KV cache committed with ", keys_.size(), " of ",
-                                           geometry_.num_layers, " layers"));
+    if (s.ok() && layers_ != geometry_.num_layers) {
+      s = absl::InternalError(
+          absl::StrCat("KV cache committed with ", layers_, " of ", geometry_.num_layers, " layers"));
     }
-    if (s.ok())
-      s = WriteKvShard(absl::StrCat(dir_, ".partial/", KvShardFileName(comm_.rank())), keys_,
-                       values_);
+    if (s.ok()) s = shard_->Finish();
+    shard_.reset();
     s = AgreeOnStatus(comm_, s);
     if (comm_.rank() == 0) {
       if (s.ok()) {
@@ -74,6 +103,7 @@ class KvFileSink final : public KvSink {
         std::filesystem::remove_all(dir_ + ".partial", ec);
       }
     }
+    begun_ = false;
     return AgreeOnStatus(comm_, s);
   }
 
@@ -81,7 +111,9 @@ class KvFileSink final : public KvSink {
   Communicator& comm_;
   const std::string dir_;
   KvCacheGeometry geometry_;
-  std::vector<TensorView> keys_, values_;
+  int layers_ = 0;  // put so far
+  bool begun_ = false;
+  std::unique_ptr<SafetensorsWriter> shard_;
   absl::Status error_;
 };
 
@@ -113,8 +145,8 @@ absl::Status WriteKvShard(const std::string& path, const std::vector<TensorView>
   std::vector<std::pair<std::string, TensorView>> named;
   named.reserve(2 * keys.size());
   for (size_t i = 0; i < keys.size(); ++i) {
-    named.emplace_back(absl::StrCat("layers.", i, ".key"), keys[i]);
-    named.emplace_back(absl::StrCat("layers.", i, ".value"), values[i]);
+    named.emplace_back(KvTensorName(static_cast<int>(i), true), keys[i]);
+    named.emplace_back(KvTensorName(static_cast<int>(i), false), values[i]);
   }
   return WriteSafetensors(path, named);
 }

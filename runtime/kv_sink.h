@@ -69,6 +69,11 @@ class KvSink {
   virtual absl::Status PutLayer(int layer, const TensorView& key, const TensorView& value,
                                 std::span<const KvTokenRange> ranges) = 0;
   virtual absl::Status Commit() = 0;
+  // Whether the layers may come while the prefill still computes (each PutLayer as its
+  // download lands, on another thread than Begin's and Commit's, which come before and after
+  // every PutLayer): the file sink writes them under the compute; a network sink gets them at
+  // the end, on the caller's thread.
+  virtual bool takes_layers_during_prefill() const { return false; }
 };
 
 }  // namespace prefill

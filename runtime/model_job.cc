@@ -7,12 +7,14 @@
 #include <chrono>
 #include <filesystem>
 #include <numeric>
+#include <optional>
 
 #include "absl/strings/str_cat.h"
 #include "kernels/backend.h"
 #include "parallel/cp_layout.h"
 #include "runtime/kv_file_sink.h"
 #include "runtime/kv_handoff_protocol.h"
+#include "runtime/kv_layer_streamer.h"
 #include "parallel/ring_attention.h"
 #include "runtime/memory_estimate.h"
 #include "runtime/prompt_input.h"
@@ -97,20 +99,16 @@ struct SinkReport {
   double bytes = 0, seconds = 0, transfer_seconds = 0;
 };
 
-// Hands the KV cache (layers.{i}.key / .value [local rows, kv_heads, head_dim] per rank; the
-// index lists absolute token ranges -> shard rows, real tokens only) to each sink in turn.
-absl::StatusOr<std::vector<SinkReport>> WriteKvCache(Communicator& comm, const std::vector<std::unique_ptr<KvSink>>& sinks,
-                                                     const std::string& request_id, const PrefillRequestOptions& o,
-                                                     const ModelConfig& c, const CpLayout& layout, int64_t length,
-                                                     const PrefillOutput& out) {
-  absl::StatusOr<DType> dtype = ParseDType(o.kv_dtype);
-  if (!dtype.ok()) return dtype.status();
+// The request's KV cache over the ranks: layers.{i}.key / .value [local rows, kv_heads,
+// head_dim] per rank; the index lists absolute token ranges -> shard rows, real tokens only.
+KvCacheGeometry KvGeometry(const Communicator& comm, DType dtype, const ModelConfig& c, const CpLayout& layout,
+                           int64_t length) {
   KvCacheGeometry g;
   g.seq_len = length;
   g.num_layers = c.num_layers;
   g.kv_heads = c.num_kv_heads;
   g.head_dim = c.head_dim;
-  g.dtype = *dtype;
+  g.dtype = dtype;
   g.layout = LayoutKindName(layout.kind());
   g.rank = comm.rank();
   g.world_size = comm.size();
@@ -124,33 +122,38 @@ absl::StatusOr<std::vector<SinkReport>> WriteKvCache(Communicator& comm, const s
       row += chunk.length;
     }
   }
-  const int64_t n = layout.local_len();
-  // Views of the downloaded KV cache, which outlives every sink's Commit.
-  std::vector<TensorView> tensors;
-  tensors.reserve(2 * out.keys.size());
-  for (size_t i = 0; i < out.keys.size(); ++i) {
-    for (std::span<const std::byte> bytes : {out.keys[i], out.values[i]}) {
-      tensors.emplace_back(out.kv_dtype, std::vector<int64_t>{n, c.num_kv_heads, c.head_dim}, bytes);
-    }
-  }
+  return g;
+}
+
+// Hands the KV cache to each sink in turn, after the prefill: the sinks that took its layers
+// during the prefill (begun[i]; `streamer` handed them over) only commit.
+absl::StatusOr<std::vector<SinkReport>> WriteKvCache(Communicator& comm, const std::vector<std::unique_ptr<KvSink>>& sinks,
+                                                     const std::vector<bool>& begun, KvLayerStreamer* streamer,
+                                                     const std::string& request_id, const KvCacheGeometry& g,
+                                                     const PrefillOutput& out) {
+  const std::vector<int64_t> shape = {g.local_rows, g.kv_heads, g.head_dim};
   std::vector<SinkReport> reports;
-  for (const std::unique_ptr<KvSink>& sink : sinks) {
+  for (size_t k = 0; k < sinks.size(); ++k) {
+    KvSink& sink = *sinks[k];
     const auto t0 = Clock::now();
-    absl::Status s = sink->Begin(request_id, g);
+    absl::Status s = begun[k] ? absl::OkStatus() : sink.Begin(request_id, g);
     const auto t1 = Clock::now();
-    if (s.ok()) {
-      for (size_t i = 0; i < out.keys.size(); ++i) {
-        if (!sink->PutLayer(static_cast<int>(i), tensors[2 * i], tensors[2 * i + 1], g.ranges[comm.rank()]).ok()) break;
+    if (begun[k] && streamer) (void)streamer->Finish();  // the sinks' own errors come back from Commit
+    for (size_t i = 0; s.ok() && !begun[k] && i < out.keys.size(); ++i) {
+      // Views of the downloaded KV cache, which outlives every sink's Commit.
+      if (!sink.PutLayer(static_cast<int>(i), TensorView(g.dtype, shape, out.keys[i]),
+                         TensorView(g.dtype, shape, out.values[i]), g.ranges[g.rank]).ok()) {
+        break;
       }
-      s = sink->Commit();  // reports a PutLayer error, agreed
     }
+    if (s.ok()) s = sink.Commit();  // reports a PutLayer error, agreed
     if (!s.ok()) return s;
-    std::vector<double> figures = {2.0 * n * c.num_kv_heads * c.head_dim * DTypeSize(*dtype) * out.keys.size(),
+    std::vector<double> figures = {2.0 * static_cast<double>(g.TensorBytes()) * static_cast<double>(out.keys.size()),
                                    std::chrono::duration<double>(Clock::now() - t0).count(),
                                    std::chrono::duration<double>(Clock::now() - t1).count()};
     if (s = comm.AllReduceSum(&figures[0], 1); !s.ok()) return s;
     if (s = comm.AllReduceMax(&figures[1], 2); !s.ok()) return s;
-    reports.push_back({std::string(sink->name()), sink->destination(), figures[0], figures[1], figures[2]});
+    reports.push_back({std::string(sink.name()), sink.destination(), figures[0], figures[1], figures[2]});
   }
   return reports;
 }
@@ -321,19 +324,40 @@ absl::StatusOr<nlohmann::json> PrefillRequest(const LoadedModel& model, const Pr
     if (s = AgreeOnStatus(comm, s); !s.ok()) return s;
   }
   const double activations_prepare_seconds = std::chrono::duration<double>(Clock::now() - t_activations).count();
+
+  // Files first: the local copy is durable before the decode server is asked to acknowledge.
+  // The sinks that can take layers during the prefill begin before it (collective) and get
+  // each layer from the streamer's thread as it lands.
+  std::vector<std::unique_ptr<KvSink>> sinks;
+  if (!o.kv_out.empty()) sinks.push_back(MakeKvFileSink(comm, o.kv_out));
+  if (!o.kv_target.empty()) sinks.push_back(MakeUcxKvSink(comm, {o.kv_target, o.kv_timeout}));
+  const KvCacheGeometry geometry = KvGeometry(comm, options.kv_dtype, c, *layout, *length);
+  std::vector<bool> begun(sinks.size(), false);
+  std::vector<KvSink*> early;
+  for (size_t k = 0; k < sinks.size(); ++k) {
+    if (!sinks[k]->takes_layers_during_prefill()) continue;
+    if (s = sinks[k]->Begin(RequestId(o, source), geometry); !s.ok()) return s;
+    begun[k] = true;
+    early.push_back(sinks[k].get());
+  }
+  std::optional<KvLayerStreamer> streamer;  // after the sinks: joined before they go
+  if (!early.empty()) {
+    streamer.emplace(*on.attention, early, geometry);
+    options.on_kv_layer = [&streamer](int layer, std::span<const std::byte> k, std::span<const std::byte> v,
+                                      std::shared_ptr<const void> owner, int64_t ticket) {
+      streamer->Push(layer, k, v, std::move(owner), ticket);
+    };
+  }
+
   const auto t0 = Clock::now();
   absl::StatusOr<PrefillOutput> out = RunTransformerPrefill(
       {*on.attention, *on.layers, *on.comm, *on.weights, on.workspace}, *layout, c, *input, *length - 1, options);
   if (s = AgreeOnStatus(comm, out.status()); !s.ok()) return s;
   const double prefill_seconds = std::chrono::duration<double>(Clock::now() - t0).count();
-  // Files first: the local copy is durable before the decode server is asked to acknowledge.
-  std::vector<std::unique_ptr<KvSink>> sinks;
-  if (!o.kv_out.empty()) sinks.push_back(MakeKvFileSink(comm, o.kv_out));
-  if (!o.kv_target.empty()) sinks.push_back(MakeUcxKvSink(comm, {o.kv_target, o.kv_timeout}));
   nlohmann::json handoff = nlohmann::json::array();
   if (!sinks.empty()) {
     absl::StatusOr<std::vector<SinkReport>> written =
-        WriteKvCache(comm, sinks, RequestId(o, source), o, c, *layout, *length, *out);
+        WriteKvCache(comm, sinks, begun, streamer ? &*streamer : nullptr, RequestId(o, source), geometry, *out);
     if (!written.ok()) return written.status();
     for (const SinkReport& r : *written) {
       handoff.push_back({{"sink", r.sink}, {"destination", r.destination}, {"bytes", r.bytes}, {"seconds", r.seconds},

@@ -5,6 +5,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <cctype>
 #include <cerrno>
 #include <cstring>
 #include <vector>
@@ -154,15 +155,38 @@ absl::StatusOr<Tensor> SafetensorsFile::ReadRows(const std::string& name, int64_
   return t;
 }
 
-absl::Status WriteSafetensors(const std::string& path,
-                              const std::vector<std::pair<std::string, TensorView>>& tensors) {
+namespace {
+
+// 0, or the errno of the failed write.
+int WriteAt(int fd, const void* data, size_t n, uint64_t offset) {
+  const char* p = static_cast<const char*>(data);
+  while (n > 0) {
+    const ssize_t w = ::pwrite(fd, p, n, static_cast<off_t>(offset));
+    if (w < 0 && errno == EINTR) continue;
+    if (w <= 0) return w < 0 ? errno : EIO;
+    p += w;
+    offset += static_cast<uint64_t>(w);
+    n -= static_cast<size_t>(w);
+  }
+  return 0;
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<SafetensorsWriter>> SafetensorsWriter::Create(const std::string& path,
+                                                                             const std::vector<Entry>& entries) {
   nlohmann::json header = nlohmann::json::object();
-  size_t offset = 0;
-  for (const auto& [name, t] : tensors) {
-    std::string dtype(DTypeName(t.dtype));
+  std::vector<uint64_t> sizes;
+  uint64_t offset = 0;
+  for (const Entry& e : entries) {
+    int64_t numel = 1;
+    for (int64_t d : e.shape) numel *= d;
+    const uint64_t size = static_cast<uint64_t>(numel) * DTypeSize(e.dtype);
+    std::string dtype(DTypeName(e.dtype));
     for (char& c : dtype) c = static_cast<char>(std::toupper(c));
-    header[name] = {{"dtype", dtype}, {"shape", t.shape}, {"data_offsets", {offset, offset + t.bytes.size()}}};
-    offset += t.bytes.size();
+    header[e.name] = {{"dtype", dtype}, {"shape", e.shape}, {"data_offsets", {offset, offset + size}}};
+    sizes.push_back(size);
+    offset += size;
   }
   std::string text = header.dump();
   text.append((8 - text.size() % 8) % 8, ' ');  // keeps the data 8-byte aligned
@@ -173,32 +197,58 @@ absl::Status WriteSafetensors(const std::string& path,
   if (fd < 0) {
     return absl::PermissionDeniedError(absl::StrCat(tmp, ": cannot create: ", std::strerror(errno)));
   }
-  // One thread: writes into one file serialise on its inode (8 threads were no faster).
-  auto write_all = [fd](const void* data, size_t n) {
-    const char* p = static_cast<const char*>(data);
-    while (n > 0) {
-      const ssize_t w = ::write(fd, p, n);
-      if (w < 0 && errno == EINTR) continue;
-      if (w <= 0) return w < 0 ? errno : EIO;
-      p += w;
-      n -= static_cast<size_t>(w);
-    }
-    return 0;
-  };
-  int error = write_all(&header_len, 8);
-  if (error == 0) error = write_all(text.data(), text.size());
-  for (const auto& [name, t] : tensors) {
-    if (error == 0) error = write_all(t.bytes.data(), t.bytes.size());
+  std::unique_ptr<SafetensorsWriter> w(new SafetensorsWriter(path, tmp, fd));
+  uint64_t at = 8 + header_len;
+  for (uint64_t size : sizes) {
+    w->offsets_.push_back(at);
+    at += size;
   }
-  if (error == 0 && ::fsync(fd) != 0) error = errno;
-  if (::close(fd) != 0 && error == 0) error = errno;
-  if (error == 0 && ::rename(tmp.c_str(), path.c_str()) != 0) error = errno;
-  if (error != 0) {
-    const std::string reason = std::strerror(error);
-    ::unlink(tmp.c_str());
-    return absl::InternalError(absl::StrCat(path, ": write failed: ", reason));
+  w->sizes_ = std::move(sizes);
+  int error = WriteAt(fd, &header_len, 8, 0);
+  if (error == 0) error = WriteAt(fd, text.data(), text.size(), 8);
+  if (error != 0) return absl::InternalError(absl::StrCat(path, ": write failed: ", std::strerror(error)));
+  return w;
+}
+
+SafetensorsWriter::~SafetensorsWriter() {
+  if (fd_ < 0) return;
+  ::close(fd_);
+  ::unlink(tmp_.c_str());
+}
+
+absl::Status SafetensorsWriter::Write(size_t index, std::span<const std::byte> bytes) const {
+  if (index >= sizes_.size() || bytes.size() != sizes_[index]) {
+    return absl::InternalError(absl::StrCat(path_, ": tensor ", index, " of ", bytes.size(), " bytes, the header says ",
+                                            index < sizes_.size() ? sizes_[index] : 0));
+  }
+  if (const int e = WriteAt(fd_, bytes.data(), bytes.size(), offsets_[index]); e != 0) {
+    return absl::InternalError(absl::StrCat(path_, ": write failed: ", std::strerror(e)));
   }
   return absl::OkStatus();
+}
+
+absl::Status SafetensorsWriter::Finish() {
+  int error = ::fsync(fd_) == 0 ? 0 : errno;
+  if (::close(fd_) != 0 && error == 0) error = errno;
+  fd_ = -1;
+  if (error == 0 && ::rename(tmp_.c_str(), path_.c_str()) != 0) error = errno;
+  if (error != 0) {
+    ::unlink(tmp_.c_str());
+    return absl::InternalError(absl::StrCat(path_, ": write failed: ", std::strerror(error)));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status WriteSafetensors(const std::string& path,
+                              const std::vector<std::pair<std::string, TensorView>>& tensors) {
+  std::vector<SafetensorsWriter::Entry> entries;
+  for (const auto& [name, t] : tensors) entries.push_back({name, t.dtype, t.shape});
+  absl::StatusOr<std::unique_ptr<SafetensorsWriter>> w = SafetensorsWriter::Create(path, entries);
+  if (!w.ok()) return w.status();
+  for (size_t i = 0; i < tensors.size(); ++i) {
+    if (absl::Status s = (*w)->Write(i, tensors[i].second.bytes); !s.ok()) return s;
+  }
+  return (*w)->Finish();
 }
 
 }  // namespace prefill

@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <map>
 #include <memory>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -47,8 +48,37 @@ class SafetensorsFile {
   std::map<std::string, SafetensorsEntry> entries_;
 };
 
-// Writes the tensors to `path` atomically: a temporary file in the same folder, fsync,
-// then rename, so a reader never sees half a file.
+// A safetensors file whose tensors' names, dtypes and shapes are known before their bytes:
+// the header is written at Create, each tensor at its offset when it comes (in any order,
+// e.g. a KV cache layer by layer as it lands). Atomic: a temporary file in the same folder
+// until Finish fsyncs and renames it; a writer never finished removes it.
+class SafetensorsWriter {
+ public:
+  struct Entry {
+    std::string name;
+    DType dtype = DType::kF32;
+    std::vector<int64_t> shape;
+  };
+  static absl::StatusOr<std::unique_ptr<SafetensorsWriter>> Create(const std::string& path,
+                                                                   const std::vector<Entry>& entries);
+  SafetensorsWriter(const SafetensorsWriter&) = delete;
+  SafetensorsWriter& operator=(const SafetensorsWriter&) = delete;
+  ~SafetensorsWriter();
+
+  // entries[index]'s bytes (exactly its size). Writes of different tensors may run at once.
+  absl::Status Write(size_t index, std::span<const std::byte> bytes) const;
+  // Every tensor written or not, the file is published: call it once all are.
+  absl::Status Finish();
+
+ private:
+  SafetensorsWriter(std::string path, std::string tmp, int fd) : path_(std::move(path)), tmp_(std::move(tmp)), fd_(fd) {}
+  std::string path_, tmp_;
+  int fd_ = -1;
+  std::vector<uint64_t> offsets_, sizes_;  // of each entry in the file
+};
+
+// Writes the tensors to `path` atomically (SafetensorsWriter), so a reader never sees half a
+// file.
 absl::Status WriteSafetensors(const std::string& path,
                               const std::vector<std::pair<std::string, TensorView>>& tensors);
 

@@ -129,11 +129,15 @@ absl::Status StartKvDownload(const TransformerBackends& on, const ModelConfig& c
   if (!host.ok()) return host.status();
   auto* keys = static_cast<std::byte*>(host->get());
   std::byte* values = keys + layer_bytes;
-  out.kv_storage.push_back(*std::move(host));
+  out.kv_storage.push_back(std::shared_ptr<void>(host->release(), host->get_deleter()));
   PREFILL_RETURN_IF_ERROR(on.attention.StartDownload({a.keys, layer_values, options.kv_dtype, keys, a.dtype}));
   PREFILL_RETURN_IF_ERROR(on.attention.StartDownload({a.values, layer_values, options.kv_dtype, values, a.dtype}));
   out.keys.emplace_back(keys, layer_bytes);
   out.values.emplace_back(values, layer_bytes);
+  if (options.on_kv_layer) {
+    options.on_kv_layer(static_cast<int>(out.keys.size()) - 1, out.keys.back(), out.values.back(),
+                        out.kv_storage.back(), on.attention.DownloadsStarted());
+  }
   return absl::OkStatus();
 }
 

@@ -5,6 +5,7 @@
 // activations live in backend memory and only the KV cache and the logits come back to the host.
 #pragma once
 
+#include <functional>
 #include <map>
 #include <memory>
 #include <span>
@@ -30,6 +31,13 @@ struct PrefillOptions {
   // the next layer computes; keep_kv false: it stays behind (no sink wants it).
   bool keep_kv = true;
   DType kv_dtype = DType::kBF16;
+  // Optional: called after each layer's K and V downloads have started, with their host
+  // memory, a share in its ownership (the consumer may outlive a failed prefill's output) and
+  // the ticket they land by (AttentionBackend::WaitForDownloads): a consumer can take them
+  // during the prefill.
+  std::function<void(int layer, std::span<const std::byte> keys, std::span<const std::byte> values,
+                     std::shared_ptr<const void> owner, int64_t ticket)>
+      on_kv_layer;
 };
 
 // Host bytes of a request's KV cache on one rank: K and V of `layers` layers, `rows` tokens,
@@ -47,7 +55,7 @@ struct LayerReport {
 };
 
 struct PrefillOutput {
-  std::vector<BackendBuffer> kv_storage;  // host memory (AllocateHost) holding keys and values
+  std::vector<std::shared_ptr<void>> kv_storage;  // host memory (AllocateHost) holding keys and values
   DType kv_dtype = DType::kBF16;
   // Per layer: local rows [n, kv_heads, head_dim] in kv_dtype, after RoPE (empty unless keep_kv).
   std::vector<std::span<const std::byte>> keys, values;

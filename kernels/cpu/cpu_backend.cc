@@ -1,6 +1,7 @@
 // The CPU AttentionBackend: the always-present backend and the reference for the others.
 
 #include <algorithm>
+#include <atomic>
 #include <cstdlib>
 #include <cstring>
 #include <memory>
@@ -79,14 +80,19 @@ class CpuBackend final : public AttentionBackend {
       const int64_t begin = c * kChunk;
       ConvertFromF32(p.dtype, src + begin, dst + begin * DTypeSize(p.dtype), std::min(kChunk, p.n - begin));
     });
+    ++downloads_;
     return absl::OkStatus();
   }
+  // Downloads land before StartDownload returns.
+  int64_t DownloadsStarted() const override { return downloads_; }
+  absl::Status WaitForDownloads(int64_t) override { return absl::OkStatus(); }
   absl::Status FinishDownloads() override { return absl::OkStatus(); }
   absl::StatusOr<std::unique_ptr<PhaseTimer>> NewPhaseTimer() override { return MakeHostPhaseTimer(); }
 
  private:
   int threads_;
   std::vector<int32_t> resident_offsets_, resident_ids_;  // of the last EstimateMaskInBackend
+  std::atomic<int64_t> downloads_{0};
 };
 
 }  // namespace

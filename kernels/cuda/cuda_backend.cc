@@ -188,6 +188,10 @@ class CudaBackend final : public AttentionBackend {
     downloader_->Start({.src = staging, .bytes = bytes, .host_dst = p.host_dst, .ready = converted, .free_after = staging});
     return absl::OkStatus();
   }
+  int64_t DownloadsStarted() const override { return downloader_ ? downloader_->started() : 0; }
+  absl::Status WaitForDownloads(int64_t ticket) override {
+    return ticket > 0 && downloader_ ? downloader_->WaitLanded(ticket) : absl::OkStatus();
+  }
   absl::Status FinishDownloads() override { return downloader_ ? downloader_->Finish() : absl::OkStatus(); }
   absl::StatusOr<std::unique_ptr<PhaseTimer>> NewPhaseTimer() override {
     return cuda::MakeEventPhaseTimer(ctx_.device, ctx_.stream);

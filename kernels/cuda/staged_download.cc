@@ -45,12 +45,26 @@ StagedDownloader::~StagedDownloader() {
   if (stream_) (void)cudaStreamDestroy(stream_);
 }
 
-void StagedDownloader::Start(const StagedDownload& d) {
+int64_t StagedDownloader::Start(const StagedDownload& d) {
+  int64_t ticket = 0;
   {
     std::lock_guard<std::mutex> lock(mu_);
     queue_.push_back(d);
+    ticket = ++started_count_;
   }
   changed_.notify_all();
+  return ticket;
+}
+
+int64_t StagedDownloader::started() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return started_count_;
+}
+
+absl::Status StagedDownloader::WaitLanded(int64_t ticket) {
+  std::unique_lock<std::mutex> lock(mu_);
+  changed_.wait(lock, [&] { return done_count_ >= ticket; });
+  return status_;
 }
 
 absl::Status StagedDownloader::Finish() {
@@ -77,6 +91,7 @@ void StagedDownloader::Run() {
     lock.lock();
     if (status_.ok()) status_ = s;
     busy_ = false;
+    ++done_count_;
     changed_.notify_all();
   }
 }

@@ -38,8 +38,11 @@ class StagedDownloader {
   StagedDownloader& operator=(const StagedDownloader&) = delete;
   ~StagedDownloader();  // finishes the queued downloads
 
-  // Queues the download; returns at once.
-  void Start(const StagedDownload& d);
+  // Queues the download; returns at once with its ticket (downloads started so far).
+  int64_t Start(const StagedDownload& d);
+  int64_t started() const;
+  // Waits until the downloads up to `ticket` have landed (in order); the first error so far.
+  absl::Status WaitLanded(int64_t ticket);
   // Waits until every queued download has landed; the first error since the last Finish.
   absl::Status Finish();
 
@@ -58,11 +61,13 @@ class StagedDownloader {
   void* slots_[kSlots] = {};
   cudaEvent_t landed_[kSlots] = {};  // the slot's DMA has finished
 
-  std::mutex mu_;
+  mutable std::mutex mu_;
   std::condition_variable changed_;
   std::deque<StagedDownload> queue_;  // guarded by mu_
   bool busy_ = false;                 // guarded by mu_: the worker holds a download
   bool stopping_ = false;             // guarded by mu_
+  int64_t started_count_ = 0;         // guarded by mu_
+  int64_t done_count_ = 0;            // guarded by mu_: landed or released after an error
   absl::Status status_;               // guarded by mu_
   std::thread worker_;
 };
