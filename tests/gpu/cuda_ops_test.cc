@@ -6,6 +6,7 @@
 #include <cmath>
 #include <cstring>
 #include <random>
+#include <thread>
 #include <vector>
 
 #include "kernels/host_arena.h"
@@ -219,6 +220,34 @@ TEST_F(CudaOps, DownloadsLandExactlyWhileTheSourceIsReused) { CheckDownloadsLand
 
 // Straight into page-locked arena memory, one DMA each.
 TEST_F(CudaOps, DownloadsIntoThePageLockedArenaLandExactly) { CheckDownloadsLandExactly(*backend_, true); }
+
+// The tickets a KV streamer waits on: one per download, in order, and a wait from another
+// thread returns once that download (and the ones before it) has landed.
+TEST_F(CudaOps, DownloadTicketsLandInOrderForAnotherThread) {
+  const int64_t n = 3'000'001;
+  std::vector<uint16_t> bits(n);
+  for (int64_t i = 0; i < n; ++i) bits[i] = static_cast<uint16_t>(0x3f80 + i % 113);  // bf16 in [1, 2)
+  DeviceBuffer src(*backend_, bits);
+  absl::StatusOr<BackendBuffer> first = backend_->AllocateHost(n * sizeof(uint16_t));
+  absl::StatusOr<BackendBuffer> second = backend_->AllocateHost(n * sizeof(uint16_t));
+  ASSERT_TRUE(first.ok() && second.ok());
+  const int64_t before = backend_->DownloadsStarted();
+  ASSERT_TRUE(backend_->StartDownload({src.get(), n, DType::kBF16, first->get(), DType::kBF16}).ok());
+  const int64_t ticket1 = backend_->DownloadsStarted();
+  ASSERT_TRUE(backend_->StartDownload({src.get(), n, DType::kBF16, second->get(), DType::kBF16}).ok());
+  const int64_t ticket2 = backend_->DownloadsStarted();
+  EXPECT_EQ(ticket1, before + 1);
+  EXPECT_EQ(ticket2, before + 2);
+  bool landed = false;
+  std::thread waiter([&] {
+    landed = backend_->WaitForDownloads(ticket2).ok() &&
+             std::memcmp(first->get(), bits.data(), n * sizeof(uint16_t)) == 0 &&
+             std::memcmp(second->get(), bits.data(), n * sizeof(uint16_t)) == 0;
+  });
+  waiter.join();
+  EXPECT_TRUE(landed);
+  EXPECT_TRUE(backend_->FinishDownloads().ok());
+}
 
 // The schedule is a permutation of the rows, longest bucket first, and inside a bucket the
 // locality order (KV head, query block, query head of the group); the same in every run.
