@@ -52,7 +52,9 @@ else
   finish 1
 fi
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 PYTHONUNBUFFERED=1  # no network on the device
-COMMIT=$(git -C "$ROOT" rev-parse --short=12 HEAD 2>/dev/null || echo unknown)
+# The bundle's binaries were built from the commit it records (the device's copy of the tree
+# reports its own base); without a bundle, the tree's.
+COMMIT=$(cat "$BUNDLE/COMMIT" 2>/dev/null || git -C "$ROOT" rev-parse --short=12 HEAD 2>/dev/null || echo unknown)
 
 if ! timeout 30 nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv,noheader \
   >"$WORK/gpu.txt" 2>&1; then

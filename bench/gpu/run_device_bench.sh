@@ -71,6 +71,10 @@ stage_pack() {  # on the build machine (no GPU needed)
     while read -r lib; do cp -L "$lib" "$BUNDLE/lib/"; done
   strip --strip-unneeded "$BUNDLE"/lib/*.so* 2>/dev/null || true
   cp "$ROOT/bench/gpu/torch_attention_anchors.py" "$BUNDLE/"
+  # The commit the binaries were built from (the device's copy of the tree reports another),
+  # "-dirty" when the tree had uncommitted changes.
+  git -C "$ROOT" describe --always --abbrev=12 --dirty=-dirty --exclude='*' >"$BUNDLE/COMMIT" 2>/dev/null ||
+    echo unknown >"$BUNDLE/COMMIT"
   du -sh "$BUNDLE"
   # Carried compressed (a device call carries 64 MiB): unpack there with
   #   python3 -m tarfile -e bench/gpu/device_bundle.tar.xz bench/gpu
