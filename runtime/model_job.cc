@@ -126,20 +126,20 @@ KvCacheGeometry KvGeometry(const Communicator& comm, DType dtype, const ModelCon
 }
 
 // Hands the KV cache to each sink in turn, after the prefill: the sinks that took its layers
-// during the prefill (begun[i]; `streamer` handed them over) only commit.
+// during the prefill (begun before it; `streamer` handed them over) only commit.
 absl::StatusOr<std::vector<SinkReport>> WriteKvCache(Communicator& comm, const std::vector<std::unique_ptr<KvSink>>& sinks,
-                                                     const std::vector<bool>& begun, KvLayerStreamer* streamer,
-                                                     const std::string& request_id, const KvCacheGeometry& g,
-                                                     const PrefillOutput& out) {
+                                                     KvLayerStreamer* streamer, const std::string& request_id,
+                                                     const KvCacheGeometry& g, const PrefillOutput& out) {
   const std::vector<int64_t> shape = {g.local_rows, g.kv_heads, g.head_dim};
   std::vector<SinkReport> reports;
   for (size_t k = 0; k < sinks.size(); ++k) {
     KvSink& sink = *sinks[k];
+    const bool begun = sink.takes_layers_during_prefill();
     const auto t0 = Clock::now();
-    absl::Status s = begun[k] ? absl::OkStatus() : sink.Begin(request_id, g);
+    absl::Status s = begun ? absl::OkStatus() : sink.Begin(request_id, g);
     const auto t1 = Clock::now();
-    if (begun[k] && streamer) (void)streamer->Finish();  // the sinks' own errors come back from Commit
-    for (size_t i = 0; s.ok() && !begun[k] && i < out.keys.size(); ++i) {
+    if (begun && streamer) (void)streamer->Finish();  // the sinks' own errors come back from Commit
+    for (size_t i = 0; s.ok() && !begun && i < out.keys.size(); ++i) {
       // Views of the downloaded KV cache, which outlives every sink's Commit.
       if (!sink.PutLayer(static_cast<int>(i), TensorView(g.dtype, shape, out.keys[i]),
                          TensorView(g.dtype, shape, out.values[i]), g.ranges[g.rank]).ok()) {
@@ -332,13 +332,12 @@ absl::StatusOr<nlohmann::json> PrefillRequest(const LoadedModel& model, const Pr
   if (!o.kv_out.empty()) sinks.push_back(MakeKvFileSink(comm, o.kv_out));
   if (!o.kv_target.empty()) sinks.push_back(MakeUcxKvSink(comm, {o.kv_target, o.kv_timeout}));
   const KvCacheGeometry geometry = KvGeometry(comm, options.kv_dtype, c, *layout, *length);
-  std::vector<bool> begun(sinks.size(), false);
+  const std::string request_id = RequestId(o, source);
   std::vector<KvSink*> early;
-  for (size_t k = 0; k < sinks.size(); ++k) {
-    if (!sinks[k]->takes_layers_during_prefill()) continue;
-    if (s = sinks[k]->Begin(RequestId(o, source), geometry); !s.ok()) return s;
-    begun[k] = true;
-    early.push_back(sinks[k].get());
+  for (const std::unique_ptr<KvSink>& sink : sinks) {
+    if (!sink->takes_layers_during_prefill()) continue;
+    if (s = sink->Begin(request_id, geometry); !s.ok()) return s;
+    early.push_back(sink.get());
   }
   std::optional<KvLayerStreamer> streamer;  // after the sinks: joined before they go
   if (!early.empty()) {
@@ -357,7 +356,7 @@ absl::StatusOr<nlohmann::json> PrefillRequest(const LoadedModel& model, const Pr
   nlohmann::json handoff = nlohmann::json::array();
   if (!sinks.empty()) {
     absl::StatusOr<std::vector<SinkReport>> written =
-        WriteKvCache(comm, sinks, begun, streamer ? &*streamer : nullptr, RequestId(o, source), geometry, *out);
+        WriteKvCache(comm, sinks, streamer ? &*streamer : nullptr, request_id, geometry, *out);
     if (!written.ok()) return written.status();
     for (const SinkReport& r : *written) {
       handoff.push_back({{"sink", r.sink}, {"destination", r.destination}, {"bytes", r.bytes}, {"seconds", r.seconds},
@@ -432,7 +431,7 @@ absl::StatusOr<nlohmann::json> PrefillRequest(const LoadedModel& model, const Pr
       {"kv_bytes_dense_ring", static_cast<double>(layers) * DenseRingKvBytes(*layout, c.num_kv_heads, c.head_dim, DType::kF32)},
       {"peak_memory_bytes_per_rank", peaks}, {"top_logits", TopK(out->last_logits, o.top_k)},
       {"last_logits", out->last_logits}, {"kv_out", o.kv_out}, {"kv_target", o.kv_target},
-      {"request_id", RequestId(o, source)}, {"kv_handoff", handoff}};
+      {"request_id", request_id}, {"kv_handoff", handoff}};
 }
 
 }  // namespace prefill

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <vector>
 
+#include "parallel/masked_attention_call.h"
 #include "runtime/execution_context.h"
 #include "runtime/rope.h"
 #include "runtime/status_macros.h"
@@ -70,28 +71,14 @@ absl::Status WarmUpAttention(const ModelConfig& c, AttentionBackend& memory, DTy
   for (const auto* b : {&q, &kv, &o, &lse, &pos, &row_offsets, &ids}) {
     if (!b->ok()) return b->status();
   }
-  AttentionParams p;
-  p.dtype = dtype;
-  p.q = q->get();
-  p.q_row_stride = int64_t{c.num_heads} * c.head_dim;
-  p.q_head_stride = c.head_dim;
-  p.q_pos = p.k_pos = static_cast<const int32_t*>(pos->get());
-  p.k = p.v = kv->get();
-  p.kv_row_stride = int64_t{c.num_kv_heads} * c.head_dim;
-  p.kv_head_stride = c.head_dim;
-  p.lq = p.lk = p.block_size = kRows;
-  p.hq = c.num_heads;
-  p.hkv = c.num_kv_heads;
-  p.head_dim = c.head_dim;
-  p.causal = true;
-  p.scale = 1.f;
-  p.mask_row_offsets = static_cast<const int32_t*>(row_offsets->get());
-  p.mask_kv_blocks = static_cast<const int32_t*>(ids->get());
-  p.o = o->get();
-  p.lse = static_cast<float*>(lse->get());
+  const CpAttentionShard shard{dtype, q->get(), kv->get(), kv->get(), c.num_heads, c.num_kv_heads, c.head_dim,
+                               /*causal=*/true, 1.f};
+  const auto* positions_in = static_cast<const int32_t*>(pos->get());
+  const KvRows rows{kv->get(), kv->get(), int64_t{c.num_kv_heads} * c.head_dim, c.head_dim, positions_in, 0, kRows};
   for (DType out : {DType::kF32, dtype}) {
-    p.out_dtype = out;
-    PREFILL_RETURN_IF_ERROR(memory.Attention(p));
+    PREFILL_RETURN_IF_ERROR(RunMaskedAttentionInBackend(
+        memory, shard, positions_in, kRows, kRows, rows, static_cast<const int32_t*>(row_offsets->get()),
+        static_cast<const int32_t*>(ids->get()), static_cast<float*>(o->get()), static_cast<float*>(lse->get()), out));
   }
   return memory.Synchronize();
 }

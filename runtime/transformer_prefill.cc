@@ -43,10 +43,10 @@ DType AttentionOutputDType(const TransformerBackends& on, const PrefillOptions& 
 // ring: the dense path's plan (null in sparse mode).
 absl::StatusOr<CpAttentionStats> Attend(const TransformerBackends& on, const CpLayout& layout, const ModelConfig& c,
                                         const PrefillOptions& options, const RingAttentionPlan* ring,
-                                        const Activations& a, PhaseTimer& timer, int layer) {
+                                        const Activations& a, DType attn_dtype, PhaseTimer& timer, int layer) {
   const CpAttentionShard shard{a.dtype, a.q, a.keys, a.values, c.num_heads, c.num_kv_heads,
                                c.head_dim, /*causal=*/true, 1.0f / std::sqrt(static_cast<float>(c.head_dim))};
-  const CpAttentionOutput out{Floats(a.attn), Floats(a.lse), AttentionOutputDType(on, options, a)};
+  const CpAttentionOutput out{Floats(a.attn), Floats(a.lse), attn_dtype};
   if (!options.sparse) return RingAttention(on.comm, on.attention, layout, *ring, shard, out);
   SparseOptions sparse = options.sparse_options;
   sparse.timer = &timer;
@@ -217,6 +217,7 @@ absl::StatusOr<PrefillOutput> RunTransformerPrefill(const TransformerBackends& o
   out.setup_seconds = Since(t_setup);
   out.kv_dtype = options.kv_dtype;
   out.layers.resize(on.weights.layers.size());
+  const DType attn_dtype = AttentionOutputDType(on, options, a);
   for (size_t i = 0; i < on.weights.layers.size(); ++i) {
     const PreparedLayer& l = on.weights.layers[i];
     const int layer = static_cast<int>(i);
@@ -228,10 +229,10 @@ absl::StatusOr<PrefillOutput> RunTransformerPrefill(const TransformerBackends& o
       PREFILL_RETURN_IF_ERROR(StartKvDownload(on, c, n, a, options, out));
     }
     PREFILL_PHASE(**timer, "attention", layer);
-    absl::StatusOr<CpAttentionStats> attention = Attend(on, layout, c, options, ring ? &*ring : nullptr, a, **timer, layer);
+    absl::StatusOr<CpAttentionStats> attention = Attend(on, layout, c, options, ring ? &*ring : nullptr, a, attn_dtype, **timer, layer);
     if (!attention.ok()) return attention.status();
     out.layers[i].attention = *attention;
-    PREFILL_RETURN_IF_ERROR(OutputAndMlp(on, c, l, n, a, AttentionOutputDType(on, options, a), **timer, layer));
+    PREFILL_RETURN_IF_ERROR(OutputAndMlp(on, c, l, n, a, attn_dtype, **timer, layer));
   }
   PREFILL_PHASE(**timer, "logits", -1);
   absl::StatusOr<std::vector<float>> logits = LastTokenLogits(on, layout, c, a, last_position);

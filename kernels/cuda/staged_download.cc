@@ -45,15 +45,13 @@ StagedDownloader::~StagedDownloader() {
   if (stream_) (void)cudaStreamDestroy(stream_);
 }
 
-int64_t StagedDownloader::Start(const StagedDownload& d) {
-  int64_t ticket = 0;
+void StagedDownloader::Start(const StagedDownload& d) {
   {
     std::lock_guard<std::mutex> lock(mu_);
     queue_.push_back(d);
-    ticket = ++started_count_;
+    ++started_count_;
   }
   changed_.notify_all();
-  return ticket;
 }
 
 int64_t StagedDownloader::started() const {

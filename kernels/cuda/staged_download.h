@@ -38,9 +38,9 @@ class StagedDownloader {
   StagedDownloader& operator=(const StagedDownloader&) = delete;
   ~StagedDownloader();  // finishes the queued downloads
 
-  // Queues the download; returns at once with its ticket (downloads started so far).
-  int64_t Start(const StagedDownload& d);
-  int64_t started() const;
+  // Queues the download; returns at once.
+  void Start(const StagedDownload& d);
+  int64_t started() const;  // downloads queued so far: the ticket of the last one
   // Waits until the downloads up to `ticket` have landed (in order); the first error so far.
   absl::Status WaitLanded(int64_t ticket);
   // Waits until every queued download has landed; the first error since the last Finish.
