@@ -26,8 +26,8 @@ struct CpAttentionShard {
 struct CpAttentionOutput {
   float* o = nullptr;    // [local_len, hq, head_dim] in o_dtype, backend memory
   float* lse = nullptr;  // [local_len, hq], backend memory
-  // The dense ring on one rank may write O in bf16, ready for the output projection's GEMM
-  // (no fp32 round trip); paths that merge partial results need fp32 and reject others.
+  // One rank (dense ring or sparse) may write O in bf16, ready for the output projection's
+  // GEMM (no fp32 round trip); paths that merge partial results need fp32 and reject others.
   DType o_dtype = DType::kF32;
 };
 

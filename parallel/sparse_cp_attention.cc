@@ -21,22 +21,32 @@ double Seconds(Clock::time_point since) {
 template <typename T>
 T* As(const BackendBuffer& b) { return static_cast<T*>(b.get()); }
 
+// a. This rank's keys pooled per stride, in local order: [local_len / stride, hkv, d] fp32.
+absl::StatusOr<BackendBuffer> PoolLocalKeys(AttentionBackend& backend, const CpLayout& layout,
+                                            const CpAttentionShard& shard, int stride) {
+  const int64_t local_strides = layout.local_len() / stride;
+  absl::StatusOr<BackendBuffer> pooled =
+      backend.Allocate(local_strides * shard.hkv * shard.head_dim * sizeof(float));
+  if (!pooled.ok()) return pooled.status();
+  PoolKeysParams pool{shard.dtype, shard.k, static_cast<int64_t>(shard.hkv) * shard.head_dim,
+                      static_cast<int>(layout.local_len()), shard.hkv, shard.head_dim, stride,
+                      As<float>(*pooled)};
+  if (absl::Status s = backend.PoolKeys(pool); !s.ok()) return s;
+  return pooled;
+}
+
 // a. Pools local keys per stride and all-gathers them into absolute stride order.
 absl::StatusOr<BackendBuffer> GatherPooledKeys(Communicator& comm, AttentionBackend& backend,
                                                const CpLayout& layout,
                                                const CpAttentionShard& shard, int stride) {
   const int64_t local_strides = layout.local_len() / stride;
   const int64_t stride_bytes = static_cast<int64_t>(shard.hkv) * shard.head_dim * sizeof(float);
-  absl::StatusOr<BackendBuffer> local = backend.Allocate(local_strides * stride_bytes);
+  absl::StatusOr<BackendBuffer> local = PoolLocalKeys(backend, layout, shard, stride);
   absl::StatusOr<BackendBuffer> by_rank = backend.Allocate(comm.size() * local_strides * stride_bytes);
   absl::StatusOr<BackendBuffer> absolute = backend.Allocate(comm.size() * local_strides * stride_bytes);
   for (const auto* b : {&local, &by_rank, &absolute}) {
     if (!b->ok()) return b->status();
   }
-  PoolKeysParams pool{shard.dtype, shard.k, static_cast<int64_t>(shard.hkv) * shard.head_dim,
-                      static_cast<int>(layout.local_len()), shard.hkv, shard.head_dim, stride,
-                      As<float>(*local)};
-  if (absl::Status s = backend.PoolKeys(pool); !s.ok()) return s;
   if (absl::Status s = backend.Synchronize(); !s.ok()) return s;
   if (absl::Status s = comm.AllGather(local->get(), local_strides * stride_bytes, by_rank->get());
       !s.ok()) {
@@ -141,7 +151,7 @@ absl::Status AttendOnOneRank(AttentionBackend& backend, const CpLayout& layout, 
   const int64_t kv_row = static_cast<int64_t>(shard.hkv) * shard.head_dim;
   const KvRows rows{shard.k, shard.v, kv_row, shard.head_dim, As<int32_t>(*q_pos), 0, lq};
   absl::Status s = RunMaskedAttentionInBackend(backend, shard, As<int32_t>(*q_pos), lq, layout.block_size(), rows,
-                                               mask->row_offsets, mask->kv_blocks, out.o, out.lse);
+                                               mask->row_offsets, mask->kv_blocks, out.o, out.lse, out.o_dtype);
   if (s.ok()) s = backend.Synchronize();
   if (!s.ok()) return s;
   stats.attention_seconds = Seconds(t0);
@@ -186,9 +196,6 @@ absl::StatusOr<SparseCpResult> SparseCpAttention(Communicator& comm, AttentionBa
                                                  const CpAttentionShard& shard,
                                                  const SparseOptions& options,
                                                  const CpAttentionOutput& out) {
-  if (out.o_dtype != DType::kF32) {
-    return absl::InvalidArgumentError("SparseCpAttention: partial outputs merge in fp32: o must be f32");
-  }
   const int rank = comm.rank();
   const int lq = static_cast<int>(layout.local_len());
   const int block = layout.block_size();
@@ -198,7 +205,15 @@ absl::StatusOr<SparseCpResult> SparseCpAttention(Communicator& comm, AttentionBa
   // a-b. Estimate.
   if (absl::Status s = EnterPhase(options, "mask_estimation"); !s.ok()) return s;
   auto t0 = Clock::now();
-  absl::StatusOr<BackendBuffer> pooled = GatherPooledKeys(comm, backend, layout, shard, options.stride);
+  const std::vector<int32_t> positions = layout.Positions(rank);
+  const bool one_rank = AllBlocksLocalInOrder(comm, positions);
+  if (out.o_dtype != DType::kF32 && !one_rank) {
+    return absl::InvalidArgumentError("SparseCpAttention: partial outputs merge in fp32: o must be f32");
+  }
+  // One rank: its pooled keys are already in absolute order, with nothing to gather (and no
+  // wait for the pooling).
+  absl::StatusOr<BackendBuffer> pooled = one_rank ? PoolLocalKeys(backend, layout, shard, options.stride)
+                                                  : GatherPooledKeys(comm, backend, layout, shard, options.stride);
   if (!pooled.ok()) return pooled.status();
   const std::vector<int32_t> q_block_ids = layout.QueryBlockIds(rank);
   absl::StatusOr<BackendBuffer> q_blocks = UploadToBackend(backend, std::span<const int32_t>(q_block_ids));
@@ -222,8 +237,7 @@ absl::StatusOr<SparseCpResult> SparseCpAttention(Communicator& comm, AttentionBa
   est.keep_sink = options.keep_sink;
   est.keep_recent = options.keep_recent;
   est.scale = shard.scale;
-  const std::vector<int32_t> positions = layout.Positions(rank);
-  if (AllBlocksLocalInOrder(comm, positions)) {
+  if (one_rank) {
     if (absl::Status s = AttendOnOneRank(backend, layout, shard, options, est, positions, out, result, t0); !s.ok()) {
       return s;
     }

@@ -303,8 +303,10 @@ absl::StatusOr<nlohmann::json> PrefillRequest(const LoadedModel& model, const Pr
   if (s = AgreeOnStatus(comm, input.status()); !s.ok()) return s;
 
   // The model reads no mask ids on the host: one rank leaves them where the attention reads them.
-  PrefillOptions options{o.mode == "sparse", SparseOptions{o.stride, o.tau, true, true, /*mask_ids_on_host=*/false, o.dense_above,
-                                                              *ParseBalanceMode(o.balance)}};
+  PrefillOptions options;
+  options.sparse = o.mode == "sparse";
+  options.sparse_options = SparseOptions{o.stride, o.tau, true, true, /*mask_ids_on_host=*/false, o.dense_above,
+                                         *ParseBalanceMode(o.balance)};
   options.keep_kv = !o.kv_out.empty() || !o.kv_target.empty();
   if (options.keep_kv) options.kv_dtype = *ParseDType(o.kv_dtype);  // ValidateOptions checked it
   // The KV cache's host memory is made ready before the clock starts, as a service would at

@@ -35,9 +35,9 @@ absl::Status Embed(const TransformerBackends& on, const PrefillInput& input, int
 }
 
 // Attention's output, which the output projection reads: in the activation dtype where one
-// rank's dense ring writes it whole (a GEMM input as it is), else fp32 for the ranks' merges.
-DType AttentionOutputDType(const TransformerBackends& on, const PrefillOptions& options, const Activations& a) {
-  return !options.sparse && on.comm.size() == 1 ? a.dtype : DType::kF32;
+// rank writes it whole, dense or sparse (a GEMM input as it is), else fp32 for the ranks' merges.
+DType AttentionOutputDType(const TransformerBackends& on, const Activations& a) {
+  return on.comm.size() == 1 ? a.dtype : DType::kF32;
 }
 
 // ring: the dense path's plan (null in sparse mode).
@@ -217,7 +217,7 @@ absl::StatusOr<PrefillOutput> RunTransformerPrefill(const TransformerBackends& o
   out.setup_seconds = Since(t_setup);
   out.kv_dtype = options.kv_dtype;
   out.layers.resize(on.weights.layers.size());
-  const DType attn_dtype = AttentionOutputDType(on, options, a);
+  const DType attn_dtype = AttentionOutputDType(on, a);
   for (size_t i = 0; i < on.weights.layers.size(); ++i) {
     const PreparedLayer& l = on.weights.layers[i];
     const int layer = static_cast<int>(i);
