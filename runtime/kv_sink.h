@@ -71,8 +71,8 @@ class KvSink {
   virtual absl::Status Commit() = 0;
   // Whether the layers may come while the prefill still computes (each PutLayer as its
   // download lands, on another thread than Begin's and Commit's, which come before and after
-  // every PutLayer): the file sink writes them under the compute; a network sink gets them at
-  // the end, on the caller's thread.
+  // every PutLayer): the file sink writes them and the UCX sink sends them under the compute;
+  // a sink that says no gets them after the prefill, on the caller's thread.
   virtual bool takes_layers_during_prefill() const { return false; }
 };
 

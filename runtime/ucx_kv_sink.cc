@@ -116,7 +116,7 @@ std::string SocketAddressText(const sockaddr_storage& addr) {
   return "?";
 }
 
-absl::StatusOr<std::unique_ptr<UcxWorker>> UcxWorker::Create() {
+absl::StatusOr<std::unique_ptr<UcxWorker>> UcxWorker::Create(ucs_thread_mode_t thread_mode) {
   std::unique_ptr<UcxWorker> w(new UcxWorker());
   ucp_config_t* config = nullptr;
   // UCX 1.13's TCP PUT zcopy (its rendezvous over TCP) aborts the process on an internal
@@ -138,7 +138,7 @@ absl::StatusOr<std::unique_ptr<UcxWorker>> UcxWorker::Create() {
   UCS_CHECK(init);
   ucp_worker_params_t wp{};
   wp.field_mask = UCP_WORKER_PARAM_FIELD_THREAD_MODE;
-  wp.thread_mode = UCS_THREAD_MODE_SINGLE;
+  wp.thread_mode = thread_mode;
   UCS_CHECK(ucp_worker_create(w->context_, &wp, &w->worker_));
   ucp_worker_attr_t attr{};
   attr.field_mask = UCP_WORKER_ATTR_FIELD_MAX_AM_HEADER;
@@ -299,9 +299,13 @@ class UcxKvSink final : public KvSink {
         return Fail(s);
       }
     }
-    worker_->Progress();  // start moving data while the caller converts the next layer
+    // Sent before returning: during the prefill this runs on the streamer's thread, under the
+    // compute of the next layers, and nothing else would progress the worker meanwhile.
+    if (absl::Status s = WaitForSends(absl::StrCat("sending KV layer ", layer)); !s.ok()) return Fail(s);
     return absl::OkStatus();
   }
+
+  bool takes_layers_during_prefill() const override { return true; }
 
   absl::Status Commit() override {
     absl::Status s = error_;
@@ -355,7 +359,8 @@ class UcxKvSink final : public KvSink {
   absl::Status Connect() {
     absl::StatusOr<SocketAddress> address = ResolveHostPort(options_.target, false);
     if (!address.ok()) return address.status();
-    absl::StatusOr<std::unique_ptr<UcxWorker>> w = UcxWorker::Create();
+    // Begin and Commit on the caller's thread, PutLayer on the streamer's, in turn.
+    absl::StatusOr<std::unique_ptr<UcxWorker>> w = UcxWorker::Create(UCS_THREAD_MODE_SERIALIZED);
     if (!w.ok())
       return absl::UnavailableError(
           absl::StrCat("UCX initialisation failed: ", w.status().message()));

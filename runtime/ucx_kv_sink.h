@@ -8,6 +8,9 @@
 // UCX picks eager or rendezvous by size and transport (shared memory / CMA, TCP, RDMA when
 // present). KV caches are host memory at this point; a UCX built with CUDA could send device
 // memory directly, Debian's libucx0 is not (docs/kv-handoff.md).
+// The sink takes layers during the prefill (KvLayerStreamer's thread): each PutLayer sends its
+// layer before it returns, under the compute of the next layers; Commit then only sends the
+// commit message and waits for the acknowledgement.
 #pragma once
 
 #include <sys/socket.h>
@@ -54,10 +57,11 @@ struct SocketAddress {
 absl::StatusOr<SocketAddress> ResolveHostPort(std::string_view host_port, bool passive);
 std::string SocketAddressText(const sockaddr_storage& addr);  // "127.0.0.1:13337"
 
-// A UCP context with one single-threaded worker (active messages; env UCX_* applies).
+// A UCP context with one worker (active messages; env UCX_* applies). thread_mode: SINGLE
+// for one thread; SERIALIZED where several threads take turns (never at once).
 class UcxWorker {
  public:
-  static absl::StatusOr<std::unique_ptr<UcxWorker>> Create();
+  static absl::StatusOr<std::unique_ptr<UcxWorker>> Create(ucs_thread_mode_t thread_mode = UCS_THREAD_MODE_SINGLE);
   ~UcxWorker();
   UcxWorker(const UcxWorker&) = delete;
   UcxWorker& operator=(const UcxWorker&) = delete;
