@@ -1,7 +1,7 @@
 // KvLayerStreamer: hands each layer of a request's KV cache to the sinks that take layers
 // during the prefill (KvSink::takes_layers_during_prefill) once its download has landed, on
-// a thread of its own: the file sink writes layer i while layers i+1... compute (a 128K
-// prompt's 2.1 GB shard took ~1.1 s after the prefill on an H100 host).
+// a thread of its own: the file sink writes and the UCX sink sends layer i while layers
+// i+1... compute (a 128K prompt's 2.1 GB shard took ~1.1 s after the prefill on an H100 host).
 #pragma once
 
 #include <condition_variable>
