@@ -3,6 +3,7 @@
 #include <cstdio>
 #include <memory>
 
+#include "launch/device_flags.h"
 #include "runtime/attention_job.h"
 
 namespace prefill {
@@ -69,8 +70,7 @@ CLI::App* AddAttentionFlags(CLI::App& app, AttentionFlags& flags) {
       ->capture_default_str();
   cmd->add_flag("--no-keep-recent", flags.no_keep_recent, "Do not force the last query block dense");
   cmd->add_option("--threads", c.threads, "Threads per rank (0: the node's cores / ranks on the node)")->capture_default_str();
-  cmd->add_option("--device", c.device, "cpu, or cuda (one GPU per local rank, NCCL between ranks)")->capture_default_str();
-  cmd->add_option("--device-id", c.device_id, "GPU ordinal (-1: the local rank's)")->capture_default_str();
+  AddDeviceFlags(*cmd, c.device, c.device_id, c.comm);
   cmd->add_flag("--check", c.check, "Also compute fp64 dense attention and report the output's error");
   cmd->add_option("--out", c.out_path, "Write the output o [L,H,D] f32 in token order to this safetensors file");
   cmd->add_option("--json", flags.json_path, "Write the report as JSON to this file");

@@ -6,6 +6,7 @@
 #include <memory>
 
 #include "absl/strings/str_format.h"
+#include "launch/device_flags.h"
 #include "launch/job_metrics.h"
 #include "runtime/execution_context.h"
 #include "runtime/model_job.h"
@@ -37,6 +38,7 @@ struct ModelCommandConfig {
   MetricsFlags metrics;
   std::string device = "cpu";
   int device_id = -1;
+  std::string comm = "auto";
 };
 
 // This rank's share of the request, for Prometheus.
@@ -119,8 +121,7 @@ std::function<int()> AddModelCommand(CLI::App& app, const MpiSession& session) {
   cmd->add_option("--tokens", mc.source.tokens_path, "Prompt token ids: .npy (int32/int64) or a JSON array");
   cmd->add_option("--embeddings", mc.source.embeddings_path, "Or precomputed input embeddings: safetensors [L, hidden] (vision/video tokens)");
   cmd->add_option("--mode", c.mode, "sparse or dense")->capture_default_str();
-  cmd->add_option("--device", mc.device, "cpu, or cuda (one GPU per local rank, NCCL between ranks; bf16 GEMMs on cuBLAS)")->capture_default_str();
-  cmd->add_option("--device-id", mc.device_id, "GPU ordinal (-1: the local rank's)")->capture_default_str();
+  AddDeviceFlags(*cmd, mc.device, mc.device_id, mc.comm);
   cmd->add_option("--layout", c.layout, "contiguous or zigzag")->capture_default_str();
   cmd->add_option("--block", c.block, "Block size of the mask")->capture_default_str();
   cmd->add_option("--stride", c.stride, "Estimation stride")->capture_default_str();
@@ -148,7 +149,8 @@ std::function<int()> AddModelCommand(CLI::App& app, const MpiSession& session) {
     absl::StatusOr<LoadedModel> model = LoadModel(c.model_dir);
     if (absl::Status s = AgreeOnStatus(**comm, model.status()); !s.ok()) return ExitCodeFor(s, session.world_rank());
     load.Mark("read");
-    absl::StatusOr<ExecutionContext> ctx = MakeExecutionContext(c.device, c.options.threads, c.device_id, **comm);
+    absl::StatusOr<ExecutionContext> ctx = MakeExecutionContext(c.device, c.options.threads, c.device_id, **comm,
+                                                                *ParseGpuTransport(c.comm));
     load.Mark("device_init");
     absl::StatusOr<PreparedModel> prepared =
         ctx.ok() ? PrepareModel(model->config, model->weights, *ctx->backend, *ctx->layers) : ctx.status();

@@ -6,6 +6,7 @@
 #include <memory>
 
 #include "absl/strings/str_format.h"
+#include "launch/device_flags.h"
 #include "launch/job_metrics.h"
 #include "launch/termination_signal.h"
 #include "runtime/execution_context.h"
@@ -18,6 +19,7 @@ std::function<int()> AddRunCommand(CLI::App& app, const MpiSession& session) {
   auto metrics_flags = std::make_shared<MetricsFlags>();
   auto device = std::make_shared<std::string>("cpu");
   auto device_id = std::make_shared<int>(-1);
+  auto comm = std::make_shared<std::string>("auto");
   CLI::App* cmd = app.add_subcommand(
       "run",
       "Prefill every prompt of a manifest (JSON lines: {\"id\", \"tokens\" | \"embeddings\", \"mode\"?,\n"
@@ -32,8 +34,7 @@ std::function<int()> AddRunCommand(CLI::App& app, const MpiSession& session) {
   cmd->add_flag("--skip-invalid", o.skip_invalid, "Run the valid lines of a manifest with bad lines (listed)");
   cmd->add_option("--max-tokens-per-rank", o.max_tokens_per_rank, "Memory budget: the most tokens one rank holds")->capture_default_str();
   cmd->add_option("--min-tokens-per-rank", o.min_tokens_per_rank, "Below this per rank, CP costs more than it saves")->capture_default_str();
-  cmd->add_option("--device", *device, "cpu, or cuda (one GPU per local rank, NCCL between ranks)")->capture_default_str();
-  cmd->add_option("--device-id", *device_id, "GPU ordinal (-1: the local rank's)")->capture_default_str();
+  AddDeviceFlags(*cmd, *device, *device_id, *comm);
   cmd->add_option("--progress", o.progress, "auto, line (one line updated in place), log (a line per wave), off")->capture_default_str();
   AddMetricsFlags(*cmd, *metrics_flags);
   PrefillRequestOptions& d = o.defaults;
@@ -50,7 +51,7 @@ std::function<int()> AddRunCommand(CLI::App& app, const MpiSession& session) {
   cmd->add_option("--kv-target", d.kv_target, "Also stream each KV cache over UCX to a decode server (kv-receiver) at HOST:PORT; a request is ok only once acknowledged");
   cmd->add_option("--kv-timeout", d.kv_timeout, "Seconds without progress (connect, send, acknowledgement) before a KV handoff fails")->capture_default_str();
 
-  return [options, metrics_flags, device, device_id, &session]() -> int {
+  return [options, metrics_flags, device, device_id, comm, &session]() -> int {
     BatchOptions o = *options;
     if (o.defaults.threads <= 0) o.defaults.threads = DefaultThreadsPerRank();
     InstallTerminationHandlers();
@@ -61,7 +62,8 @@ std::function<int()> AddRunCommand(CLI::App& app, const MpiSession& session) {
         StartJobMetrics(*metrics_flags, session.world_rank(), std::filesystem::path(o.model_dir).filename().string());
     if (absl::Status s = AgreeOnStatus(**world, metrics.status()); !s.ok()) return ExitCodeFor(s, session.world_rank());
     o.metrics = (*metrics)->metrics.get();
-    absl::StatusOr<ExecutionContext> ctx = MakeExecutionContext(*device, o.defaults.threads, *device_id, **world);
+    absl::StatusOr<ExecutionContext> ctx = MakeExecutionContext(*device, o.defaults.threads, *device_id, **world,
+                                                                *ParseGpuTransport(*comm));
     if (absl::Status s = AgreeOnStatus(**world, ctx.status()); !s.ok()) return ExitCodeFor(s, session.world_rank());
     absl::StatusOr<BatchSummary> summary = RunBatch(o, **world, *ctx);
     if (const int64_t used = ctx->device_memory_used(); used >= 0) o.metrics->SetGpuMemoryUsedBytes(used);

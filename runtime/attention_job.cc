@@ -233,10 +233,11 @@ absl::StatusOr<AttentionJobReport> RunAttentionJob(const AttentionJobConfig& con
   absl::StatusOr<Shard> shard = LoadShard(c, *dtype, layout, comm.rank());
   if (s = AgreeOnStatus(comm, shard.status()); !s.ok()) return s;
 
-  absl::StatusOr<ExecutionContext> ctx = MakeExecutionContext(c.device, c.threads, c.device_id, comm);
+  absl::StatusOr<ExecutionContext> ctx = MakeExecutionContext(c.device, c.threads, c.device_id, comm, *ParseGpuTransport(c.comm));
   if (s = AgreeOnStatus(comm, ctx.status()); !s.ok()) return s;
   report.device = ctx->device;
   report.device_name = ctx->device_name;
+  report.transport = ctx->transport;
   AttentionBackend& backend = *ctx->backend;
   const int64_t rows = layout.local_len();
   std::vector<float> o(rows * c.heads * c.head_dim);
@@ -322,7 +323,7 @@ absl::StatusOr<AttentionJobReport> RunAttentionJob(const AttentionJobConfig& con
 nlohmann::json AttentionJobReport::ToJson() const {
   const AttentionJobConfig& c = config;
   nlohmann::json j = {
-      {"world_size", world_size}, {"device", device}, {"device_name", device_name},
+      {"world_size", world_size}, {"device", device}, {"device_name", device_name}, {"transport", transport},
       {"workload", c.qkv_path.empty() ? c.workload : "file"}, {"qkv", c.qkv_path},
       {"seq_len", c.seq_len}, {"heads", c.heads}, {"kv_heads", c.kv_heads}, {"head_dim", c.head_dim},
       {"dtype", c.dtype}, {"concentration", c.concentration}, {"slash_heads", c.slash_heads}, {"block", c.block}, {"stride", c.stride}, {"tau", c.tau},

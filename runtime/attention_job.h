@@ -46,6 +46,7 @@ struct AttentionJobConfig {
   int threads = 0;
   std::string device = "cpu";  // cpu, or cuda (one GPU per local rank, NCCL between them)
   int device_id = -1;          // -1: the local rank's GPU
+  std::string comm = "auto";   // cuda: auto, nccl or host-staged (ParseGpuTransport)
   bool check = false;
   std::string out_path;
 };
@@ -65,6 +66,7 @@ struct AttentionJobReport {
   int world_size = 0;
   std::string device = "cpu";
   std::string device_name;
+  std::string transport;  // what moved backend memory: mpi, nccl or host-staged
   int64_t device_memory_used_bytes = -1;  // this rank's GPU memory in use after the job; -1 on CPU
   double density = 1.0;
   int64_t kv_bytes_sent_total = 0;

@@ -10,6 +10,8 @@
 #include "kernels/cuda/cuda_backend.h"
 #include "kernels/cuda/cuda_layer_backend.h"
 #include "kernels/cuda/device_memory_ledger.h"
+#include "parallel/mpi_check.h"
+#include "parallel/nccl/host_staged_communicator.h"
 #include "parallel/nccl/nccl_communicator.h"
 #endif
 
@@ -24,14 +26,53 @@ std::string CpuModelName() {
   return "cpu";
 }
 
+#ifdef PREFILL_HAVE_CUDA
+// Ranks of this node (collective over mpi).
+absl::StatusOr<int> RanksOnThisNode(MpiCommunicator& mpi) {
+  MPI_Comm node = MPI_COMM_NULL;
+  MPI_CHECK(MPI_Comm_split_type(mpi.comm(), MPI_COMM_TYPE_SHARED, mpi.rank(), MPI_INFO_NULL, &node));
+  int size = 1;
+  const int rc = MPI_Comm_size(node, &size);
+  MPI_Comm_free(&node);
+  MPI_CHECK(rc);
+  return size;
+}
+
+// The GPU ranks' communicator: NCCL, or MPI through host staging where ranks share a GPU.
+absl::StatusOr<std::unique_ptr<Communicator>> MakeGpuCommunicator(MpiCommunicator& mpi, GpuTransport transport,
+                                                                  int device, cudaStream_t stream) {
+  if (transport == GpuTransport::kHostStaged) {
+    absl::StatusOr<std::unique_ptr<MpiCommunicator>> own = MpiCommunicator::Create(mpi.comm());
+    if (!own.ok()) return own.status();
+    return std::make_unique<HostStagedCommunicator>(*std::move(own), device, stream);
+  }
+  NcclOptions nccl_options;
+  nccl_options.mpi_comm = mpi.comm();
+  nccl_options.device_id = device;
+  nccl_options.compute_stream = stream;
+  absl::StatusOr<std::unique_ptr<NcclCommunicator>> nccl = NcclCommunicator::Create(nccl_options);
+  if (!nccl.ok()) return nccl.status();
+  return std::unique_ptr<Communicator>(*std::move(nccl));
+}
+#endif
+
 }  // namespace
 
+absl::StatusOr<GpuTransport> ParseGpuTransport(const std::string& name) {
+  if (name == "auto") return GpuTransport::kAuto;
+  if (name == "nccl") return GpuTransport::kNccl;
+  if (name == "host-staged") return GpuTransport::kHostStaged;
+  return absl::InvalidArgumentError(
+      absl::StrCat("--comm '", name, "' is not a transport (valid: auto, nccl, host-staged)"));
+}
+
 absl::StatusOr<ExecutionContext> MakeExecutionContext(const std::string& device, int threads, int device_id,
-                                                      MpiCommunicator& mpi) {
+                                                      MpiCommunicator& mpi, GpuTransport transport) {
   ExecutionContext ctx;
   ctx.device = device;
   if (device == "cpu") {
     ctx.device_name = CpuModelName();
+    ctx.transport = "mpi";
     ctx.backend = MakeCpuBackend(threads);
     ctx.layers = MakeCpuLayerBackend(threads);
     ctx.comm = &mpi;
@@ -41,6 +82,10 @@ absl::StatusOr<ExecutionContext> MakeExecutionContext(const std::string& device,
     return absl::InvalidArgumentError(absl::StrCat("--device '", device, "' is not a device (valid: cpu, cuda)"));
   }
 #ifdef PREFILL_HAVE_CUDA
+  // First, while every rank is here: a rank that returns early below must not leave the
+  // others in this collective.
+  absl::StatusOr<int> node_ranks = RanksOnThisNode(mpi);
+  if (!node_ranks.ok()) return node_ranks.status();
   int count = 0;
   if (cudaGetDeviceCount(&count) != cudaSuccess || count == 0) {
     return absl::UnavailableError(absl::StrCat("rank ", mpi.rank(), ": --device cuda but no usable GPU (",
@@ -55,15 +100,17 @@ absl::StatusOr<ExecutionContext> MakeExecutionContext(const std::string& device,
   cudaDeviceProp props{};
   cudaGetDeviceProperties(&props, backend_options.device_id);
   ctx.device_name = props.name;
-  NcclOptions nccl_options;
-  nccl_options.mpi_comm = mpi.comm();
-  nccl_options.device_id = backend_options.device_id;
-  nccl_options.compute_stream = CudaBackendStream(**backend);
-  absl::StatusOr<std::unique_ptr<NcclCommunicator>> nccl = NcclCommunicator::Create(nccl_options);
-  if (!nccl.ok()) return nccl.status();
+  // NCCL refuses two ranks on one device.
+  if (transport == GpuTransport::kAuto) {
+    transport = *node_ranks > count ? GpuTransport::kHostStaged : GpuTransport::kNccl;
+  }
+  absl::StatusOr<std::unique_ptr<Communicator>> comm =
+      MakeGpuCommunicator(mpi, transport, backend_options.device_id, CudaBackendStream(**backend));
+  if (!comm.ok()) return comm.status();
+  ctx.transport = transport == GpuTransport::kHostStaged ? "host-staged" : "nccl";
   ctx.backend = std::move(*backend);
   ctx.layers = std::move(*layers);
-  ctx.owned_comm = std::move(*nccl);
+  ctx.owned_comm = std::move(*comm);
   ctx.comm = ctx.owned_comm.get();
   ctx.device_memory_used = [] {
     size_t free_bytes = 0, total_bytes = 0;
@@ -82,6 +129,7 @@ absl::StatusOr<ExecutionContext> MakeExecutionContext(const std::string& device,
   return ctx;
 #else
   (void)device_id;
+  (void)transport;
   return absl::UnimplementedError(
       "--device cuda: this build has no CUDA backend (configure with -DPREFILL_CUDA=ON on a machine with nvcc)");
 #endif

@@ -1,6 +1,7 @@
 // ExecutionContext: the backend a job computes on and the communicator that moves its
 // backend memory: the CPU backend with MPI, or the CUDA backend with NCCL (one GPU per
-// local rank). Host-side agreement (statuses, reports, checks) always goes over MPI.
+// local rank) or, where ranks share a GPU, with MPI through host staging (for testing N ranks
+// on one GPU). Host-side agreement (statuses, reports, checks) always goes over MPI.
 #pragma once
 
 #include <cstdint>
@@ -24,12 +25,19 @@ struct DeviceMemoryPeakBytes {
   int64_t backend_held = -1;  // what the attention backend itself held: buffers + scratch
 };
 
+// How GPU ranks move device memory (--comm): NCCL (one GPU per rank), MPI through host
+// staging (ranks sharing a GPU: correct, not fast), or auto: NCCL unless the node's ranks
+// outnumber its GPUs.
+enum class GpuTransport { kAuto, kNccl, kHostStaged };
+absl::StatusOr<GpuTransport> ParseGpuTransport(const std::string& name);  // auto, nccl, host-staged
+
 struct ExecutionContext {
   std::string device;  // "cpu" or "cuda"
+  std::string transport;  // what moves backend memory: "mpi", "nccl" or "host-staged"
   std::string device_name;  // e.g. the GPU's name; the CPU's model
   std::unique_ptr<AttentionBackend> backend;
   std::unique_ptr<LayerBackend> layers;  // the model's dense math, on backend's memory and stream
-  std::unique_ptr<Communicator> owned_comm;  // the NCCL communicator, when there is one
+  std::unique_ptr<Communicator> owned_comm;  // the GPU ranks' communicator, when there is one
   Communicator* comm = nullptr;              // moves backend memory: owned_comm or the MPI one
   // Bytes of device memory in use (CUDA: cudaMemGetInfo); -1 on the CPU.
   std::function<int64_t()> device_memory_used = [] { return int64_t{-1}; };
@@ -39,9 +47,10 @@ struct ExecutionContext {
 };
 
 // device: "cpu" or "cuda". device_id < 0 picks the local rank's GPU. Unimplemented when the
-// build has no CUDA backend; Unavailable when no GPU can be used.
+// build has no CUDA backend; Unavailable when no GPU can be used. Collective over mpi on cuda.
 absl::StatusOr<ExecutionContext> MakeExecutionContext(const std::string& device, int threads, int device_id,
-                                                      MpiCommunicator& mpi);
+                                                      MpiCommunicator& mpi,
+                                                      GpuTransport transport = GpuTransport::kAuto);
 
 // Uploads host bytes into a new backend buffer.
 absl::StatusOr<BackendBuffer> UploadBytes(AttentionBackend& backend, const void* host, size_t bytes);

@@ -23,7 +23,9 @@ B=$PWD/bench/gpu/device_bundle
   done
   if [ -z "${SKIP_MODEL_TEST:-}" ]; then
     export OPAL_PREFIX=$B/ompi OMPI_MCA_ess_singleton_isolated=1  # prefill as an MPI singleton
-    timeout 240 env PYTHON=python3 sh tests/gpu/model_on_gpu.sh "$B/bin/prefill" /tmp/model_on_gpu \
+    timeout 300 env PYTHON=python3 \
+      RANKS_LAUNCH="$B/ompi/bin/orterun --oversubscribe --allow-run-as-root -x LD_LIBRARY_PATH -x OPAL_PREFIX" \
+      sh tests/gpu/model_on_gpu.sh "$B/bin/prefill" /tmp/model_on_gpu \
       >"$OUT/model_on_gpu.log" 2>&1
     echo "model_on_gpu: exit $? ($(tail -1 "$OUT/model_on_gpu.log"))"
   fi

@@ -11,6 +11,7 @@
 #include "absl/strings/str_cat.h"
 #include "kernels/cuda/cuda_check.h"
 #include "parallel/mpi_check.h"
+#include "parallel/nccl/memory_kind.h"
 #include "parallel/nccl/nccl_check.h"
 
 static_assert(NCCL_VERSION_CODE >= NCCL_VERSION(2, 18, 0),
@@ -35,16 +36,6 @@ struct NcclCommunicator::PendingBatch {
 };
 
 namespace {
-
-// Pageable or pinned host memory (anything that is not device or managed memory).
-bool IsHostMemory(const void* p) {
-  cudaPointerAttributes attr{};
-  if (p == nullptr || cudaPointerGetAttributes(&attr, p) != cudaSuccess) {
-    (void)cudaGetLastError();
-    return p != nullptr;
-  }
-  return attr.type != cudaMemoryTypeDevice && attr.type != cudaMemoryTypeManaged;
-}
 
 
 using Clock = std::chrono::steady_clock;

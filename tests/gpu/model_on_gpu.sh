@@ -1,11 +1,13 @@
 #!/bin/sh
 # The whole-model prefill on GPUs (`prefill model --device cuda`, `prefill run --device cuda`)
 # against the float64 numpy forward of tests/runtime/tiny_model.py: Llama and Qwen2, dense and
-# sparse at tau=1, and a batch through the CUDA groups (ncclCommSplit).
+# sparse at tau=1, a batch through the CUDA groups (ncclCommSplit), and 2 and 4 ranks sharing
+# the GPU (--comm host-staged: the context-parallel path of several GPUs, on one).
 #
 #   model_on_gpu.sh PREFILL WORKDIR [LAUNCHER...]
 # LAUNCHER: mpirun and its options but -np (one rank: `-np 1` is added); none runs the rank as
-# an MPI singleton (a machine without mpirun).
+# an MPI singleton (a machine without mpirun). RANKS_LAUNCH (default: LAUNCHER) launches the
+# several-rank runs; with neither they are skipped.
 # PYTHON (default /usr/bin/python3) must have numpy. Exit 77 (skipped) without a GPU.
 #
 # Tolerances: the CPU path matches float64 to 1e-4; the GPU rounds every GEMM input and the
@@ -45,6 +47,23 @@ if $launch ${launch:+-np 1} "$prefill" model --device cuda --model "$work/llama"
   echo "FAIL: a 100 kB budget was accepted"; fail=1
 elif ! grep -q "of GPU memory per rank" "$out.log"; then
   echo "FAIL: no GPU memory figure in the refusal:"; cat "$out.log"; fail=1
+fi
+echo "== 2 and 4 ranks on one GPU (--comm host-staged), llama, both layouts"
+ranks_launch=${RANKS_LAUNCH:-$launch}
+if [ -z "$ranks_launch" ]; then
+  echo "SKIP: no mpirun (LAUNCHER or RANKS_LAUNCH): several ranks on one GPU not tested"
+else
+  for np in 2 4; do
+    for case in "dense zigzag" "sparse contiguous" "sparse zigzag"; do
+      set -- $case
+      out=$work/llama_$1_$2_np$np
+      echo "== llama $1 $2, $np ranks"
+      $ranks_launch -np $np "$prefill" model --device cuda --comm host-staged --model "$work/llama" \
+        --tokens "$work/llama/tokens.npy" --block 128 --layout $2 --mode $1 --tau 1.0 --kv-out "$out" --kv-dtype f32 \
+        --json "$out.json" || { fail=1; continue; }
+      "$py" "$tiny" compare "$work/llama" "$out.json" "$out" --tol-logits 3e-2 --tol-kv 1.5e-2 || fail=1
+    done
+  done
 fi
 echo "== batch (prefill run --device cuda)"
 BATCH_DEVICE=cuda BATCH_RANKS=1 "$py" "$here/../scheduler/batch_test.py" mixed "$prefill" $launch || fail=1

@@ -1,8 +1,9 @@
-// NcclCommunicator over 2+ ranks (mpirun -n 2), one GPU each: AllGather(V), AllToAllV, a ring
-// of Send/Recv posted send-first on every rank (the pattern that deadlocks with unbatched
-// NCCL point-to-point), AllReduce on host doubles, Barrier, Split (singletons and one group in
-// reverse order, reducing device memory). Every rank checks its own result against the
-// pattern the senders wrote. Skips when the node has fewer GPUs than ranks.
+// The GPU ranks' communicators over 2+ ranks (mpirun -n 2): NcclCommunicator (one GPU per
+// rank; skips when the node has fewer GPUs than ranks) and HostStagedCommunicator (ranks
+// sharing one GPU; skips without a GPU). AllGather(V), AllToAllV, a ring of Send/Recv posted
+// send-first on every rank (the pattern that deadlocks with unbatched NCCL point-to-point),
+// AllReduce on host and device doubles, Barrier, Split (singletons and one group in reverse
+// order). Every rank checks its own result against the pattern the senders wrote.
 #include <cuda_runtime_api.h>
 #include <gtest/gtest.h>
 #include <mpi.h>
@@ -13,30 +14,43 @@
 #include <memory>
 #include <vector>
 
+#include "parallel/mpi_communicator.h"
+#include "parallel/nccl/host_staged_communicator.h"
 #include "parallel/nccl/nccl_communicator.h"
 
 namespace prefill {
 namespace {
 
-class NcclCommunicatorTest : public ::testing::Test {
+enum class Transport { kNccl, kHostStaged };
+
+class GpuCommunicatorTest : public ::testing::TestWithParam<Transport> {
  protected:
   void SetUp() override {
-    int world = 0, count = 0;
+    int world = 0, count = 0, rank = 0;
     MPI_Comm_size(MPI_COMM_WORLD, &world);
-    if (cudaGetDeviceCount(&count) != cudaSuccess || count < world || world < 2) {
-      GTEST_SKIP() << "needs at least 2 ranks and one GPU per rank (" << world << " ranks, " << count << " GPUs)";
-    }
-    NcclOptions options;
-    options.comm_timeout_seconds = 60;
-    int rank = 0;
     MPI_Comm_rank(MPI_COMM_WORLD, &rank);
-    options.device_id = rank % count;  // one node: world rank = local rank
-    ASSERT_EQ(cudaSetDevice(options.device_id), cudaSuccess);
+    if (cudaGetDeviceCount(&count) != cudaSuccess) count = 0;
+    const bool nccl = GetParam() == Transport::kNccl;
+    if (world < 2 || count < (nccl ? world : 1)) {
+      GTEST_SKIP() << "needs at least 2 ranks and " << (nccl ? "one GPU per rank" : "a GPU") << " (" << world
+                   << " ranks, " << count << " GPUs)";
+    }
+    const int device = rank % count;  // one node: world rank = local rank
+    ASSERT_EQ(cudaSetDevice(device), cudaSuccess);
     ASSERT_EQ(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking), cudaSuccess);
-    options.compute_stream = stream_;
-    auto comm = NcclCommunicator::Create(options);
-    ASSERT_TRUE(comm.ok()) << comm.status();
-    comm_ = std::move(*comm);
+    if (nccl) {
+      NcclOptions options;
+      options.comm_timeout_seconds = 60;
+      options.device_id = device;
+      options.compute_stream = stream_;
+      auto comm = NcclCommunicator::Create(options);
+      ASSERT_TRUE(comm.ok()) << comm.status();
+      comm_ = *std::move(comm);
+    } else {
+      auto mpi = MpiCommunicator::Create(MPI_COMM_WORLD);
+      ASSERT_TRUE(mpi.ok()) << mpi.status();
+      comm_ = std::make_unique<HostStagedCommunicator>(*std::move(mpi), device, stream_);
+    }
   }
   void TearDown() override {
     comm_.reset();
@@ -59,18 +73,18 @@ class NcclCommunicatorTest : public ::testing::Test {
     EXPECT_EQ(cudaStreamSynchronize(stream_), cudaSuccess);
     return host;
   }
-  ~NcclCommunicatorTest() override {
+  ~GpuCommunicatorTest() override {
     for (void* p : buffers_) cudaFree(p);
   }
 
   static uint8_t Pattern(int from, int to, size_t i) { return static_cast<uint8_t>(from * 31 + to * 7 + i * 13); }
 
   cudaStream_t stream_ = nullptr;
-  std::unique_ptr<NcclCommunicator> comm_;
+  std::unique_ptr<Communicator> comm_;
   std::vector<void*> buffers_;
 };
 
-TEST_F(NcclCommunicatorTest, AllToAllV) {
+TEST_P(GpuCommunicatorTest, AllToAllV) {
   const int n = comm_->size(), r = comm_->rank();
   std::vector<size_t> send_counts(n), send_displs(n), recv_counts(n), recv_displs(n);
   size_t send_total = 0, recv_total = 0;
@@ -95,7 +109,7 @@ TEST_F(NcclCommunicatorTest, AllToAllV) {
   }
 }
 
-TEST_F(NcclCommunicatorTest, RingSendRecvPostedSendFirst) {
+TEST_P(GpuCommunicatorTest, RingSendRecvPostedSendFirst) {
   const int n = comm_->size(), r = comm_->rank();
   const size_t bytes = 64 << 20;  // large enough that an unbatched send would block
   std::vector<uint8_t> send(bytes);
@@ -112,7 +126,7 @@ TEST_F(NcclCommunicatorTest, RingSendRecvPostedSendFirst) {
   for (size_t i = 0; i < bytes; i += 4099) ASSERT_EQ(recv[i], Pattern(from, r, i)) << i;
 }
 
-TEST_F(NcclCommunicatorTest, AllGatherAndAllGatherV) {
+TEST_P(GpuCommunicatorTest, AllGatherAndAllGatherV) {
   const int n = comm_->size(), r = comm_->rank();
   const size_t bytes = 1000;
   std::vector<uint8_t> mine(bytes);
@@ -135,7 +149,7 @@ TEST_F(NcclCommunicatorTest, AllGatherAndAllGatherV) {
   }
 }
 
-TEST_F(NcclCommunicatorTest, AllReduceOnHostDoublesAndBarrier) {
+TEST_P(GpuCommunicatorTest, AllReduceOnHostDoublesAndBarrier) {
   const int n = comm_->size(), r = comm_->rank();
   std::vector<double> sum = {1.0, static_cast<double>(r), 0.5 * r};
   ASSERT_TRUE(comm_->AllReduceSum(sum.data(), sum.size()).ok());
@@ -148,19 +162,24 @@ TEST_F(NcclCommunicatorTest, AllReduceOnHostDoublesAndBarrier) {
   EXPECT_TRUE(comm_->Barrier().ok());
 }
 
-TEST_F(NcclCommunicatorTest, SplitIntoSingletonsAndReversedGroup) {
+TEST_P(GpuCommunicatorTest, SplitIntoSingletonsAndReversedGroup) {
   const int n = comm_->size(), r = comm_->rank();
   // Singletons: every rank alone; a sum over one rank leaves the values as they were.
   {
     auto split = comm_->Split(r, 0);
     ASSERT_TRUE(split.ok()) << split.status();
     ASSERT_NE(*split, nullptr);
-    auto* alone = dynamic_cast<NcclCommunicator*>(split->get());
-    ASSERT_NE(alone, nullptr) << "a split of an NcclCommunicator moves device memory too";
+    Communicator* alone = split->get();
+    if (GetParam() == Transport::kNccl) {
+      auto* nccl = dynamic_cast<NcclCommunicator*>(alone);
+      ASSERT_NE(nccl, nullptr) << "a split of an NcclCommunicator moves device memory too";
+      EXPECT_EQ(nccl->device(), dynamic_cast<NcclCommunicator&>(*comm_).device());
+      EXPECT_NE(nccl->comm_stream(), dynamic_cast<NcclCommunicator&>(*comm_).comm_stream());
+    } else {
+      EXPECT_NE(dynamic_cast<HostStagedCommunicator*>(alone), nullptr) << "a split stages device memory too";
+    }
     EXPECT_EQ(alone->size(), 1);
     EXPECT_EQ(alone->rank(), 0);
-    EXPECT_EQ(alone->device(), comm_->device());
-    EXPECT_NE(alone->comm_stream(), comm_->comm_stream());
     const std::vector<double> mine = {r + 1.0, 10.0 * r};
     double* d = Upload(mine);
     ASSERT_TRUE(alone->AllReduceSum(d, mine.size()).ok());
@@ -195,6 +214,12 @@ TEST_F(NcclCommunicatorTest, SplitIntoSingletonsAndReversedGroup) {
   EXPECT_EQ(Download(d, 1)[0], n * (n + 1) / 2.0);
   EXPECT_TRUE(comm_->Barrier().ok());
 }
+
+INSTANTIATE_TEST_SUITE_P(Transports, GpuCommunicatorTest,
+                         ::testing::Values(Transport::kNccl, Transport::kHostStaged),
+                         [](const ::testing::TestParamInfo<Transport>& info) {
+                           return std::string(info.param == Transport::kNccl ? "Nccl" : "HostStaged");
+                         });
 
 TEST(ChooseLocalDevice, FlagWinsThenLocalRank) {
   const char* saved = std::getenv("OMPI_COMM_WORLD_LOCAL_RANK");

@@ -1,0 +1,166 @@
+#include "parallel/nccl/host_staged_communicator.h"
+
+#include <algorithm>
+#include <cstdlib>
+#include <utility>
+#include <vector>
+
+#include "kernels/cuda/cuda_check.h"
+#include "parallel/nccl/memory_kind.h"
+
+namespace prefill {
+namespace {
+
+// A host view of `bytes` of the caller's memory: that memory itself when it is host memory,
+// else a staging copy that Download fills from the device and Upload writes back.
+class StagedBytes {
+ public:
+  StagedBytes(const void* p, size_t bytes)
+      : device_(p != nullptr && bytes > 0 && !IsHostMemory(p) ? const_cast<void*>(p) : nullptr), bytes_(bytes) {
+    if (device_ != nullptr) storage_.resize(bytes);
+    host_ = device_ != nullptr ? storage_.data() : const_cast<void*>(p);
+  }
+  void* host() const { return host_; }
+
+  absl::Status Download(cudaStream_t stream) { return Copy(host_, device_, cudaMemcpyDeviceToHost, stream); }
+  absl::Status Upload(cudaStream_t stream) { return Copy(device_, host_, cudaMemcpyHostToDevice, stream); }
+
+ private:
+  absl::Status Copy(void* dst, const void* src, cudaMemcpyKind kind, cudaStream_t stream) {
+    if (device_ == nullptr) return absl::OkStatus();
+    CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes_, kind, stream));
+    CUDA_CHECK(cudaStreamSynchronize(stream));
+    return absl::OkStatus();
+  }
+
+  void* device_;
+  size_t bytes_;
+  std::vector<char> storage_;
+  void* host_ = nullptr;
+};
+
+// A send or receive through a staging copy: a receive's bytes go to the device once it landed.
+class StagedTransfer final : public PendingTransfer {
+ public:
+  StagedTransfer(std::unique_ptr<StagedBytes> bytes, std::unique_ptr<PendingTransfer> mpi, cudaStream_t stream,
+                 bool upload)
+      : bytes_(std::move(bytes)), mpi_(std::move(mpi)), stream_(stream), upload_(upload) {}
+  absl::Status Wait() override {
+    absl::Status s = mpi_->Wait();
+    if (s.ok() && upload_) s = bytes_->Upload(stream_);
+    return s;
+  }
+
+ private:
+  std::unique_ptr<StagedBytes> bytes_;  // outlives the MPI request that reads or writes it
+  std::unique_ptr<PendingTransfer> mpi_;
+  cudaStream_t stream_;
+  bool upload_;
+};
+
+// Bytes a v-collective's buffer spans: the end of its furthest slot.
+size_t Extent(std::span<const size_t> counts, std::span<const size_t> displs) {
+  size_t end = 0;
+  for (size_t i = 0; i < counts.size() && i < displs.size(); ++i) {
+    if (counts[i] > 0) end = std::max(end, displs[i] + counts[i]);
+  }
+  return end;
+}
+
+}  // namespace
+
+HostStagedCommunicator::HostStagedCommunicator(std::unique_ptr<Communicator> mpi, int device,
+                                               cudaStream_t compute_stream)
+    : mpi_(std::move(mpi)), device_(device), stream_(compute_stream) {}
+
+absl::Status HostStagedCommunicator::Drain() {
+  CUDA_CHECK(cudaSetDevice(device_));
+  CUDA_CHECK(cudaStreamSynchronize(stream_));
+  return absl::OkStatus();
+}
+
+absl::Status HostStagedCommunicator::AllGather(const void* send, size_t bytes, void* recv) {
+  if (absl::Status s = Drain(); !s.ok()) return s;
+  StagedBytes in(send, bytes), out(recv, bytes * size());
+  if (absl::Status s = in.Download(stream_); !s.ok()) return s;
+  if (absl::Status s = mpi_->AllGather(in.host(), bytes, out.host()); !s.ok()) return s;
+  return out.Upload(stream_);
+}
+
+absl::Status HostStagedCommunicator::AllGatherV(const void* send, size_t bytes, void* recv,
+                                                std::span<const size_t> recv_counts,
+                                                std::span<const size_t> recv_displs) {
+  if (absl::Status s = Drain(); !s.ok()) return s;
+  StagedBytes in(send, bytes), out(recv, Extent(recv_counts, recv_displs));
+  if (absl::Status s = in.Download(stream_); !s.ok()) return s;
+  // The receive buffer's gaps keep what they held: staged, they start as the device's bytes.
+  if (absl::Status s = out.Download(stream_); !s.ok()) return s;
+  if (absl::Status s = mpi_->AllGatherV(in.host(), bytes, out.host(), recv_counts, recv_displs); !s.ok()) return s;
+  return out.Upload(stream_);
+}
+
+absl::Status HostStagedCommunicator::AllToAllV(const void* send, std::span<const size_t> send_counts,
+                                               std::span<const size_t> send_displs, void* recv,
+                                               std::span<const size_t> recv_counts,
+                                               std::span<const size_t> recv_displs) {
+  if (absl::Status s = Drain(); !s.ok()) return s;
+  StagedBytes in(send, Extent(send_counts, send_displs)), out(recv, Extent(recv_counts, recv_displs));
+  if (absl::Status s = in.Download(stream_); !s.ok()) return s;
+  if (absl::Status s = out.Download(stream_); !s.ok()) return s;
+  absl::Status s = mpi_->AllToAllV(in.host(), send_counts, send_displs, out.host(), recv_counts, recv_displs);
+  if (!s.ok()) return s;
+  return out.Upload(stream_);
+}
+
+absl::Status HostStagedCommunicator::AllReduce(double* values, size_t count, bool sum) {
+  if (absl::Status s = Drain(); !s.ok()) return s;
+  StagedBytes v(values, count * sizeof(double));
+  if (absl::Status s = v.Download(stream_); !s.ok()) return s;
+  auto* host = static_cast<double*>(v.host());
+  if (absl::Status s = sum ? mpi_->AllReduceSum(host, count) : mpi_->AllReduceMax(host, count); !s.ok()) return s;
+  return v.Upload(stream_);
+}
+
+absl::Status HostStagedCommunicator::AllReduceSum(double* values, size_t count) {
+  return AllReduce(values, count, /*sum=*/true);
+}
+
+absl::Status HostStagedCommunicator::AllReduceMax(double* values, size_t count) {
+  return AllReduce(values, count, /*sum=*/false);
+}
+
+absl::StatusOr<std::unique_ptr<PendingTransfer>> HostStagedCommunicator::Send(const void* data, size_t bytes,
+                                                                              int peer, int tag) {
+  if (absl::Status s = Drain(); !s.ok()) return s;
+  auto staged = std::make_unique<StagedBytes>(data, bytes);
+  if (absl::Status s = staged->Download(stream_); !s.ok()) return s;
+  absl::StatusOr<std::unique_ptr<PendingTransfer>> mpi = mpi_->Send(staged->host(), bytes, peer, tag);
+  if (!mpi.ok()) return mpi.status();
+  return std::make_unique<StagedTransfer>(std::move(staged), *std::move(mpi), stream_, /*upload=*/false);
+}
+
+absl::StatusOr<std::unique_ptr<PendingTransfer>> HostStagedCommunicator::Recv(void* data, size_t bytes, int peer,
+                                                                              int tag) {
+  auto staged = std::make_unique<StagedBytes>(data, bytes);
+  absl::StatusOr<std::unique_ptr<PendingTransfer>> mpi = mpi_->Recv(staged->host(), bytes, peer, tag);
+  if (!mpi.ok()) return mpi.status();
+  return std::make_unique<StagedTransfer>(std::move(staged), *std::move(mpi), stream_, /*upload=*/true);
+}
+
+absl::Status HostStagedCommunicator::Barrier() {
+  if (absl::Status s = Drain(); !s.ok()) return s;
+  return mpi_->Barrier();
+}
+
+absl::StatusOr<std::unique_ptr<Communicator>> HostStagedCommunicator::Split(int color, int key) {
+  absl::StatusOr<std::unique_ptr<Communicator>> split = mpi_->Split(color, key);
+  if (!split.ok() || *split == nullptr) return split;
+  return std::make_unique<HostStagedCommunicator>(*std::move(split), device_, stream_);
+}
+
+void HostStagedCommunicator::Abort(int exit_code, std::string_view reason) {
+  mpi_->Abort(exit_code, reason);
+  std::abort();  // not reached: the call above ends the job (a virtual's [[noreturn]] is not seen here)
+}
+
+}  // namespace prefill
