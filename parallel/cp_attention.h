@@ -44,6 +44,9 @@ struct CpAttentionStats {
   int64_t kv_bytes_sent = 0;    // K and V bytes this rank put on the wire
   double estimate_seconds = 0;  // pooling, pooled-key all-gather, mask estimation
   double exchange_seconds = 0;  // planning and the part of KV transfer not hidden by compute
+  // Dense ring: per step, how long the compute waited for the next K/V after its own work
+  // was done, timed where the compute runs (CUDA: events on the backend's stream).
+  double exchange_exposed_seconds = 0;
   double attention_seconds = 0; // kernels and merges
   bool ran_dense = false;       // sparse mode ran the dense ring: the estimated density was high
 };

@@ -145,6 +145,15 @@ absl::StatusOr<CpAttentionStats> RingAttention(Communicator& comm, AttentionBack
     if (!part_lse.ok()) return part_lse.status();
   }
 
+  // Spans "exposed": from the end of a step's queued compute to the arrival of the next
+  // step's K/V on the compute side.
+  std::unique_ptr<PhaseTimer> timer;
+  if (n > 1) {
+    absl::StatusOr<std::unique_ptr<PhaseTimer>> made = backend.NewPhaseTimer();
+    if (!made.ok()) return made.status();
+    timer = *std::move(made);
+  }
+
   CpAttentionStats stats;
   const void* cur_k = shard.k;
   const void* cur_v = shard.v;
@@ -190,13 +199,26 @@ absl::StatusOr<CpAttentionStats> RingAttention(Communicator& comm, AttentionBack
     stats.attention_seconds += Seconds(compute_start);
 
     const auto wait_start = std::chrono::steady_clock::now();
+    if (timer) {
+      if (absl::Status st = timer->Enter("exposed"); !st.ok()) return st;
+    }
     for (auto& t : transfers) {
       if (absl::Status st = t->Wait(); !st.ok()) return st;
+    }
+    if (timer) {
+      if (absl::Status st = timer->Enter("compute"); !st.ok()) return st;
     }
     stats.exchange_seconds += Seconds(wait_start);
     if (step + 1 < n) {
       cur_k = ring[step % 2].k.get();
       cur_v = ring[step % 2].v.get();
+    }
+  }
+  if (timer) {
+    absl::StatusOr<std::vector<PhaseSpan>> spans = timer->Finish();
+    if (!spans.ok()) return spans.status();
+    for (const PhaseSpan& span : *spans) {
+      if (span.phase == "exposed") stats.exchange_exposed_seconds += span.seconds;
     }
   }
   stats.visible_blocks = stats.selected_blocks;

@@ -279,6 +279,7 @@ absl::StatusOr<AttentionJobReport> RunAttentionJob(const AttentionJobConfig& con
                  stats.selected_blocks, stats.visible_blocks, stats.computed_blocks, stats.balance_bytes_sent,
                  stats.balance_moves};
   const DeviceMemoryPeakBytes peak = ctx->device_memory_peak();
+  mine.exchange_exposed_seconds = stats.exchange_exposed_seconds;
   mine.device_memory_peak_bytes = peak.device_used;
   mine.backend_memory_peak_bytes = peak.backend_held;
   report.ranks.resize(comm.size());
@@ -330,7 +331,7 @@ nlohmann::json AttentionJobReport::ToJson() const {
       {"mode", c.mode}, {"layout", c.layout}, {"causal", c.causal}, {"threads", c.threads},
       {"density", density}, {"kv_bytes_sent_total", kv_bytes_sent_total},
       {"kv_bytes_dense_ring", kv_bytes_dense_ring}, {"device_memory_used_bytes", device_memory_used_bytes}};
-  double est = 0, ex = 0, att = 0, total = 0;
+  double est = 0, ex = 0, exposed = 0, att = 0, total = 0;
   int64_t device_peak = -1, backend_peak = -1;
   nlohmann::json per_rank = nlohmann::json::array();
   for (const RankStats& r : ranks) {
@@ -338,9 +339,11 @@ nlohmann::json AttentionJobReport::ToJson() const {
     backend_peak = std::max(backend_peak, r.backend_memory_peak_bytes);
     est = std::max(est, r.estimate_seconds);
     ex = std::max(ex, r.exchange_seconds);
+    exposed = std::max(exposed, r.exchange_exposed_seconds);
     att = std::max(att, r.attention_seconds);
     total = std::max(total, r.total_seconds);
     per_rank.push_back({{"estimate_seconds", r.estimate_seconds}, {"exchange_seconds", r.exchange_seconds},
+                        {"exchange_exposed_seconds", r.exchange_exposed_seconds},
                         {"attention_seconds", r.attention_seconds}, {"total_seconds", r.total_seconds},
                         {"kv_bytes_sent", r.kv_bytes_sent}, {"selected_blocks", r.selected_blocks},
                         {"visible_blocks", r.visible_blocks}, {"computed_blocks", r.computed_blocks},
@@ -354,6 +357,8 @@ nlohmann::json AttentionJobReport::ToJson() const {
   // Phase times are the slowest rank's: the job waits for it.
   j["estimate_seconds"] = est;
   j["exchange_seconds"] = ex;
+  // Dense ring: the time the compute waited for K/V after its own work (not hidden by it).
+  j["exchange_exposed_seconds"] = exposed;
   j["attention_seconds"] = att;
   j["total_seconds"] = total;
   j["ranks"] = per_rank;

@@ -59,6 +59,7 @@ struct RankStats {
   // GPU memory high-water marks of the rank's process (-1 on the CPU): the device's used
   // memory (cudaMemGetInfo sampled at each backend allocation) and the backend's own buffers.
   int64_t device_memory_peak_bytes = -1, backend_memory_peak_bytes = -1;
+  double exchange_exposed_seconds = 0;  // CpAttentionStats::exchange_exposed_seconds
 };
 
 struct AttentionJobReport {

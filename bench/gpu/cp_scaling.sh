@@ -106,7 +106,7 @@ def get(j, *keys):
 
 TOLERANCE = 2e-2  # max abs, see the script's header
 failures = []
-print("## correctness (needle): N ranks vs 1 rank\n\n| mode | layout | ranks | max abs diff vs 1 rank | density | density on 1 rank | transport | verdict |\n|---|---|---|---|---|---|---|---|")
+print("## correctness (needle): N ranks vs 1 rank\n\n| mode | layout | ranks | max abs diff vs 1 rank | density | density on 1 rank | transport | exchange s | exposed s | verdict |\n|---|---|---|---|---|---|---|---|---|---|")
 for mode, layout in [(m, l) for m in ("dense", "sparse") for l in os.environ["LAYOUTS"].split()]:
     case = f"{mode}_{layout}"
     ref_path = os.path.join(res, f"o_{case}_np1.safetensors")
@@ -125,6 +125,7 @@ for mode, layout in [(m, l) for m in ("dense", "sparse") for l in os.environ["LA
                 problems.append(f"density {density} != {density1} on 1 GPU")
         failures += [f"{mode} ({layout}) on {n} ranks: {p}" for p in problems]
         print(f"| {mode} | {layout} | {n} | {diff} | {density} | {density1} | {get(report, 'transport')} | "
+              f"{get(report, 'exchange_seconds')} | {get(report, 'exchange_exposed_seconds')} | "
               f"{'ok' if not problems else 'FAIL'} |")
 
 for kind in ("strong", "weak") if os.environ["SKIP_SCALING"] == "0" else ():

@@ -122,6 +122,16 @@ TEST_P(CpAttentionTest, DenseRingEqualsSingleRank) {
   ExpectSameRows(mine, single, kMergeTolerance);
 }
 
+// The exposed part of the exchange is timed inside the host's wait for the transfers (the
+// CPU computes before it waits), so it is at most that wait; one rank exchanges nothing.
+TEST_P(CpAttentionTest, DenseRingExposedExchangeIsPartOfTheWait) {
+  const Outcome mine = RunJob(*world_, job_, *layout_, false);
+  EXPECT_GE(mine.stats.exchange_exposed_seconds, 0.0);
+  EXPECT_LE(mine.stats.exchange_exposed_seconds, mine.stats.exchange_seconds);
+  const Outcome single = RunJob(*self_, job_, *single_, false);
+  EXPECT_EQ(single.stats.exchange_exposed_seconds, 0.0);
+}
+
 TEST_P(CpAttentionTest, SparseMaskAndOutputEqualSingleRank) {
   const Outcome mine = RunJob(*world_, job_, *layout_, true);
   const Outcome single = RunJob(*self_, job_, *single_, true);
