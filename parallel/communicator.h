@@ -46,6 +46,11 @@ class Communicator {
                                                                 int peer, int tag) = 0;
   virtual absl::StatusOr<std::unique_ptr<PendingTransfer>> Recv(void* data, size_t bytes,
                                                                 int peer, int tag) = 0;
+  // Starts the transfers posted by Send/Recv that have not started yet, so that they move
+  // while the caller computes (ring-flash-attention's commit()): MPI's start when posted
+  // (nothing to do); NCCL defers them to batch a ring's sends and receives into one group.
+  // Call it once every transfer of a step is posted.
+  virtual absl::Status StartPosted() { return absl::OkStatus(); }
   virtual absl::Status Barrier() = 0;
 
   // Collective over this communicator: ranks passing the same color >= 0 form one new

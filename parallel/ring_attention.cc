@@ -175,6 +175,8 @@ absl::StatusOr<CpAttentionStats> RingAttention(Communicator& comm, AttentionBack
         transfers.push_back(std::move(*recv));
       }
       stats.kv_bytes_sent += 2 * static_cast<int64_t>(kv_bytes);
+      // Moving from here on, under this step's attention.
+      if (absl::Status st = comm.StartPosted(); !st.ok()) return st;
     }
 
     const auto compute_start = std::chrono::steady_clock::now();

@@ -172,6 +172,8 @@ absl::StatusOr<std::unique_ptr<SparseKvExchange>> SparseKvExchange::Start(
     x->bytes_sent_ += 2 * count * block_bytes;
     x->send_buffers_.push_back(std::move(*packed));
   }
+  // Moving from here on, under the local blocks' attention.
+  if (absl::Status s = comm.StartPosted(); !s.ok()) return s;
   return x;
 }
 

@@ -10,7 +10,8 @@
 // alone can block its stream until the peer posts the receive, which deadlocks a ring whose
 // ranks all send first. So Send/Recv only record their transfer (and an event of the compute
 // stream: what a send reads is ready then); the pending transfers go out together, in one
-// ncclGroupStart/End, at the first Wait() of any of them or at the next collective. The
+// ncclGroupStart/End, at StartPosted() (the ring and the sparse exchange call it once a
+// step's transfers are posted), the first Wait() of any of them, or the next collective. The
 // group runs on the communication stream concurrently with whatever the compute stream got
 // in between (the ring step's attention), and Wait() makes the compute stream wait for it,
 // without blocking the host. Contract: the two sides post the transfers between a pair of
@@ -82,6 +83,8 @@ class NcclCommunicator final : public Communicator {
   absl::Status AllReduceMax(double* values, size_t count) override;
   absl::StatusOr<std::unique_ptr<PendingTransfer>> Send(const void* data, size_t bytes, int peer, int tag) override;
   absl::StatusOr<std::unique_ptr<PendingTransfer>> Recv(void* data, size_t bytes, int peer, int tag) override;
+  // Issues the pending batch as one group now, on the comm stream (see the file comment).
+  absl::Status StartPosted() override { return FlushPending(); }
   // Returns when every rank has reached it and this rank's queued compute work is done.
   absl::Status Barrier() override;
   // Issues pending Send/Recv first, like any collective. Blocks until every rank of this
