@@ -149,8 +149,7 @@ std::function<int()> AddModelCommand(CLI::App& app, const MpiSession& session) {
     absl::StatusOr<LoadedModel> model = LoadModel(c.model_dir);
     if (absl::Status s = AgreeOnStatus(**comm, model.status()); !s.ok()) return ExitCodeFor(s, session.world_rank());
     load.Mark("read");
-    absl::StatusOr<ExecutionContext> ctx = MakeExecutionContext(c.device, c.options.threads, c.device_id, **comm,
-                                                                *ParseGpuTransport(c.comm));
+    absl::StatusOr<ExecutionContext> ctx = MakeExecutionContext(c.device, c.options.threads, c.device_id, **comm, c.comm);
     load.Mark("device_init");
     absl::StatusOr<PreparedModel> prepared =
         ctx.ok() ? PrepareModel(model->config, model->weights, *ctx->backend, *ctx->layers) : ctx.status();

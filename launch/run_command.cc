@@ -62,8 +62,7 @@ std::function<int()> AddRunCommand(CLI::App& app, const MpiSession& session) {
         StartJobMetrics(*metrics_flags, session.world_rank(), std::filesystem::path(o.model_dir).filename().string());
     if (absl::Status s = AgreeOnStatus(**world, metrics.status()); !s.ok()) return ExitCodeFor(s, session.world_rank());
     o.metrics = (*metrics)->metrics.get();
-    absl::StatusOr<ExecutionContext> ctx = MakeExecutionContext(*device, o.defaults.threads, *device_id, **world,
-                                                                *ParseGpuTransport(*comm));
+    absl::StatusOr<ExecutionContext> ctx = MakeExecutionContext(*device, o.defaults.threads, *device_id, **world, *comm);
     if (absl::Status s = AgreeOnStatus(**world, ctx.status()); !s.ok()) return ExitCodeFor(s, session.world_rank());
     absl::StatusOr<BatchSummary> summary = RunBatch(o, **world, *ctx);
     if (const int64_t used = ctx->device_memory_used(); used >= 0) o.metrics->SetGpuMemoryUsedBytes(used);

@@ -233,7 +233,7 @@ absl::StatusOr<AttentionJobReport> RunAttentionJob(const AttentionJobConfig& con
   absl::StatusOr<Shard> shard = LoadShard(c, *dtype, layout, comm.rank());
   if (s = AgreeOnStatus(comm, shard.status()); !s.ok()) return s;
 
-  absl::StatusOr<ExecutionContext> ctx = MakeExecutionContext(c.device, c.threads, c.device_id, comm, *ParseGpuTransport(c.comm));
+  absl::StatusOr<ExecutionContext> ctx = MakeExecutionContext(c.device, c.threads, c.device_id, comm, c.comm);
   if (s = AgreeOnStatus(comm, ctx.status()); !s.ok()) return s;
   report.device = ctx->device;
   report.device_name = ctx->device_name;

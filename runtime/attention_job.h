@@ -46,7 +46,7 @@ struct AttentionJobConfig {
   int threads = 0;
   std::string device = "cpu";  // cpu, or cuda (one GPU per local rank, NCCL between them)
   int device_id = -1;          // -1: the local rank's GPU
-  std::string comm = "auto";   // cuda: auto, nccl or host-staged (ParseGpuTransport)
+  std::string comm = "auto";   // cuda: auto, nccl or host-staged (MakeExecutionContext)
   bool check = false;
   std::string out_path;
 };

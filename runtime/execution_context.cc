@@ -26,6 +26,16 @@ std::string CpuModelName() {
   return "cpu";
 }
 
+enum class GpuTransport { kAuto, kNccl, kHostStaged };
+
+absl::StatusOr<GpuTransport> ParseGpuTransport(const std::string& name) {
+  if (name == "auto") return GpuTransport::kAuto;
+  if (name == "nccl") return GpuTransport::kNccl;
+  if (name == "host-staged") return GpuTransport::kHostStaged;
+  return absl::InvalidArgumentError(
+      absl::StrCat("--comm '", name, "' is not a transport (valid: auto, nccl, host-staged)"));
+}
+
 #ifdef PREFILL_HAVE_CUDA
 // Ranks of this node (collective over mpi).
 absl::StatusOr<int> RanksOnThisNode(MpiCommunicator& mpi) {
@@ -58,16 +68,10 @@ absl::StatusOr<std::unique_ptr<Communicator>> MakeGpuCommunicator(MpiCommunicato
 
 }  // namespace
 
-absl::StatusOr<GpuTransport> ParseGpuTransport(const std::string& name) {
-  if (name == "auto") return GpuTransport::kAuto;
-  if (name == "nccl") return GpuTransport::kNccl;
-  if (name == "host-staged") return GpuTransport::kHostStaged;
-  return absl::InvalidArgumentError(
-      absl::StrCat("--comm '", name, "' is not a transport (valid: auto, nccl, host-staged)"));
-}
-
 absl::StatusOr<ExecutionContext> MakeExecutionContext(const std::string& device, int threads, int device_id,
-                                                      MpiCommunicator& mpi, GpuTransport transport) {
+                                                      MpiCommunicator& mpi, const std::string& comm) {
+  absl::StatusOr<GpuTransport> transport = ParseGpuTransport(comm);
+  if (!transport.ok()) return transport.status();
   ExecutionContext ctx;
   ctx.device = device;
   if (device == "cpu") {
@@ -101,16 +105,16 @@ absl::StatusOr<ExecutionContext> MakeExecutionContext(const std::string& device,
   cudaGetDeviceProperties(&props, backend_options.device_id);
   ctx.device_name = props.name;
   // NCCL refuses two ranks on one device.
-  if (transport == GpuTransport::kAuto) {
+  if (*transport == GpuTransport::kAuto) {
     transport = *node_ranks > count ? GpuTransport::kHostStaged : GpuTransport::kNccl;
   }
-  absl::StatusOr<std::unique_ptr<Communicator>> comm =
-      MakeGpuCommunicator(mpi, transport, backend_options.device_id, CudaBackendStream(**backend));
-  if (!comm.ok()) return comm.status();
-  ctx.transport = transport == GpuTransport::kHostStaged ? "host-staged" : "nccl";
+  absl::StatusOr<std::unique_ptr<Communicator>> gpu_comm =
+      MakeGpuCommunicator(mpi, *transport, backend_options.device_id, CudaBackendStream(**backend));
+  if (!gpu_comm.ok()) return gpu_comm.status();
+  ctx.transport = *transport == GpuTransport::kHostStaged ? "host-staged" : "nccl";
   ctx.backend = std::move(*backend);
   ctx.layers = std::move(*layers);
-  ctx.owned_comm = std::move(*comm);
+  ctx.owned_comm = std::move(*gpu_comm);
   ctx.comm = ctx.owned_comm.get();
   ctx.device_memory_used = [] {
     size_t free_bytes = 0, total_bytes = 0;
@@ -129,7 +133,6 @@ absl::StatusOr<ExecutionContext> MakeExecutionContext(const std::string& device,
   return ctx;
 #else
   (void)device_id;
-  (void)transport;
   return absl::UnimplementedError(
       "--device cuda: this build has no CUDA backend (configure with -DPREFILL_CUDA=ON on a machine with nvcc)");
 #endif

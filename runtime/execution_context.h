@@ -25,12 +25,6 @@ struct DeviceMemoryPeakBytes {
   int64_t backend_held = -1;  // what the attention backend itself held: buffers + scratch
 };
 
-// How GPU ranks move device memory (--comm): NCCL (one GPU per rank), MPI through host
-// staging (ranks sharing a GPU: correct, not fast), or auto: NCCL unless the node's ranks
-// outnumber its GPUs.
-enum class GpuTransport { kAuto, kNccl, kHostStaged };
-absl::StatusOr<GpuTransport> ParseGpuTransport(const std::string& name);  // auto, nccl, host-staged
-
 struct ExecutionContext {
   std::string device;  // "cpu" or "cuda"
   std::string transport;  // what moves backend memory: "mpi", "nccl" or "host-staged"
@@ -46,11 +40,13 @@ struct ExecutionContext {
   std::function<std::pair<int64_t, int64_t>()> device_memory = [] { return std::pair<int64_t, int64_t>{-1, -1}; };
 };
 
-// device: "cpu" or "cuda". device_id < 0 picks the local rank's GPU. Unimplemented when the
-// build has no CUDA backend; Unavailable when no GPU can be used. Collective over mpi on cuda.
+// device: "cpu" or "cuda". device_id < 0 picks the local rank's GPU. comm (--comm, cuda):
+// how GPU ranks move device memory: "nccl" (one GPU per rank), "host-staged" (MPI through host
+// staging: ranks sharing a GPU, correct but not fast) or "auto" (nccl unless the node's ranks
+// outnumber its GPUs). InvalidArgument for another comm; Unimplemented when the build has no
+// CUDA backend; Unavailable when no GPU can be used. Collective over mpi on cuda.
 absl::StatusOr<ExecutionContext> MakeExecutionContext(const std::string& device, int threads, int device_id,
-                                                      MpiCommunicator& mpi,
-                                                      GpuTransport transport = GpuTransport::kAuto);
+                                                      MpiCommunicator& mpi, const std::string& comm = "auto");
 
 // Uploads host bytes into a new backend buffer.
 absl::StatusOr<BackendBuffer> UploadBytes(AttentionBackend& backend, const void* host, size_t bytes);
