@@ -24,6 +24,8 @@ HostCsr RingStepHeadMask(const std::vector<int32_t>& q_positions, const std::vec
   const int q_blocks = static_cast<int>(q_positions.size()) / block;
   const int kv_blocks = static_cast<int>(kv_positions.size()) / block;
   HostCsr mask;
+  mask.offsets.reserve(q_blocks + 1);
+  mask.ids.reserve(static_cast<size_t>(q_blocks) * (causal ? kv_blocks / 2 + 1 : kv_blocks));
   for (int qb = 0; qb < q_blocks; ++qb) {
     const int32_t last_query = q_positions[(qb + 1) * block - 1];
     for (int j = 0; j < kv_blocks; ++j) {
@@ -80,19 +82,25 @@ absl::StatusOr<RingAttentionPlan> RingAttentionPlan::Create(AttentionBackend& ba
   RingAttentionPlan plan;
   plan.hq_ = hq;
   plan.causal_ = causal;
+  // Every host list first, then the uploads: a pageable upload waits for the work queued on the
+  // stream, and the model builds its plan while its first projections run.
   const std::vector<int32_t> q_positions = layout.Positions(rank);
+  std::vector<std::vector<int32_t>> kv_positions(n);
+  std::vector<HostCsr> heads(n);
+  for (int s = 0; s < n; ++s) {
+    kv_positions[s] = layout.Positions((rank + n - s) % n);
+    heads[s] = RingStepHeadMask(q_positions, kv_positions[s], layout.block_size(), causal);
+  }
   absl::StatusOr<BackendBuffer> q_pos = UploadToBackend(backend, std::span<const int32_t>(q_positions));
   if (!q_pos.ok()) return q_pos.status();
   plan.q_pos_ = std::move(*q_pos);
   for (int s = 0; s < n; ++s) {
-    const std::vector<int32_t> kv_positions = layout.Positions((rank + n - s) % n);
-    const HostCsr head = RingStepHeadMask(q_positions, kv_positions, layout.block_size(), causal);
     Step step;
-    if (!head.ids.empty()) {
-      absl::StatusOr<BackendBuffer> k_pos = UploadToBackend(backend, std::span<const int32_t>(kv_positions));
+    if (!heads[s].ids.empty()) {
+      absl::StatusOr<BackendBuffer> k_pos = UploadToBackend(backend, std::span<const int32_t>(kv_positions[s]));
       if (!k_pos.ok()) return k_pos.status();
       step.k_pos = std::move(*k_pos);
-      if (absl::Status s = UploadForEveryHead(backend, head, hq, step); !s.ok()) return s;
+      if (absl::Status st = UploadForEveryHead(backend, heads[s], hq, step); !st.ok()) return st;
     }
     plan.steps_.push_back(std::move(step));
   }
