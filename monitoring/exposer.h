@@ -21,10 +21,11 @@
 #include "absl/synchronization/mutex.h"
 #include "monitoring/collectable.h"
 
-struct mg_context;
-struct mg_connection;
-
 namespace prefill::monitoring {
+
+class HttpServer;
+struct HttpRequest;
+struct HttpResponse;
 
 class Exposer {
  public:
@@ -41,8 +42,8 @@ class Exposer {
   void RegisterCollectable(const std::weak_ptr<Collectable>& collectable);
   void RemoveCollectable(const std::weak_ptr<Collectable>& collectable);
 
-  int port() const { return port_; }                            // the bound port
-  const std::string& host() const { return host_; }             // as given
+  int port() const;                                             // the bound port
+  const std::string& host() const;                              // as given
   std::string url() const;                                      // http://host:port/metrics
   // The body GET /metrics serves now: the collectables' families merged by name (the first
   // collectable to define a name wins a clash of types), sorted by name.
@@ -50,13 +51,11 @@ class Exposer {
 
  private:
   Exposer() = default;
-  static int HandleRequest(mg_connection* conn, void* self);
+  HttpResponse Handle(const HttpRequest& request) const;
 
-  mg_context* ctx_ = nullptr;
-  std::string host_;
-  int port_ = 0;
   mutable absl::Mutex mu_;
   mutable std::vector<std::weak_ptr<Collectable>> collectables_ ABSL_GUARDED_BY(mu_);
+  std::unique_ptr<HttpServer> server_;  // last: stopped before the collectables go
 };
 
 }  // namespace prefill::monitoring

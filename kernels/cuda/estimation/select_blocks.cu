@@ -49,10 +49,21 @@ __device__ __forceinline__ float Exp2Approx(float x) {
   return y;
 }
 
-// Histogram update aggregated over the warp (every lane calls it): masses of similar size
-// share a bucket, and same-address shared atomics from a whole CTA would serialise; here each
-// distinct bucket of the warp costs one atomic pair.
-__device__ __forceinline__ void WarpHistAdd(long long* hsum, int* hcnt, bool valid, int d, long long v) {
+// Histogram update (every lane calls it). The first pass's digit holds the exponent, which
+// the masses of a row mostly share: same-address shared atomics from a whole CTA would
+// serialise, so the warp aggregates them and each distinct bucket of the warp costs one
+// atomic pair. Later passes look at mantissa bits within one bucket, where a warp's digits
+// are mostly distinct and the aggregation loop would run once per lane: plain atomics there.
+// Integer sums: the order does not change a bit of the result.
+__device__ __forceinline__ void WarpHistAdd(long long* hsum, int* hcnt, bool valid, int d, long long v,
+                                            bool aggregate) {
+  if (!aggregate) {
+    if (valid) {
+      atomicAdd(reinterpret_cast<unsigned long long*>(&hsum[d]), static_cast<unsigned long long>(v));
+      atomicAdd(&hcnt[d], 1);
+    }
+    return;
+  }
   unsigned pending = __ballot_sync(0xffffffffu, valid);
   const int lane = threadIdx.x % 32;
   while (pending != 0u) {
@@ -182,7 +193,7 @@ __global__ void __launch_bounds__(RadixPlan<kVariant>::kThreads, 1)
           const unsigned u = __float_as_uint(m);
           const bool valid = J < visible && (u & prefix_mask) == prefix;
           const int d = static_cast<int>((u >> shift) & static_cast<unsigned>(buckets - 1));
-          WarpHistAdd(hsum, hcnt, valid, d, valid ? Fixed(m) : 0);
+          WarpHistAdd(hsum, hcnt, valid, d, valid ? Fixed(m) : 0, /*aggregate=*/pass == 0);
         }
         __syncthreads();
         // Thread t owns buckets [t * per, (t + 1) * per); suffix sums from the top bucket down.
@@ -304,12 +315,18 @@ __global__ void __launch_bounds__(1024)
 }
 
 // One warp per row: set bits of the row's bitmask, in ascending order, at offsets[row] - base.
+// Each lane expands its word into the warp's shared staging row, and the warp stores the
+// staged ids contiguously: lanes writing their own bits straight out would touch 32 lines
+// per store.
 __global__ void __launch_bounds__(256)
     FillCsrKernel(const uint32_t* __restrict__ selected, int words_per_row, const int32_t* __restrict__ offsets,
                   int row_begin, int row_end, int32_t base_offset, int32_t* __restrict__ kv_blocks) {
-  const int row = row_begin + static_cast<int>(blockIdx.x) * 8 + static_cast<int>(threadIdx.x) / 32;
+  __shared__ int32_t staged[8][32 * 32];
+  const int warp = static_cast<int>(threadIdx.x) / 32;
+  const int row = row_begin + static_cast<int>(blockIdx.x) * 8 + warp;
   const int lane = threadIdx.x % 32;
-  if (row >= row_end) return;
+  if (row >= row_end) return;  // whole warps leave; no CTA-wide barrier below
+  int32_t* ids = staged[warp];
   int base = offsets[row] - base_offset;
   const uint32_t* words = selected + static_cast<int64_t>(row) * words_per_row;
   for (int w0 = 0; w0 < words_per_row; w0 += 32) {
@@ -322,13 +339,17 @@ __global__ void __launch_bounds__(256)
       const int other = __shfl_up_sync(0xffffffffu, inclusive, o);
       if (lane >= o) inclusive += other;
     }
-    int pos = base + inclusive - count;
+    int pos = inclusive - count;
     while (word != 0u) {
       const int b = __ffs(word) - 1;
-      kv_blocks[pos++] = w * 32 + b;
+      ids[pos++] = w * 32 + b;
       word &= word - 1u;
     }
-    base += __shfl_sync(0xffffffffu, inclusive, 31);
+    const int n = __shfl_sync(0xffffffffu, inclusive, 31);
+    __syncwarp();
+    for (int i = lane; i < n; i += 32) kv_blocks[base + i] = ids[i];
+    __syncwarp();  // read before the next round overwrites
+    base += n;
   }
 }
 
