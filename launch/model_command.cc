@@ -10,7 +10,7 @@
 #include "launch/job_metrics.h"
 #include "runtime/execution_context.h"
 #include "runtime/model_job.h"
-#include "scheduler/batch_runner.h"
+#include "scheduler/request_record.h"
 
 namespace prefill {
 namespace {
@@ -40,28 +40,6 @@ struct ModelCommandConfig {
   int device_id = -1;
   std::string comm = "auto";
 };
-
-// This rank's share of the request, for Prometheus.
-void RecordRequestMetrics(const absl::StatusOr<nlohmann::json>& report, const ModelConfig&, const Communicator& comm,
-                          monitoring::PrefillMetrics& metrics) {
-  monitoring::PrefillRequestRecord r;
-  r.status = report.status().code();
-  if (report.ok()) {
-    const nlohmann::json& j = *report;
-    r.prompt_tokens = j["seq_len"].get<int64_t>() / comm.size();
-    r.prefill_seconds = j["prefill_seconds"].get<double>();
-    using monitoring::PrefillPhase;
-    r.phase_seconds[static_cast<int>(PrefillPhase::kMaskEstimation)] = j["phase_seconds"]["mask_estimation"].get<double>();
-    r.phase_seconds[static_cast<int>(PrefillPhase::kKvExchange)] = j["phase_seconds"]["kv_exchange"].get<double>();
-    r.phase_seconds[static_cast<int>(PrefillPhase::kAttention)] = j["phase_seconds"]["attention"].get<double>();
-    r.phase_seconds[static_cast<int>(PrefillPhase::kGemm)] = j["phase_seconds"]["gemm"].get<double>();
-    if (j["mode"] == "sparse") r.attention_density = j["density"].get<double>();
-    r.kv_bytes_sent = static_cast<int64_t>(j["kv_bytes_sent_rank"].get<double>());
-    r.kv_bytes_dense_ring = static_cast<int64_t>(j["kv_bytes_dense_ring"].get<double>()) / comm.size();
-    RecordBalanceFigures(j, r);
-  }
-  metrics.RecordRequest(r);
-}
 
 void PrintSummary(const nlohmann::json& r) {
   std::printf("prefill model: %s (%s), %d tokens on %d ranks, %s\n", r["model"].get<std::string>().c_str(),
@@ -175,7 +153,8 @@ std::function<int()> AddModelCommand(CLI::App& app, const MpiSession& session) {
     }
     (*metrics)->metrics->SetRequestsRunning(0);
     if (const int64_t used = ctx->device_memory_used(); used >= 0) (*metrics)->metrics->SetGpuMemoryUsedBytes(used);
-    RecordRequestMetrics(report, model->config, **comm, *(*metrics)->metrics);
+    RecordRequestMetrics(report, report.ok() ? (*report)["seq_len"].get<int64_t>() / (*comm)->size() : 0,
+                         report.ok() ? (*report)["prefill_seconds"].get<double>() : 0.0, *(*metrics)->metrics);
     if (!report.ok()) return ExitCodeFor(report.status(), session.world_rank());
     absl::Status written;
     if (session.world_rank() == 0) {

@@ -11,6 +11,7 @@
 #include "absl/strings/str_format.h"
 #include "nlohmann/json.hpp"
 #include "scheduler/manifest.h"
+#include "scheduler/request_record.h"
 #include "scheduler/result_store.h"
 
 namespace prefill {
@@ -69,10 +70,6 @@ BatchPlan FromJson(const json& j) {
   return p;
 }
 
-json ErrorRecord(const std::string& id, int64_t tokens, const std::string& error) {
-  return {{"id", id}, {"status", "error"}, {"tokens", tokens}, {"density", nullptr}, {"seconds", 0.0}, {"error", error}};
-}
-
 // Rank 0: manifest, resume, lengths, placement. Requests that cannot run get their error
 // records here.
 absl::StatusOr<BatchPlan> MakePlan(const BatchOptions& o, const LoadedModel& model, int world_size) {
@@ -125,29 +122,6 @@ absl::StatusOr<std::string> BroadcastFromRoot(MpiCommunicator& world, std::strin
   return text;
 }
 
-// This rank's share of a finished request, for Prometheus.
-void RecordRequestMetrics(const absl::StatusOr<json>& result, int64_t tokens, double seconds,
-                          monitoring::PrefillMetrics& metrics) {
-  monitoring::PrefillRequestRecord r;
-  r.status = result.status().code();
-  r.prompt_tokens = tokens;
-  r.prefill_seconds = seconds;
-  if (result.ok()) {
-    const json& phases = (*result)["phase_seconds"];
-    using monitoring::PrefillPhase;
-    for (auto [phase, key] : {std::pair{PrefillPhase::kMaskEstimation, "mask_estimation"},
-                              std::pair{PrefillPhase::kKvExchange, "kv_exchange"},
-                              std::pair{PrefillPhase::kAttention, "attention"}, std::pair{PrefillPhase::kGemm, "gemm"}}) {
-      r.phase_seconds[static_cast<int>(phase)] = phases.value(key, 0.0);
-    }
-    if ((*result)["mode"] == "sparse") r.attention_density = (*result)["density"].get<double>();
-    r.kv_bytes_sent = static_cast<int64_t>((*result)["kv_bytes_sent_rank"].get<double>());
-    r.kv_bytes_dense_ring = static_cast<int64_t>((*result)["kv_bytes_dense_ring"].get<double>()) / (*result)["world_size"].get<int>();
-    RecordBalanceFigures(*result, r);
-  }
-  metrics.RecordRequest(r);
-}
-
 // Every rank of a group prefills the request; the group's rank 0 records the outcome.
 absl::Status RunAssignment(const BatchOptions& o, const LoadedModel& model, const BatchPlan& plan,
                            const Assignment& a, const ModelExecution& group, const ResultStore& store) {
@@ -167,20 +141,7 @@ absl::Status RunAssignment(const BatchOptions& o, const LoadedModel& model, cons
   }
   if (group.host->rank() != 0) return absl::OkStatus();
   const double seconds = std::chrono::duration<double>(Clock::now() - start).count();
-  json record = result.ok() ? json{{"id", r.id}, {"status", "ok"}, {"tokens", plan.tokens[a.request]},
-                                   {"ranks", a.ranks}, {"mode", options.mode}, {"density", (*result)["density"]},
-                                   {"seconds", seconds}, {"prefill_seconds", (*result)["prefill_seconds"]},
-                                   {"phase_seconds", (*result)["phase_seconds"]},
-                                   {"op_seconds", (*result)["op_seconds"]},
-                                   {"kv_host_prepare_seconds", (*result)["kv_host_prepare_seconds"]},
-                                   {"activations_prepare_seconds", (*result)["activations_prepare_seconds"]}, {"error", nullptr},
-                                   {"kv_cache", options.kv_out},
-                                   {"top_logits", (*result)["top_logits"]}}
-                            : ErrorRecord(r.id, plan.tokens[a.request], std::string(result.status().message()));
-  // A KV handoff is part of the request: PrefillRequest returned OK only after the decode
-  // server acknowledged it, so an ok record here means acknowledged.
-  if (result.ok() && !options.kv_target.empty()) record["kv_target"] = options.kv_target;
-  return store.WriteRecord(record);
+  return store.WriteRecord(ResultRecord(r.id, plan.tokens[a.request], a.ranks, options, result, seconds));
 }
 
 // This rank's CP group of one wave: the split of the MPI world and, on GPU ranks, the split
@@ -300,16 +261,6 @@ absl::StatusOr<BatchSummary> RunBatch(const BatchOptions& o, MpiCommunicator& wo
     PrintProgress(o.progress, summary, planned_tokens, summary.seconds, true);
   }
   return summary;
-}
-
-void RecordBalanceFigures(const nlohmann::json& report, monitoring::PrefillRequestRecord& record) {
-  if (report["mode"] != "sparse") return;
-  const nlohmann::json& b = report["balance_figures"];
-  record.selected_blocks = static_cast<int64_t>(b["selected_blocks_rank"].get<double>());
-  record.computed_blocks = static_cast<int64_t>(b["computed_blocks_rank"].get<double>());
-  record.balance_bytes_sent = static_cast<int64_t>(b["balance_bytes_sent_rank"].get<double>());
-  record.selected_blocks_imbalance = b["selected_blocks_imbalance"].get<double>();
-  record.computed_blocks_imbalance = b["computed_blocks_imbalance"].get<double>();
 }
 
 }  // namespace prefill

@@ -44,10 +44,6 @@ struct BatchSummary {
 };
 
 // ctx: the backends every request computes on, made once by the caller over `world`.
-// The sparse balancing figures of a model report (PrefillRequest's "balance_figures") into a
-// request's metrics record.
-void RecordBalanceFigures(const nlohmann::json& report, monitoring::PrefillRequestRecord& record);
-
 absl::StatusOr<BatchSummary> RunBatch(const BatchOptions& options, MpiCommunicator& world, ExecutionContext& ctx);
 
 }  // namespace prefill
