@@ -19,9 +19,8 @@ const RankEnvironment* session_environment = nullptr;
 
 }  // namespace
 
-MpiSession::MpiSession(int* argc, char*** argv) {
-  int provided = 0;
-  MPI_Init_thread(argc, argv, MPI_THREAD_FUNNELED, &provided);
+MpiSession::MpiSession(int* argc, char*** argv, int thread_level) {
+  MPI_Init_thread(argc, argv, thread_level, &thread_level_);
   MPI_Comm_rank(MPI_COMM_WORLD, &rank_);
   MPI_Comm_size(MPI_COMM_WORLD, &size_);
   where_ = DiscoverRankEnvironment(ProcessEnvironment(), rank_, size_);

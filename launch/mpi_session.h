@@ -15,10 +15,13 @@ namespace prefill {
 
 class MpiSession {
  public:
-  MpiSession(int* argc, char*** argv);
+  // thread_level: what MPI_Init_thread asks for (serve: MPI_THREAD_MULTIPLE, its dispatcher
+  // thread and worker both call MPI on rank 0).
+  MpiSession(int* argc, char*** argv, int thread_level);
   ~MpiSession();  // MPI_Finalize
   int world_rank() const { return rank_; }
   int world_size() const { return size_; }
+  int thread_level() const { return thread_level_; }  // what MPI provided
   // Who this rank is, as the launcher says (launch/rank_environment.h); not OK when the
   // launch is wrong (Slurm's N tasks started as N singletons): main then refuses to run.
   const absl::StatusOr<RankEnvironment>& rank_environment() const { return where_; }
@@ -26,6 +29,7 @@ class MpiSession {
  private:
   int rank_ = 0;
   int size_ = 1;
+  int thread_level_ = 0;
   absl::StatusOr<RankEnvironment> where_;
 };
 

@@ -4,11 +4,15 @@
 #include <cstdlib>
 #include <functional>
 #include <map>
+#include <string>
+
+#include <mpi.h>
 
 #include "CLI/CLI.hpp"
 #include "launch/attention_command.h"
 #include "launch/model_command.h"
 #include "launch/run_command.h"
+#include "launch/serve_command.h"
 #include "launch/mpi_session.h"
 
 int main(int argc, char** argv) {
@@ -17,7 +21,9 @@ int main(int argc, char** argv) {
   // MPI or UCX load; an operator's own setting wins.
   setenv("UCX_MEM_MALLOC_HOOKS", "no", 0);
   setenv("UCX_MEM_MMAP_HOOK_MODE", "none", 0);
-  prefill::MpiSession session(&argc, &argv);
+  // Only the service calls MPI from two threads; the other commands keep the cheaper level.
+  const bool serve = argc > 1 && std::string(argv[1]) == "serve";
+  prefill::MpiSession session(&argc, &argv, serve ? MPI_THREAD_MULTIPLE : MPI_THREAD_FUNNELED);
   CLI::App app(
       "prefill: context-parallel block-sparse prefill of very long sequences.\n"
       "Run under MPI, e.g.\n"
@@ -30,6 +36,7 @@ int main(int argc, char** argv) {
   commands["attention"] = prefill::AddAttentionCommand(app, session);
   commands["model"] = prefill::AddModelCommand(app, session);
   commands["run"] = prefill::AddRunCommand(app, session);
+  commands["serve"] = prefill::AddServeCommand(app, session);
 
   try {
     app.parse(argc, argv);

@@ -86,6 +86,9 @@ struct PrefillMetrics::Parts {
   Counter* requests_ok;
   Counter* prompt_tokens;
   Histogram* request_prefill_time;
+  Histogram* request_queue_time;
+  Histogram* time_to_kv_handoff;
+  Counter* kv_transfer_bytes;
   std::array<Counter*, kNumPrefillPhases> phase_seconds;
   std::array<Histogram*, kNumPrefillPhases> phase_duration;
   Histogram* attention_density;
@@ -150,6 +153,19 @@ absl::StatusOr<std::unique_ptr<PrefillMetrics>> PrefillMetrics::Create(std::shar
       "Wall time of a request's prefill on this rank, from the start of its first layer to the end of "
       "its last.",
       PrefillTimeBuckets());
+  Family<Histogram>* queue_time = histogram(
+      "prefill_request_queue_time_seconds",
+      "prefill serve (rank 0): seconds a request waited in the queue before its CP group started it.",
+      PrefillTimeBuckets());
+  Family<Histogram>* to_handoff = histogram(
+      "prefill_time_to_kv_handoff_seconds",
+      "prefill serve (rank 0): seconds from a request's arrival to its KV cache acknowledged by the "
+      "decode server (requests with a kv_target).",
+      PrefillTimeBuckets());
+  Family<Counter>* kv_transfer = counter(
+      "prefill_kv_transfer_bytes_total",
+      "KV cache bytes this rank handed to a decode server over UCX (its shards; the sum over ranks "
+      "is the caches sent).");
   Family<Counter>* phase_seconds = counter(
       "prefill_phase_seconds_total",
       "Seconds this rank spent in each phase of prefill: mask_estimation, kv_exchange (time waiting on "
@@ -200,6 +216,9 @@ absl::StatusOr<std::unique_ptr<PrefillMetrics>> PrefillMetrics::Create(std::shar
   p.requests_ok = &requests->Add({{"status", "ok"}});
   p.prompt_tokens = &prompt_tokens->Add({});
   p.request_prefill_time = &prefill_time->Add({});
+  p.request_queue_time = &queue_time->Add({});
+  p.time_to_kv_handoff = &to_handoff->Add({});
+  p.kv_transfer_bytes = &kv_transfer->Add({});
   for (int i = 0; i < kNumPrefillPhases; ++i) {
     const Labels phase = {{"phase", PrefillPhaseName(static_cast<PrefillPhase>(i))}};
     p.phase_seconds[i] = &phase_seconds->Add(phase);
@@ -238,6 +257,9 @@ PrefillMetrics::PrefillMetrics(std::shared_ptr<Registry> registry, PrefillMetric
       requests_ok(*p.requests_ok),
       prompt_tokens(*p.prompt_tokens),
       request_prefill_time(*p.request_prefill_time),
+      request_queue_time(*p.request_queue_time),
+      time_to_kv_handoff(*p.time_to_kv_handoff),
+      kv_transfer_bytes(*p.kv_transfer_bytes),
       phase_seconds(p.phase_seconds),
       phase_duration(p.phase_duration),
       attention_density(*p.attention_density),
@@ -272,6 +294,7 @@ void PrefillMetrics::RecordRequest(const PrefillRequestRecord& record) {
   }
   if (record.attention_density) attention_density.Observe(*record.attention_density);
   kv_bytes_sent.Increment(static_cast<double>(record.kv_bytes_sent));
+  kv_transfer_bytes.Increment(static_cast<double>(record.kv_transfer_bytes));
   kv_bytes_dense_ring.Increment(static_cast<double>(record.kv_bytes_dense_ring));
   selected_blocks.Increment(static_cast<double>(record.selected_blocks));
   computed_blocks.Increment(static_cast<double>(record.computed_blocks));

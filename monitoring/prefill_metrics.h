@@ -61,6 +61,7 @@ struct PrefillRequestRecord {
   std::optional<double> attention_density;  // selected / visible blocks; unset for dense
   int64_t kv_bytes_sent = 0;
   int64_t kv_bytes_dense_ring = 0;  // this rank's share of the dense ring's bytes
+  int64_t kv_transfer_bytes = 0;    // KV cache bytes handed to a decode server (UCX)
   // Sparse attention: (head, q block, kv block) entries this rank's mask selected, and those it
   // computed once balanced (its own left plus other ranks' moved to it); Q/partial bytes sent.
   int64_t selected_blocks = 0;
@@ -114,6 +115,9 @@ class PrefillMetrics {
   Counter& requests_ok;                       //   {status="ok"}
   Counter& prompt_tokens;                     // prefill_prompt_tokens_total
   Histogram& request_prefill_time;            // prefill_request_prefill_time_seconds
+  Histogram& request_queue_time;              // prefill_request_queue_time_seconds (serve)
+  Histogram& time_to_kv_handoff;              // prefill_time_to_kv_handoff_seconds (serve)
+  Counter& kv_transfer_bytes;                 // prefill_kv_transfer_bytes_total
   std::array<Counter*, kNumPrefillPhases> phase_seconds;      // prefill_phase_seconds_total{phase}
   std::array<Histogram*, kNumPrefillPhases> phase_duration;   // prefill_phase_duration_seconds{phase}
   Histogram& attention_density;               // prefill_attention_density

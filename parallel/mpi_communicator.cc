@@ -67,6 +67,21 @@ absl::StatusOr<std::unique_ptr<MpiCommunicator>> MpiCommunicator::Create(MPI_Com
   return Adopt(dup);
 }
 
+absl::StatusOr<std::unique_ptr<MpiCommunicator>> MpiCommunicator::CreateRange(MPI_Comm parent, int first, int count,
+                                                                             int tag) {
+  MPI_Group all = MPI_GROUP_NULL, members = MPI_GROUP_NULL;
+  MPI_CHECK(MPI_Comm_group(parent, &all));
+  int range[1][3] = {{first, first + count - 1, 1}};
+  const int included = MPI_Group_range_incl(all, 1, range, &members);
+  MPI_Group_free(&all);
+  MPI_CHECK(included);
+  MPI_Comm comm = MPI_COMM_NULL;
+  const int made = MPI_Comm_create_group(parent, members, tag, &comm);
+  MPI_Group_free(&members);
+  MPI_CHECK(made);
+  return Adopt(comm);
+}
+
 MpiCommunicator::~MpiCommunicator() { MPI_Comm_free(&comm_); }
 
 absl::StatusOr<std::unique_ptr<Communicator>> MpiCommunicator::Split(int color, int key) {

@@ -15,6 +15,10 @@ class MpiCommunicator final : public Communicator {
   // Duplicates `comm` (MPI_COMM_WORLD for the whole job, a split for a CP group) and makes
   // its errors return instead of aborting, so failures surface as statuses.
   static absl::StatusOr<std::unique_ptr<MpiCommunicator>> Create(MPI_Comm comm);
+  // Ranks [first, first + count) of `parent` as a communicator of their own
+  // (MPI_Comm_create_group): collective over those ranks only, so the others go on with
+  // their own work. `tag` tells apart creations that overlap in time.
+  static absl::StatusOr<std::unique_ptr<MpiCommunicator>> CreateRange(MPI_Comm parent, int first, int count, int tag);
   // Frees the MPI communicator it owns (its duplicate, or its split).
   ~MpiCommunicator() override;
 

@@ -115,6 +115,10 @@ absl::StatusOr<ExecutionContext> MakeExecutionContext(const std::string& device,
       MakeGpuCommunicator(mpi, *transport, backend_options.device_id, CudaBackendStream(**backend));
   if (!gpu_comm.ok()) return gpu_comm.status();
   ctx.transport = *transport == GpuTransport::kHostStaged ? "host-staged" : "nccl";
+  ctx.device_comm_for = [transport = *transport, device = backend_options.device_id,
+                         stream = CudaBackendStream(**backend)](MpiCommunicator& group) {
+    return MakeGpuCommunicator(group, transport, device, stream);
+  };
   ctx.backend = std::move(*backend);
   ctx.layers = std::move(*layers);
   ctx.owned_comm = std::move(*gpu_comm);

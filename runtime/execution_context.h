@@ -33,6 +33,10 @@ struct ExecutionContext {
   std::unique_ptr<LayerBackend> layers;  // the model's dense math, on backend's memory and stream
   std::unique_ptr<Communicator> owned_comm;  // the GPU ranks' communicator, when there is one
   Communicator* comm = nullptr;              // moves backend memory: owned_comm or the MPI one
+  // A communicator for backend memory over the ranks of `group` (a sub-communicator of the
+  // MPI world this context was made on), of the same transport as `comm`; empty on the CPU,
+  // where `group` itself moves backend memory. Collective over `group`.
+  std::function<absl::StatusOr<std::unique_ptr<Communicator>>(MpiCommunicator& group)> device_comm_for;
   // Bytes of device memory in use (CUDA: cudaMemGetInfo); -1 on the CPU.
   std::function<int64_t()> device_memory_used = [] { return int64_t{-1}; };
   std::function<DeviceMemoryPeakBytes()> device_memory_peak = [] { return DeviceMemoryPeakBytes{}; };

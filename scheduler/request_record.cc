@@ -41,6 +41,9 @@ void RecordRequestMetrics(const absl::StatusOr<json>& result, int64_t shard_toke
     if ((*result)["mode"] == "sparse") r.attention_density = (*result)["density"].get<double>();
     r.kv_bytes_sent = static_cast<int64_t>((*result)["kv_bytes_sent_rank"].get<double>());
     r.kv_bytes_dense_ring = static_cast<int64_t>((*result)["kv_bytes_dense_ring"].get<double>()) / (*result)["world_size"].get<int>();
+    for (const json& h : (*result)["kv_handoff"]) {
+      if (h["sink"] == "ucx") r.kv_transfer_bytes += h["bytes"].get<int64_t>();
+    }
     RecordBalanceFigures(*result, r);
   }
   metrics.RecordRequest(r);
