@@ -216,13 +216,6 @@ absl::StatusOr<PrefillOutput> RunTransformerPrefill(const TransformerBackends& o
     const PreparedLayer& l = on.weights.layers[i];
     const int layer = static_cast<int>(i);
     PREFILL_RETURN_IF_ERROR(ProjectQkv(on, c, l, n, a, static_cast<const int32_t*>(positions->get()), **timer, layer));
-    if (!options.sparse && !ring) {
-      // Built on the host while layer 0's projections run (~6 ms of host work at 128K tokens).
-      absl::StatusOr<RingAttentionPlan> plan =
-          RingAttentionPlan::Create(on.attention, layout, on.comm.rank(), c.num_heads, /*causal=*/true);
-      if (!plan.ok()) return plan.status();
-      ring.emplace(*std::move(plan));
-    }
     // K and V are final here: their download runs under this layer's attention, so the last
     // layer's ends before its MLP does.
     if (options.keep_kv) {
@@ -230,6 +223,14 @@ absl::StatusOr<PrefillOutput> RunTransformerPrefill(const TransformerBackends& o
       PREFILL_RETURN_IF_ERROR(StartKvDownload(on, c, n, a, options, out));
     }
     PREFILL_PHASE(**timer, "attention", layer);
+    if (!options.sparse && !ring) {
+      // Built on the host while layer 0's projections and K/V download run (~6 ms of host
+      // work at 128K tokens, which before the first layer kept the GPU idle).
+      absl::StatusOr<RingAttentionPlan> plan =
+          RingAttentionPlan::Create(on.attention, layout, on.comm.rank(), c.num_heads, /*causal=*/true);
+      if (!plan.ok()) return plan.status();
+      ring.emplace(*std::move(plan));
+    }
     absl::StatusOr<CpAttentionStats> attention = Attend(on, layout, c, options, ring ? &*ring : nullptr, a, attn_dtype, **timer, layer);
     if (!attention.ok()) return attention.status();
     out.layers[i].attention = *attention;

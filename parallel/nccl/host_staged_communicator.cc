@@ -24,21 +24,6 @@ class StagedBytes {
 
   absl::Status Download(cudaStream_t stream) { return Copy(host_, device_, cudaMemcpyDeviceToHost, stream); }
   absl::Status Upload(cudaStream_t stream) { return Copy(device_, host_, cudaMemcpyHostToDevice, stream); }
-  // Uploads on `copy` once `free` (the compute stream at the Recv's posting: the buffer's
-  // earlier readers) has passed, and makes `compute` wait for it; returns without waiting.
-  // From pageable memory the copy call returns once the bytes are staged: they may die then.
-  absl::Status UploadBefore(cudaStream_t compute, cudaStream_t copy, cudaEvent_t free) {
-    if (device_ == nullptr) return absl::OkStatus();
-    CUDA_CHECK(cudaStreamWaitEvent(copy, free, 0));
-    CUDA_CHECK(cudaMemcpyAsync(device_, host_, bytes_, cudaMemcpyHostToDevice, copy));
-    cudaEvent_t landed = nullptr;
-    CUDA_CHECK(cudaEventCreateWithFlags(&landed, cudaEventDisableTiming));
-    cudaError_t e = cudaEventRecord(landed, copy);
-    if (e == cudaSuccess) e = cudaStreamWaitEvent(compute, landed, 0);
-    (void)cudaEventDestroy(landed);  // released once it completes
-    CUDA_CHECK(e);
-    return absl::OkStatus();
-  }
 
  private:
   absl::Status Copy(void* dst, const void* src, cudaMemcpyKind kind, cudaStream_t stream) {
@@ -54,29 +39,23 @@ class StagedBytes {
   void* host_ = nullptr;
 };
 
-// A send or receive through a staging copy. A receive's bytes go to the device once they
-// landed, on `copy` (null: a send), ordered before the compute stream's later work.
+// A send or receive through a staging copy: a receive's bytes go to the device once it landed.
 class StagedTransfer final : public PendingTransfer {
  public:
-  // posted: the compute stream at posting (a receive's; owned).
-  StagedTransfer(std::unique_ptr<StagedBytes> bytes, std::unique_ptr<PendingTransfer> mpi, cudaStream_t compute,
-                 cudaStream_t copy, cudaEvent_t posted)
-      : bytes_(std::move(bytes)), mpi_(std::move(mpi)), compute_(compute), copy_(copy), posted_(posted) {}
-  ~StagedTransfer() override {
-    if (posted_ != nullptr) (void)cudaEventDestroy(posted_);
-  }
+  StagedTransfer(std::unique_ptr<StagedBytes> bytes, std::unique_ptr<PendingTransfer> mpi, cudaStream_t stream,
+                 bool upload)
+      : bytes_(std::move(bytes)), mpi_(std::move(mpi)), stream_(stream), upload_(upload) {}
   absl::Status Wait() override {
     absl::Status s = mpi_->Wait();
-    if (s.ok() && copy_ != nullptr) s = bytes_->UploadBefore(compute_, copy_, posted_);
+    if (s.ok() && upload_) s = bytes_->Upload(stream_);
     return s;
   }
 
  private:
   std::unique_ptr<StagedBytes> bytes_;  // outlives the MPI request that reads or writes it
   std::unique_ptr<PendingTransfer> mpi_;
-  cudaStream_t compute_;
-  cudaStream_t copy_;
-  cudaEvent_t posted_;
+  cudaStream_t stream_;
+  bool upload_;
 };
 
 // Bytes a v-collective's buffer spans: the end of its furthest slot.
@@ -90,21 +69,9 @@ size_t Extent(std::span<const size_t> counts, std::span<const size_t> displs) {
 
 }  // namespace
 
-absl::StatusOr<std::unique_ptr<HostStagedCommunicator>> HostStagedCommunicator::Create(
-    std::unique_ptr<Communicator> mpi, int device, cudaStream_t compute_stream) {
-  std::unique_ptr<HostStagedCommunicator> c(new HostStagedCommunicator(std::move(mpi), device, compute_stream));
-  CUDA_CHECK(cudaSetDevice(device));
-  CUDA_CHECK(cudaStreamCreateWithFlags(&c->copy_stream_, cudaStreamNonBlocking));
-  return c;
-}
-
-HostStagedCommunicator::~HostStagedCommunicator() {
-  if (copy_stream_ != nullptr) {
-    (void)cudaSetDevice(device_);
-    (void)cudaStreamSynchronize(copy_stream_);
-    (void)cudaStreamDestroy(copy_stream_);
-  }
-}
+HostStagedCommunicator::HostStagedCommunicator(std::unique_ptr<Communicator> mpi, int device,
+                                               cudaStream_t compute_stream)
+    : mpi_(std::move(mpi)), device_(device), stream_(compute_stream) {}
 
 absl::Status HostStagedCommunicator::Drain() {
   CUDA_CHECK(cudaSetDevice(device_));
@@ -169,24 +136,15 @@ absl::StatusOr<std::unique_ptr<PendingTransfer>> HostStagedCommunicator::Send(co
   if (absl::Status s = staged->Download(stream_); !s.ok()) return s;
   absl::StatusOr<std::unique_ptr<PendingTransfer>> mpi = mpi_->Send(staged->host(), bytes, peer, tag);
   if (!mpi.ok()) return mpi.status();
-  return std::make_unique<StagedTransfer>(std::move(staged), *std::move(mpi), stream_, /*copy=*/nullptr,
-                                          /*posted=*/nullptr);
+  return std::make_unique<StagedTransfer>(std::move(staged), *std::move(mpi), stream_, /*upload=*/false);
 }
 
 absl::StatusOr<std::unique_ptr<PendingTransfer>> HostStagedCommunicator::Recv(void* data, size_t bytes, int peer,
                                                                               int tag) {
-  CUDA_CHECK(cudaSetDevice(device_));
-  cudaEvent_t posted = nullptr;
-  CUDA_CHECK(cudaEventCreateWithFlags(&posted, cudaEventDisableTiming));
   auto staged = std::make_unique<StagedBytes>(data, bytes);
   absl::StatusOr<std::unique_ptr<PendingTransfer>> mpi = mpi_->Recv(staged->host(), bytes, peer, tag);
-  const cudaError_t recorded = mpi.ok() ? cudaEventRecord(posted, stream_) : cudaSuccess;
-  if (!mpi.ok() || recorded != cudaSuccess) {
-    (void)cudaEventDestroy(posted);
-    if (!mpi.ok()) return mpi.status();
-    CUDA_CHECK(recorded);
-  }
-  return std::make_unique<StagedTransfer>(std::move(staged), *std::move(mpi), stream_, copy_stream_, posted);
+  if (!mpi.ok()) return mpi.status();
+  return std::make_unique<StagedTransfer>(std::move(staged), *std::move(mpi), stream_, /*upload=*/true);
 }
 
 absl::Status HostStagedCommunicator::Barrier() {
@@ -197,9 +155,7 @@ absl::Status HostStagedCommunicator::Barrier() {
 absl::StatusOr<std::unique_ptr<Communicator>> HostStagedCommunicator::Split(int color, int key) {
   absl::StatusOr<std::unique_ptr<Communicator>> split = mpi_->Split(color, key);
   if (!split.ok() || *split == nullptr) return split;
-  absl::StatusOr<std::unique_ptr<HostStagedCommunicator>> staged = Create(*std::move(split), device_, stream_);
-  if (!staged.ok()) return staged.status();
-  return std::unique_ptr<Communicator>(*std::move(staged));
+  return std::make_unique<HostStagedCommunicator>(*std::move(split), device_, stream_);
 }
 
 void HostStagedCommunicator::Abort(int exit_code, std::string_view reason) {

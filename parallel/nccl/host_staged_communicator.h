@@ -3,19 +3,15 @@
 // code as on N GPUs (ring, sparse exchange, guests, LSE merges, Split) on a one-GPU machine:
 // every device buffer goes through host memory and an MPI communicator.
 //
-// For testing, not speed: every call but a receive is synchronous. It first waits for the
-// compute stream (the CUDA backend's, so what a call reads is final), copies device buffers
-// to host staging, runs the MPI operation, and copies what arrived back before returning.
-// A Recv's Wait uploads what landed on a copy stream of its own and makes the compute stream
-// wait for it, so that the upload runs under the compute queued before the Wait (the ring's
-// next K/V under the current step's attention). Host buffers pass straight through. Failures
-// are the MPI communicator's.
+// For testing, not speed: every call is synchronous. It first waits for the compute stream
+// (the CUDA backend's, so what a call reads is final), copies device buffers to host staging,
+// runs the MPI operation, and copies what arrived back before returning (Recv: before its
+// Wait returns). Host buffers pass straight through. Failures are the MPI communicator's.
 #pragma once
 
 #include <cuda_runtime_api.h>
 
 #include <memory>
-#include <utility>
 
 #include "absl/status/statusor.h"
 #include "parallel/communicator.h"
@@ -26,9 +22,7 @@ class HostStagedCommunicator final : public Communicator {
  public:
   // Moves bytes through `mpi` (a communicator over host memory); device buffers are on
   // `device`, written and read by work on `compute_stream`.
-  static absl::StatusOr<std::unique_ptr<HostStagedCommunicator>> Create(std::unique_ptr<Communicator> mpi, int device,
-                                                                        cudaStream_t compute_stream);
-  ~HostStagedCommunicator() override;
+  HostStagedCommunicator(std::unique_ptr<Communicator> mpi, int device, cudaStream_t compute_stream);
 
   int rank() const override { return mpi_->rank(); }
   int size() const override { return mpi_->size(); }
@@ -49,8 +43,6 @@ class HostStagedCommunicator final : public Communicator {
   [[noreturn]] void Abort(int exit_code, std::string_view reason) override;
 
  private:
-  HostStagedCommunicator(std::unique_ptr<Communicator> mpi, int device, cudaStream_t compute_stream)
-      : mpi_(std::move(mpi)), device_(device), stream_(compute_stream) {}
   // Waits for the compute stream's queued work.
   absl::Status Drain();
   absl::Status AllReduce(double* values, size_t count, bool sum);
@@ -58,7 +50,6 @@ class HostStagedCommunicator final : public Communicator {
   std::unique_ptr<Communicator> mpi_;
   int device_;
   cudaStream_t stream_;
-  cudaStream_t copy_stream_ = nullptr;  // received bytes' uploads
 };
 
 }  // namespace prefill
