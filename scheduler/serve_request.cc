@@ -20,7 +20,8 @@ absl::StatusOr<std::string> UnderRoot(const std::filesystem::path& root, const s
   if (relative.empty() || p.is_absolute()) {
     return Bad(absl::StrCat("'", field, "' must be a relative path under the server's files root"));
   }
-  const std::filesystem::path joined = (root / p).lexically_normal();
+  std::filesystem::path joined = (root / p).lexically_normal();
+  if (joined.filename().empty()) joined = joined.parent_path();  // "dir/" names dir
   const auto [end, unused] = std::mismatch(root.begin(), root.end(), joined.begin(), joined.end());
   if (end != root.end() || joined == root) {
     return Bad(absl::StrCat("'", field, "' leaves the server's files root"));
