@@ -10,6 +10,9 @@
                       job goes on (the later ones fail to connect); a rerun with a live receiver
                       completes the rest: exactly one ok result per request, each received cache
                       equal to its file.
+    serve           : `prefill serve` on 4 ranks takes 3 requests with a kv_target and a kv_out;
+                      each is done only once acknowledged, and each received cache equals its
+                      file output byte for byte.
     receiver_down   : nothing listens at --kv-target: `prefill model` fails with one clear line;
                       `prefill run` records every request failed and exits 0. Then kv-receiver
                       ends on SIGTERM with exit 0.
@@ -196,12 +199,34 @@ def receiver_down(prefill, receiver_bin, mpirun, work):
     print("ok: kv-receiver ends on SIGTERM with exit 0")
 
 
+def serve(prefill, receiver_bin, mpirun, work):
+    sys.path.insert(0, os.path.join(HERE, "..", "scheduler"))
+    import serve_test  # noqa: E402
+
+    model = make_batch(work, 3)
+    received = os.path.join(work, "received")
+    recv = Receiver(receiver_bin, work, "recv", "--out", received, "--exit-after", "3")
+    server = serve_test.Server(prefill, mpirun, work, model, ["--min-tokens-per-rank", "64", "--kv-timeout", "20"])
+    for i in range(3):
+        status, body, _ = server.call("POST", "/v1/prefill", {"id": f"p{i}", "tokens_file": f"p{i}.npy",
+                                                             "kv_target": recv.address, "kv_out": f"kv/p{i}"})
+        assert status == 202 and body["ranks"] == 4, (status, body)
+    for i in range(3):
+        body = server.wait(f"p{i}")
+        assert body["state"] == "done" and body["result"]["kv_target"] == recv.address, body
+        same_tree(os.path.join(work, "kv", f"p{i}"), os.path.join(received, "kv", f"p{i}"))
+    code, out = server.stop()
+    assert code == 0, (code, out)
+    assert recv.wait(30) == 0, recv.output()
+    print("ok: 3 served requests handed off by all 4 ranks, each received cache equal to its file output")
+
+
 def main():
     scenario, prefill, receiver_bin, mpirun = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4:]
     work = tempfile.mkdtemp(prefix=f"kvhandoff_{scenario}_")
     try:
         {"files_equal": files_equal, "receiver_killed": receiver_killed,
-         "receiver_down": receiver_down}[scenario](prefill, receiver_bin, mpirun, work)
+         "receiver_down": receiver_down, "serve": serve}[scenario](prefill, receiver_bin, mpirun, work)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

@@ -141,7 +141,8 @@ TEST(DashboardTest, QueriesUseOnlyExportedMetricsAndLabels) {
                              "prefill_kv_bytes_dense_ring_total", "prefill_kv_bytes_sent_total",
                              "prefill_phase_seconds_total", "prefill_requests_total", "prefill_num_requests_waiting",
                              "prefill_num_requests_running", "prefill_process_resident_memory_bytes",
-                             "prefill_gpu_memory_used_bytes"}) {
+                             "prefill_gpu_memory_used_bytes", "prefill_request_queue_time_seconds_bucket",
+                             "prefill_time_to_kv_handoff_seconds_bucket", "prefill_kv_transfer_bytes_total"}) {
     EXPECT_TRUE(used.count(needed)) << needed << " is on no panel";
   }
 }

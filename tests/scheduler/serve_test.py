@@ -11,6 +11,7 @@ through a real HTTP client (urllib), on 4 CPU ranks.
     sigterm : SIGTERM to the ranks with work in flight: the running requests finish, queued
               ones are cancelled, the job exits 0.
     apikey  : with --api-key-file, /v1/ needs the bearer token; /healthz does not.
+    load    : bench/serve_load.py against the server: every request ok, its figures reported.
 """
 import json
 import os
@@ -37,7 +38,7 @@ RANKS = 4
 class Server:
     def __init__(self, prefill, mpirun, work, model, extra=()):
         cmd = [*mpirun, "-np", str(RANKS), prefill, "serve", "--model", model, "--listen", "127.0.0.1:0",
-               "--files-root", work, "--block", "64", "--min-tokens-per-rank", "128", "--kv-dtype", "f32",
+               "--files-root", work, "--block", batch_test.BLOCK, "--device", batch_test.DEVICE, "--min-tokens-per-rank", "128", "--kv-dtype", "f32",
                "--mode", "dense", "--metrics-port", "0", *extra]
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                      start_new_session=True)
@@ -258,6 +259,25 @@ def scenario_apikey(prefill, mpirun, work):
     code, out = server.stop()
     assert code == 0, (code, out)
     print("ok: the API key is required on /v1/ and only there")
+
+
+def scenario_load(prefill, mpirun, work):
+    model, _ = make_prompts(work, [64])
+    server = Server(prefill, mpirun, work, model)
+    out = os.path.join(work, "load.json")
+    p = subprocess.run([sys.executable, os.path.join(HERE, "..", "..", "bench", "serve_load.py"), "--url",
+                        f"http://127.0.0.1:{server.port}", "--requests", "12", "--concurrency", "4", "--lengths",
+                        "64,300,1000", "--vocab", str(batch_test.tiny_model.VOCAB), "--out", out],
+                       capture_output=True, text=True, timeout=240)
+    print(p.stdout + p.stderr)
+    assert p.returncode == 0, p.returncode
+    report = json.load(open(out))
+    assert report["ok"] == 12 and report["requests_per_second"] > 0, report
+    assert 0 < report["latency_seconds"]["p50"] <= report["latency_seconds"]["p99"], report
+    assert report["prefill_seconds"]["p50"] > 0, report
+    code, _ = server.stop()
+    assert code == 0, code
+    print("ok: serve_load.py reported 12 requests")
 
 
 def main():
