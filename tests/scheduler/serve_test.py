@@ -11,6 +11,7 @@ through a real HTTP client (urllib), on 4 CPU ranks.
     sigterm : SIGTERM to the ranks with work in flight: the running requests finish, queued
               ones are cancelled, the job exits 0.
     apikey  : with --api-key-file, /v1/ needs the bearer token; /healthz does not.
+    rankdies: SIGKILL to one rank: the whole job ends within 10 s, naming the rank.
     load    : bench/serve_load.py against the server: every request ok, its figures reported.
 """
 import json
@@ -259,6 +260,25 @@ def scenario_apikey(prefill, mpirun, work):
     code, out = server.stop()
     assert code == 0, (code, out)
     print("ok: the API key is required on /v1/ and only there")
+
+
+def scenario_rankdies(prefill, mpirun, work):
+    model, _ = make_prompts(work, [64])
+    server = Server(prefill, mpirun, work, model)
+    ranks = subprocess.run(["pgrep", "-s", str(server.proc.pid), "-x", "prefill"], capture_output=True,
+                           text=True).stdout.split()
+    assert len(ranks) == RANKS, ranks
+    start = time.time()
+    os.kill(int(ranks[-1]), signal.SIGKILL)
+    server.proc.wait(timeout=30)
+    took = time.time() - start
+    time.sleep(0.2)
+    out = "".join(server.lines)
+    print(out)
+    assert took <= 10, f"the job took {took:.1f} s to end after a rank died"
+    assert server.proc.returncode != 0, "a dead rank must fail the job"
+    assert re.search(r"rank \d+", out) and "signal 9" in out, "the message must name the rank and the cause"
+    print(f"ok: a killed rank ended the job in {took:.1f} s, named in the output")
 
 
 def scenario_load(prefill, mpirun, work):
