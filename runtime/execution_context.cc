@@ -54,7 +54,10 @@ absl::StatusOr<std::unique_ptr<Communicator>> MakeGpuCommunicator(MpiCommunicato
   if (transport == GpuTransport::kHostStaged) {
     absl::StatusOr<std::unique_ptr<MpiCommunicator>> own = MpiCommunicator::Create(mpi.comm());
     if (!own.ok()) return own.status();
-    return std::make_unique<HostStagedCommunicator>(*std::move(own), device, stream);
+    absl::StatusOr<std::unique_ptr<HostStagedCommunicator>> staged =
+        HostStagedCommunicator::Create(*std::move(own), device, stream);
+    if (!staged.ok()) return staged.status();
+    return std::unique_ptr<Communicator>(*std::move(staged));
   }
   NcclOptions nccl_options;
   nccl_options.mpi_comm = mpi.comm();

@@ -7,25 +7,52 @@
 
 #include "kernels/cuda/cuda_check.h"
 #include "parallel/nccl/memory_kind.h"
+#include "parallel/nccl/pinned_staging_pool.h"
 
 namespace prefill {
 namespace {
 
 // A host view of `bytes` of the caller's memory: that memory itself when it is host memory,
-// else a staging copy that Download fills from the device and Upload writes back.
+// else a staging copy that Download fills from the device and Upload writes back: pageable
+// for the collectives (synchronous anyway), page-locked from the pool for Send and Recv.
 class StagedBytes {
  public:
-  StagedBytes(const void* p, size_t bytes)
-      : device_(p != nullptr && bytes > 0 && !IsHostMemory(p) ? const_cast<void*>(p) : nullptr), bytes_(bytes) {
+  StagedBytes(const void* p, size_t bytes) : device_(DeviceOrNull(p, bytes)), bytes_(bytes) {
     if (device_ != nullptr) storage_.resize(bytes);
     host_ = device_ != nullptr ? storage_.data() : const_cast<void*>(p);
+  }
+  static absl::StatusOr<std::unique_ptr<StagedBytes>> Pinned(const void* p, size_t bytes,
+                                                             std::shared_ptr<PinnedStagingPool> pool) {
+    if (DeviceOrNull(p, bytes) == nullptr) return std::make_unique<StagedBytes>(p, bytes);
+    absl::StatusOr<PinnedStagingPool::Buffer> buffer = pool->Take(bytes);
+    if (!buffer.ok()) return buffer.status();
+    return std::unique_ptr<StagedBytes>(new StagedBytes(p, bytes, std::move(pool), *buffer));
+  }
+  ~StagedBytes() {
+    if (pool_) pool_->Return(pinned_);
   }
   void* host() const { return host_; }
 
   absl::Status Download(cudaStream_t stream) { return Copy(host_, device_, cudaMemcpyDeviceToHost, stream); }
   absl::Status Upload(cudaStream_t stream) { return Copy(device_, host_, cudaMemcpyHostToDevice, stream); }
+  // Page-locked only: uploads on `copy` once `free` (the compute stream at the Recv's
+  // posting: the buffer's earlier readers) has passed, makes `compute` wait for it, and
+  // returns at once. The staging buffer goes back to the pool with the copy's event.
+  absl::Status UploadBefore(cudaStream_t compute, cudaStream_t copy, cudaEvent_t free) {
+    if (device_ == nullptr) return absl::OkStatus();
+    CUDA_CHECK(cudaStreamWaitEvent(copy, free, 0));
+    CUDA_CHECK(cudaMemcpyAsync(device_, host_, bytes_, cudaMemcpyHostToDevice, copy));
+    CUDA_CHECK(cudaEventRecord(pinned_.last_copy, copy));
+    CUDA_CHECK(cudaStreamWaitEvent(compute, pinned_.last_copy, 0));
+    return absl::OkStatus();
+  }
 
  private:
+  StagedBytes(const void* p, size_t bytes, std::shared_ptr<PinnedStagingPool> pool, PinnedStagingPool::Buffer pinned)
+      : device_(const_cast<void*>(p)), bytes_(bytes), host_(pinned.data), pool_(std::move(pool)), pinned_(pinned) {}
+  static void* DeviceOrNull(const void* p, size_t bytes) {
+    return p != nullptr && bytes > 0 && !IsHostMemory(p) ? const_cast<void*>(p) : nullptr;
+  }
   absl::Status Copy(void* dst, const void* src, cudaMemcpyKind kind, cudaStream_t stream) {
     if (device_ == nullptr) return absl::OkStatus();
     CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes_, kind, stream));
@@ -37,25 +64,33 @@ class StagedBytes {
   size_t bytes_;
   std::vector<char> storage_;
   void* host_ = nullptr;
+  std::shared_ptr<PinnedStagingPool> pool_;  // set: host_ is pinned_.data
+  PinnedStagingPool::Buffer pinned_;
 };
 
-// A send or receive through a staging copy: a receive's bytes go to the device once it landed.
+// A send or receive through a staging copy. A receive's bytes go to the device once they
+// landed, on `copy` (null: a send), ordered before the compute stream's later work.
 class StagedTransfer final : public PendingTransfer {
  public:
-  StagedTransfer(std::unique_ptr<StagedBytes> bytes, std::unique_ptr<PendingTransfer> mpi, cudaStream_t stream,
-                 bool upload)
-      : bytes_(std::move(bytes)), mpi_(std::move(mpi)), stream_(stream), upload_(upload) {}
+  // posted: the compute stream at posting (a receive's; owned).
+  StagedTransfer(std::unique_ptr<StagedBytes> bytes, std::unique_ptr<PendingTransfer> mpi, cudaStream_t compute,
+                 cudaStream_t copy, cudaEvent_t posted)
+      : bytes_(std::move(bytes)), mpi_(std::move(mpi)), compute_(compute), copy_(copy), posted_(posted) {}
+  ~StagedTransfer() override {
+    if (posted_ != nullptr) (void)cudaEventDestroy(posted_);
+  }
   absl::Status Wait() override {
     absl::Status s = mpi_->Wait();
-    if (s.ok() && upload_) s = bytes_->Upload(stream_);
+    if (s.ok() && copy_ != nullptr) s = bytes_->UploadBefore(compute_, copy_, posted_);
     return s;
   }
 
  private:
   std::unique_ptr<StagedBytes> bytes_;  // outlives the MPI request that reads or writes it
   std::unique_ptr<PendingTransfer> mpi_;
-  cudaStream_t stream_;
-  bool upload_;
+  cudaStream_t compute_;
+  cudaStream_t copy_;
+  cudaEvent_t posted_;
 };
 
 // Bytes a v-collective's buffer spans: the end of its furthest slot.
@@ -69,9 +104,21 @@ size_t Extent(std::span<const size_t> counts, std::span<const size_t> displs) {
 
 }  // namespace
 
-HostStagedCommunicator::HostStagedCommunicator(std::unique_ptr<Communicator> mpi, int device,
-                                               cudaStream_t compute_stream)
-    : mpi_(std::move(mpi)), device_(device), stream_(compute_stream) {}
+absl::StatusOr<std::unique_ptr<HostStagedCommunicator>> HostStagedCommunicator::Create(
+    std::unique_ptr<Communicator> mpi, int device, cudaStream_t compute_stream) {
+  std::unique_ptr<HostStagedCommunicator> c(new HostStagedCommunicator(std::move(mpi), device, compute_stream));
+  CUDA_CHECK(cudaSetDevice(device));
+  CUDA_CHECK(cudaStreamCreateWithFlags(&c->copy_stream_, cudaStreamNonBlocking));
+  return c;
+}
+
+HostStagedCommunicator::~HostStagedCommunicator() {
+  if (copy_stream_ != nullptr) {
+    (void)cudaSetDevice(device_);
+    (void)cudaStreamSynchronize(copy_stream_);
+    (void)cudaStreamDestroy(copy_stream_);
+  }
+}
 
 absl::Status HostStagedCommunicator::Drain() {
   CUDA_CHECK(cudaSetDevice(device_));
@@ -132,19 +179,32 @@ absl::Status HostStagedCommunicator::AllReduceMax(double* values, size_t count) 
 absl::StatusOr<std::unique_ptr<PendingTransfer>> HostStagedCommunicator::Send(const void* data, size_t bytes,
                                                                               int peer, int tag) {
   if (absl::Status s = Drain(); !s.ok()) return s;
-  auto staged = std::make_unique<StagedBytes>(data, bytes);
+  absl::StatusOr<std::unique_ptr<StagedBytes>> pinned = StagedBytes::Pinned(data, bytes, pool_);
+  if (!pinned.ok()) return pinned.status();
+  std::unique_ptr<StagedBytes> staged = *std::move(pinned);
   if (absl::Status s = staged->Download(stream_); !s.ok()) return s;
   absl::StatusOr<std::unique_ptr<PendingTransfer>> mpi = mpi_->Send(staged->host(), bytes, peer, tag);
   if (!mpi.ok()) return mpi.status();
-  return std::make_unique<StagedTransfer>(std::move(staged), *std::move(mpi), stream_, /*upload=*/false);
+  return std::make_unique<StagedTransfer>(std::move(staged), *std::move(mpi), stream_, /*copy=*/nullptr,
+                                          /*posted=*/nullptr);
 }
 
 absl::StatusOr<std::unique_ptr<PendingTransfer>> HostStagedCommunicator::Recv(void* data, size_t bytes, int peer,
                                                                               int tag) {
-  auto staged = std::make_unique<StagedBytes>(data, bytes);
+  CUDA_CHECK(cudaSetDevice(device_));
+  absl::StatusOr<std::unique_ptr<StagedBytes>> pinned = StagedBytes::Pinned(data, bytes, pool_);
+  if (!pinned.ok()) return pinned.status();
+  std::unique_ptr<StagedBytes> staged = *std::move(pinned);
+  cudaEvent_t posted = nullptr;
+  CUDA_CHECK(cudaEventCreateWithFlags(&posted, cudaEventDisableTiming));
   absl::StatusOr<std::unique_ptr<PendingTransfer>> mpi = mpi_->Recv(staged->host(), bytes, peer, tag);
-  if (!mpi.ok()) return mpi.status();
-  return std::make_unique<StagedTransfer>(std::move(staged), *std::move(mpi), stream_, /*upload=*/true);
+  const cudaError_t recorded = mpi.ok() ? cudaEventRecord(posted, stream_) : cudaSuccess;
+  if (!mpi.ok() || recorded != cudaSuccess) {
+    (void)cudaEventDestroy(posted);
+    if (!mpi.ok()) return mpi.status();
+    CUDA_CHECK(recorded);
+  }
+  return std::make_unique<StagedTransfer>(std::move(staged), *std::move(mpi), stream_, copy_stream_, posted);
 }
 
 absl::Status HostStagedCommunicator::Barrier() {
@@ -155,7 +215,9 @@ absl::Status HostStagedCommunicator::Barrier() {
 absl::StatusOr<std::unique_ptr<Communicator>> HostStagedCommunicator::Split(int color, int key) {
   absl::StatusOr<std::unique_ptr<Communicator>> split = mpi_->Split(color, key);
   if (!split.ok() || *split == nullptr) return split;
-  return std::make_unique<HostStagedCommunicator>(*std::move(split), device_, stream_);
+  absl::StatusOr<std::unique_ptr<HostStagedCommunicator>> staged = Create(*std::move(split), device_, stream_);
+  if (!staged.ok()) return staged.status();
+  return std::unique_ptr<Communicator>(*std::move(staged));
 }
 
 void HostStagedCommunicator::Abort(int exit_code, std::string_view reason) {

@@ -49,7 +49,9 @@ class GpuCommunicatorTest : public ::testing::TestWithParam<Transport> {
     } else {
       auto mpi = MpiCommunicator::Create(MPI_COMM_WORLD);
       ASSERT_TRUE(mpi.ok()) << mpi.status();
-      comm_ = std::make_unique<HostStagedCommunicator>(*std::move(mpi), device, stream_);
+      auto staged = HostStagedCommunicator::Create(*std::move(mpi), device, stream_);
+      ASSERT_TRUE(staged.ok()) << staged.status();
+      comm_ = *std::move(staged);
     }
   }
   void TearDown() override {
