@@ -48,9 +48,8 @@ class Communicator {
                                                                 int peer, int tag) = 0;
   // Starts the transfers posted by Send/Recv that have not started yet, so that they move
   // while the caller computes (ring-flash-attention's commit()): MPI's start when posted
-  // (nothing to do); NCCL defers them to batch a ring's sends and receives into one group;
-  // host staging starts its sends once their downloads land (it may wait for them). Call it
-  // once every transfer of a step is posted, best after the step's compute is queued.
+  // (nothing to do); NCCL defers them to batch a ring's sends and receives into one group.
+  // Call it once every transfer of a step is posted.
   virtual absl::Status StartPosted() { return absl::OkStatus(); }
   virtual absl::Status Barrier() = 0;
 

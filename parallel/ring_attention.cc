@@ -183,6 +183,8 @@ absl::StatusOr<CpAttentionStats> RingAttention(Communicator& comm, AttentionBack
         transfers.push_back(std::move(*recv));
       }
       stats.kv_bytes_sent += 2 * static_cast<int64_t>(kv_bytes);
+      // Moving from here on, under this step's attention.
+      if (absl::Status st = comm.StartPosted(); !st.ok()) return st;
     }
 
     const auto compute_start = std::chrono::steady_clock::now();
@@ -205,11 +207,6 @@ absl::StatusOr<CpAttentionStats> RingAttention(Communicator& comm, AttentionBack
       stats.selected_blocks += s.selected_blocks;
     }
     stats.attention_seconds += Seconds(compute_start);
-    // The transfers move from here on, under this step's attention (queued first: a host-staged
-    // send waits here for its download, which the GPU runs beside the attention).
-    if (step + 1 < n) {
-      if (absl::Status st = comm.StartPosted(); !st.ok()) return st;
-    }
 
     const auto wait_start = std::chrono::steady_clock::now();
     if (timer) {

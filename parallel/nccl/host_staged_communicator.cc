@@ -1,7 +1,6 @@
 #include "parallel/nccl/host_staged_communicator.h"
 
 #include <algorithm>
-#include <functional>
 #include <cstdlib>
 #include <utility>
 #include <vector>
@@ -36,25 +35,6 @@ class StagedBytes {
 
   absl::Status Download(cudaStream_t stream) { return Copy(host_, device_, cudaMemcpyDeviceToHost, stream); }
   absl::Status Upload(cudaStream_t stream) { return Copy(device_, host_, cudaMemcpyHostToDevice, stream); }
-  // Page-locked only: downloads on `copy` once the compute stream's work queued so far is
-  // done (the bytes are final there), and returns at once; WaitDownloaded blocks until the
-  // bytes are on the host.
-  absl::Status DownloadAfter(cudaStream_t compute, cudaStream_t copy) {
-    if (device_ == nullptr) return absl::OkStatus();
-    cudaEvent_t ready = nullptr;
-    CUDA_CHECK(cudaEventCreateWithFlags(&ready, cudaEventDisableTiming));
-    cudaError_t e = cudaEventRecord(ready, compute);
-    if (e == cudaSuccess) e = cudaStreamWaitEvent(copy, ready, 0);
-    (void)cudaEventDestroy(ready);  // the wait holds what it needs
-    CUDA_CHECK(e);
-    CUDA_CHECK(cudaMemcpyAsync(host_, device_, bytes_, cudaMemcpyDeviceToHost, copy));
-    CUDA_CHECK(cudaEventRecord(pinned_.last_copy, copy));
-    return absl::OkStatus();
-  }
-  absl::Status WaitDownloaded() {
-    if (device_ != nullptr) CUDA_CHECK(cudaEventSynchronize(pinned_.last_copy));
-    return absl::OkStatus();
-  }
   // Page-locked only: uploads on `copy` once `free` (the compute stream at the Recv's
   // posting: the buffer's earlier readers) has passed, makes `compute` wait for it, and
   // returns at once. The staging buffer goes back to the pool with the copy's event.
@@ -88,60 +68,29 @@ class StagedBytes {
   PinnedStagingPool::Buffer pinned_;
 };
 
-}  // namespace
-
-// A Send staged through page-locked memory: its download is queued on the copy stream and
-// its MPI send (`mpi`) starts at the communicator's next blocking call.
-struct DeferredSend {
-  std::unique_ptr<StagedBytes> bytes;
-  size_t size = 0;
-  int peer = 0;
-  int tag = 0;
-  std::unique_ptr<PendingTransfer> mpi;
-};
-
-namespace {
-
-// A receive through a staging copy: once landed, its bytes go to the device on `copy`,
-// ordered before the compute stream's later work. Its Wait first starts the communicator's
-// deferred sends: a peer may be waiting for them.
-class StagedReceive final : public PendingTransfer {
+// A send or receive through a staging copy. A receive's bytes go to the device once they
+// landed, on `copy` (null: a send), ordered before the compute stream's later work.
+class StagedTransfer final : public PendingTransfer {
  public:
-  // posted: the compute stream at posting (owned).
-  StagedReceive(std::unique_ptr<StagedBytes> bytes, std::unique_ptr<PendingTransfer> mpi, cudaStream_t compute,
-                cudaStream_t copy, cudaEvent_t posted, std::function<absl::Status()> start_sends)
-      : bytes_(std::move(bytes)), mpi_(std::move(mpi)), compute_(compute), copy_(copy), posted_(posted),
-        start_sends_(std::move(start_sends)) {}
-  ~StagedReceive() override { (void)cudaEventDestroy(posted_); }
+  // posted: the compute stream at posting (a receive's; owned).
+  StagedTransfer(std::unique_ptr<StagedBytes> bytes, std::unique_ptr<PendingTransfer> mpi, cudaStream_t compute,
+                 cudaStream_t copy, cudaEvent_t posted)
+      : bytes_(std::move(bytes)), mpi_(std::move(mpi)), compute_(compute), copy_(copy), posted_(posted) {}
+  ~StagedTransfer() override {
+    if (posted_ != nullptr) (void)cudaEventDestroy(posted_);
+  }
   absl::Status Wait() override {
-    absl::Status s = start_sends_();
-    if (s.ok()) s = mpi_->Wait();
-    if (s.ok()) s = bytes_->UploadBefore(compute_, copy_, posted_);
+    absl::Status s = mpi_->Wait();
+    if (s.ok() && copy_ != nullptr) s = bytes_->UploadBefore(compute_, copy_, posted_);
     return s;
   }
 
  private:
-  std::unique_ptr<StagedBytes> bytes_;  // outlives the MPI request that writes it
+  std::unique_ptr<StagedBytes> bytes_;  // outlives the MPI request that reads or writes it
   std::unique_ptr<PendingTransfer> mpi_;
   cudaStream_t compute_;
   cudaStream_t copy_;
   cudaEvent_t posted_;
-  std::function<absl::Status()> start_sends_;
-};
-
-// A send whose MPI part starts once its bytes reached the host (StartDeferredSends).
-class DeferredSendTransfer final : public PendingTransfer {
- public:
-  DeferredSendTransfer(std::shared_ptr<DeferredSend> send, std::function<absl::Status()> start_sends)
-      : send_(std::move(send)), start_sends_(std::move(start_sends)) {}
-  absl::Status Wait() override {
-    if (absl::Status s = start_sends_(); !s.ok()) return s;
-    return send_->mpi->Wait();
-  }
-
- private:
-  std::shared_ptr<DeferredSend> send_;
-  std::function<absl::Status()> start_sends_;
 };
 
 // Bytes a v-collective's buffer spans: the end of its furthest slot.
@@ -171,20 +120,7 @@ HostStagedCommunicator::~HostStagedCommunicator() {
   }
 }
 
-absl::Status HostStagedCommunicator::StartDeferredSends() {
-  for (const std::shared_ptr<DeferredSend>& send : deferred_) {
-    if (absl::Status s = send->bytes->WaitDownloaded(); !s.ok()) return s;
-    absl::StatusOr<std::unique_ptr<PendingTransfer>> mpi = mpi_->Send(send->bytes->host(), send->size, send->peer,
-                                                                      send->tag);
-    if (!mpi.ok()) return mpi.status();
-    send->mpi = *std::move(mpi);
-  }
-  deferred_.clear();
-  return absl::OkStatus();
-}
-
 absl::Status HostStagedCommunicator::Drain() {
-  if (absl::Status s = StartDeferredSends(); !s.ok()) return s;
   CUDA_CHECK(cudaSetDevice(device_));
   CUDA_CHECK(cudaStreamSynchronize(stream_));
   return absl::OkStatus();
@@ -242,19 +178,15 @@ absl::Status HostStagedCommunicator::AllReduceMax(double* values, size_t count) 
 
 absl::StatusOr<std::unique_ptr<PendingTransfer>> HostStagedCommunicator::Send(const void* data, size_t bytes,
                                                                               int peer, int tag) {
-  CUDA_CHECK(cudaSetDevice(device_));
+  if (absl::Status s = Drain(); !s.ok()) return s;
   absl::StatusOr<std::unique_ptr<StagedBytes>> pinned = StagedBytes::Pinned(data, bytes, pool_);
   if (!pinned.ok()) return pinned.status();
-  auto send = std::make_shared<DeferredSend>();
-  send->bytes = *std::move(pinned);
-  send->size = bytes;
-  send->peer = peer;
-  send->tag = tag;
-  // The download runs on the copy stream under the compute queued after this call (the
-  // ring's attention); the MPI send starts at the next blocking call.
-  if (absl::Status s = send->bytes->DownloadAfter(stream_, copy_stream_); !s.ok()) return s;
-  deferred_.push_back(send);
-  return std::make_unique<DeferredSendTransfer>(std::move(send), [this] { return StartDeferredSends(); });
+  std::unique_ptr<StagedBytes> staged = *std::move(pinned);
+  if (absl::Status s = staged->Download(stream_); !s.ok()) return s;
+  absl::StatusOr<std::unique_ptr<PendingTransfer>> mpi = mpi_->Send(staged->host(), bytes, peer, tag);
+  if (!mpi.ok()) return mpi.status();
+  return std::make_unique<StagedTransfer>(std::move(staged), *std::move(mpi), stream_, /*copy=*/nullptr,
+                                          /*posted=*/nullptr);
 }
 
 absl::StatusOr<std::unique_ptr<PendingTransfer>> HostStagedCommunicator::Recv(void* data, size_t bytes, int peer,
@@ -272,8 +204,7 @@ absl::StatusOr<std::unique_ptr<PendingTransfer>> HostStagedCommunicator::Recv(vo
     if (!mpi.ok()) return mpi.status();
     CUDA_CHECK(recorded);
   }
-  return std::make_unique<StagedReceive>(std::move(staged), *std::move(mpi), stream_, copy_stream_, posted,
-                                        [this] { return StartDeferredSends(); });
+  return std::make_unique<StagedTransfer>(std::move(staged), *std::move(mpi), stream_, copy_stream_, posted);
 }
 
 absl::Status HostStagedCommunicator::Barrier() {

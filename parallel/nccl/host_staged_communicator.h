@@ -3,31 +3,26 @@
 // code as on N GPUs (ring, sparse exchange, guests, LSE merges, Split) on a one-GPU machine:
 // every device buffer goes through host memory and an MPI communicator.
 //
-// The collectives are synchronous: each first waits for the compute stream (the CUDA
-// backend's, so what it reads is final), copies device buffers to host staging, runs the MPI
-// operation, and copies what arrived back before returning. Send and Recv overlap with the
-// compute queued after them (the ring's transfers with the step's attention): they stage
-// through page-locked buffers kept in a pool (pinned_staging_pool.h); a Send's download is
-// queued on a copy stream after the compute stream's work so far, and its MPI send starts at
-// the communicator's next blocking call (a transfer's Wait, a collective) once the bytes
-// are on the host; a Recv's Wait uploads what landed on the copy stream and makes the compute
-// stream wait for it, without waiting itself. Host buffers pass straight through. Failures
-// are the MPI communicator's.
+// For testing, not speed: every call but a receive is synchronous. It first waits for the
+// compute stream (the CUDA backend's, so what a call reads is final), copies device buffers
+// to host staging, runs the MPI operation, and copies what arrived back before returning.
+// Send and Recv stage through page-locked buffers kept in a pool (pinned_staging_pool.h);
+// a Recv's Wait uploads what landed on a copy stream of its own and makes the compute stream
+// wait for it, without waiting itself, so that the upload runs under the compute queued
+// before the Wait (the ring's next K/V under the current step's attention). Host buffers pass
+// straight through. Failures are the MPI communicator's.
 #pragma once
 
 #include <cuda_runtime_api.h>
 
 #include <memory>
 #include <utility>
-#include <vector>
 
 #include "absl/status/statusor.h"
 #include "parallel/communicator.h"
 #include "parallel/nccl/pinned_staging_pool.h"
 
 namespace prefill {
-
-struct DeferredSend;
 
 class HostStagedCommunicator final : public Communicator {
  public:
@@ -51,8 +46,6 @@ class HostStagedCommunicator final : public Communicator {
   absl::StatusOr<std::unique_ptr<PendingTransfer>> Send(const void* data, size_t bytes, int peer, int tag) override;
   absl::StatusOr<std::unique_ptr<PendingTransfer>> Recv(void* data, size_t bytes, int peer, int tag) override;
   absl::Status Barrier() override;
-  // Starts the deferred sends (their downloads landed by then).
-  absl::Status StartPosted() override { return StartDeferredSends(); }
   // The MPI communicator's split, staged the same way (same device and stream).
   absl::StatusOr<std::unique_ptr<Communicator>> Split(int color, int key) override;
   [[noreturn]] void Abort(int exit_code, std::string_view reason) override;
@@ -60,11 +53,8 @@ class HostStagedCommunicator final : public Communicator {
  private:
   HostStagedCommunicator(std::unique_ptr<Communicator> mpi, int device, cudaStream_t compute_stream)
       : mpi_(std::move(mpi)), device_(device), stream_(compute_stream) {}
-  // Starts the deferred sends, then waits for the compute stream's queued work.
+  // Waits for the compute stream's queued work.
   absl::Status Drain();
-  // The MPI sends of the Sends posted so far, each once its download has landed. Every
-  // blocking call starts them first, so no peer waits for bytes this rank holds back.
-  absl::Status StartDeferredSends();
   absl::Status AllReduce(double* values, size_t count, bool sum);
 
   std::unique_ptr<Communicator> mpi_;
@@ -73,7 +63,6 @@ class HostStagedCommunicator final : public Communicator {
   cudaStream_t copy_stream_ = nullptr;  // received bytes' uploads
   // Send/Recv staging; shared with the transfers, which may outlive a Split's communicator.
   std::shared_ptr<PinnedStagingPool> pool_ = std::make_shared<PinnedStagingPool>();
-  std::vector<std::shared_ptr<DeferredSend>> deferred_;
 };
 
 }  // namespace prefill
