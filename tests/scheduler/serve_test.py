@@ -3,8 +3,9 @@ through a real HTTP client (urllib), on 4 CPU ranks.
 
   serve_test.py SCENARIO PREFILL MPIRUN_ARGS... : SCENARIO is one of
     mixed   : 20 requests of mixed lengths, inline and file prompts, dense and sparse (tau 1),
-              some with kv_out, submitted concurrently; every result equals the float64 numpy
-              forward of its prompt (top logit, KV cache); the metrics count them.
+              some with kv_out, plus one of input embeddings, submitted concurrently; every
+              result equals the float64 numpy forward of its prompt (top logit, KV cache) and
+              `prefill run` on the same inputs (top logits, density).
     bad     : the bad-request classes get 400/404/405/409/413/429 with a JSON error while a
               good request runs undisturbed.
     cancel  : a queued request is cancelled (then never runs); a running one cannot be.
@@ -147,12 +148,41 @@ def scenario_mixed(prefill, mpirun, work):
         t.join()
     for i, (status, body, _) in enumerate(answers):
         assert status == 202 and body["state"] == "queued" and body["tokens"] == lengths[i], (i, status, body)
+    status, body, _ = server.call("POST", "/v1/prefill", {"id": "emb", "embeddings_file": "model/embeddings.safetensors"})
+    assert status == 202, (status, body)
+    served = {}
     for i, tokens in enumerate(prompts):
-        check_result(model, work, server.wait(f"r{i}"), tokens, bodies[i].get("kv_out"))
+        served[f"r{i}"] = server.wait(f"r{i}")
+        check_result(model, work, served[f"r{i}"], tokens, bodies[i].get("kv_out"))
+    served["emb"] = server.wait("emb")
+    assert served["emb"]["state"] == "done", served["emb"]
     code, out = server.stop()
     print(out)
     assert code == 0, code
-    print(f"ok: {len(prompts)} concurrent requests, each equal to the numpy forward")
+    same_as_batch(prefill, mpirun, work, model, bodies, served)
+    print(f"ok: {len(prompts) + 1} concurrent requests, each equal to the numpy forward and to prefill run")
+
+
+def same_as_batch(prefill, mpirun, work, model, bodies, served):
+    """`prefill run` over the same prompts: the same top logits and density, request by request."""
+    lines = []
+    for i, b in enumerate(bodies):
+        line = {"id": b["id"], "tokens": f"p{i}.npy", "priority": b["priority"]}
+        line.update({k: b[k] for k in ("mode", "tau") if k in b})
+        lines.append(json.dumps(line))
+    lines.append(json.dumps({"id": "emb", "embeddings": "model/embeddings.safetensors"}))
+    with open(os.path.join(work, "jobs.jsonl"), "w") as f:
+        f.write("\n".join(lines) + "\n")
+    p = batch_test.run(prefill, mpirun, work, model)
+    assert p.returncode == 0, p.stdout + p.stderr
+    records = {r["id"]: r for r in map(json.loads, open(os.path.join(work, "out", "results.jsonl")))}
+    for rid, body in served.items():
+        got, want = body["result"], records[rid]
+        assert want["status"] == "ok" and got["ranks"] == want["ranks"], (rid, got["ranks"], want)
+        assert got["density"] == want["density"], (rid, got["density"], want["density"])
+        assert len(got["top_logits"]) == len(want["top_logits"]) > 0, (rid, got["top_logits"])
+        for a, b in zip(got["top_logits"], want["top_logits"]):
+            assert a["id"] == b["id"] and abs(a["logit"] - b["logit"]) <= 1e-5 * max(1, abs(b["logit"])), (rid, a, b)
 
 
 def scenario_bad(prefill, mpirun, work):
