@@ -26,7 +26,7 @@ absl::Status RequestTable::Submit(ServeRequest request, int64_t tokens, int rank
   if (requests_.count(request.id) != 0) {
     return absl::AlreadyExistsError(absl::StrCat("a request with id '", request.id, "' exists already"));
   }
-  if (queued_ >= max_queued_) {
+  if (static_cast<int>(queue_.size()) >= max_queued_) {
     return absl::ResourceExhaustedError(absl::StrCat("the queue is full (", max_queued_, " requests wait)"));
   }
   TrackedRequest t;
@@ -36,8 +36,8 @@ absl::Status RequestTable::Submit(ServeRequest request, int64_t tokens, int rank
   t.submitted = std::chrono::steady_clock::now();
   const std::string id = request.id;
   t.request = std::move(request);
+  queue_.insert(KeyOf(t));
   requests_.emplace(id, std::move(t));
-  ++queued_;
   ++version_;
   changed_.SignalAll();
   return absl::OkStatus();
@@ -73,7 +73,7 @@ absl::Status RequestTable::Cancel(const std::string& id) {
   t.state = RequestState::kCancelled;
   t.error = "cancelled by the client";
   t.finished = std::chrono::steady_clock::now();
-  --queued_;
+  queue_.erase(KeyOf(t));
   finished_order_.push_back(id);
   ForgetOldFinished();
   ++version_;
@@ -81,34 +81,19 @@ absl::Status RequestTable::Cancel(const std::string& id) {
   return absl::OkStatus();
 }
 
-std::map<std::string, TrackedRequest>::iterator RequestTable::NextQueued() {
-  auto best = requests_.end();
-  for (auto it = requests_.begin(); it != requests_.end(); ++it) {
-    const TrackedRequest& t = it->second;
-    if (t.state != RequestState::kQueued) continue;
-    if (best == requests_.end() || t.request.priority > best->second.request.priority ||
-        (t.request.priority == best->second.request.priority && t.arrival < best->second.arrival)) {
-      best = it;
-    }
-  }
-  return best;
-}
-
 std::optional<int> RequestTable::NextRanks() const {
   absl::MutexLock lock(&mu_);
-  auto it = const_cast<RequestTable*>(this)->NextQueued();
-  if (it == requests_.end()) return std::nullopt;
-  return it->second.ranks;
+  if (queue_.empty()) return std::nullopt;
+  return requests_.at(std::get<2>(*queue_.begin())).ranks;
 }
 
 StartedRequest RequestTable::StartNext(int first_rank) {
   absl::MutexLock lock(&mu_);
-  auto it = NextQueued();
-  TrackedRequest& t = it->second;
+  TrackedRequest& t = requests_.at(std::get<2>(*queue_.begin()));
+  queue_.erase(queue_.begin());
   t.state = RequestState::kRunning;
   t.started = std::chrono::steady_clock::now();
   t.first_rank = first_rank;
-  --queued_;
   ++running_;
   return {t.request, t.tokens, t.ranks, Seconds(t.started - t.submitted)};
 }
@@ -146,7 +131,7 @@ void RequestTable::StopAdmission(const std::string& reason) {
     t.finished = std::chrono::steady_clock::now();
     finished_order_.push_back(id);
   }
-  queued_ = 0;
+  queue_.clear();
   ForgetOldFinished();
   ++version_;
   changed_.SignalAll();
@@ -159,7 +144,7 @@ bool RequestTable::admitting() const {
 
 int RequestTable::queued() const {
   absl::MutexLock lock(&mu_);
-  return queued_;
+  return static_cast<int>(queue_.size());
 }
 
 int RequestTable::running() const {

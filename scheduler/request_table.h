@@ -11,7 +11,9 @@
 #include <deque>
 #include <map>
 #include <optional>
+#include <set>
 #include <string>
+#include <tuple>
 
 #include "absl/status/status.h"
 #include "absl/synchronization/mutex.h"
@@ -78,8 +80,10 @@ class RequestTable {
   void WaitForChange(absl::Duration timeout);
 
  private:
+  // The queued requests in start order: highest priority, then arrival.
+  using QueueKey = std::tuple<int, uint64_t, std::string>;  // (-priority, arrival, id)
+  static QueueKey KeyOf(const TrackedRequest& t) { return {-t.request.priority, t.arrival, t.request.id}; }
   void ForgetOldFinished() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  std::map<std::string, TrackedRequest>::iterator NextQueued() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   const int max_queued_;
   const int keep_finished_;
@@ -87,8 +91,8 @@ class RequestTable {
   absl::CondVar changed_;
   std::map<std::string, TrackedRequest> requests_ ABSL_GUARDED_BY(mu_);
   std::deque<std::string> finished_order_ ABSL_GUARDED_BY(mu_);
+  std::set<QueueKey> queue_ ABSL_GUARDED_BY(mu_);
   uint64_t arrivals_ ABSL_GUARDED_BY(mu_) = 0;
-  int queued_ ABSL_GUARDED_BY(mu_) = 0;
   int running_ ABSL_GUARDED_BY(mu_) = 0;
   bool admitting_ ABSL_GUARDED_BY(mu_) = true;
   uint64_t version_ ABSL_GUARDED_BY(mu_) = 0;

@@ -4,8 +4,8 @@
 #include <iterator>
 #include <system_error>
 
-#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "runtime/ucx_kv_sink.h"
 #include "scheduler/manifest.h"
 
 namespace prefill {
@@ -29,12 +29,10 @@ absl::StatusOr<std::string> UnderRoot(const std::filesystem::path& root, const s
   return joined.string();
 }
 
+// The KV sink's own parser (it also resolves the host), so a request fails here, not later.
 absl::Status CheckHostPort(const std::string& target) {
-  const size_t colon = target.rfind(':');
-  int port = 0;
-  if (colon == std::string::npos || colon == 0 || !absl::SimpleAtoi(target.substr(colon + 1), &port) || port < 1 ||
-      port > 65535) {
-    return Bad(absl::StrCat("'kv_target' '", target, "' must be host:port with a port in [1, 65535]"));
+  if (absl::StatusOr<SocketAddress> a = ResolveHostPort(target, /*passive=*/false); !a.ok()) {
+    return Bad(absl::StrCat("'kv_target' must be host:port of a decode server: ", a.status().message()));
   }
   return absl::OkStatus();
 }

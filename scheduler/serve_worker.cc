@@ -11,7 +11,6 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
-#include "runtime/atomic_file.h"
 #include "scheduler/rank_pool.h"
 #include "scheduler/request_record.h"
 #include "scheduler/serve_control.h"

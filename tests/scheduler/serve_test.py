@@ -234,17 +234,28 @@ def scenario_bad(prefill, mpirun, work):
     print("ok: every bad request class answered, the good request undisturbed")
 
 
-def scenario_cancel(prefill, mpirun, work):
+def queue_of_whole_world_requests(prefill, mpirun, work, prefix, n):
+    """A server whose requests each need all 4 ranks (1500 tokens, at most 512 a rank), and n
+    of them submitted: all but the first wait in the queue."""
     model, prompts = make_prompts(work, [1500])
     server = Server(prefill, mpirun, work, model, ["--max-tokens-per-rank", "512"])
-    for i in range(8):
-        assert server.call("POST", "/v1/prefill", {"id": f"c{i}", "tokens_file": "p0.npy"})[0] == 202
+    for i in range(n):
+        assert server.call("POST", "/v1/prefill", {"id": f"{prefix}{i}", "tokens_file": "p0.npy"})[0] == 202
+    return model, prompts, server
+
+
+def wait_until_started(server, rid):
+    deadline = time.time() + 60
+    while server.call("GET", f"/v1/requests/{rid}")[1]["state"] == "queued" and time.time() < deadline:
+        time.sleep(0.01)
+
+
+def scenario_cancel(prefill, mpirun, work):
+    model, prompts, server = queue_of_whole_world_requests(prefill, mpirun, work, "c", 8)
     status, answer, _ = server.call("DELETE", "/v1/requests/c7")
     assert status == 200 and answer["state"] == "cancelled", (status, answer)
     assert server.call("DELETE", "/v1/requests/c7")[0] == 409  # no longer queued
-    deadline = time.time() + 60
-    while server.call("GET", "/v1/requests/c0")[1]["state"] == "queued" and time.time() < deadline:
-        time.sleep(0.01)
+    wait_until_started(server, "c0")
     status, answer, _ = server.call("DELETE", "/v1/requests/c0")
     assert status == 409, (status, answer)  # running or done: not cancellable
     for i in range(7):
@@ -257,13 +268,8 @@ def scenario_cancel(prefill, mpirun, work):
 
 
 def scenario_sigterm(prefill, mpirun, work):
-    model, prompts = make_prompts(work, [1500])
-    server = Server(prefill, mpirun, work, model, ["--max-tokens-per-rank", "512"])
-    for i in range(6):
-        assert server.call("POST", "/v1/prefill", {"id": f"s{i}", "tokens_file": "p0.npy"})[0] == 202
-    deadline = time.time() + 60
-    while server.call("GET", "/v1/requests/s0")[1]["state"] == "queued" and time.time() < deadline:
-        time.sleep(0.01)
+    _, _, server = queue_of_whole_world_requests(prefill, mpirun, work, "s", 6)
+    wait_until_started(server, "s0")
     states = {}
     for i in range(6):
         states[i] = server.call("GET", f"/v1/requests/s{i}")[1]["state"]
