@@ -4,10 +4,21 @@
 #pragma once
 
 #include <cstdint>
+#include <string>
 
+#include "absl/status/statusor.h"
 #include "kernels/dtype.h"
 
 namespace prefill {
+
+// Which estimator scores the blocks (docs/rrattention.md, "Heavy tokens"):
+//   rr       : round robin over stride-mean-pooled keys (RRAttention);
+//   rr+heavy : the same plus one extra key per KV block, the block's key that deviates most
+//              from its stride's mean, scored unpooled: a single heavy key that the mean
+//              dilutes S-fold keeps its own logit. Cost: one more key per B/S pooled ones.
+enum class MaskEstimator { kRoundRobin, kRoundRobinHeavy };
+absl::StatusOr<MaskEstimator> ParseMaskEstimator(const std::string& name);
+const char* MaskEstimatorName(MaskEstimator estimator);
 
 // pooled[j, g, :] = sum of the `stride` keys of stride j (fp32 accumulation, fp32 result).
 struct PoolKeysParams {
@@ -19,6 +30,11 @@ struct PoolKeysParams {
   int head_dim = 0;
   int stride = 0;
   float* pooled = nullptr;   // [lk / stride, hkv, head_dim] fp32
+  // Optional (rr+heavy): per block of block_size keys (lk a multiple of it) and KV head, the
+  // key (fp32) farthest from its stride's mean: the largest sum over e of
+  // (k[e] - pooled[e] / stride)^2, in fp64 with e ascending, the first key on ties.
+  int block_size = 0;
+  float* heavy = nullptr;    // [lk / block_size, hkv, head_dim] fp32
 };
 
 struct MaskEstimateParams {
@@ -33,6 +49,12 @@ struct MaskEstimateParams {
 
   // Pooled keys of the whole sequence [seq_len / stride, hkv, head_dim], absolute stride order.
   const float* pooled_k = nullptr;
+  // rr+heavy: the heavy key of every block [seq_len / block_size, hkv, head_dim] (PoolKeys'
+  // `heavy`), absolute block order; null: plain round robin. Query q sees the heavy keys of
+  // the blocks wholly before its own (every block when not causal); each joins q's softmax
+  // as one key (logit minus log2(stride) against the pooled strides, which stand for
+  // `stride` keys each) and adds its mass to its block.
+  const float* heavy_k = nullptr;
 
   int seq_len = 0;  // total tokens (keys) of the sequence; a multiple of block_size
   int hq = 0;

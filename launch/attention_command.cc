@@ -46,7 +46,7 @@ CLI::App* AddAttentionFlags(CLI::App& app, AttentionFlags& flags) {
       "shard of Q, K, V (layout contiguous or zigzag); --mode sparse all-gathers stride-pooled\n"
       "keys, estimates a block mask by round-robin sampling, fetches only the selected KV\n"
       "blocks and merges partial results by log-sum-exp; --mode dense runs ring attention.");
-  cmd->add_option("--workload", c.workload, "Synthetic input: random, needle, stripes, sinks, video")->capture_default_str();
+  cmd->add_option("--workload", c.workload, "Synthetic input: random, needle, stripes, sinks, video, heavy")->capture_default_str();
   cmd->add_option("--qkv", c.qkv_path, "Safetensors file with q [L,H,D], k and v [L,Hkv,D] (f32, bf16, f16) instead of a workload");
   cmd->add_option("--seq-len", c.seq_len, "Tokens in the sequence (a multiple of ranks x block; zigzag: 2 x ranks x block)")->capture_default_str();
   cmd->add_option("--heads", c.heads, "Query heads")->capture_default_str();
@@ -61,6 +61,10 @@ CLI::App* AddAttentionFlags(CLI::App& app, AttentionFlags& flags) {
   cmd->add_option("--layout", c.layout, "contiguous or zigzag (balances causal work)")->capture_default_str();
   cmd->add_flag("--causal,!--no-causal", c.causal, "Causal attention (default on)");
   cmd->add_option("--block", c.block, "Block size of the mask, in tokens")->capture_default_str();
+  cmd->add_option("--estimator", c.estimator,
+                  "Mask estimator: rr (round robin over stride-pooled keys) or rr+heavy (plus each block's most "
+                  "deviating key, unpooled: catches isolated heavy tokens; docs/rrattention.md)")
+      ->capture_default_str();
   cmd->add_option("--stride", c.stride, "Estimation stride S: keys pooled per S, one query sampled per S")->capture_default_str();
   cmd->add_option("--tau", c.tau, "Keep the fewest blocks whose estimated attention mass reaches tau")->capture_default_str();
   cmd->add_option("--dense-above", c.dense_above, "Several ranks: at this estimated density or more the dense ring runs instead (above 1: never)")->capture_default_str();

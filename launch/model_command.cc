@@ -102,6 +102,7 @@ std::function<int()> AddModelCommand(CLI::App& app, const MpiSession& session) {
   AddDeviceFlags(*cmd, mc.device, mc.device_id, mc.comm);
   cmd->add_option("--layout", c.layout, "contiguous or zigzag")->capture_default_str();
   cmd->add_option("--block", c.block, "Block size of the mask")->capture_default_str();
+  cmd->add_option("--estimator", c.estimator, "Mask estimator: rr or rr+heavy (docs/rrattention.md)")->capture_default_str();
   cmd->add_option("--stride", c.stride, "Estimation stride")->capture_default_str();
   cmd->add_option("--tau", c.tau, "Attention mass the mask keeps")->capture_default_str();
   cmd->add_option("--dense-above", c.dense_above, "Several ranks: a layer whose estimated density reaches this runs the dense ring (above 1: never)")->capture_default_str();

@@ -1,6 +1,8 @@
 #include "parallel/sparse_cp_attention.h"
 
+#include <algorithm>
 #include <chrono>
+#include <optional>
 #include <span>
 #include <vector>
 
@@ -21,45 +23,53 @@ double Seconds(Clock::time_point since) {
 template <typename T>
 T* As(const BackendBuffer& b) { return static_cast<T*>(b.get()); }
 
-// a. This rank's keys pooled per stride, in local order: [local_len / stride, hkv, d] fp32.
-absl::StatusOr<BackendBuffer> PoolLocalKeys(AttentionBackend& backend, const CpLayout& layout,
-                                            const CpAttentionShard& shard, int stride) {
-  const int64_t local_strides = layout.local_len() / stride;
-  absl::StatusOr<BackendBuffer> pooled =
-      backend.Allocate(local_strides * shard.hkv * shard.head_dim * sizeof(float));
-  if (!pooled.ok()) return pooled.status();
+// a. This rank's keys pooled per stride, in local order: [local_len / stride, hkv, d] fp32;
+// for rr+heavy also each block's heavy key: [local_len / block, hkv, d] fp32.
+struct PooledKeys {
+  BackendBuffer strides;
+  std::optional<BackendBuffer> heavy;
+};
+
+absl::StatusOr<PooledKeys> PoolLocalKeys(AttentionBackend& backend, const CpLayout& layout,
+                                         const CpAttentionShard& shard, const SparseOptions& options) {
+  const int64_t row_bytes = static_cast<int64_t>(shard.hkv) * shard.head_dim * sizeof(float);
+  absl::StatusOr<BackendBuffer> strides = backend.Allocate(layout.local_len() / options.stride * row_bytes);
+  if (!strides.ok()) return strides.status();
+  PooledKeys out{std::move(*strides), std::nullopt};
   PoolKeysParams pool{shard.dtype, shard.k, static_cast<int64_t>(shard.hkv) * shard.head_dim,
-                      static_cast<int>(layout.local_len()), shard.hkv, shard.head_dim, stride,
-                      As<float>(*pooled)};
+                      static_cast<int>(layout.local_len()), shard.hkv, shard.head_dim, options.stride,
+                      As<float>(out.strides)};
+  if (options.estimator == MaskEstimator::kRoundRobinHeavy) {
+    absl::StatusOr<BackendBuffer> heavy = backend.Allocate(layout.local_len() / layout.block_size() * row_bytes);
+    if (!heavy.ok()) return heavy.status();
+    pool.block_size = layout.block_size();
+    pool.heavy = As<float>(*heavy);
+    out.heavy = std::move(*heavy);
+  }
   if (absl::Status s = backend.PoolKeys(pool); !s.ok()) return s;
-  return pooled;
+  return out;
 }
 
-// a. Pools local keys per stride and all-gathers them into absolute stride order.
-absl::StatusOr<BackendBuffer> GatherPooledKeys(Communicator& comm, AttentionBackend& backend,
-                                               const CpLayout& layout,
-                                               const CpAttentionShard& shard, int stride) {
-  const int64_t local_strides = layout.local_len() / stride;
-  const int64_t stride_bytes = static_cast<int64_t>(shard.hkv) * shard.head_dim * sizeof(float);
-  absl::StatusOr<BackendBuffer> local = PoolLocalKeys(backend, layout, shard, stride);
-  absl::StatusOr<BackendBuffer> by_rank = backend.Allocate(comm.size() * local_strides * stride_bytes);
-  absl::StatusOr<BackendBuffer> absolute = backend.Allocate(comm.size() * local_strides * stride_bytes);
-  for (const auto* b : {&local, &by_rank, &absolute}) {
+// Rows of `tokens_per_row` tokens each, every rank's chunks in its local order, all-gathered
+// into absolute order.
+absl::StatusOr<BackendBuffer> GatherRowsInOrder(Communicator& comm, AttentionBackend& backend, const CpLayout& layout,
+                                                const BackendBuffer& local, int64_t tokens_per_row,
+                                                int64_t row_bytes) {
+  const int64_t local_bytes = layout.local_len() / tokens_per_row * row_bytes;
+  absl::StatusOr<BackendBuffer> by_rank = backend.Allocate(comm.size() * local_bytes);
+  absl::StatusOr<BackendBuffer> absolute = backend.Allocate(comm.size() * local_bytes);
+  for (const auto* b : {&by_rank, &absolute}) {
     if (!b->ok()) return b->status();
   }
-  if (absl::Status s = backend.Synchronize(); !s.ok()) return s;
-  if (absl::Status s = comm.AllGather(local->get(), local_strides * stride_bytes, by_rank->get());
-      !s.ok()) {
-    return s;
-  }
+  if (absl::Status s = comm.AllGather(local.get(), local_bytes, by_rank->get()); !s.ok()) return s;
   // Each rank's slot holds its chunks in local order; put every chunk at its absolute place.
   std::vector<int64_t> src_offsets;
   int64_t chunk_bytes = 0;
   std::vector<std::pair<int64_t, int64_t>> chunk_order;  // (absolute start, source offset)
   for (int r = 0; r < comm.size(); ++r) {
-    int64_t offset = r * local_strides * stride_bytes;
+    int64_t offset = r * local_bytes;
     for (const Chunk& c : layout.Chunks(r)) {
-      chunk_bytes = c.length / stride * stride_bytes;
+      chunk_bytes = c.length / tokens_per_row * row_bytes;
       chunk_order.emplace_back(c.start, offset);
       offset += chunk_bytes;
     }
@@ -70,6 +80,26 @@ absl::StatusOr<BackendBuffer> GatherPooledKeys(Communicator& comm, AttentionBack
                           static_cast<int64_t>(src_offsets.size()), chunk_bytes};
   if (absl::Status s = backend.GatherRows(gather); !s.ok()) return s;
   return std::move(*absolute);
+}
+
+// a. Pools local keys and all-gathers them (and the heavy keys) into absolute order.
+absl::StatusOr<PooledKeys> GatherPooledKeys(Communicator& comm, AttentionBackend& backend, const CpLayout& layout,
+                                            const CpAttentionShard& shard, const SparseOptions& options) {
+  const int64_t row_bytes = static_cast<int64_t>(shard.hkv) * shard.head_dim * sizeof(float);
+  absl::StatusOr<PooledKeys> local = PoolLocalKeys(backend, layout, shard, options);
+  if (!local.ok()) return local.status();
+  if (absl::Status s = backend.Synchronize(); !s.ok()) return s;
+  absl::StatusOr<BackendBuffer> strides =
+      GatherRowsInOrder(comm, backend, layout, local->strides, options.stride, row_bytes);
+  if (!strides.ok()) return strides.status();
+  PooledKeys out{std::move(*strides), std::nullopt};
+  if (local->heavy) {
+    absl::StatusOr<BackendBuffer> heavy =
+        GatherRowsInOrder(comm, backend, layout, *local->heavy, layout.block_size(), row_bytes);
+    if (!heavy.ok()) return heavy.status();
+    out.heavy = std::move(*heavy);
+  }
+  return out;
 }
 
 // Token-major [rows, hkv, d] -> head-major [hkv, rows, d], so a (KV head, block) is contiguous.
@@ -212,8 +242,8 @@ absl::StatusOr<SparseCpResult> SparseCpAttention(Communicator& comm, AttentionBa
   }
   // One rank: its pooled keys are already in absolute order, with nothing to gather (and no
   // wait for the pooling).
-  absl::StatusOr<BackendBuffer> pooled = one_rank ? PoolLocalKeys(backend, layout, shard, options.stride)
-                                                  : GatherPooledKeys(comm, backend, layout, shard, options.stride);
+  absl::StatusOr<PooledKeys> pooled = one_rank ? PoolLocalKeys(backend, layout, shard, options)
+                                               : GatherPooledKeys(comm, backend, layout, shard, options);
   if (!pooled.ok()) return pooled.status();
   const std::vector<int32_t> q_block_ids = layout.QueryBlockIds(rank);
   absl::StatusOr<BackendBuffer> q_blocks = UploadToBackend(backend, std::span<const int32_t>(q_block_ids));
@@ -225,7 +255,8 @@ absl::StatusOr<SparseCpResult> SparseCpAttention(Communicator& comm, AttentionBa
   est.q_head_stride = shard.head_dim;
   est.q_block_ids = As<int32_t>(*q_blocks);
   est.num_q_blocks = static_cast<int>(q_block_ids.size());
-  est.pooled_k = As<float>(*pooled);
+  est.pooled_k = As<float>(pooled->strides);
+  est.heavy_k = pooled->heavy ? As<float>(*pooled->heavy) : nullptr;
   est.seq_len = static_cast<int>(layout.seq_len());
   est.hq = shard.hq;
   est.hkv = shard.hkv;

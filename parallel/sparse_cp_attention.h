@@ -13,6 +13,7 @@
 #include "absl/status/statusor.h"
 #include "kernels/backend.h"
 #include "kernels/block_mask.h"
+#include "kernels/mask_estimation_params.h"
 #include "kernels/phase_timer.h"
 #include "parallel/communicator.h"
 #include "parallel/cp_attention.h"
@@ -43,6 +44,8 @@ struct SparseOptions {
   // null: none. Host clocks around the estimation bill it the queued work it waits for.
   PhaseTimer* timer = nullptr;
   int timer_layer = -1;
+  // rr+heavy: each block's heavy key is pooled and all-gathered too (1/B of K's bytes more).
+  MaskEstimator estimator = MaskEstimator::kRoundRobin;
 };
 
 struct SparseCpResult {

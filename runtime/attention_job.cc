@@ -203,6 +203,7 @@ absl::Status ValidateAttentionConfig(const AttentionJobConfig& c, int world_size
   if (!(c.tau > 0.f && c.tau <= 1.f)) return Invalid(absl::StrCat("--tau ", c.tau, " must be in (0, 1]"));
   if (!(c.dense_above >= 0.0)) return Invalid(absl::StrCat("--dense-above ", c.dense_above, " must be >= 0"));
   if (absl::StatusOr<BalanceMode> b = ParseBalanceMode(c.balance); !b.ok()) return b.status();
+  if (absl::StatusOr<MaskEstimator> e = ParseMaskEstimator(c.estimator); !e.ok()) return e.status();
   if (c.mode != "dense" && c.mode != "sparse") {
     return Invalid(absl::StrCat("--mode '", c.mode, "' is not a mode (valid: dense, sparse)"));
   }
@@ -264,8 +265,9 @@ absl::StatusOr<AttentionJobReport> RunAttentionJob(const AttentionJobConfig& con
   } else {
     // The mask's ids come to the host only for the needle's recall.
     const bool needle = c.qkv_path.empty() && c.workload == "needle";
-    const SparseOptions options{c.stride, c.tau, c.keep_sink, c.keep_recent, needle, c.dense_above,
-                                *ParseBalanceMode(c.balance)};
+    SparseOptions options{c.stride, c.tau, c.keep_sink, c.keep_recent, needle, c.dense_above,
+                          *ParseBalanceMode(c.balance)};
+    options.estimator = *ParseMaskEstimator(c.estimator);
     absl::StatusOr<SparseCpResult> r = SparseCpAttention(*ctx->comm, backend, layout, cp, options, out);
     if (!r.ok()) return r.status();
     stats = r->stats;
@@ -327,7 +329,7 @@ nlohmann::json AttentionJobReport::ToJson() const {
       {"world_size", world_size}, {"device", device}, {"device_name", device_name}, {"transport", transport},
       {"workload", c.qkv_path.empty() ? c.workload : "file"}, {"qkv", c.qkv_path},
       {"seq_len", c.seq_len}, {"heads", c.heads}, {"kv_heads", c.kv_heads}, {"head_dim", c.head_dim},
-      {"dtype", c.dtype}, {"concentration", c.concentration}, {"slash_heads", c.slash_heads}, {"block", c.block}, {"stride", c.stride}, {"tau", c.tau},
+      {"dtype", c.dtype}, {"concentration", c.concentration}, {"slash_heads", c.slash_heads}, {"block", c.block}, {"estimator", c.estimator}, {"stride", c.stride}, {"tau", c.tau},
       {"mode", c.mode}, {"layout", c.layout}, {"causal", c.causal}, {"threads", c.threads},
       {"density", density}, {"kv_bytes_sent_total", kv_bytes_sent_total},
       {"kv_bytes_dense_ring", kv_bytes_dense_ring}, {"device_memory_used_bytes", device_memory_used_bytes}};

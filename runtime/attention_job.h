@@ -33,6 +33,7 @@ struct AttentionJobConfig {
   std::string layout = "zigzag";
   bool causal = true;
   int block = 128;
+  std::string estimator = "rr";  // rr or rr+heavy (MaskEstimator)
   int stride = 8;
   float tau = 0.95f;
   bool keep_sink = true;

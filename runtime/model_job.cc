@@ -214,6 +214,7 @@ absl::Status ValidateOptions(const PrefillRequestOptions& o) {
     return absl::InvalidArgumentError(absl::StrCat("--dense-above ", o.dense_above, " must be >= 0"));
   }
   if (absl::StatusOr<BalanceMode> b = ParseBalanceMode(o.balance); !b.ok()) return b.status();
+  if (absl::StatusOr<MaskEstimator> e = ParseMaskEstimator(o.estimator); !e.ok()) return e.status();
   if (!o.kv_target.empty()) {
     if (absl::Status s = ValidateUcxKvSinkOptions({o.kv_target, o.kv_timeout}); !s.ok()) return s;
   }
@@ -307,6 +308,7 @@ absl::StatusOr<nlohmann::json> PrefillRequest(const LoadedModel& model, const Pr
   options.sparse = o.mode == "sparse";
   options.sparse_options = SparseOptions{o.stride, o.tau, true, true, /*mask_ids_on_host=*/false, o.dense_above,
                                          *ParseBalanceMode(o.balance)};
+  options.sparse_options.estimator = *ParseMaskEstimator(o.estimator);
   options.keep_kv = !o.kv_out.empty() || !o.kv_target.empty();
   if (options.keep_kv) options.kv_dtype = *ParseDType(o.kv_dtype);  // ValidateOptions checked it
   // The KV cache's host memory is made ready before the clock starts, as a service would at

@@ -45,6 +45,7 @@ struct PrefillRequestOptions {
   std::string mode = "sparse";
   std::string layout = "zigzag";
   int block = 128;
+  std::string estimator = "rr";  // rr or rr+heavy (MaskEstimator)
   int stride = 8;
   float tau = 0.95f;
   // Sparse on several ranks: a layer whose estimated density reaches this runs the dense ring

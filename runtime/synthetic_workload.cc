@@ -29,6 +29,9 @@ constexpr double kStripeRate = 1.0 / 2048;  // stripe starts per token
 constexpr int kLookBack = 2;                // retrieval heads also see this many older windows
 // Slash heads look back by a fixed offset: one per head, alternating between these.
 constexpr int64_t kSlashOffsets[2] = {616, 2088};
+constexpr double kHeavyRate = 1.0 / 512;  // heavy tokens per token and KV head
+constexpr int kHeavySpan = 16;            // queries that seek the same heavy token together
+constexpr double kHeavyAskRate = 0.25;    // spans that seek one
 
 uint64_t SplitMix(uint64_t x) {
   x += 0x9e3779b97f4a7c15ull;
@@ -64,7 +67,9 @@ enum Stream : uint64_t {
   kLocalBucket,
   kVideoBucket,
   kStripe,
-  kVideoFrame
+  kVideoFrame,
+  kHeavyToken,
+  kHeavyAsk
 };
 
 // Dimensions of each head: [0] sink, [1] needle, [2] stripe; the rest carry the random unit
@@ -74,7 +79,7 @@ constexpr int kFeatureDim0 = 3;
 // Logits (after the 1/sqrt(d) scale) of each structure at its peak, for concentration 1.
 struct Strengths {
   double sink = 0, local = 0, slash = 0, stripe = 0, needle = 0, video_spatial = 0,
-         video_temporal = 0, noise = 0;
+         video_temporal = 0, heavy = 0, noise = 0;
 };
 
 Strengths StrengthsFor(WorkloadKind kind) {
@@ -89,6 +94,7 @@ Strengths StrengthsFor(WorkloadKind kind) {
   s.noise = 0.1;
   if (kind == WorkloadKind::kNeedle) s.needle = 19.0;
   if (kind == WorkloadKind::kStripes) s.stripe = 15.0;
+  if (kind == WorkloadKind::kHeavy) s.heavy = 17.0;
   if (kind == WorkloadKind::kVideo) {
     s.video_spatial = 8.0;
     s.video_temporal = 10.0;
@@ -164,11 +170,27 @@ class UnitVectorCache {
   std::vector<double> values_;
 };
 
+bool IsHeavyToken(uint64_t seed, int64_t pos, int kv_head) {
+  return pos >= kSinkTokens && Uniform(seed, kHeavyToken, pos, kv_head, 0) < kHeavyRate;
+}
+
 struct Generator {
   const WorkloadSpec& spec;
   Strengths s;
   NeedlePlacement needle;
   UnitVectorCache* cache;  // this thread's
+  const std::vector<std::vector<int64_t>>* heavy;  // [kv head] heavy positions (heavy workload)
+
+  // The heavy token the query span of `pos` seeks in query head `head`, or -1: with
+  // probability kHeavyAskRate, one of the heavy tokens before the span, uniformly.
+  int64_t HeavyTarget(int64_t pos, int head, int g) const {
+    const int64_t span = pos / kHeavySpan;
+    if (Uniform(spec.seed, kHeavyAsk, span, head, 0) >= kHeavyAskRate) return -1;
+    const std::vector<int64_t>& list = (*heavy)[g];
+    const auto before = std::lower_bound(list.begin(), list.end(), span * kHeavySpan) - list.begin();
+    if (before == 0) return -1;
+    return list[static_cast<size_t>(Uniform(spec.seed, kHeavyAsk, span, head, 1) * static_cast<double>(before))];
+  }
 
   // A feature's key amplitude is fixed by its base logit (keys are shared by the query heads
   // of a KV head), split evenly with the query's at the base: sqrt(base * sqrt(d)) each, which
@@ -223,6 +245,7 @@ struct Generator {
       AddUnitVector(out, kVideoFrame, g, pos / kFrameTokens, KeyAmp(s.video_spatial));
     if (s.sink > 0 && pos < kSinkTokens) out[0] += static_cast<float>(KeyAmp(s.sink));
     if (s.stripe > 0 && IsStripeKey(spec.seed, pos)) out[2] += static_cast<float>(KeyAmp(s.stripe));
+    if (s.heavy > 0 && IsHeavyToken(spec.seed, pos, g)) AddUnitVector(out, kHeavyToken, g, pos, KeyAmp(s.heavy));
     if (s.needle > 0 && pos >= needle.needle_position &&
         pos < needle.needle_position + kNeedleTokens) {
       out[1] += static_cast<float>(KeyAmp(s.needle));
@@ -259,6 +282,11 @@ struct Generator {
     }
     if (s.sink > 0) out[0] += static_cast<float>(QueryAmp(s.sink * w.sink * c, s.sink));
     if (s.stripe > 0) out[2] += static_cast<float>(QueryAmp(s.stripe * w.stripe * c, s.stripe));
+    // Every head role seeks heavy tokens: they are what the text refers back to.
+    if (s.heavy > 0) {
+      const int64_t target = HeavyTarget(pos, head, g);
+      if (target >= 0) AddUnitVector(out, kHeavyToken, g, target, QueryAmp(s.heavy * spec.concentration, s.heavy));
+    }
     const bool asks = pos >= needle.question_begin && pos < needle.question_begin + kQuestionBlock;
     // Every head seeks the needle at full strength: the question is what the text is about.
     if (s.needle > 0 && asks) {
@@ -271,11 +299,11 @@ struct Generator {
 
 absl::StatusOr<WorkloadKind> ParseWorkloadKind(const std::string& name) {
   for (WorkloadKind k : {WorkloadKind::kRandom, WorkloadKind::kNeedle, WorkloadKind::kStripes,
-                         WorkloadKind::kSinks, WorkloadKind::kVideo}) {
+                         WorkloadKind::kSinks, WorkloadKind::kVideo, WorkloadKind::kHeavy}) {
     if (name == WorkloadKindName(k)) return k;
   }
   return absl::InvalidArgumentError(absl::StrCat(
-      "--workload '", name, "' is not a workload (valid: random, needle, stripes, sinks, video)"));
+      "--workload '", name, "' is not a workload (valid: random, needle, stripes, sinks, video, heavy)"));
 }
 
 const char* WorkloadKindName(WorkloadKind kind) {
@@ -290,6 +318,8 @@ const char* WorkloadKindName(WorkloadKind kind) {
       return "sinks";
     case WorkloadKind::kVideo:
       return "video";
+    case WorkloadKind::kHeavy:
+      return "heavy";
   }
   return "?";
 }
@@ -329,9 +359,20 @@ NeedlePlacement PlaceNeedle(int64_t seq_len, int block_size) {
   return {needle, question};
 }
 
+std::vector<int64_t> HeavyTokenPositions(const WorkloadSpec& spec, int kv_head) {
+  std::vector<int64_t> out;
+  if (spec.kind != WorkloadKind::kHeavy) return out;
+  for (int64_t pos = 0; pos < spec.seq_len; ++pos) {
+    if (IsHeavyToken(spec.seed, pos, kv_head)) out.push_back(pos);
+  }
+  return out;
+}
+
 QkvRows GenerateQkvRows(const WorkloadSpec& spec, std::span<const int32_t> positions, int threads) {
   const NeedlePlacement needle = PlaceNeedle(spec.seq_len, kQuestionBlock);
   const Strengths strengths = StrengthsFor(spec.kind);
+  std::vector<std::vector<int64_t>> heavy(spec.kv_heads);
+  for (int g = 0; g < spec.kv_heads; ++g) heavy[g] = HeavyTokenPositions(spec, g);
   const int d = spec.head_dim;
   const int group = spec.heads / spec.kv_heads;
   QkvRows out;
@@ -343,7 +384,7 @@ QkvRows GenerateQkvRows(const WorkloadSpec& spec, std::span<const int32_t> posit
   // so each thread's cache stays warm).
   auto rows = [&](size_t begin, size_t end) {
     UnitVectorCache cache(d);
-    const Generator gen{spec, strengths, needle, &cache};
+    const Generator gen{spec, strengths, needle, &cache, &heavy};
     for (size_t i = begin; i < end; ++i) {
       const int64_t pos = positions[i];
       for (int h = 0; h < spec.heads; ++h)

@@ -9,7 +9,11 @@
 //   stripes : sinks + vertical stripes: short key spans every query of a head attends to;
 //   video   : sinks + frames of 512 tokens (16 rows x 32): spatial heads attend within their
 //             frame, temporal heads to the same patch of earlier frames (slash lines every
-//             frame), as in video transformers' attention maps.
+//             frame), as in video transformers' attention maps;
+//   heavy   : sinks + isolated heavy tokens: single keys at random positions (not aligned to
+//             strides or blocks, about one per 512 tokens per KV head) that spans of 16
+//             queries seek strongly, each span one earlier heavy token with probability 1/4
+//             (retrieval keys, in-text sinks, scene cuts): the case that mean pooling dilutes.
 // Heads differ, as they do in models: per query head a role (local, slash, retrieval, local;
 // optionally the fourth diffuse) sets how much of each structure it uses.
 // `concentration` multiplies every structured logit: 1 is the calibrated default, < 1 spreads
@@ -27,7 +31,7 @@
 
 namespace prefill {
 
-enum class WorkloadKind { kRandom, kNeedle, kStripes, kSinks, kVideo };
+enum class WorkloadKind { kRandom, kNeedle, kStripes, kSinks, kVideo, kHeavy };
 
 absl::StatusOr<WorkloadKind> ParseWorkloadKind(const std::string& name);
 const char* WorkloadKindName(WorkloadKind kind);
@@ -54,6 +58,9 @@ struct NeedlePlacement {
   int64_t question_begin;   // first of block_size queries that seek it
 };
 NeedlePlacement PlaceNeedle(int64_t seq_len, int block_size);
+
+// The heavy workload's heavy key positions of KV head g, ascending.
+std::vector<int64_t> HeavyTokenPositions(const WorkloadSpec& spec, int kv_head);
 inline constexpr int kNeedleTokens = 32;  // a needle is a sentence, not one token
 
 // The role of query head h: what structures it weighs (see docs/workloads.md).

@@ -27,7 +27,7 @@ namespace prefill::quality {
 namespace {
 
 struct Flags {
-  std::vector<std::string> workloads = {"needle", "stripes", "sinks", "video", "random"};
+  std::vector<std::string> workloads = {"needle", "stripes", "sinks", "video", "heavy", "random"};
   std::vector<std::string> qkv_files;
   int64_t seq_len = 8192;
   int heads = 8, kv_heads = 2, head_dim = 64;
@@ -232,7 +232,7 @@ int main(int argc, char** argv) {
   CLI::App app{
       "quality_eval: attention recovered by sparse masks vs the oracle and peer estimators"};
   app.add_option("--workloads", f.workloads,
-                 "Synthetic workloads (random, needle, stripes, sinks, video); "
+                 "Synthetic workloads (random, needle, stripes, sinks, video, heavy); "
                  "'--workloads none' for files only")
       ->delimiter(',')
       ->capture_default_str();

@@ -290,14 +290,16 @@ EstimatorPoint Point(const std::string& estimator, int stride, double tau, doubl
   return pt;
 }
 
-// Round robin through SparseCpAttention: the mask and output the distributed path produces.
-absl::Status RoundRobinPoint(Context& c, int stride, float tau, EstimatorPoint* pt) {
+// Round robin (or rr+heavy) through SparseCpAttention: the mask and output the distributed
+// path produces.
+absl::Status RoundRobinPoint(Context& c, int stride, float tau, MaskEstimator estimator, EstimatorPoint* pt) {
   const WorkloadShard& s = c.shard;
   std::vector<float> o(static_cast<size_t>(c.local_len) * s.heads * s.head_dim);
   std::vector<float> lse(static_cast<size_t>(c.local_len) * s.heads);
   const CpAttentionShard shard{DType::kF32, s.q.data(), s.k.data(),     s.v.data(), s.heads,
                                s.kv_heads,  s.head_dim, c.sweep.causal, c.scale};
-  const SparseOptions options{stride, tau, c.sweep.keep_sink, c.sweep.keep_recent};
+  SparseOptions options{stride, tau, c.sweep.keep_sink, c.sweep.keep_recent};
+  options.estimator = estimator;
   absl::StatusOr<SparseCpResult> r =
       SparseCpAttention(c.comm, *c.backend, c.layout, shard, options, {o.data(), lse.data()});
   if (!r.ok()) return r.status();
@@ -422,7 +424,7 @@ absl::StatusOr<WorkloadReport> EvaluateWorkload(Communicator& comm, const CpLayo
     if (!anti.ok()) return anti.status();
     for (float tau : sweep.taus) {
       EstimatorPoint rr = Point("rr", stride, tau, rr_flops);
-      if (absl::Status s = RoundRobinPoint(c, stride, tau, &rr); !s.ok()) return s;
+      if (absl::Status s = RoundRobinPoint(c, stride, tau, MaskEstimator::kRoundRobin, &rr); !s.ok()) return s;
       // The static window that matches this point's density.
       windows.insert(cpu::WindowForDensity({shard.heads, c.num_blocks, sweep.block, 1, sweep.causal,
                                             sweep.keep_sink, sweep.keep_recent},
@@ -431,6 +433,13 @@ absl::StatusOr<WorkloadReport> EvaluateWorkload(Communicator& comm, const CpLayo
       EstimatorPoint unrotated = Point("rr_unrotated", stride, tau, rr_flops);
       if (absl::Status s = UnrotatedPoint(c, stride, tau, &unrotated); !s.ok()) return s;
       report.points.push_back(std::move(unrotated));
+      // One heavy key per block on top: B / S more keys per B / S pooled ones.
+      const double heavy_pairs = static_cast<double>(c.seq_len / stride) * (c.num_blocks + 1) / (sweep.causal ? 2 : 1);
+      EstimatorPoint heavy = Point("rr+heavy", stride, tau, rr_flops + heavy_pairs / (2 * dense_pairs));
+      if (absl::Status s = RoundRobinPoint(c, stride, tau, MaskEstimator::kRoundRobinHeavy, &heavy); !s.ok()) {
+        return s;
+      }
+      report.points.push_back(std::move(heavy));
       EstimatorPoint xa = Point("antidiagonal", stride, tau, stride * rr_flops);
       if (absl::Status s = SelectedPoint(c, *anti, tau, anti_seconds, true, &xa); !s.ok()) return s;
       report.points.push_back(std::move(xa));

@@ -42,8 +42,8 @@ struct PackedKeys {
   const float* tiles(int kv_head) const { return const_cast<PackedKeys*>(this)->tiles(kv_head); }
 };
 
-// Packs p.pooled_k (p must be valid).
-PackedKeys PackKeys(const MaskEstimateParams& p);
+// Packs `rows` [num_rows, hkv, head_dim] (p.pooled_k, or p.heavy_k with one row per block).
+PackedKeys PackKeys(const float* rows, int num_rows, int hkv, int head_dim);
 
 // Up to kGroupRows consecutive sampled queries of one (head, query block) row: what the vector
 // kernel sees.
@@ -58,6 +58,15 @@ struct RowGroup {
   float* scores = nullptr;    // scratch [kGroupRows, scores_stride]
   int64_t scores_stride = 0;  // >= the tiles covering the largest visible, in floats
   float* mass = nullptr;      // [KV blocks] += each query's softmax mass per block, in row order
+  // rr+heavy (heavy_keys null: plain round robin): query i also sees the unpooled heavy keys
+  // of blocks [0, heavy_visible[i]), packed like `keys` (one column per block), scored with
+  // heavy_logit_scale (scale * log2(e)) less heavy_bias (log2(stride)).
+  const float* heavy_keys = nullptr;
+  int heavy_visible[kGroupRows] = {};
+  float heavy_logit_scale = 0.f;
+  float heavy_bias = 0.f;
+  float* heavy_scores = nullptr;    // scratch [kGroupRows, heavy_scores_stride]
+  int64_t heavy_scores_stride = 0;  // >= the tiles covering every block, in floats
 };
 
 // The vector kernel, compiled from one source (round_robin_block_mass_kernel.inc) for the
@@ -75,8 +84,9 @@ void AccumulateBlockMassAvx512(const RowGroup& group);
 BlockMassKernel BlockMassKernelFor(CpuIsa isa);
 
 // mass[J] (size seq_len / block_size) = the softmax mass of KV block J summed over the sampled
-// queries of local query block q_block in query head `head` (p must be valid).
-void RowBlockMass(const MaskEstimateParams& p, const PackedKeys& keys, int head, int q_block,
-                  BlockMassKernel kernel, std::span<float> mass);
+// queries of local query block q_block in query head `head` (p must be valid). `heavy`: the
+// packed p.heavy_k, or null.
+void RowBlockMass(const MaskEstimateParams& p, const PackedKeys& keys, const PackedKeys* heavy, int head,
+                  int q_block, BlockMassKernel kernel, std::span<float> mass);
 
 }  // namespace prefill::cpu::round_robin

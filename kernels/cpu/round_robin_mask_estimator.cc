@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cmath>
 #include <numeric>
+#include <optional>
 #include <span>
 #include <vector>
 
@@ -127,7 +128,9 @@ BlockMask Assemble(const MaskEstimateParams& p, const std::vector<std::vector<in
 absl::StatusOr<BlockMask> EstimateRoundRobinMask(const MaskEstimateParams& p, int threads) {
   if (absl::Status s = Validate(p); !s.ok()) return s;
   const int num_kv_blocks = p.seq_len / p.block_size;
-  const round_robin::PackedKeys keys = round_robin::PackKeys(p);
+  const round_robin::PackedKeys keys = round_robin::PackKeys(p.pooled_k, p.seq_len / p.stride, p.hkv, p.head_dim);
+  std::optional<round_robin::PackedKeys> heavy;
+  if (p.heavy_k != nullptr) heavy = round_robin::PackKeys(p.heavy_k, num_kv_blocks, p.hkv, p.head_dim);
   const absl::StatusOr<CpuIsa> isa = SelectedCpuIsa();
   if (!isa.ok()) return isa.status();
   const round_robin::BlockMassKernel kernel = round_robin::BlockMassKernelFor(*isa);
@@ -143,7 +146,7 @@ absl::StatusOr<BlockMask> EstimateRoundRobinMask(const MaskEstimateParams& p, in
       return;
     }
     std::vector<float> mass(num_kv_blocks);
-    round_robin::RowBlockMass(p, keys, head, q_block, kernel, mass);
+    round_robin::RowBlockMass(p, keys, heavy ? &*heavy : nullptr, head, q_block, kernel, mass);
     rows[row] = SelectBlocks(p, mass, absolute);
   });
   return Assemble(p, rows);

@@ -81,12 +81,15 @@ struct EstimatorProblem {
   std::vector<float> q32;  // the stored values as fp32
   std::vector<float> pooled;
   std::vector<int32_t> q_block_ids;
+  std::vector<uint8_t> k_stored;  // K as stored (dtype)
+  std::vector<float> heavy;       // rr+heavy: each block's heavy key, pooled on the CPU
 };
 
 // Keys of block J carry c_J times a shared direction u (c_J random in [0, 3)), queries carry
 // 2u: block masses then differ by orders of magnitude, as in real attention, instead of being
 // nearly uniform (which would make every row a pile of near-ties).
-EstimatorProblem MakeProblem(DType dtype, int head_dim, int stride, bool causal, float tau, uint32_t seed) {
+EstimatorProblem MakeProblem(DType dtype, int head_dim, int stride, bool causal, float tau, uint32_t seed,
+                             bool plant_heavy = false) {
   EstimatorProblem e;
   MaskEstimateParams& p = e.p;
   p.dtype = dtype;
@@ -123,9 +126,17 @@ EstimatorProblem MakeProblem(DType dtype, int head_dim, int stride, bool causal,
       }
     }
   }
-  std::vector<uint8_t> k_stored(k.size() * DTypeSize(dtype));
+  // Isolated heavy keys (rr+heavy): one key of every third block leans hard towards u.
+  for (int b = 1; b < nkb && plant_heavy; b += 3) {
+    for (int g = 0; g < p.hkv; ++g) {
+      for (int d = 0; d < head_dim; ++d) k[(static_cast<size_t>(b * p.block_size + 37) * p.hkv + g) * head_dim + d] += 4.f * u[d];
+    }
+  }
+  std::vector<uint8_t>& k_stored = e.k_stored;
+  k_stored.resize(k.size() * DTypeSize(dtype));
   ConvertFromF32(dtype, k.data(), k_stored.data(), static_cast<int64_t>(k.size()));
   e.pooled.resize(static_cast<size_t>(p.seq_len / stride) * p.hkv * head_dim);
+  e.heavy.resize(static_cast<size_t>(nkb) * p.hkv * head_dim);
   PoolKeysParams pk;
   pk.dtype = dtype;
   pk.k = k_stored.data();
@@ -135,6 +146,8 @@ EstimatorProblem MakeProblem(DType dtype, int head_dim, int stride, bool causal,
   pk.head_dim = head_dim;
   pk.stride = stride;
   pk.pooled = e.pooled.data();
+  pk.block_size = p.block_size;
+  pk.heavy = e.heavy.data();
   EXPECT_TRUE(cpu::PoolKeys(pk).ok());
 
   // Q [lq, hq, D] with padded head stride.
@@ -156,7 +169,8 @@ EstimatorProblem MakeProblem(DType dtype, int head_dim, int stride, bool causal,
   return e;
 }
 
-// fp64 block masses of row (h, local q block qb): sum over sampled rows of the row softmax.
+// fp64 block masses of row (h, local q block qb): sum over sampled rows of the row softmax
+// (with p.heavy_k set, the heavy keys of the blocks before the row's own join it).
 std::vector<double> BlockMasses(const EstimatorProblem& e, int h, int qb) {
   const MaskEstimateParams& p = e.p;
   const int r_per_block = p.block_size / p.stride, nkb = p.seq_len / p.block_size;
@@ -177,9 +191,21 @@ std::vector<double> BlockMasses(const EstimatorProblem& e, int h, int qb) {
       z[j] = dot * p.scale / p.stride;
       m = std::max(m, z[j]);
     }
+    std::vector<double> zh(p.heavy_k ? (p.causal ? absolute : nkb) : 0);
+    for (size_t b = 0; b < zh.size(); ++b) {
+      double dot = 0;
+      for (int d = 0; d < p.head_dim; ++d) {
+        dot += static_cast<double>(e.q32[row * p.q_row_stride + h * p.q_head_stride + d]) *
+               e.heavy[(b * p.hkv + g) * p.head_dim + d];
+      }
+      zh[b] = dot * p.scale - std::log(static_cast<double>(p.stride));
+      m = std::max(m, zh[b]);
+    }
     double sum = 0;
     for (double x : z) sum += std::exp(x - m);
+    for (double x : zh) sum += std::exp(x - m);
     for (int j = 0; j < visible; ++j) mass[j / r_per_block] += std::exp(z[j] - m) / sum;
+    for (size_t b = 0; b < zh.size(); ++b) mass[b] += std::exp(zh[b] - m) / sum;
   }
   return mass;
 }
@@ -232,11 +258,12 @@ double SelectedFraction(const std::vector<double>& mass, std::span<const int32_t
 
 // The GPU mask of e (host params) through the backend.
 absl::StatusOr<BlockMask> GpuMask(AttentionBackend& backend, const EstimatorProblem& e) {
-  DeviceBuffer q(backend, e.q), ids(backend, e.q_block_ids), pooled(backend, e.pooled);
+  DeviceBuffer q(backend, e.q), ids(backend, e.q_block_ids), pooled(backend, e.pooled), heavy(backend, e.heavy);
   MaskEstimateParams dp = e.p;
   dp.q = q.get();
   dp.q_block_ids = ids.as<int32_t>();
   dp.pooled_k = pooled.as<float>();
+  if (e.p.heavy_k) dp.heavy_k = heavy.as<float>();
   return backend.EstimateMask(dp);
 }
 
@@ -327,6 +354,38 @@ TEST(CudaMaskEstimator, UnrotatedOffsetsAgreeWithCpu) {
     absl::StatusOr<BlockMask> gpu_mask = GpuMask(*backend, e);
     ASSERT_TRUE(gpu_mask.ok()) << gpu_mask.status();
     ExpectValidAndCloseToCpu(e, *gpu_mask, *cpu_mask, precision);
+  }
+}
+
+// rr+heavy: the GPU pools the same heavy keys bitwise (fp64 deviations in the CPU's order) and
+// its masks pass the same validity check against fp64 masses that include the heavy keys.
+TEST(CudaMaskEstimator, HeavyVariantAgreesWithCpu) {
+  PREFILL_SKIP_WITHOUT_GPU();
+  auto backend = gpu_test::MakeBackend();
+  ASSERT_NE(backend, nullptr);
+  for (DType dtype : {DType::kBF16, DType::kF32}) {
+    for (bool causal : {true, false}) {
+      SCOPED_TRACE(::testing::Message() << DTypeName(dtype) << (causal ? " causal" : " full"));
+      EstimatorProblem e = MakeProblem(dtype, 128, 8, causal, 0.9f, 23, /*plant_heavy=*/true);
+      e.p.heavy_k = e.heavy.data();
+      DeviceBuffer k(*backend, e.k_stored);
+      absl::StatusOr<BackendBuffer> pooled = backend->Allocate(e.pooled.size() * sizeof(float));
+      absl::StatusOr<BackendBuffer> heavy = backend->Allocate(e.heavy.size() * sizeof(float));
+      ASSERT_TRUE(pooled.ok() && heavy.ok());
+      PoolKeysParams pk{dtype, k.get(), static_cast<int64_t>(e.p.hkv) * e.p.head_dim, e.p.seq_len, e.p.hkv,
+                        e.p.head_dim, e.p.stride, static_cast<float*>(pooled->get()), e.p.block_size,
+                        static_cast<float*>(heavy->get())};
+      ASSERT_TRUE(backend->PoolKeys(pk).ok());
+      std::vector<float> gpu_heavy(e.heavy.size());
+      ASSERT_TRUE(backend->CopyToHost(gpu_heavy.data(), heavy->get(), gpu_heavy.size() * sizeof(float)).ok());
+      EXPECT_EQ(gpu_heavy, e.heavy);
+
+      absl::StatusOr<BlockMask> cpu_mask = cpu::EstimateRoundRobinMask(e.p, 0);
+      ASSERT_TRUE(cpu_mask.ok()) << cpu_mask.status();
+      absl::StatusOr<BlockMask> gpu_mask = GpuMask(*backend, e);
+      ASSERT_TRUE(gpu_mask.ok()) << gpu_mask.status();
+      ExpectValidAndCloseToCpu(e, *gpu_mask, *cpu_mask, cuda::GetEstimatorPrecision());
+    }
   }
 }
 

@@ -37,7 +37,7 @@ struct Problem {
   int head_dim = 16;
   int block_size = 64;
   int stride = 8;
-  std::vector<float> q, k, pooled;
+  std::vector<float> q, k, pooled, heavy;
   std::vector<int32_t> all_blocks;
 
   int num_blocks() const { return seq_len / block_size; }
@@ -74,9 +74,10 @@ struct Problem {
     }
   }
 
-  // Pools K and returns parameters estimating every query block.
-  MaskEstimateParams Params() {
+  // Pools K and returns parameters estimating every query block (rr+heavy with_heavy).
+  MaskEstimateParams Params(bool with_heavy = false) {
     pooled.assign(int64_t{seq_len / stride} * hkv * head_dim, 0.f);
+    heavy.assign(int64_t{num_blocks()} * hkv * head_dim, 0.f);
     PoolKeysParams pk;
     pk.k = k.data();
     pk.k_row_stride = int64_t{hkv} * head_dim;
@@ -85,6 +86,10 @@ struct Problem {
     pk.head_dim = head_dim;
     pk.stride = stride;
     pk.pooled = pooled.data();
+    if (with_heavy) {
+      pk.block_size = block_size;
+      pk.heavy = heavy.data();
+    }
     EXPECT_TRUE(PoolKeys(pk).ok());
     all_blocks.resize(num_blocks());
     std::iota(all_blocks.begin(), all_blocks.end(), 0);
@@ -103,6 +108,7 @@ struct Problem {
     p.block_size = block_size;
     p.stride = stride;
     p.scale = 1.f / std::sqrt(static_cast<float>(head_dim));
+    if (with_heavy) p.heavy_k = heavy.data();
     return p;
   }
 };
@@ -328,7 +334,7 @@ std::string Exact(float x) {
   return text;
 }
 
-Reference RunNumpy(const Problem& pb, const MaskEstimateParams& p) {
+Reference RunNumpy(const Problem& pb, const MaskEstimateParams& p, bool heavy = false) {
   const std::string dir = testing::TempDir();
   const std::string q_path = dir + "rr_q.f32", k_path = dir + "rr_k.f32",
                     out_path = dir + "rr_out.txt";
@@ -339,7 +345,7 @@ Reference RunNumpy(const Problem& pb, const MaskEstimateParams& p) {
       " --k ", k_path, " --out ", out_path, " --seq_len ", pb.seq_len, " --hq ", pb.hq, " --hkv ",
       pb.hkv, " --head_dim ", pb.head_dim, " --block ", pb.block_size, " --stride ", pb.stride,
       " --tau ", Exact(p.tau), " --scale ", Exact(p.scale), " --causal ", int{p.causal},
-      " --keep_sink ", int{p.keep_sink}, " --keep_recent ", int{p.keep_recent});
+      " --keep_sink ", int{p.keep_sink}, " --keep_recent ", int{p.keep_recent}, " --heavy ", int{heavy});
   EXPECT_EQ(std::system(cmd.c_str()), 0) << cmd;
 
   Reference ref;
@@ -378,6 +384,16 @@ struct Geometry {
   uint32_t seed;  // inputs whose every decision sits >= 1e-4 of the row's mass from flipping
 };
 
+Problem StructuredProblem(const Geometry& geo) {
+  Problem pb;
+  pb.seq_len = geo.seq_len;
+  pb.block_size = geo.block_size;
+  pb.stride = geo.stride;
+  pb.head_dim = geo.head_dim;
+  pb.FillStructured(geo.seed);
+  return pb;
+}
+
 TEST(RoundRobinMaskEstimator, MatchesNumpyReferenceExactly) {
   const Geometry geometries[] = {
       // 8 strides per block: two full groups of 4 sampled queries.
@@ -391,12 +407,7 @@ TEST(RoundRobinMaskEstimator, MatchesNumpyReferenceExactly) {
   };
   for (const Geometry& geo : geometries) {
     for (int flags = 0; flags < 8; ++flags) {
-      Problem pb;
-      pb.seq_len = geo.seq_len;
-      pb.block_size = geo.block_size;
-      pb.stride = geo.stride;
-      pb.head_dim = geo.head_dim;
-      pb.FillStructured(geo.seed);
+      Problem pb = StructuredProblem(geo);
       MaskEstimateParams p = pb.Params();
       p.tau = geo.tau;
       p.causal = flags & 1;
@@ -410,13 +421,13 @@ TEST(RoundRobinMaskEstimator, MatchesNumpyReferenceExactly) {
       ASSERT_GT(ref.margin, 1e-5) << where << ": pick another seed, this input is fragile";
 
       const BlockMask m = Estimate(p);
-      const round_robin::PackedKeys keys = round_robin::PackKeys(p);
+      const round_robin::PackedKeys keys = round_robin::PackKeys(p.pooled_k, p.seq_len / p.stride, p.hkv, p.head_dim);
       const int strides_per_block = geo.block_size / geo.stride;
       std::vector<float> mass(pb.num_blocks());
       for (int h = 0; h < pb.hq; ++h) {
         for (int qb = 0; qb < pb.num_blocks(); ++qb) {
           ASSERT_EQ(Row(m, h, qb), ref.mask.at({h, qb})) << where << " row " << h << " " << qb;
-          round_robin::RowBlockMass(p, keys, h, qb, round_robin::BlockMassKernelFor(cpu::BestCpuIsa()), mass);
+          round_robin::RowBlockMass(p, keys, nullptr, h, qb, round_robin::BlockMassKernelFor(cpu::BestCpuIsa()), mass);
           const std::vector<float>& want = ref.mass.at({h, qb});
           // Masses sum to the number of sampled queries; fp32 logits of magnitude up to ~20
           // and a polynomial exp stay well within 1e-5 of that sum.
@@ -428,6 +439,75 @@ TEST(RoundRobinMaskEstimator, MatchesNumpyReferenceExactly) {
               << where;
         }
       }
+    }
+  }
+}
+
+// rr+heavy against the numpy reference: the heavy key each block contributes (the same
+// selection in fp64), the masses with the heavy channel, the masks exactly.
+TEST(RoundRobinMaskEstimator, HeavyVariantMatchesNumpyReference) {
+  const Geometry geometries[] = {{512, 64, 8, 16, 0.9f, 109}, {1024, 64, 4, 20, 0.7f, 145}};
+  int compared = 0;
+  for (const Geometry& geo : geometries) {
+    for (int flags = 0; flags < 8; ++flags) {
+      Problem pb = StructuredProblem(geo);
+      // One isolated heavy key per fourth block, away from stride boundaries.
+      for (int b = 1; b < pb.num_blocks(); b += 4) Plant(&pb.K(b * geo.block_size + 5, 0, 0), pb.head_dim, 3, kPlanted);
+      MaskEstimateParams p = pb.Params(/*with_heavy=*/true);
+      p.tau = geo.tau;
+      p.causal = flags & 1;
+      p.keep_sink = flags & 2;
+      p.keep_recent = flags & 4;
+      const std::string where = absl::StrCat("L=", geo.seq_len, " S=", geo.stride, " flags=", flags);
+      const Reference ref = RunNumpy(pb, p, /*heavy=*/true);
+      if (ref.margin <= 1e-5) continue;  // a decision within rounding of flipping
+      ++compared;
+      const BlockMask m = Estimate(p);
+      const round_robin::PackedKeys keys = round_robin::PackKeys(p.pooled_k, p.seq_len / p.stride, p.hkv, p.head_dim);
+      const round_robin::PackedKeys heavy = round_robin::PackKeys(p.heavy_k, pb.num_blocks(), p.hkv, p.head_dim);
+      std::vector<float> mass(pb.num_blocks());
+      for (int h = 0; h < pb.hq; ++h) {
+        for (int qb = 0; qb < pb.num_blocks(); ++qb) {
+          ASSERT_EQ(Row(m, h, qb), ref.mask.at({h, qb})) << where << " row " << h << " " << qb;
+          round_robin::RowBlockMass(p, keys, &heavy, h, qb, round_robin::BlockMassKernelFor(cpu::BestCpuIsa()), mass);
+          const std::vector<float>& want = ref.mass.at({h, qb});
+          for (int b = 0; b < pb.num_blocks(); ++b) {
+            EXPECT_NEAR(mass[b], want[b], 1e-5 * geo.block_size / geo.stride) << where << " block " << b;
+          }
+        }
+      }
+    }
+  }
+  EXPECT_GE(compared, 12) << "of 16 cases: too many fragile inputs";
+}
+
+// One key, inside a stride, that the queries of one later block seek (logit 14), while they
+// also attend to their own block (logit 10 a key). Pooled with its seven neighbours the heavy
+// key's logit is 14 / 8 and plain round robin keeps only the diagonal at tau 0.9; rr+heavy
+// scores it unpooled (14 - ln 8 against the stride logits of 10: about 45% of the mass) and
+// keeps its block, as full attention would (e^14 against ~64 keys of e^10).
+TEST(RoundRobinMaskEstimator, HeavyVariantFindsTheIsolatedKeyPoolingDilutes) {
+  Problem pb;
+  pb.Fill(0.3f, 17);
+  const int key_pos = 3 * pb.block_size + 21, asking = 12;
+  const float heavy = std::sqrt(14.f * 4), local = std::sqrt(10.f * 4);  // logit = x^2 / sqrt(16)
+  pb.K(key_pos, 0, 2) = heavy;
+  for (int t = asking * pb.block_size; t < (asking + 1) * pb.block_size; ++t) {
+    pb.K(t, 0, 5) = local;
+    for (int h = 0; h < pb.hq / pb.hkv; ++h) {  // the query heads of KV head 0
+      pb.Q(t, h, 2) = heavy;
+      pb.Q(t, h, 5) = local;
+    }
+  }
+  for (bool with_heavy : {false, true}) {
+    MaskEstimateParams p = pb.Params(with_heavy);
+    p.tau = 0.9f;
+    if (with_heavy) {  // the pooling picked the planted key for its block
+      for (int e = 0; e < pb.head_dim; ++e) EXPECT_EQ(pb.heavy[(3 * pb.hkv + 0) * pb.head_dim + e], pb.K(key_pos, 0, e));
+    }
+    const BlockMask m = Estimate(p);
+    for (int h = 0; h < pb.hq / pb.hkv; ++h) {
+      EXPECT_EQ(Contains(m, h, asking, 3), with_heavy) << "head " << h << (with_heavy ? " rr+heavy" : " rr");
     }
   }
 }
@@ -444,7 +524,7 @@ TEST(RoundRobinMaskEstimator, ZigzagShardsReproduceTheSingleRankRowsBitwise) {
   for (bool causal : {true, false}) {
     full.causal = causal;
     const BlockMask whole = Estimate(full, 1);
-    const round_robin::PackedKeys keys = round_robin::PackKeys(full);
+    const round_robin::PackedKeys keys = round_robin::PackKeys(full.pooled_k, full.seq_len / full.stride, full.hkv, full.head_dim);
     const round_robin::BlockMassKernel kernel = round_robin::BlockMassKernelFor(cpu::BestCpuIsa());
     for (int ranks : {2, 4}) {
       const int chunk_blocks = pb.num_blocks() / (2 * ranks);
@@ -470,8 +550,8 @@ TEST(RoundRobinMaskEstimator, ZigzagShardsReproduceTheSingleRankRowsBitwise) {
         for (int h = 0; h < pb.hq; ++h) {
           for (int i = 0; i < local.num_q_blocks; ++i) {
             EXPECT_EQ(Row(part, h, i), Row(whole, h, ids[i])) << ranks << " " << rank;
-            round_robin::RowBlockMass(local, keys, h, i, kernel, mine);
-            round_robin::RowBlockMass(full, keys, h, ids[i], kernel, single);
+            round_robin::RowBlockMass(local, keys, nullptr, h, i, kernel, mine);
+            round_robin::RowBlockMass(full, keys, nullptr, h, ids[i], kernel, single);
             EXPECT_EQ(0, std::memcmp(mine.data(), single.data(), mine.size() * sizeof(float)));
           }
         }
@@ -491,16 +571,16 @@ TEST(RoundRobinMaskEstimator, EveryIsaKernelAgreesBitwiseWithTheGenericOne) {
   MaskEstimateParams p = pb.Params();
   for (bool causal : {true, false}) {
     p.causal = causal;
-    const round_robin::PackedKeys keys = round_robin::PackKeys(p);
+    const round_robin::PackedKeys keys = round_robin::PackKeys(p.pooled_k, p.seq_len / p.stride, p.hkv, p.head_dim);
     const BlockMask best = Estimate(p);
     for (cpu::CpuIsa isa : cpu::RunnableCpuIsas()) {
       SCOPED_TRACE(cpu::CpuIsaName(isa));
       std::vector<float> generic(pb.num_blocks()), variant(pb.num_blocks());
       for (int h = 0; h < pb.hq; ++h) {
         for (int qb = 0; qb < pb.num_blocks(); ++qb) {
-          round_robin::RowBlockMass(p, keys, h, qb, &round_robin::AccumulateBlockMassGeneric,
+          round_robin::RowBlockMass(p, keys, nullptr, h, qb, &round_robin::AccumulateBlockMassGeneric,
                                     generic);
-          round_robin::RowBlockMass(p, keys, h, qb, round_robin::BlockMassKernelFor(isa), variant);
+          round_robin::RowBlockMass(p, keys, nullptr, h, qb, round_robin::BlockMassKernelFor(isa), variant);
           EXPECT_EQ(0, std::memcmp(generic.data(), variant.data(), generic.size() * sizeof(float)))
               << h << " " << qb;
         }

@@ -6,6 +6,10 @@ matrices in float32, np.exp, the causal rule per token position, selection over 
 then ANDed with causal visibility. round_robin_mask_estimator_test.cc writes Q and K, runs this
 script and compares masks (exactly) and block masses (within rounding).
 
+With --heavy 1, the rr+heavy variant: each block's key farthest (squared distance, float64)
+from its stride's mean joins every sampled query's softmax as one more key, unpooled, with its
+logit less log(stride), for the queries whose block comes after it (causal) or all (not).
+
 Input: raw float32 files, q [seq_len, hq, head_dim] and k [seq_len, hkv, head_dim], every query
 block present. Output, one line each:
   mass <head> <q_block> <A[0]> ... <A[num_blocks-1]>   estimated mass per KV block
@@ -26,16 +30,36 @@ def block_masses(q, k, a):
     strides, blocks, r = seq_len // s, seq_len // b, b // s
     pooled = k.reshape(strides, s, hkv, d).sum(axis=1, dtype=np.float32)
     masses = np.zeros((hq, blocks, blocks), np.float32)
+    heavy = heavy_keys(k, pooled, a) if a.heavy else None
     for h in range(hq):
+        g = h // (hq // hkv)
         pos = np.arange(strides) * s + h % s  # round robin: head h samples offset h mod S
-        z = (q[pos, h, :] @ pooled[:, h // (hq // hkv), :].T) * np.float32(a.scale / s)
+        z = (q[pos, h, :] @ pooled[:, g, :].T) * np.float32(a.scale / s)
         if a.causal:
             first_key = np.arange(strides) * s
             z = np.where(first_key[None, :] <= pos[:, None], z, np.float32(-np.inf))
+        if heavy is not None:
+            zh = (q[pos, h, :] @ heavy[:, g, :].T) * np.float32(a.scale) - np.float32(np.log(s))
+            if a.causal:  # the heavy keys of whole blocks before the query's own
+                zh = np.where(np.arange(blocks)[None, :] < (pos // b)[:, None], zh, np.float32(-np.inf))
+            z = np.concatenate([z, zh], axis=1)
         e = np.exp(z - z.max(axis=1, keepdims=True))
         p = e / e.sum(axis=1, keepdims=True)
-        masses[h] = p.reshape(blocks, r, blocks, r).sum(axis=(1, 3))
+        masses[h] = p[:, :strides].reshape(blocks, r, blocks, r).sum(axis=(1, 3))
+        if heavy is not None:
+            masses[h] += p[:, strides:].reshape(blocks, r, blocks).sum(axis=1)
     return masses
+
+
+def heavy_keys(k, pooled, a):
+    """[blocks, hkv, d]: per block and KV head, the key farthest from its stride's mean."""
+    seq_len, hkv, d = k.shape
+    mean = np.repeat(pooled.astype(np.float64) / a.stride, a.stride, axis=0)  # per key
+    dev = ((k.astype(np.float64) - mean) ** 2).sum(axis=2)  # [seq_len, hkv]
+    blocks = seq_len // a.block
+    first = dev.reshape(blocks, a.block, hkv).argmax(axis=1)  # argmax: the first on ties
+    rows = np.arange(blocks)[:, None] * a.block + first
+    return k[rows, np.arange(hkv)[None, :], :]
 
 
 def select(row, q_block, a):
@@ -72,6 +96,7 @@ def main():
     ap.add_argument("--scale", type=float, required=True)
     for name in ("causal", "keep_sink", "keep_recent"):
         ap.add_argument("--" + name, type=int, choices=(0, 1), required=True)
+    ap.add_argument("--heavy", type=int, choices=(0, 1), default=0)
     a = ap.parse_args()
 
     q = np.fromfile(a.q, np.float32).reshape(a.seq_len, a.hq, a.head_dim)

@@ -55,7 +55,7 @@ struct Outcome {
 
 // dense_above: SparseOptions' (by default above any density: the sparse exchange always runs).
 Outcome RunJob(Communicator& comm, const Job& job, const CpLayout& layout, bool sparse, double dense_above = 2.0,
-               BalanceMode balance = BalanceMode::kAuto) {
+               BalanceMode balance = BalanceMode::kAuto, MaskEstimator estimator = MaskEstimator::kRoundRobin) {
   const RankInputs in = Inputs(job, layout, comm.rank());
   std::unique_ptr<AttentionBackend> backend = MakeCpuBackend(1);
   const int64_t rows = layout.local_len();
@@ -65,8 +65,9 @@ Outcome RunJob(Communicator& comm, const Job& job, const CpLayout& layout, bool 
   const CpAttentionShard shard{job.dtype, in.q.bytes.data(), in.k.bytes.data(), in.v.bytes.data(), kHeads,
                                kKvHeads, kDim, job.causal, 1.0f / std::sqrt(float{kDim})};
   if (sparse) {
-    absl::StatusOr<SparseCpResult> r = SparseCpAttention(comm, *backend, layout, shard, SparseOptions{8, 0.9f, true, true, true, dense_above, balance},
-                                                         {out.o.data(), lse.data()});
+    SparseOptions options{8, 0.9f, true, true, true, dense_above, balance};
+    options.estimator = estimator;
+    absl::StatusOr<SparseCpResult> r = SparseCpAttention(comm, *backend, layout, shard, options, {out.o.data(), lse.data()});
     EXPECT_TRUE(r.ok()) << r.status();
     if (r.ok()) {
       out.stats = r->stats;
@@ -132,18 +133,31 @@ TEST_P(CpAttentionTest, DenseRingExposedExchangeIsPartOfTheWait) {
   EXPECT_EQ(single.stats.exchange_exposed_seconds, 0.0);
 }
 
-TEST_P(CpAttentionTest, SparseMaskAndOutputEqualSingleRank) {
-  const Outcome mine = RunJob(*world_, job_, *layout_, true);
-  const Outcome single = RunJob(*self_, job_, *single_, true);
+void ExpectSameMaskRows(const Outcome& mine, const Outcome& single, int rank) {
   ASSERT_EQ(mine.mask.num_heads, single.mask.num_heads);
   for (int h = 0; h < kHeads; ++h) {
     for (int qb = 0; qb < mine.mask.num_q_blocks; ++qb) {
       const int32_t absolute = mine.mask.q_block_ids[qb];
       auto a = mine.mask.row(h, qb), b = single.mask.row(h, absolute);
       EXPECT_EQ(std::vector<int32_t>(a.begin(), a.end()), std::vector<int32_t>(b.begin(), b.end()))
-          << "head " << h << " query block " << absolute << " on rank " << world_->rank();
+          << "head " << h << " query block " << absolute << " on rank " << rank;
     }
   }
+}
+
+TEST_P(CpAttentionTest, SparseMaskAndOutputEqualSingleRank) {
+  const Outcome mine = RunJob(*world_, job_, *layout_, true);
+  const Outcome single = RunJob(*self_, job_, *single_, true);
+  ExpectSameMaskRows(mine, single, world_->rank());
+  ExpectSameRows(mine, single, kMergeTolerance);
+}
+
+// rr+heavy: the heavy keys are pooled per rank and all-gathered in absolute block order, so
+// every rank's rows are the single rank's, as with plain round robin.
+TEST_P(CpAttentionTest, HeavyEstimatorMaskAndOutputEqualSingleRank) {
+  const Outcome mine = RunJob(*world_, job_, *layout_, true, 2.0, BalanceMode::kAuto, MaskEstimator::kRoundRobinHeavy);
+  const Outcome single = RunJob(*self_, job_, *single_, true, 2.0, BalanceMode::kAuto, MaskEstimator::kRoundRobinHeavy);
+  ExpectSameMaskRows(mine, single, world_->rank());
   ExpectSameRows(mine, single, kMergeTolerance);
 }
 
@@ -226,6 +240,7 @@ INSTANTIATE_TEST_SUITE_P(
     ::testing::Values(std::make_tuple(LayoutKind::kZigzag, true, WorkloadKind::kNeedle, DType::kF32),
                       std::make_tuple(LayoutKind::kContiguous, true, WorkloadKind::kStripes, DType::kF32),
                       std::make_tuple(LayoutKind::kZigzag, false, WorkloadKind::kVideo, DType::kF32),
+                      std::make_tuple(LayoutKind::kZigzag, true, WorkloadKind::kHeavy, DType::kF32),
                       std::make_tuple(LayoutKind::kZigzag, true, WorkloadKind::kRandom, DType::kBF16)));
 
 // Balanced against unbalanced sparse attention, 1 to 4 ranks (3 included: 3072 tokens split

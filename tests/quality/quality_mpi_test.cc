@@ -95,7 +95,7 @@ TEST_P(QualityMpiTest, FourRanksEqualOneRank) {
     EXPECT_GT(a.density, 0) << what;
     EXPECT_GE(a.recall_mean, a.recall_p1) << what;
   }
-  EXPECT_EQ(estimators, (std::set<std::string>{"rr", "rr_unrotated", "antidiagonal", "oracle",
+  EXPECT_EQ(estimators, (std::set<std::string>{"rr", "rr_unrotated", "rr+heavy", "antidiagonal", "oracle",
                                                "static_window"}));
   if (GetParam() == WorkloadKind::kNeedle) {
     for (const EstimatorPoint& p : mine->points) {

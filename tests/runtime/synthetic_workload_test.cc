@@ -72,6 +72,7 @@ INSTANTIATE_TEST_SUITE_P(Kinds, SyntheticWorkloadTest,
                                            Case{WorkloadKind::kStripes, 64, true},
                                            Case{WorkloadKind::kVideo, 128, false},
                                            Case{WorkloadKind::kSinks, 128, true},
+                                           Case{WorkloadKind::kHeavy, 64, false},
                                            Case{WorkloadKind::kRandom, 64, false}));
 
 }  // namespace

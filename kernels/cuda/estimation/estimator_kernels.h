@@ -5,6 +5,7 @@
 //      [+ lo], [hkv][rows][D], row t = ((q_block - first) * group + head_in_group) * R + i;
 //   3. BlockScores: tensor-core logits (wgmma on sm_90a, mma.sync elsewhere), online row softmax, per (sampled row, KV block) the
 //      log2-sum-exp2 of its visible strides and per row the log2-sum-exp2 of all of them;
+//   3b. HeavyScores (rr+heavy only): the blocks' heavy keys into the same log2-sum-exp2s;
 //   4. SelectBlocks: per (head, query block): block masses from those, top-tau by a radix
 //      select over the masses (no sort), forced blocks -> a bitmask row and its count;
 //   5. ScanRowCounts + FillCsr: CSR offsets and ascending block ids.
@@ -54,6 +55,15 @@ cudaError_t LaunchBlockScores(const uint16_t* q_hi, const uint16_t* q_lo, const 
                               const uint16_t* k_lo, const int32_t* q_block_ids, const EstimatorShape& shape,
                               bool skip_dense_rows, bool use_wgmma, int q_block_begin, int q_block_end,
                               float* block_lse, float* row_lse, cudaStream_t stream);
+
+// rr+heavy, after BlockScores: the heavy keys kh_hi [hkv][num_kv_blocks][D] (bf16, as
+// SplitPooledKeys writes them) join the softmax of every sampled row of the chunk: for each
+// block J wholly before the row's query block (every J when not causal), the logit
+// q_hi . kh[J] * heavy_scale - heavy_bias is log2-added to block_lse[row][J] and to row_lse.
+cudaError_t LaunchHeavyScores(const uint16_t* q_hi, const uint16_t* kh_hi, const int32_t* q_block_ids,
+                              const EstimatorShape& shape, bool skip_dense_rows, int q_block_begin, int q_block_end,
+                              float heavy_scale, float heavy_bias, float* block_lse, float* row_lse,
+                              cudaStream_t stream);
 
 struct SelectionOptions {
   float tau = 0.95f;

@@ -216,7 +216,7 @@ absl::StatusOr<BlockMask> Estimate(const MaskEstimateParams& p, const DeviceCont
 
   auto carve = [&](ScratchCarver& c) {
     struct {
-      uint16_t *k_hi, *k_lo, *q_hi, *q_lo;
+      uint16_t *k_hi, *k_lo, *q_hi, *q_lo, *kh_hi;
       float *block_lse, *row_lse;
       uint32_t* selected;
       int32_t *counts, *offsets, *kv_blocks;
@@ -225,6 +225,7 @@ absl::StatusOr<BlockMask> Estimate(const MaskEstimateParams& p, const DeviceCont
     b.k_lo = terms >= 2 ? c.Take<uint16_t>(k_elems) : nullptr;
     b.q_hi = c.Take<uint16_t>(q_elems);
     b.q_lo = terms == 3 ? c.Take<uint16_t>(q_elems) : nullptr;
+    b.kh_hi = p.heavy_k ? c.Take<uint16_t>(static_cast<int64_t>(p.hkv) * nkb * p.head_dim) : nullptr;
     b.block_lse = c.Take<float>(static_cast<size_t>(p.hkv) * chunk_rows * nkb);
     b.row_lse = c.Take<float>(static_cast<size_t>(p.hkv) * chunk_rows);
     b.selected = c.Take<uint32_t>(static_cast<size_t>(num_rows) * words_per_row);
@@ -243,6 +244,11 @@ absl::StatusOr<BlockMask> Estimate(const MaskEstimateParams& p, const DeviceCont
   StageTimer timer(g_profile != nullptr, ctx.stream);
   CUDA_CHECK(timer.Mark(StageTimer::kNone));
   CUDA_CHECK(LaunchSplitPooledKeys(p.pooled_k, shape, buf.k_hi, buf.k_lo, ctx.sm_count, ctx.stream));
+  if (p.heavy_k) {  // one "stride" per block: the same split, bf16 hi only
+    EstimatorShape blocks = shape;
+    blocks.num_strides = nkb;
+    CUDA_CHECK(LaunchSplitPooledKeys(p.heavy_k, blocks, buf.kh_hi, nullptr, ctx.sm_count, ctx.stream));
+  }
   CUDA_CHECK(timer.Mark(StageTimer::kPrepare));
   SelectionOptions options;
   options.tau = p.tau;
@@ -263,6 +269,11 @@ absl::StatusOr<BlockMask> Estimate(const MaskEstimateParams& p, const DeviceCont
       CUDA_CHECK(LaunchScores<128>(terms, shape.rows_per_block, buf.q_hi, buf.q_lo, buf.k_hi, buf.k_lo,
                                    p.q_block_ids, shape, p.keep_recent, wgmma, begin, end, buf.block_lse, buf.row_lse,
                                    ctx.stream));
+    }
+    if (p.heavy_k) {
+      CUDA_CHECK(LaunchHeavyScores(buf.q_hi, buf.kh_hi, p.q_block_ids, shape, p.keep_recent, begin, end,
+                                   p.scale * 1.4426950408889634f, std::log2(static_cast<float>(p.stride)),
+                                   buf.block_lse, buf.row_lse, ctx.stream));
     }
     CUDA_CHECK(timer.Mark(StageTimer::kScores));
     CUDA_CHECK(LaunchSelectBlocks(buf.block_lse, buf.row_lse, p.q_block_ids, shape, options, begin, end,
