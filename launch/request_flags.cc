@@ -6,6 +6,7 @@ void AddRequestFlags(CLI::App& cmd, PrefillRequestOptions& d) {
   cmd.add_option("--mode", d.mode, "sparse or dense (a request's \"mode\" overrides)")->capture_default_str();
   cmd.add_option("--layout", d.layout, "contiguous or zigzag")->capture_default_str();
   cmd.add_option("--block", d.block, "Block size of the mask")->capture_default_str();
+  cmd.add_option("--estimator", d.estimator, "Mask estimator: rr or rr+heavy (docs/rrattention.md)")->capture_default_str();
   cmd.add_option("--stride", d.stride, "Estimation stride")->capture_default_str();
   cmd.add_option("--tau", d.tau, "Attention mass the mask keeps (a request's \"tau\" overrides)")->capture_default_str();
   cmd.add_option("--dense-above", d.dense_above, "Several ranks: a layer whose estimated density reaches this runs the dense ring (above 1: never)")->capture_default_str();

@@ -22,6 +22,8 @@
 #include <utility>
 #include <vector>
 
+#include <unistd.h>
+
 #include "absl/strings/str_cat.h"
 #include "kernels/cpu/key_pooling.h"
 #include "kernels/cpu/round_robin_block_mass.h"
@@ -335,9 +337,9 @@ std::string Exact(float x) {
 }
 
 Reference RunNumpy(const Problem& pb, const MaskEstimateParams& p, bool heavy = false) {
-  const std::string dir = testing::TempDir();
-  const std::string q_path = dir + "rr_q.f32", k_path = dir + "rr_k.f32",
-                    out_path = dir + "rr_out.txt";
+  // Named per process: ctest runs the tests of this file as concurrent processes.
+  const std::string dir = absl::StrCat(testing::TempDir(), "rr_", getpid(), "_");
+  const std::string q_path = dir + "q.f32", k_path = dir + "k.f32", out_path = dir + "out.txt";
   WriteF32(q_path, pb.q);
   WriteF32(k_path, pb.k);
   const std::string cmd = absl::StrCat(
