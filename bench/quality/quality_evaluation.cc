@@ -10,13 +10,13 @@
 
 #include "absl/strings/str_cat.h"
 #include "kernels/backend.h"
-#include "kernels/cpu/antidiagonal_mask_estimator.h"
+#include "bench/quality/baselines/antidiagonal_mask_estimator.h"
 #include "kernels/cpu/block_sparse_attention.h"
 #include "kernels/cpu/key_pooling.h"
-#include "kernels/cpu/oracle_mask.h"
+#include "bench/quality/baselines/oracle_mask.h"
 #include "kernels/cpu/reference_attention.h"
 #include "kernels/cpu/round_robin_mask_estimator.h"
-#include "kernels/cpu/static_window_mask.h"
+#include "bench/quality/baselines/static_window_mask.h"
 #include "parallel/sequence_gather.h"
 #include "parallel/sparse_cp_attention.h"
 

@@ -4,14 +4,14 @@
 // tile of kRows query strides x kTileStrides key strides with one lane per key stride and the
 // S*d terms in order (no FMA: the library builds with -ffp-contract=off), so any grouping of
 // rows, thread count or vector width gives the same bits. Softmax and sums run in double.
-#include "kernels/cpu/antidiagonal_mask_estimator.h"
+#include "bench/quality/baselines/antidiagonal_mask_estimator.h"
 
 #include <algorithm>
 #include <cmath>
 #include <limits>
 
 #include "absl/strings/str_cat.h"
-#include "kernels/cpu/oracle_mask.h"
+#include "bench/quality/baselines/oracle_mask.h"
 #include "kernels/cpu/parallel_for.h"
 
 namespace prefill::cpu {

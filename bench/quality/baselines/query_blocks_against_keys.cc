@@ -1,4 +1,4 @@
-#include "kernels/cpu/query_blocks_against_keys.h"
+#include "bench/quality/baselines/query_blocks_against_keys.h"
 
 #include <cmath>
 

@@ -16,7 +16,7 @@
 
 #include "absl/status/statusor.h"
 #include "kernels/block_mask.h"
-#include "kernels/cpu/query_blocks_against_keys.h"
+#include "bench/quality/baselines/query_blocks_against_keys.h"
 #include "kernels/dtype.h"
 
 namespace prefill::cpu {

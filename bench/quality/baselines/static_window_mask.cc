@@ -1,4 +1,4 @@
-#include "kernels/cpu/static_window_mask.h"
+#include "bench/quality/baselines/static_window_mask.h"
 
 #include <algorithm>
 #include <numeric>

@@ -2,7 +2,7 @@
 // head, query block) the scores of the block's rows against every visible key come from one
 // dgemm, are masked causally, and each row is softmaxed exactly (max, exp, sum, divide) and
 // summed per KV block in key order. Then top-tau selection and recall of any mask.
-#include "kernels/cpu/oracle_mask.h"
+#include "bench/quality/baselines/oracle_mask.h"
 
 #include <cblas.h>
 
