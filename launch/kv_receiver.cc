@@ -26,6 +26,7 @@
 #include "CLI/CLI.hpp"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "kernels/status_macros.h"
 #include "runtime/atomic_file.h"
 #include "runtime/kv_file_sink.h"
 #include "runtime/kv_handoff_protocol.h"
@@ -135,7 +136,7 @@ class Receiver {
     std::fflush(stdout);
     if (!o_.port_file.empty()) {
       const std::string port = bound.substr(bound.rfind(':') + 1);
-      if (absl::Status s = WriteFileAtomically(o_.port_file, port + "\n"); !s.ok()) return s;
+      PREFILL_RETURN_IF_ERROR(WriteFileAtomically(o_.port_file, port + "\n"));
     }
 
     int idle_rounds = 0;

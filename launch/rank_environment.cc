@@ -8,6 +8,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/string_view.h"
+#include "kernels/status_macros.h"
 
 namespace prefill {
 namespace {
@@ -160,7 +161,7 @@ absl::StatusOr<RankEnvironment> DiscoverRankEnvironment(const EnvironmentLookup&
     return absl::FailedPreconditionError(
         absl::StrCat("the launcher says rank ", where.rank, " but MPI says rank ", mpi_world_rank));
   }
-  if (absl::Status s = CheckInside("rank", where.rank, where.world_size); !s.ok()) return s;
+  PREFILL_RETURN_IF_ERROR(CheckInside("rank", where.rank, where.world_size));
   if (absl::Status s = CheckInside("local rank", where.local_rank, where.local_size); !s.ok())
     return s;
   return where;

@@ -20,6 +20,7 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
+#include "kernels/status_macros.h"
 #include "monitoring/collectable.h"
 #include "monitoring/counter.h"
 #include "monitoring/gauge.h"
@@ -157,7 +158,7 @@ class Family final : public FamilyBase {
 
   template <typename... Args>
   absl::StatusOr<T*> TryAddImpl(const Labels& labels, const Args&... args) {
-    if (absl::Status s = CheckChildLabels(labels); !s.ok()) return s;
+    PREFILL_RETURN_IF_ERROR(CheckChildLabels(labels));
     absl::MutexLock lock(&mu_);
     auto it = children_.find(labels);
     if (it == children_.end()) {

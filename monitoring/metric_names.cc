@@ -3,6 +3,7 @@
 #include <cstdint>
 
 #include "absl/strings/str_cat.h"
+#include "kernels/status_macros.h"
 
 namespace prefill::monitoring {
 namespace {
@@ -44,7 +45,7 @@ absl::Status ValidateLabelName(const std::string& name) {
 
 absl::Status ValidateLabels(const Labels& labels) {
   for (const auto& [name, value] : labels) {
-    if (absl::Status s = ValidateLabelName(name); !s.ok()) return s;
+    PREFILL_RETURN_IF_ERROR(ValidateLabelName(name));
     if (!IsValidUtf8(value)) {
       return absl::InvalidArgumentError(absl::StrCat("the value of label '", name, "' is not valid UTF-8"));
     }

@@ -2,6 +2,7 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "kernels/status_macros.h"
 
 namespace prefill::monitoring {
 namespace {
@@ -48,7 +49,7 @@ void Registry::AddCollectHook(std::function<void()> hook) {
 absl::Status Registry::CheckDefinition(const std::string& name, const std::string& help, MetricType type,
                                        const Labels& constant_labels,
                                        const Histogram::BucketBoundaries& buckets) const {
-  if (absl::Status s = ValidateMetricName(name); !s.ok()) return s;
+  PREFILL_RETURN_IF_ERROR(ValidateMetricName(name));
   auto error = [&](const std::string& why) {
     return absl::InvalidArgumentError(absl::StrCat("metric ", name, ": ", why));
   };

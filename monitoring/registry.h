@@ -25,6 +25,7 @@
 #include "absl/base/thread_annotations.h"
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
+#include "kernels/status_macros.h"
 #include "monitoring/collectable.h"
 #include "monitoring/family.h"
 
@@ -71,7 +72,7 @@ absl::StatusOr<Family<T>*> Registry::Register(const std::string& name, const std
                                               const Labels& constant_labels,
                                               const Histogram::BucketBoundaries& buckets) {
   constexpr MetricType type = MetricTypeOf<T>();
-  if (absl::Status s = CheckDefinition(name, help, type, constant_labels, buckets); !s.ok()) return s;
+  PREFILL_RETURN_IF_ERROR(CheckDefinition(name, help, type, constant_labels, buckets));
   Histogram::BucketBoundaries bounds = buckets;
   if (!bounds.empty() && bounds.back() == INFINITY) bounds.pop_back();
   absl::MutexLock lock(&mu_);

@@ -4,6 +4,7 @@
 #include <vector>
 
 #include "parallel/communicator.h"
+#include "kernels/status_macros.h"
 
 namespace prefill {
 namespace {
@@ -22,7 +23,7 @@ absl::Status AgreeOnStatus(Communicator& comm, const absl::Status& local) {
   const std::string text(local.message());
   std::memcpy(mine.message, text.data(), std::min(text.size(), sizeof mine.message - 1));
   std::vector<StatusRecord> all(comm.size());
-  if (absl::Status s = comm.AllGather(&mine, sizeof mine, all.data()); !s.ok()) return s;
+  PREFILL_RETURN_IF_ERROR(comm.AllGather(&mine, sizeof mine, all.data()));
   for (const StatusRecord& r : all) {
     if (r.code != 0) return absl::Status(static_cast<absl::StatusCode>(r.code), r.message);
   }

@@ -5,6 +5,7 @@
 #include <span>
 
 #include "absl/strings/str_cat.h"
+#include "kernels/status_macros.h"
 #include "parallel/masked_attention_call.h"
 
 namespace prefill {
@@ -97,8 +98,8 @@ absl::StatusOr<std::unique_ptr<GuestAttention>> GuestAttention::Exchange(Communi
     x->outgoing_.push_back(plan.MovesBetween(comm.rank(), p));
     x->incoming_.push_back(plan.MovesBetween(p, comm.rank()));
   }
-  if (absl::Status s = x->ExchangeMaskRows(mask); !s.ok()) return s;
-  if (absl::Status s = x->ExchangeQueryRows(); !s.ok()) return s;
+  PREFILL_RETURN_IF_ERROR(x->ExchangeMaskRows(mask));
+  PREFILL_RETURN_IF_ERROR(x->ExchangeQueryRows());
   return x;
 }
 
@@ -152,8 +153,8 @@ absl::Status GuestAttention::ExchangeQueryRows() {
   if (!received.ok()) return received.status();
   GatherRowsParams gather{shard_.q, packed->get(), offsets.data(), static_cast<int64_t>(offsets.size()),
                           static_cast<int64_t>(group()) * shard_.head_dim * elem};
-  if (absl::Status s = backend_.GatherRows(gather); !s.ok()) return s;
-  if (absl::Status s = backend_.Synchronize(); !s.ok()) return s;
+  PREFILL_RETURN_IF_ERROR(backend_.GatherRows(gather));
+  PREFILL_RETURN_IF_ERROR(backend_.Synchronize());
   if (absl::Status s = comm_.AllToAllV(packed->get(), send.counts, send.displs, received->get(), recv.counts,
                                        recv.displs);
       !s.ok()) {
@@ -188,7 +189,7 @@ absl::Status GuestAttention::PostPartialReceives() {
     if (absl::Status s = backend_.CopyToBackend(At(*lse, rows * chunk_lse), no_key.data(), chunk_lse); !s.ok()) {
       return s;
     }
-    if (absl::Status s = Keep(comm_.Recv(o->get(), rows * chunk_o, p, kPartialOTag), receives_); !s.ok()) return s;
+    PREFILL_RETURN_IF_ERROR(Keep(comm_.Recv(o->get(), rows * chunk_o, p, kPartialOTag), receives_));
     if (absl::Status s = Keep(comm_.Recv(lse->get(), rows * chunk_lse, p, kPartialLseTag), receives_); !s.ok()) {
       return s;
     }
@@ -287,7 +288,7 @@ absl::Status GuestAttention::ComputeAndReturn(const void* local_k, const void* l
         return s;
       }
     }
-    if (absl::Status s = Keep(comm_.Send(send_o_[p].get(), o_bytes, p, kPartialOTag), sends_); !s.ok()) return s;
+    PREFILL_RETURN_IF_ERROR(Keep(comm_.Send(send_o_[p].get(), o_bytes, p, kPartialOTag), sends_));
     if (absl::Status s = Keep(comm_.Send(send_lse_[p].get(), lse_bytes, p, kPartialLseTag), sends_); !s.ok()) {
       return s;
     }
@@ -319,18 +320,18 @@ absl::Status GuestAttention::MergeFrom(int peer, const CpAttentionOutput& out, v
   const int64_t count = static_cast<int64_t>(chunk.size());
   GatherRowsParams o{recv_o_[peer].get(), full_o, o_offsets.data(), count, o_bytes};
   GatherRowsParams lse{recv_lse_[peer].get(), full_lse, lse_offsets.data(), count, lse_bytes};
-  if (absl::Status s = backend_.GatherRows(o); !s.ok()) return s;
-  if (absl::Status s = backend_.GatherRows(lse); !s.ok()) return s;
+  PREFILL_RETURN_IF_ERROR(backend_.GatherRows(o));
+  PREFILL_RETURN_IF_ERROR(backend_.GatherRows(lse));
   LseMergeParams merge{out.o, out.lse, static_cast<const float*>(full_o), static_cast<const float*>(full_lse),
                        lq * shard_.hq, shard_.head_dim};
-  if (absl::Status s = backend_.MergeByLse(merge); !s.ok()) return s;
+  PREFILL_RETURN_IF_ERROR(backend_.MergeByLse(merge));
   // The offsets are host vectors of this scope.
   return backend_.Synchronize();
 }
 
 absl::Status GuestAttention::MergeInto(const CpAttentionOutput& out) {
   for (auto& t : receives_) {
-    if (absl::Status s = t->Wait(); !s.ok()) return s;
+    PREFILL_RETURN_IF_ERROR(t->Wait());
   }
   receives_.clear();
   const bool any = std::any_of(outgoing_.begin(), outgoing_.end(), [](const auto& m) { return !m.empty(); });
@@ -342,11 +343,11 @@ absl::Status GuestAttention::MergeInto(const CpAttentionOutput& out) {
     if (!full_lse.ok()) return full_lse.status();
     for (int p = 0; p < comm_.size(); ++p) {
       if (outgoing_[p].empty()) continue;
-      if (absl::Status s = MergeFrom(p, out, full_o->get(), full_lse->get()); !s.ok()) return s;
+      PREFILL_RETURN_IF_ERROR(MergeFrom(p, out, full_o->get(), full_lse->get()));
     }
   }
   for (auto& t : sends_) {
-    if (absl::Status s = t->Wait(); !s.ok()) return s;
+    PREFILL_RETURN_IF_ERROR(t->Wait());
   }
   sends_.clear();
   return absl::OkStatus();

@@ -7,6 +7,7 @@
 #include <span>
 #include <vector>
 
+#include "kernels/status_macros.h"
 #include "parallel/backend_upload.h"
 #include "parallel/masked_attention_call.h"
 
@@ -57,7 +58,7 @@ absl::Status UploadForEveryHead(AttentionBackend& backend, const HostCsr& head, 
   const std::vector<int64_t> from_start(hq, 0);
   const GatherRowsParams copy{one->get(), all->get(), from_start.data(), hq,
                               static_cast<int64_t>(per_head * sizeof(int32_t))};
-  if (absl::Status s = backend.GatherRows(copy); !s.ok()) return s;
+  PREFILL_RETURN_IF_ERROR(backend.GatherRows(copy));
   step.row_offsets = std::move(*row_offsets);
   step.kv_blocks = std::move(*all);
   step.selected_blocks = static_cast<int64_t>(hq * per_head);
@@ -100,7 +101,7 @@ absl::StatusOr<RingAttentionPlan> RingAttentionPlan::Create(AttentionBackend& ba
       absl::StatusOr<BackendBuffer> k_pos = UploadToBackend(backend, std::span<const int32_t>(kv_positions[s]));
       if (!k_pos.ok()) return k_pos.status();
       step.k_pos = std::move(*k_pos);
-      if (absl::Status st = UploadForEveryHead(backend, heads[s], hq, step); !st.ok()) return st;
+      PREFILL_RETURN_IF_ERROR(UploadForEveryHead(backend, heads[s], hq, step));
     }
     plan.steps_.push_back(std::move(step));
   }
@@ -184,7 +185,7 @@ absl::StatusOr<CpAttentionStats> RingAttention(Communicator& comm, AttentionBack
       }
       stats.kv_bytes_sent += 2 * static_cast<int64_t>(kv_bytes);
       // Moving from here on, under this step's attention.
-      if (absl::Status st = comm.StartPosted(); !st.ok()) return st;
+      PREFILL_RETURN_IF_ERROR(comm.StartPosted());
     }
 
     const auto compute_start = std::chrono::steady_clock::now();
@@ -210,13 +211,13 @@ absl::StatusOr<CpAttentionStats> RingAttention(Communicator& comm, AttentionBack
 
     const auto wait_start = std::chrono::steady_clock::now();
     if (timer) {
-      if (absl::Status st = timer->Enter("exposed"); !st.ok()) return st;
+      PREFILL_RETURN_IF_ERROR(timer->Enter("exposed"));
     }
     for (auto& t : transfers) {
-      if (absl::Status st = t->Wait(); !st.ok()) return st;
+      PREFILL_RETURN_IF_ERROR(t->Wait());
     }
     if (timer) {
-      if (absl::Status st = timer->Enter("compute"); !st.ok()) return st;
+      PREFILL_RETURN_IF_ERROR(timer->Enter("compute"));
     }
     stats.exchange_seconds += Seconds(wait_start);
     if (step + 1 < n) {

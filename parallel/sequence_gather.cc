@@ -1,4 +1,5 @@
 #include "parallel/sequence_gather.h"
+#include "kernels/status_macros.h"
 
 #include <cstring>
 
@@ -8,7 +9,7 @@ absl::StatusOr<std::vector<std::byte>> AllGatherSequence(Communicator& comm, con
                                                          const void* local, size_t row_bytes) {
   const size_t local_bytes = layout.local_len() * row_bytes;
   std::vector<std::byte> by_rank(local_bytes * comm.size());
-  if (absl::Status s = comm.AllGather(local, local_bytes, by_rank.data()); !s.ok()) return s;
+  PREFILL_RETURN_IF_ERROR(comm.AllGather(local, local_bytes, by_rank.data()));
   std::vector<std::byte> ordered(by_rank.size());
   for (int r = 0; r < comm.size(); ++r) {
     size_t offset = r * local_bytes;

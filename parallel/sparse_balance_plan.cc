@@ -5,6 +5,7 @@
 #include <tuple>
 
 #include "absl/strings/str_cat.h"
+#include "kernels/status_macros.h"
 
 namespace prefill {
 namespace {
@@ -126,7 +127,7 @@ double Imbalance(std::span<const int64_t> loads) {
 
 absl::StatusOr<SparseBalancePlan> PlanSparseBalance(std::span<const SegmentCosts> ranks,
                                                     const BalancePlanOptions& options) {
-  if (absl::Status s = CheckShapes(ranks); !s.ok()) return s;
+  PREFILL_RETURN_IF_ERROR(CheckShapes(ranks));
   const int n = static_cast<int>(ranks.size());
   SparseBalancePlan plan;
   std::vector<std::vector<Candidate>> candidates(n);

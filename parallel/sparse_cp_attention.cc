@@ -6,6 +6,7 @@
 #include <span>
 #include <vector>
 
+#include "kernels/status_macros.h"
 #include "parallel/backend_upload.h"
 #include "parallel/guest_attention.h"
 #include "parallel/masked_attention_call.h"
@@ -46,7 +47,7 @@ absl::StatusOr<PooledKeys> PoolLocalKeys(AttentionBackend& backend, const CpLayo
     pool.heavy = As<float>(*heavy);
     out.heavy = std::move(*heavy);
   }
-  if (absl::Status s = backend.PoolKeys(pool); !s.ok()) return s;
+  PREFILL_RETURN_IF_ERROR(backend.PoolKeys(pool));
   return out;
 }
 
@@ -61,7 +62,7 @@ absl::StatusOr<BackendBuffer> GatherRowsInOrder(Communicator& comm, AttentionBac
   for (const auto* b : {&by_rank, &absolute}) {
     if (!b->ok()) return b->status();
   }
-  if (absl::Status s = comm.AllGather(local.get(), local_bytes, by_rank->get()); !s.ok()) return s;
+  PREFILL_RETURN_IF_ERROR(comm.AllGather(local.get(), local_bytes, by_rank->get()));
   // Each rank's slot holds its chunks in local order; put every chunk at its absolute place.
   std::vector<int64_t> src_offsets;
   int64_t chunk_bytes = 0;
@@ -78,7 +79,7 @@ absl::StatusOr<BackendBuffer> GatherRowsInOrder(Communicator& comm, AttentionBac
   for (const auto& [start, offset] : chunk_order) src_offsets.push_back(offset);
   GatherRowsParams gather{by_rank->get(), absolute->get(), src_offsets.data(),
                           static_cast<int64_t>(src_offsets.size()), chunk_bytes};
-  if (absl::Status s = backend.GatherRows(gather); !s.ok()) return s;
+  PREFILL_RETURN_IF_ERROR(backend.GatherRows(gather));
   return std::move(*absolute);
 }
 
@@ -88,7 +89,7 @@ absl::StatusOr<PooledKeys> GatherPooledKeys(Communicator& comm, AttentionBackend
   const int64_t row_bytes = static_cast<int64_t>(shard.hkv) * shard.head_dim * sizeof(float);
   absl::StatusOr<PooledKeys> local = PoolLocalKeys(backend, layout, shard, options);
   if (!local.ok()) return local.status();
-  if (absl::Status s = backend.Synchronize(); !s.ok()) return s;
+  PREFILL_RETURN_IF_ERROR(backend.Synchronize());
   absl::StatusOr<BackendBuffer> strides =
       GatherRowsInOrder(comm, backend, layout, local->strides, options.stride, row_bytes);
   if (!strides.ok()) return strides.status();
@@ -113,7 +114,7 @@ absl::StatusOr<BackendBuffer> ToHeadMajor(AttentionBackend& backend, const void*
     for (int64_t r = 0; r < rows; ++r) offsets[g * rows + r] = (r * hkv + g) * row_bytes;
   }
   GatherRowsParams gather{src, dst->get(), offsets.data(), rows * hkv, row_bytes};
-  if (absl::Status s = backend.GatherRows(gather); !s.ok()) return s;
+  PREFILL_RETURN_IF_ERROR(backend.GatherRows(gather));
   return dst;
 }
 
@@ -172,7 +173,7 @@ absl::Status AttendOnOneRank(AttentionBackend& backend, const CpLayout& layout, 
   stats.computed_blocks = stats.selected_blocks;
   stats.visible_blocks = mask->host.visible_blocks;
   stats.estimate_seconds = Seconds(t0);
-  if (absl::Status s = EnterPhase(options, "attention"); !s.ok()) return s;
+  PREFILL_RETURN_IF_ERROR(EnterPhase(options, "attention"));
 
   t0 = Clock::now();
   const int lq = static_cast<int>(layout.local_len());
@@ -197,7 +198,7 @@ absl::Status AttendOnOneRank(AttentionBackend& backend, const CpLayout& layout, 
 // blocks: every rank takes the same decision from the same sums.
 absl::StatusOr<bool> DenseEnough(Communicator& comm, const CpAttentionStats& stats, double dense_above) {
   double blocks[2] = {static_cast<double>(stats.selected_blocks), static_cast<double>(stats.visible_blocks)};
-  if (absl::Status s = comm.AllReduceSum(blocks, 2); !s.ok()) return s;
+  PREFILL_RETURN_IF_ERROR(comm.AllReduceSum(blocks, 2));
   return blocks[1] > 0 && blocks[0] >= dense_above * blocks[1];
 }
 
@@ -233,7 +234,7 @@ absl::StatusOr<SparseCpResult> SparseCpAttention(Communicator& comm, AttentionBa
   CpAttentionStats& stats = result.stats;
 
   // a-b. Estimate.
-  if (absl::Status s = EnterPhase(options, "mask_estimation"); !s.ok()) return s;
+  PREFILL_RETURN_IF_ERROR(EnterPhase(options, "mask_estimation"));
   auto t0 = Clock::now();
   const std::vector<int32_t> positions = layout.Positions(rank);
   const bool one_rank = AllBlocksLocalInOrder(comm, positions);
@@ -280,7 +281,7 @@ absl::StatusOr<SparseCpResult> SparseCpAttention(Communicator& comm, AttentionBa
   stats.selected_blocks = result.mask.selected_blocks();
   stats.visible_blocks = result.mask.visible_blocks;
   stats.estimate_seconds = Seconds(t0);
-  if (absl::Status s = EnterPhase(options, "attention"); !s.ok()) return s;
+  PREFILL_RETURN_IF_ERROR(EnterPhase(options, "attention"));
   absl::StatusOr<bool> dense = DenseEnough(comm, stats, options.dense_above);
   if (!dense.ok()) return dense.status();
   if (*dense) {
@@ -327,7 +328,7 @@ absl::StatusOr<SparseCpResult> SparseCpAttention(Communicator& comm, AttentionBa
   if (!exchange.ok()) return exchange.status();
   stats.kv_bytes_sent = (*exchange)->bytes_sent();
   if (guests) {
-    if (absl::Status s = guests->PostPartialReceives(); !s.ok()) return s;
+    PREFILL_RETURN_IF_ERROR(guests->PostPartialReceives());
   }
   stats.exchange_seconds = Seconds(t0);
 

@@ -3,6 +3,7 @@
 #include <algorithm>
 
 #include "absl/strings/str_cat.h"
+#include "kernels/status_macros.h"
 #include "parallel/backend_upload.h"
 
 namespace prefill {
@@ -131,8 +132,8 @@ absl::StatusOr<std::unique_ptr<SparseKvExchange>> SparseKvExchange::Start(
       const int64_t offset = g * head_bytes + first_slot[p][g] * block_bytes;
       auto* k = static_cast<std::byte*>(x->remote_k_.get()) + offset;
       auto* v = static_cast<std::byte*>(x->remote_v_.get()) + offset;
-      if (absl::Status s = keep(comm.Recv(k, count * block_bytes, p, KTag(g))); !s.ok()) return s;
-      if (absl::Status s = keep(comm.Recv(v, count * block_bytes, p, VTag(g))); !s.ok()) return s;
+      PREFILL_RETURN_IF_ERROR(keep(comm.Recv(k, count * block_bytes, p, KTag(g))));
+      PREFILL_RETURN_IF_ERROR(keep(comm.Recv(v, count * block_bytes, p, VTag(g))));
     }
   }
 
@@ -157,29 +158,29 @@ absl::StatusOr<std::unique_ptr<SparseKvExchange>> SparseKvExchange::Start(
     auto* v_packed = k_packed + count * block_bytes;
     for (auto [src, dst] : {std::pair{local_k, k_packed}, std::pair{local_v, v_packed}}) {
       GatherRowsParams gather{src, dst, offsets.data(), count, block_bytes};
-      if (absl::Status s = backend.GatherRows(gather); !s.ok()) return s;
+      PREFILL_RETURN_IF_ERROR(backend.GatherRows(gather));
     }
-    if (absl::Status s = backend.Synchronize(); !s.ok()) return s;
+    PREFILL_RETURN_IF_ERROR(backend.Synchronize());
     int64_t done = 0;
     for (int g = 0; g < hkv; ++g) {
       const int64_t blocks = static_cast<int64_t>(OfHead(send_to[p], g).size());
       if (blocks == 0) continue;
       const int64_t bytes = blocks * block_bytes;
-      if (absl::Status s = keep(comm.Send(k_packed + done * block_bytes, bytes, p, KTag(g))); !s.ok()) return s;
-      if (absl::Status s = keep(comm.Send(v_packed + done * block_bytes, bytes, p, VTag(g))); !s.ok()) return s;
+      PREFILL_RETURN_IF_ERROR(keep(comm.Send(k_packed + done * block_bytes, bytes, p, KTag(g))));
+      PREFILL_RETURN_IF_ERROR(keep(comm.Send(v_packed + done * block_bytes, bytes, p, VTag(g))));
       done += blocks;
     }
     x->bytes_sent_ += 2 * count * block_bytes;
     x->send_buffers_.push_back(std::move(*packed));
   }
   // Moving from here on, under the local blocks' attention.
-  if (absl::Status s = comm.StartPosted(); !s.ok()) return s;
+  PREFILL_RETURN_IF_ERROR(comm.StartPosted());
   return x;
 }
 
 absl::Status SparseKvExchange::Wait() {
   for (auto& t : transfers_) {
-    if (absl::Status s = t->Wait(); !s.ok()) return s;
+    PREFILL_RETURN_IF_ERROR(t->Wait());
   }
   transfers_.clear();
   return absl::OkStatus();

@@ -8,6 +8,7 @@
 #include "absl/strings/str_format.h"
 #include "kernels/backend.h"
 #include "kernels/cpu/reference_attention.h"
+#include "kernels/status_macros.h"
 #include "parallel/ring_attention.h"
 #include "parallel/sequence_gather.h"
 #include "parallel/sparse_cp_attention.h"
@@ -150,7 +151,7 @@ absl::StatusOr<CheckResult> CheckAgainstReference(Communicator& comm, const CpLa
   p.mask_row_offsets = dense.row_offsets.data();
   p.mask_kv_blocks = dense.kv_blocks.data();
   std::vector<double> ref_o, ref_lse;
-  if (absl::Status s = cpu::ReferenceAttention(p, &ref_o, &ref_lse, c.threads); !s.ok()) return s;
+  PREFILL_RETURN_IF_ERROR(cpu::ReferenceAttention(p, &ref_o, &ref_lse, c.threads));
 
   double sums[2] = {0, 0};  // squared error, squared reference
   double max_err = 0;
@@ -160,8 +161,8 @@ absl::StatusOr<CheckResult> CheckAgainstReference(Communicator& comm, const CpLa
     sums[1] += ref_o[i] * ref_o[i];
     max_err = std::max(max_err, std::abs(err));
   }
-  if (absl::Status s = comm.AllReduceSum(sums, 2); !s.ok()) return s;
-  if (absl::Status s = comm.AllReduceMax(&max_err, 1); !s.ok()) return s;
+  PREFILL_RETURN_IF_ERROR(comm.AllReduceSum(sums, 2));
+  PREFILL_RETURN_IF_ERROR(comm.AllReduceMax(&max_err, 1));
   return CheckResult{max_err, sums[1] > 0 ? std::sqrt(sums[0] / sums[1]) : 0.0};
 }
 

@@ -10,6 +10,7 @@
 #include "kernels/cuda/cuda_backend.h"
 #include "kernels/cuda/cuda_layer_backend.h"
 #include "kernels/cuda/device_memory_ledger.h"
+#include "kernels/status_macros.h"
 #include "parallel/mpi_check.h"
 #include "parallel/nccl/host_staged_communicator.h"
 #include "parallel/nccl/nccl_communicator.h"
@@ -149,7 +150,7 @@ absl::StatusOr<BackendBuffer> UploadBytes(AttentionBackend& backend, const void*
   absl::StatusOr<BackendBuffer> buffer = backend.Allocate(bytes);
   if (!buffer.ok()) return buffer.status();
   if (bytes > 0) {
-    if (absl::Status s = backend.CopyToBackend(buffer->get(), host, bytes); !s.ok()) return s;
+    PREFILL_RETURN_IF_ERROR(backend.CopyToBackend(buffer->get(), host, bytes));
   }
   return buffer;
 }

@@ -35,6 +35,7 @@
 
 #include "absl/status/statusor.h"
 #include "absl/strings/str_cat.h"
+#include "kernels/status_macros.h"
 #include "runtime/kv_sink.h"
 
 namespace prefill::kvwire {
@@ -350,7 +351,7 @@ inline absl::StatusOr<BeginMessage> DecodeBegin(std::span<const std::byte> heade
   m.layout = r.GetString();
   m.local_rows = r.Get<int64_t>();
   m.ranges = r.GetRanges();
-  if (absl::Status s = Finished(r, "begin"); !s.ok()) return s;
+  PREFILL_RETURN_IF_ERROR(Finished(r, "begin"));
   return m;
 }
 
@@ -368,7 +369,7 @@ inline absl::StatusOr<LayerMessage> DecodeLayer(std::span<const std::byte> heade
   m.ranges = r.GetRanges();
   m.payload_bytes = r.Get<uint64_t>();
   m.payload_crc = r.Get<uint32_t>();
-  if (absl::Status s = Finished(r, "layer"); !s.ok()) return s;
+  PREFILL_RETURN_IF_ERROR(Finished(r, "layer"));
   return m;
 }
 
@@ -381,7 +382,7 @@ inline absl::StatusOr<CommitMessage> DecodeCommit(std::span<const std::byte> hea
   m.messages = r.Get<uint32_t>();
   m.payload_bytes = r.Get<uint64_t>();
   m.payload_crc = r.Get<uint32_t>();
-  if (absl::Status s = Finished(r, "commit"); !s.ok()) return s;
+  PREFILL_RETURN_IF_ERROR(Finished(r, "commit"));
   return m;
 }
 
@@ -395,7 +396,7 @@ inline absl::StatusOr<AckMessage> DecodeAck(std::span<const std::byte> header) {
   m.message = r.GetString();
   m.payload_bytes = r.Get<uint64_t>();
   m.payload_crc = r.Get<uint32_t>();
-  if (absl::Status s = Finished(r, "ack"); !s.ok()) return s;
+  PREFILL_RETURN_IF_ERROR(Finished(r, "ack"));
   return m;
 }
 

@@ -1,4 +1,5 @@
 #include "runtime/kv_layer_streamer.h"
+#include "kernels/status_macros.h"
 
 namespace prefill {
 
@@ -31,7 +32,7 @@ absl::Status KvLayerStreamer::Finish() {
 }
 
 absl::Status KvLayerStreamer::Hand(const Layer& l) {
-  if (absl::Status s = backend_.WaitForDownloads(l.ticket); !s.ok()) return s;
+  PREFILL_RETURN_IF_ERROR(backend_.WaitForDownloads(l.ticket));
   const std::vector<int64_t> shape = {geometry_.local_rows, geometry_.kv_heads, geometry_.head_dim};
   const TensorView key(geometry_.dtype, shape, l.keys), value(geometry_.dtype, shape, l.values);
   absl::Status first;

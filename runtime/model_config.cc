@@ -4,6 +4,7 @@
 #include <iterator>
 
 #include "absl/strings/str_cat.h"
+#include "kernels/status_macros.h"
 #include "nlohmann/json.hpp"
 
 namespace prefill {
@@ -71,7 +72,7 @@ absl::Status ReadRopeScaling(const json& j, const std::string& path, FieldReader
   out->type = type == "default" ? "" : type;
   for (auto [key, dst] : {std::pair{"factor", &out->factor}, std::pair{"low_freq_factor", &out->low_freq_factor},
                           std::pair{"high_freq_factor", &out->high_freq_factor}}) {
-    if (absl::Status st = r.Double(s, key, dst); !st.ok()) return st;
+    PREFILL_RETURN_IF_ERROR(r.Double(s, key, dst));
   }
   if (s.contains("original_max_position_embeddings")) {
     const json& v = s["original_max_position_embeddings"];
@@ -115,21 +116,21 @@ absl::StatusOr<ModelConfig> ParseModelConfig(const std::string& text, const std:
   for (auto [key, dst] : {std::pair{"hidden_size", &c.hidden_size}, std::pair{"intermediate_size", &c.intermediate_size},
                           std::pair{"num_hidden_layers", &c.num_layers}, std::pair{"num_attention_heads", &c.num_heads},
                           std::pair{"vocab_size", &c.vocab_size}}) {
-    if (absl::Status s = r.Int(key, dst); !s.ok()) return s;
+    PREFILL_RETURN_IF_ERROR(r.Int(key, dst));
   }
   c.num_kv_heads = c.num_heads;
   c.head_dim = c.hidden_size / c.num_heads;
-  if (absl::Status s = r.Int("num_key_value_heads", &c.num_kv_heads, false); !s.ok()) return s;
-  if (absl::Status s = r.Int("head_dim", &c.head_dim, false); !s.ok()) return s;
-  if (absl::Status s = r.Double(j, "rms_norm_eps", &c.rms_norm_eps); !s.ok()) return s;
-  if (absl::Status s = r.Double(j, "rope_theta", &c.rope_theta); !s.ok()) return s;
+  PREFILL_RETURN_IF_ERROR(r.Int("num_key_value_heads", &c.num_kv_heads, false));
+  PREFILL_RETURN_IF_ERROR(r.Int("head_dim", &c.head_dim, false));
+  PREFILL_RETURN_IF_ERROR(r.Double(j, "rms_norm_eps", &c.rms_norm_eps));
+  PREFILL_RETURN_IF_ERROR(r.Double(j, "rope_theta", &c.rope_theta));
   if (j.contains("rope_parameters") && j["rope_parameters"].is_object() && !j.contains("rope_theta")) {
-    if (absl::Status s = r.Double(j["rope_parameters"], "rope_theta", &c.rope_theta); !s.ok()) return s;
+    PREFILL_RETURN_IF_ERROR(r.Double(j["rope_parameters"], "rope_theta", &c.rope_theta));
   }
-  if (absl::Status s = r.Bool("tie_word_embeddings", &c.tie_word_embeddings); !s.ok()) return s;
+  PREFILL_RETURN_IF_ERROR(r.Bool("tie_word_embeddings", &c.tie_word_embeddings));
   c.attention_bias = c.architecture == "Qwen2ForCausalLM";
-  if (absl::Status s = r.Bool("attention_bias", &c.attention_bias); !s.ok()) return s;
-  if (absl::Status s = ReadRopeScaling(j, path, r, &c.rope_scaling); !s.ok()) return s;
+  PREFILL_RETURN_IF_ERROR(r.Bool("attention_bias", &c.attention_bias));
+  PREFILL_RETURN_IF_ERROR(ReadRopeScaling(j, path, r, &c.rope_scaling));
   if (c.num_heads % c.num_kv_heads != 0) {
     return absl::InvalidArgumentError(absl::StrCat(path, ": num_attention_heads ", c.num_heads,
                                                    " is not a multiple of num_key_value_heads ", c.num_kv_heads));

@@ -11,6 +11,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "kernels/backend.h"
+#include "kernels/status_macros.h"
 #include "parallel/cp_layout.h"
 #include "runtime/kv_file_sink.h"
 #include "runtime/kv_handoff_protocol.h"
@@ -216,7 +217,7 @@ absl::Status ValidateOptions(const PrefillRequestOptions& o) {
   if (absl::StatusOr<BalanceMode> b = ParseBalanceMode(o.balance); !b.ok()) return b.status();
   if (absl::StatusOr<MaskEstimator> e = ParseMaskEstimator(o.estimator); !e.ok()) return e.status();
   if (!o.kv_target.empty()) {
-    if (absl::Status s = ValidateUcxKvSinkOptions({o.kv_target, o.kv_timeout}); !s.ok()) return s;
+    PREFILL_RETURN_IF_ERROR(ValidateUcxKvSinkOptions({o.kv_target, o.kv_timeout}));
   }
   if (!o.request_id.empty() && !kvwire::ValidRequestId(o.request_id)) {
     return absl::InvalidArgumentError(absl::StrCat("request id '", o.request_id, "' is not [A-Za-z0-9._-]{1,128}"));
@@ -241,8 +242,8 @@ absl::StatusOr<nlohmann::json> BalanceFigures(Communicator& comm, const std::vec
     bytes_rank += static_cast<double>(a.balance_bytes_sent);
   }
   sums[2 * n] = bytes_rank;
-  if (absl::Status s = comm.AllReduceMax(maxes.data(), maxes.size()); !s.ok()) return s;
-  if (absl::Status s = comm.AllReduceSum(sums.data(), sums.size()); !s.ok()) return s;
+  PREFILL_RETURN_IF_ERROR(comm.AllReduceMax(maxes.data(), maxes.size()));
+  PREFILL_RETURN_IF_ERROR(comm.AllReduceSum(sums.data(), sums.size()));
   double peak[2] = {0, 0}, mean[2] = {0, 0};
   for (size_t i = 0; i < 2 * n; ++i) {
     peak[i % 2] += maxes[i];

@@ -6,7 +6,7 @@
 #include "parallel/masked_attention_call.h"
 #include "runtime/execution_context.h"
 #include "runtime/rope.h"
-#include "runtime/status_macros.h"
+#include "kernels/status_macros.h"
 
 namespace prefill {
 namespace {

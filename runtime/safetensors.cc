@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "kernels/status_macros.h"
 #include "nlohmann/json.hpp"
 
 namespace prefill {
@@ -246,7 +247,7 @@ absl::Status WriteSafetensors(const std::string& path,
   absl::StatusOr<std::unique_ptr<SafetensorsWriter>> w = SafetensorsWriter::Create(path, entries);
   if (!w.ok()) return w.status();
   for (size_t i = 0; i < tensors.size(); ++i) {
-    if (absl::Status s = (*w)->Write(i, tensors[i].second.bytes); !s.ok()) return s;
+    PREFILL_RETURN_IF_ERROR((*w)->Write(i, tensors[i].second.bytes));
   }
   return (*w)->Finish();
 }

@@ -9,7 +9,7 @@
 #include "absl/strings/str_cat.h"
 #include "parallel/ring_attention.h"
 #include "runtime/execution_context.h"
-#include "runtime/status_macros.h"
+#include "kernels/status_macros.h"
 
 namespace prefill {
 namespace {

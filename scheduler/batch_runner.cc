@@ -9,6 +9,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "kernels/status_macros.h"
 #include "nlohmann/json.hpp"
 #include "scheduler/manifest.h"
 #include "scheduler/request_record.h"
@@ -96,7 +97,7 @@ absl::StatusOr<BatchPlan> MakePlan(const BatchOptions& o, const LoadedModel& mod
     absl::StatusOr<int64_t> tokens = PromptLength({r.tokens_path, r.embeddings_path}, model.config);
     if (!tokens.ok()) {
       ++plan.summary.failed;
-      if (absl::Status s = store->WriteRecord(ErrorRecord(r.id, 0, std::string(tokens.status().message()))); !s.ok()) return s;
+      PREFILL_RETURN_IF_ERROR(store->WriteRecord(ErrorRecord(r.id, 0, std::string(tokens.status().message()))));
       continue;
     }
     plan.requests.push_back(r);
@@ -107,7 +108,7 @@ absl::StatusOr<BatchPlan> MakePlan(const BatchOptions& o, const LoadedModel& mod
   plan.placement = PlanPlacement(inputs, policy);
   for (const auto& [r, why] : plan.placement.refused) {
     ++plan.summary.failed;
-    if (absl::Status s = store->WriteRecord(ErrorRecord(plan.requests[r].id, plan.tokens[r], why)); !s.ok()) return s;
+    PREFILL_RETURN_IF_ERROR(store->WriteRecord(ErrorRecord(plan.requests[r].id, plan.tokens[r], why)));
   }
   return plan;
 }
@@ -191,7 +192,7 @@ absl::StatusOr<BatchSummary> RunBatch(const BatchOptions& o, MpiCommunicator& wo
   absl::StatusOr<LoadedModel> model = LoadModel(o.model_dir);
   absl::StatusOr<PreparedModel> prepared =
       model.ok() ? PrepareModel(model->config, model->weights, *ctx.backend, *ctx.layers) : model.status();
-  if (absl::Status s = AgreeOnStatus(world, prepared.status()); !s.ok()) return s;
+  PREFILL_RETURN_IF_ERROR(AgreeOnStatus(world, prepared.status()));
   PrefillWorkspace workspace;  // the activations, made for the longest prompt so far
 
   absl::StatusOr<BatchPlan> plan = absl::UnknownError("not planned");
@@ -202,12 +203,12 @@ absl::StatusOr<BatchSummary> RunBatch(const BatchOptions& o, MpiCommunicator& wo
   } else {
     plan = BatchPlan{};
   }
-  if (absl::Status s = AgreeOnStatus(world, plan.status()); !s.ok()) return s;
+  PREFILL_RETURN_IF_ERROR(AgreeOnStatus(world, plan.status()));
   absl::StatusOr<std::string> shared = BroadcastFromRoot(world, std::move(text));
   if (!shared.ok()) return shared.status();
   plan = FromJson(json::parse(*shared));
   absl::StatusOr<ResultStore> store = ResultStore::Open(o.out_dir);
-  if (absl::Status s = AgreeOnStatus(world, store.status()); !s.ok()) return s;
+  PREFILL_RETURN_IF_ERROR(AgreeOnStatus(world, store.status()));
 
   BatchSummary summary = plan->summary;
   int64_t planned_tokens = 0;
@@ -220,7 +221,7 @@ absl::StatusOr<BatchSummary> RunBatch(const BatchOptions& o, MpiCommunicator& wo
     waiting -= static_cast<int64_t>(wave.assignments.size());
     if (o.metrics != nullptr) o.metrics->SetRequestsWaiting(waiting);
     double stop = o.stop_requested() ? 1 : 0;
-    if (absl::Status s = world.AllReduceMax(&stop, 1); !s.ok()) return s;
+    PREFILL_RETURN_IF_ERROR(world.AllReduceMax(&stop, 1));
     if (stop > 0) {
       summary.stopped = true;
       break;
@@ -242,7 +243,7 @@ absl::StatusOr<BatchSummary> RunBatch(const BatchOptions& o, MpiCommunicator& wo
                             &workspace};
       wave_status = RunAssignment(o, *model, *plan, *mine, on, *store);
     }
-    if (absl::Status s = AgreeOnStatus(world, wave_status); !s.ok()) return s;
+    PREFILL_RETURN_IF_ERROR(AgreeOnStatus(world, wave_status));
     if (world.rank() == 0) {
       const std::map<std::string, json> records = store->ReadRecords();
       for (const Assignment& a : wave.assignments) {
@@ -250,13 +251,13 @@ absl::StatusOr<BatchSummary> RunBatch(const BatchOptions& o, MpiCommunicator& wo
         (r["status"] == "ok" ? summary.succeeded : summary.failed)++;
         summary.tokens += plan->tokens[a.request];
       }
-      if (absl::Status s = store->RewriteResults(plan->manifest_ids); !s.ok()) return s;
+      PREFILL_RETURN_IF_ERROR(store->RewriteResults(plan->manifest_ids));
       summary.seconds = std::chrono::duration<double>(Clock::now() - start).count();
       PrintProgress(o.progress, summary, planned_tokens, summary.seconds, false);
     }
   }
   if (world.rank() == 0) {
-    if (absl::Status s = store->RewriteResults(plan->manifest_ids); !s.ok()) return s;
+    PREFILL_RETURN_IF_ERROR(store->RewriteResults(plan->manifest_ids));
     summary.seconds = std::chrono::duration<double>(Clock::now() - start).count();
     PrintProgress(o.progress, summary, planned_tokens, summary.seconds, true);
   }

@@ -5,6 +5,7 @@
 #include <system_error>
 
 #include "absl/strings/str_cat.h"
+#include "kernels/status_macros.h"
 #include "runtime/ucx_kv_sink.h"
 #include "scheduler/manifest.h"
 
@@ -85,7 +86,7 @@ absl::StatusOr<ServeRequest> ParseServeRequest(std::string_view body, const Serv
   const int sources = j.contains("tokens") + j.contains("tokens_file") + j.contains("embeddings_file");
   if (sources != 1) return Bad("needs exactly one of 'tokens', 'tokens_file' and 'embeddings_file'");
   if (j.contains("tokens")) {
-    if (absl::Status s = ParseInlineTokens(j["tokens"], limits.max_inline_tokens, r); !s.ok()) return s;
+    PREFILL_RETURN_IF_ERROR(ParseInlineTokens(j["tokens"], limits.max_inline_tokens, r));
   }
   for (const auto& [field, out] : {std::pair<const char*, std::string*>{"tokens_file", &r.tokens_path},
                                    {"embeddings_file", &r.embeddings_path}, {"kv_out", &r.kv_out}}) {
@@ -104,7 +105,7 @@ absl::StatusOr<ServeRequest> ParseServeRequest(std::string_view body, const Serv
   if (j.contains("kv_target")) {
     if (!j["kv_target"].is_string()) return Bad("'kv_target' must be a string host:port");
     r.kv_target = j["kv_target"].get<std::string>();
-    if (absl::Status s = CheckHostPort(r.kv_target); !s.ok()) return s;
+    PREFILL_RETURN_IF_ERROR(CheckHostPort(r.kv_target));
   }
   return r;
 }

@@ -11,6 +11,7 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "kernels/status_macros.h"
 #include "scheduler/rank_pool.h"
 #include "scheduler/request_record.h"
 #include "scheduler/serve_control.h"
@@ -102,19 +103,19 @@ absl::Status RunServeWorker(const ServeWorkerOptions& o) {
   PendingSends sends;
   bool asked_to_stop = false;
   while (true) {
-    if (absl::Status s = sends.Progress(); !s.ok()) return s;
+    PREFILL_RETURN_IF_ERROR(sends.Progress());
     absl::StatusOr<std::optional<json>> message = TryReceiveJson(o.control, 0, kAssignTag);
     if (!message.ok()) return message.status();
     if (!message->has_value()) {
       if (!asked_to_stop && o.stop_requested()) {
-        if (absl::Status s = sends.Send(o.control, 0, kStopTag, json::object()); !s.ok()) return s;
+        PREFILL_RETURN_IF_ERROR(sends.Send(o.control, 0, kStopTag, json::object()));
         asked_to_stop = true;
       }
       std::this_thread::sleep_for(kIdlePoll);
       continue;
     }
     if ((**message)["op"] == "stop") break;
-    if (absl::Status s = RunAssignment(o, **message, groups, workspace, sends); !s.ok()) return s;
+    PREFILL_RETURN_IF_ERROR(RunAssignment(o, **message, groups, workspace, sends));
   }
   return sends.WaitAll();
 }
@@ -124,7 +125,7 @@ absl::Status RunServeDispatcher(const ServeDispatcherOptions& o) {
   PendingSends sends;
   bool draining = false;
   while (true) {
-    if (absl::Status s = sends.Progress(); !s.ok()) return s;
+    PREFILL_RETURN_IF_ERROR(sends.Progress());
     while (true) {
       absl::StatusOr<std::optional<json>> done = TryReceiveJson(o.control, MPI_ANY_SOURCE, kDoneTag);
       if (!done.ok()) return done.status();
@@ -154,7 +155,7 @@ absl::Status RunServeDispatcher(const ServeDispatcherOptions& o) {
       const json assignment = {{"op", "run"}, {"request", started.request.ToJson()}, {"first_rank", *first},
                                {"ranks", started.ranks}, {"tokens", started.tokens}};
       for (int r = *first; r < *first + started.ranks; ++r) {
-        if (absl::Status s = sends.Send(o.control, r, kAssignTag, assignment); !s.ok()) return s;
+        PREFILL_RETURN_IF_ERROR(sends.Send(o.control, r, kAssignTag, assignment));
       }
     }
     if (o.metrics != nullptr) {
@@ -165,7 +166,7 @@ absl::Status RunServeDispatcher(const ServeDispatcherOptions& o) {
     o.table->WaitForChange(absl::Milliseconds(2));
   }
   for (int r = 0; r < o.world_size; ++r) {
-    if (absl::Status s = sends.Send(o.control, r, kAssignTag, {{"op", "stop"}}); !s.ok()) return s;
+    PREFILL_RETURN_IF_ERROR(sends.Send(o.control, r, kAssignTag, {{"op", "stop"}}));
   }
   return sends.WaitAll();
 }

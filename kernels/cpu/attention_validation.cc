@@ -3,6 +3,7 @@
 #include <string>
 
 #include "absl/strings/str_cat.h"
+#include "kernels/status_macros.h"
 
 namespace prefill::cpu {
 namespace {
@@ -79,8 +80,8 @@ absl::Status CheckMask(const AttentionParams& p, const std::string& entry) {
 
 absl::Status ValidateAttentionInputs(const AttentionParams& p, std::string_view entry) {
   const std::string name(entry);
-  if (absl::Status s = CheckSizes(p, name); !s.ok()) return s;
-  if (absl::Status s = CheckPointers(p, name); !s.ok()) return s;
+  PREFILL_RETURN_IF_ERROR(CheckSizes(p, name));
+  PREFILL_RETURN_IF_ERROR(CheckPointers(p, name));
   return CheckMask(p, name);
 }
 

@@ -7,6 +7,7 @@
 #include "kernels/cpu/attention_validation.h"
 #include "kernels/cpu/block_sparse_attention_isa.h"
 #include "kernels/cpu/cpu_isa.h"
+#include "kernels/status_macros.h"
 
 namespace prefill::cpu {
 namespace {
@@ -15,7 +16,7 @@ constexpr char kEntry[] = "BlockSparseAttention";
 constexpr int kMaxHeadDim = 256;  // bounds the per-thread scratch (a few 100 KB at B = 128)
 
 absl::Status ValidateKernelParams(const AttentionParams& p) {
-  if (absl::Status s = ValidateAttentionInputs(p, kEntry); !s.ok()) return s;
+  PREFILL_RETURN_IF_ERROR(ValidateAttentionInputs(p, kEntry));
   auto invalid = [](auto&&... parts) {
     return absl::InvalidArgumentError(absl::StrCat(kEntry, ": ", parts...));
   };
@@ -36,7 +37,7 @@ absl::Status ValidateKernelParams(const AttentionParams& p) {
 }  // namespace
 
 absl::Status BlockSparseAttention(const AttentionParams& p, int threads) {
-  if (absl::Status s = ValidateKernelParams(p); !s.ok()) return s;
+  PREFILL_RETURN_IF_ERROR(ValidateKernelParams(p));
   const absl::StatusOr<CpuIsa> isa = SelectedCpuIsa();
   if (!isa.ok()) return isa.status();
   switch (*isa) {

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "kernels/status_macros.h"
 
 namespace prefill::cpu {
 namespace {
@@ -69,7 +70,7 @@ void SelectHeavyKeys(const PoolKeysParams& p) {
 }  // namespace
 
 absl::Status PoolKeys(const PoolKeysParams& p) {
-  if (absl::Status s = Validate(p); !s.ok()) return s;
+  PREFILL_RETURN_IF_ERROR(Validate(p));
   const int64_t width = int64_t{p.hkv} * p.head_dim;  // one key row: every KV head
   const int64_t row_bytes = p.k_row_stride * DTypeSize(p.dtype);
   const auto* k = static_cast<const std::byte*>(p.k);

@@ -14,6 +14,7 @@
 
 #include "kernels/cpu/attention_validation.h"
 #include "kernels/cpu/parallel_for.h"
+#include "kernels/status_macros.h"
 
 namespace prefill::cpu {
 namespace {
@@ -145,7 +146,7 @@ class ReferenceItem {
 
 absl::Status ReferenceAttention(const AttentionParams& p, std::vector<double>* o,
                                 std::vector<double>* lse, int threads) {
-  if (absl::Status s = ValidateAttentionInputs(p, "ReferenceAttention"); !s.ok()) return s;
+  PREFILL_RETURN_IF_ERROR(ValidateAttentionInputs(p, "ReferenceAttention"));
   o->assign(static_cast<size_t>(p.lq) * p.hq * p.head_dim, 0.0);
   lse->assign(static_cast<size_t>(p.lq) * p.hq, 0.0);
   // Parallelism comes from the work items; a multi-threaded OpenBLAS inside each would

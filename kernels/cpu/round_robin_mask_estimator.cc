@@ -12,6 +12,7 @@
 #include "absl/strings/str_cat.h"
 #include "kernels/cpu/parallel_for.h"
 #include "kernels/cpu/round_robin_block_mass.h"
+#include "kernels/status_macros.h"
 
 namespace prefill::cpu {
 namespace {
@@ -56,7 +57,7 @@ absl::Status ValidateQueries(const MaskEstimateParams& p) {
 }
 
 absl::Status Validate(const MaskEstimateParams& p) {
-  if (absl::Status s = ValidateShape(p); !s.ok()) return s;
+  PREFILL_RETURN_IF_ERROR(ValidateShape(p));
   if (p.pooled_k == nullptr) return Invalid("pooled_k must not be null");
   if (!(p.tau > 0.f && p.tau <= 1.f)) return Invalid("tau (", p.tau, ") must be in (0, 1]");
   if (!(p.scale > 0.f && std::isfinite(p.scale))) {
@@ -126,7 +127,7 @@ BlockMask Assemble(const MaskEstimateParams& p, const std::vector<std::vector<in
 }  // namespace
 
 absl::StatusOr<BlockMask> EstimateRoundRobinMask(const MaskEstimateParams& p, int threads) {
-  if (absl::Status s = Validate(p); !s.ok()) return s;
+  PREFILL_RETURN_IF_ERROR(Validate(p));
   const int num_kv_blocks = p.seq_len / p.block_size;
   const round_robin::PackedKeys keys = round_robin::PackKeys(p.pooled_k, p.seq_len / p.stride, p.hkv, p.head_dim);
   std::optional<round_robin::PackedKeys> heavy;

@@ -23,6 +23,7 @@
 #include "kernels/cuda/lse_merge.h"
 #include "kernels/cuda/staged_download.h"
 #include "kernels/host_arena.h"
+#include "kernels/status_macros.h"
 
 namespace prefill {
 namespace {
@@ -170,7 +171,7 @@ class CudaBackend final : public AttentionBackend {
   absl::Status StartDownload(const DownloadParams& p) override {
     if (p.n == 0) return absl::OkStatus();
     CUDA_CHECK(cudaSetDevice(ctx_.device));
-    if (absl::Status s = EnsureDownloader(); !s.ok()) return s;
+    PREFILL_RETURN_IF_ERROR(EnsureDownloader());
     const size_t bytes = static_cast<size_t>(p.n) * DTypeSize(p.dtype);
     void* staging = nullptr;
     CUDA_CHECK(cudaMallocAsync(&staging, bytes, ctx_.stream));

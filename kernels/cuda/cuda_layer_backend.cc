@@ -24,6 +24,7 @@
 #include "kernels/cuda/device_context.h"
 #include "kernels/cuda/layer_ops.h"
 #include "kernels/dtype.h"
+#include "kernels/status_macros.h"
 
 namespace prefill {
 namespace {
@@ -91,7 +92,7 @@ absl::Status ValidateRmsNorm(const RmsNormParams& p) {
     return Invalid("RmsNorm", "eps must be finite and >= 0");
   if (p.rows == 0) return absl::OkStatus();
   if (!p.x || !p.y || !p.weight) return Invalid("RmsNorm", "null x, y or weight");
-  if (absl::Status s = CheckActivationDType("RmsNorm", p.y_dtype); !s.ok()) return s;
+  PREFILL_RETURN_IF_ERROR(CheckActivationDType("RmsNorm", p.y_dtype));
   const int64_t bytes = p.rows * p.features * int64_t{sizeof(float)};
   const int64_t y_bytes = p.rows * p.features * static_cast<int64_t>(DTypeSize(p.y_dtype));
   if (p.y_dtype == DType::kF32 ? PartialOverlap(p.x, p.y, bytes) : Overlap(p.x, bytes, p.y, y_bytes)) {
@@ -114,7 +115,7 @@ absl::Status ValidateSplitQkv(const QkvSplitParams& p) {
   }
   const int64_t row_values = (p.heads + 2 * int64_t{p.kv_heads}) * p.head_dim;
   if (row_values > kIntMax) return Invalid("SplitQkv", "(heads + 2 kv_heads) * head_dim >= 2^31");
-  if (absl::Status s = CheckActivationDType("SplitQkv", p.dtype); !s.ok()) return s;
+  PREFILL_RETURN_IF_ERROR(CheckActivationDType("SplitQkv", p.dtype));
   if (p.rows == 0) return absl::OkStatus();
   if (!p.qkv || !p.q || !p.positions || !p.inv_freq || (p.kv_heads > 0 && (!p.k || !p.v))) {
     return Invalid("SplitQkv", "null qkv, q, k, v, positions or inv_freq");
@@ -131,7 +132,7 @@ absl::Status ValidateSplitQkv(const QkvSplitParams& p) {
 absl::Status ValidateSwiGlu(const SwiGluParams& p) {
   if (p.n < 0 || p.rows < 0) return Invalid("SwiGlu", absl::StrCat("n (", p.n, ") and rows (", p.rows, ") must be >= 0"));
   if (p.row_stride != 0 && p.row_stride < p.n) return Invalid("SwiGlu", "row_stride must be 0 or >= n");
-  if (absl::Status s = CheckActivationDType("SwiGlu", p.dtype); !s.ok()) return s;
+  PREFILL_RETURN_IF_ERROR(CheckActivationDType("SwiGlu", p.dtype));
   if (p.n == 0 || p.rows == 0) return absl::OkStatus();
   if (!p.gate || !p.up) return Invalid("SwiGlu", "null gate or up");
   // Within a row, up is gate or clear of it; across rows, the fused layout [gate | up] keeps
@@ -216,10 +217,10 @@ class CudaLayerBackend final : public LayerBackend {
     m.data = data;
     m.rows = *rows;
     m.cols = cols;
-    if (absl::Status s = EnsureUploadSlots(); !s.ok()) return s;
+    PREFILL_RETURN_IF_ERROR(EnsureUploadSlots());
     auto* dst = static_cast<uint16_t*>(data);
     for (const MatrixSource& source : stacked) {
-      if (absl::Status s = Upload(source, dst); !s.ok()) return s;
+      PREFILL_RETURN_IF_ERROR(Upload(source, dst));
       dst += source.rows * cols;
     }
     CUDA_CHECK(cudaStreamSynchronize(ctx_.stream));
@@ -232,10 +233,10 @@ class CudaLayerBackend final : public LayerBackend {
   // bf16 x goes in as it is; an fp32 one goes to bf16 in chunks of rows that fit the scratch,
   // every chunk stream-ordered after the previous chunk's GEMM.
   absl::Status Linear(const LinearParams& p) override {
-    if (absl::Status s = ValidateLinear(p); !s.ok()) return s;
+    PREFILL_RETURN_IF_ERROR(ValidateLinear(p));
     if (p.rows == 0) return absl::OkStatus();
     CUDA_CHECK(cudaSetDevice(ctx_.device));
-    if (absl::Status s = CheckDeviceMatrix(*p.w); !s.ok()) return s;
+    PREFILL_RETURN_IF_ERROR(CheckDeviceMatrix(*p.w));
     const int64_t in = p.w->cols, out = p.w->rows, x_stride = p.x_row_stride ? p.x_row_stride : in;
     const int64_t row_bytes = in * int64_t{sizeof(uint16_t)};
     const bool convert = p.x_dtype != DType::kBF16;
@@ -257,7 +258,7 @@ class CudaLayerBackend final : public LayerBackend {
       const void* x_chunk = static_cast<const uint16_t*>(x16) + (convert ? 0 : begin * x_stride);
       if (convert) {
         const cuda::ConvertParams to_bf16{.src = static_cast<const float*>(p.x) + begin * in, .dst = x16, .n = count * in};
-        if (absl::Status s = cuda::LaunchConvert(to_bf16, ctx_); !s.ok()) return s;
+        PREFILL_RETURN_IF_ERROR(cuda::LaunchConvert(to_bf16, ctx_));
       }
       CUBLAS_CHECK(cublasGemmEx(handle_, CUBLAS_OP_T, CUBLAS_OP_N, static_cast<int>(out), static_cast<int>(count),
                                 static_cast<int>(in), &alpha, p.w->data, CUDA_R_16BF, static_cast<int>(in), x_chunk,
@@ -267,31 +268,31 @@ class CudaLayerBackend final : public LayerBackend {
     }
     if (p.bias) {
       const cuda::BiasAddParams bias{.y = p.y, .bias = p.bias, .rows = p.rows, .cols = out, .dtype = p.y_dtype};
-      if (absl::Status s = cuda::LaunchBiasAdd(bias, ctx_); !s.ok()) return s;
+      PREFILL_RETURN_IF_ERROR(cuda::LaunchBiasAdd(bias, ctx_));
     }
     return absl::OkStatus();
   }
 
   absl::Status RmsNorm(const RmsNormParams& p) override {
-    if (absl::Status s = ValidateRmsNorm(p); !s.ok()) return s;
+    PREFILL_RETURN_IF_ERROR(ValidateRmsNorm(p));
     CUDA_CHECK(cudaSetDevice(ctx_.device));
     return cuda::LaunchRmsNorm(p, ctx_);
   }
   absl::Status SplitQkv(const QkvSplitParams& p) override {
-    if (absl::Status s = ValidateSplitQkv(p); !s.ok()) return s;
+    PREFILL_RETURN_IF_ERROR(ValidateSplitQkv(p));
     CUDA_CHECK(cudaSetDevice(ctx_.device));
     return cuda::LaunchSplitQkv(p, ctx_);
   }
   absl::Status SwiGlu(const SwiGluParams& p) override {
-    if (absl::Status s = ValidateSwiGlu(p); !s.ok()) return s;
+    PREFILL_RETURN_IF_ERROR(ValidateSwiGlu(p));
     CUDA_CHECK(cudaSetDevice(ctx_.device));
     return cuda::LaunchSwiGlu(p, ctx_);
   }
   absl::Status Embed(const EmbedParams& p) override {
-    if (absl::Status s = ValidateEmbed(p); !s.ok()) return s;
+    PREFILL_RETURN_IF_ERROR(ValidateEmbed(p));
     if (p.rows == 0) return absl::OkStatus();
     CUDA_CHECK(cudaSetDevice(ctx_.device));
-    if (absl::Status s = CheckDeviceMatrix(*p.table); !s.ok()) return s;
+    PREFILL_RETURN_IF_ERROR(CheckDeviceMatrix(*p.table));
     return cuda::LaunchEmbed({p.ids, p.rows, p.table->data, p.table->rows, p.table->cols, p.y}, ctx_);
   }
 
@@ -326,7 +327,7 @@ class CudaLayerBackend final : public LayerBackend {
         // Stream-ordered after the previous chunk's rounding, which read the staging buffer.
         CUDA_CHECK(cudaMemcpyAsync(staging, slot.host, count * sizeof(float), cudaMemcpyHostToDevice, ctx_.stream));
         const cuda::ConvertParams convert{.src = staging, .dst = dst + begin, .n = count};
-        if (absl::Status s = cuda::LaunchConvert(convert, ctx_); !s.ok()) return s;
+        PREFILL_RETURN_IF_ERROR(cuda::LaunchConvert(convert, ctx_));
       }
       CUDA_CHECK(cudaEventRecord(slot.done, ctx_.stream));
     }

@@ -5,6 +5,7 @@
 #include <vector>
 
 #include "kernels/cuda/cuda_check.h"
+#include "kernels/status_macros.h"
 
 namespace prefill::cuda {
 namespace {
@@ -17,7 +18,7 @@ class EventPhaseTimer final : public PhaseTimer {
   }
 
   absl::Status Enter(std::string phase, int layer) override {
-    if (absl::Status s = Mark(); !s.ok()) return s;
+    PREFILL_RETURN_IF_ERROR(Mark());
     spans_.push_back({std::move(phase), layer, 0.0});
     return absl::OkStatus();
   }
@@ -25,7 +26,7 @@ class EventPhaseTimer final : public PhaseTimer {
   // events_[i] opened spans_[i]; events_[i + 1] closed it.
   absl::StatusOr<std::vector<PhaseSpan>> Finish() override {
     if (spans_.empty()) return std::vector<PhaseSpan>{};
-    if (absl::Status s = Mark(); !s.ok()) return s;
+    PREFILL_RETURN_IF_ERROR(Mark());
     CUDA_CHECK(cudaEventSynchronize(events_.back()));
     for (size_t i = 0; i < spans_.size(); ++i) {
       float ms = 0.f;

@@ -5,13 +5,14 @@
 
 #include "kernels/cuda/cuda_check.h"
 #include "kernels/host_arena.h"
+#include "kernels/status_macros.h"
 
 namespace prefill::cuda {
 
 absl::StatusOr<std::unique_ptr<StagedDownloader>> StagedDownloader::Create(int device, size_t slot_bytes) {
   if (slot_bytes == 0) return absl::InvalidArgumentError("StagedDownloader: slot_bytes must be > 0");
   std::unique_ptr<StagedDownloader> d(new StagedDownloader(device, slot_bytes));
-  if (absl::Status s = d->Init(); !s.ok()) return s;
+  PREFILL_RETURN_IF_ERROR(d->Init());
   d->worker_ = std::thread([p = d.get()] { p->Run(); });
   return d;
 }
@@ -115,10 +116,10 @@ absl::Status StagedDownloader::Copy(const StagedDownload& d) {
     return absl::OkStatus();
   }
   const size_t chunks = (d.bytes + slot_bytes_ - 1) / slot_bytes_;
-  if (absl::Status s = Issue(d, 0, 0); !s.ok()) return s;
+  PREFILL_RETURN_IF_ERROR(Issue(d, 0, 0));
   for (size_t i = 0; i < chunks; ++i) {
     if (i + 1 < chunks) {
-      if (absl::Status s = Issue(d, i + 1, static_cast<int>((i + 1) % kSlots)); !s.ok()) return s;
+      PREFILL_RETURN_IF_ERROR(Issue(d, i + 1, static_cast<int>((i + 1) % kSlots)));
     }
     const int slot = static_cast<int>(i % kSlots);
     CUDA_CHECK(cudaEventSynchronize(landed_[slot]));

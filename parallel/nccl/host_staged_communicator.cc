@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "kernels/cuda/cuda_check.h"
+#include "kernels/status_macros.h"
 #include "parallel/nccl/memory_kind.h"
 #include "parallel/nccl/pinned_staging_pool.h"
 
@@ -127,22 +128,22 @@ absl::Status HostStagedCommunicator::Drain() {
 }
 
 absl::Status HostStagedCommunicator::AllGather(const void* send, size_t bytes, void* recv) {
-  if (absl::Status s = Drain(); !s.ok()) return s;
+  PREFILL_RETURN_IF_ERROR(Drain());
   StagedBytes in(send, bytes), out(recv, bytes * size());
-  if (absl::Status s = in.Download(stream_); !s.ok()) return s;
-  if (absl::Status s = mpi_->AllGather(in.host(), bytes, out.host()); !s.ok()) return s;
+  PREFILL_RETURN_IF_ERROR(in.Download(stream_));
+  PREFILL_RETURN_IF_ERROR(mpi_->AllGather(in.host(), bytes, out.host()));
   return out.Upload(stream_);
 }
 
 absl::Status HostStagedCommunicator::AllGatherV(const void* send, size_t bytes, void* recv,
                                                 std::span<const size_t> recv_counts,
                                                 std::span<const size_t> recv_displs) {
-  if (absl::Status s = Drain(); !s.ok()) return s;
+  PREFILL_RETURN_IF_ERROR(Drain());
   StagedBytes in(send, bytes), out(recv, Extent(recv_counts, recv_displs));
-  if (absl::Status s = in.Download(stream_); !s.ok()) return s;
+  PREFILL_RETURN_IF_ERROR(in.Download(stream_));
   // The receive buffer's gaps keep what they held: staged, they start as the device's bytes.
-  if (absl::Status s = out.Download(stream_); !s.ok()) return s;
-  if (absl::Status s = mpi_->AllGatherV(in.host(), bytes, out.host(), recv_counts, recv_displs); !s.ok()) return s;
+  PREFILL_RETURN_IF_ERROR(out.Download(stream_));
+  PREFILL_RETURN_IF_ERROR(mpi_->AllGatherV(in.host(), bytes, out.host(), recv_counts, recv_displs));
   return out.Upload(stream_);
 }
 
@@ -150,21 +151,21 @@ absl::Status HostStagedCommunicator::AllToAllV(const void* send, std::span<const
                                                std::span<const size_t> send_displs, void* recv,
                                                std::span<const size_t> recv_counts,
                                                std::span<const size_t> recv_displs) {
-  if (absl::Status s = Drain(); !s.ok()) return s;
+  PREFILL_RETURN_IF_ERROR(Drain());
   StagedBytes in(send, Extent(send_counts, send_displs)), out(recv, Extent(recv_counts, recv_displs));
-  if (absl::Status s = in.Download(stream_); !s.ok()) return s;
-  if (absl::Status s = out.Download(stream_); !s.ok()) return s;
+  PREFILL_RETURN_IF_ERROR(in.Download(stream_));
+  PREFILL_RETURN_IF_ERROR(out.Download(stream_));
   absl::Status s = mpi_->AllToAllV(in.host(), send_counts, send_displs, out.host(), recv_counts, recv_displs);
   if (!s.ok()) return s;
   return out.Upload(stream_);
 }
 
 absl::Status HostStagedCommunicator::AllReduce(double* values, size_t count, bool sum) {
-  if (absl::Status s = Drain(); !s.ok()) return s;
+  PREFILL_RETURN_IF_ERROR(Drain());
   StagedBytes v(values, count * sizeof(double));
-  if (absl::Status s = v.Download(stream_); !s.ok()) return s;
+  PREFILL_RETURN_IF_ERROR(v.Download(stream_));
   auto* host = static_cast<double*>(v.host());
-  if (absl::Status s = sum ? mpi_->AllReduceSum(host, count) : mpi_->AllReduceMax(host, count); !s.ok()) return s;
+  PREFILL_RETURN_IF_ERROR(sum ? mpi_->AllReduceSum(host, count) : mpi_->AllReduceMax(host, count));
   return v.Upload(stream_);
 }
 
@@ -178,11 +179,11 @@ absl::Status HostStagedCommunicator::AllReduceMax(double* values, size_t count) 
 
 absl::StatusOr<std::unique_ptr<PendingTransfer>> HostStagedCommunicator::Send(const void* data, size_t bytes,
                                                                               int peer, int tag) {
-  if (absl::Status s = Drain(); !s.ok()) return s;
+  PREFILL_RETURN_IF_ERROR(Drain());
   absl::StatusOr<std::unique_ptr<StagedBytes>> pinned = StagedBytes::Pinned(data, bytes, pool_);
   if (!pinned.ok()) return pinned.status();
   std::unique_ptr<StagedBytes> staged = *std::move(pinned);
-  if (absl::Status s = staged->Download(stream_); !s.ok()) return s;
+  PREFILL_RETURN_IF_ERROR(staged->Download(stream_));
   absl::StatusOr<std::unique_ptr<PendingTransfer>> mpi = mpi_->Send(staged->host(), bytes, peer, tag);
   if (!mpi.ok()) return mpi.status();
   return std::make_unique<StagedTransfer>(std::move(staged), *std::move(mpi), stream_, /*copy=*/nullptr,
@@ -208,7 +209,7 @@ absl::StatusOr<std::unique_ptr<PendingTransfer>> HostStagedCommunicator::Recv(vo
 }
 
 absl::Status HostStagedCommunicator::Barrier() {
-  if (absl::Status s = Drain(); !s.ok()) return s;
+  PREFILL_RETURN_IF_ERROR(Drain());
   return mpi_->Barrier();
 }
 

@@ -10,6 +10,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "kernels/cuda/cuda_check.h"
+#include "kernels/status_macros.h"
 #include "parallel/mpi_check.h"
 #include "parallel/nccl/memory_kind.h"
 #include "parallel/nccl/nccl_check.h"
@@ -46,7 +47,7 @@ class NcclPendingTransfer final : public PendingTransfer {
       : batch_(std::move(batch)), flush_(std::move(flush)) {}
   absl::Status Wait() override {
     if (!batch_->flushed) {
-      if (absl::Status s = flush_(); !s.ok()) return s;
+      PREFILL_RETURN_IF_ERROR(flush_());
     }
     return batch_->status;
   }
@@ -135,7 +136,7 @@ absl::StatusOr<std::unique_ptr<NcclCommunicator>> NcclCommunicator::Create(
 }
 
 absl::StatusOr<std::unique_ptr<Communicator>> NcclCommunicator::Split(int color, int key) {
-  if (absl::Status s = FlushPending(); !s.ok()) return s;
+  PREFILL_RETURN_IF_ERROR(FlushPending());
   CUDA_CHECK(cudaSetDevice(device_));
   // Both splits order by (key, rank here), and the NCCL ranks here are the MPI ranks, so the
   // two new communicators rank their members alike (checked below). Both are collective over
@@ -355,7 +356,7 @@ absl::Status NcclCommunicator::StagedAllGather(const void* send, size_t bytes, v
   char* dev_recv = *stage;
   char* dev_send = *stage + bytes * size_;
   CUDA_CHECK(cudaMemcpyAsync(dev_send, send, bytes, cudaMemcpyDefault, comm_stream_));
-  if (absl::Status s = AllGather(dev_send, bytes, dev_recv); !s.ok()) return s;
+  PREFILL_RETURN_IF_ERROR(AllGather(dev_send, bytes, dev_recv));
   CUDA_CHECK(cudaMemcpyAsync(recv, dev_recv, bytes * size_, cudaMemcpyDefault, comm_stream_));
   absl::StatusOr<cudaEvent_t> done = FinishOnCommStream("AllGather (host memory)");
   if (!done.ok()) return done.status();
@@ -387,10 +388,10 @@ absl::Status NcclCommunicator::StagedExchange(const void* send, std::span<const 
 }
 
 absl::Status NcclCommunicator::AllGather(const void* send, size_t bytes, void* recv) {
-  if (absl::Status s = FlushPending(); !s.ok()) return s;
+  PREFILL_RETURN_IF_ERROR(FlushPending());
   if (IsHostMemory(send) || IsHostMemory(recv)) return StagedAllGather(send, bytes, recv);
   CUDA_CHECK(cudaSetDevice(device_));
-  if (absl::Status s = OrderAfterCompute(); !s.ok()) return s;
+  PREFILL_RETURN_IF_ERROR(OrderAfterCompute());
   BeginBlocking("ncclAllGather");
   const ncclResult_t r = ncclAllGather(send, recv, bytes, ncclUint8, comm_, comm_stream_);
   EndBlocking();
@@ -402,12 +403,12 @@ absl::Status NcclCommunicator::GroupedExchange(const void* send, std::span<const
                                                std::span<const size_t> send_displs, void* recv,
                                                std::span<const size_t> recv_counts,
                                                std::span<const size_t> recv_displs, const char* what) {
-  if (absl::Status s = FlushPending(); !s.ok()) return s;
+  PREFILL_RETURN_IF_ERROR(FlushPending());
   if (IsHostMemory(send) || IsHostMemory(recv)) {
     return StagedExchange(send, send_counts, send_displs, recv, recv_counts, recv_displs, what);
   }
   CUDA_CHECK(cudaSetDevice(device_));
-  if (absl::Status s = OrderAfterCompute(); !s.ok()) return s;
+  PREFILL_RETURN_IF_ERROR(OrderAfterCompute());
   const auto* src = static_cast<const char*>(send);
   auto* dst = static_cast<char*>(recv);
   BeginBlocking(what);
@@ -439,7 +440,7 @@ absl::Status NcclCommunicator::GroupedExchange(const void* send, std::span<const
 absl::Status NcclCommunicator::AllGatherV(const void* send, size_t bytes, void* recv,
                                           std::span<const size_t> recv_counts,
                                           std::span<const size_t> recv_displs) {
-  if (absl::Status s = CheckSpans(recv_counts, recv_displs, size_, "AllGatherV"); !s.ok()) return s;
+  PREFILL_RETURN_IF_ERROR(CheckSpans(recv_counts, recv_displs, size_, "AllGatherV"));
   const std::vector<size_t> send_counts(size_, bytes), send_displs(size_, 0);
   return GroupedExchange(send, send_counts, send_displs, recv, recv_counts, recv_displs, "AllGatherV");
 }
@@ -448,17 +449,17 @@ absl::Status NcclCommunicator::AllToAllV(const void* send, std::span<const size_
                                          std::span<const size_t> send_displs, void* recv,
                                          std::span<const size_t> recv_counts,
                                          std::span<const size_t> recv_displs) {
-  if (absl::Status s = CheckSpans(send_counts, send_displs, size_, "AllToAllV"); !s.ok()) return s;
-  if (absl::Status s = CheckSpans(recv_counts, recv_displs, size_, "AllToAllV"); !s.ok()) return s;
+  PREFILL_RETURN_IF_ERROR(CheckSpans(send_counts, send_displs, size_, "AllToAllV"));
+  PREFILL_RETURN_IF_ERROR(CheckSpans(recv_counts, recv_displs, size_, "AllToAllV"));
   return GroupedExchange(send, send_counts, send_displs, recv, recv_counts, recv_displs, "AllToAllV");
 }
 
 absl::Status NcclCommunicator::AllReduce(double* values, size_t count, ncclRedOp_t op) {
-  if (absl::Status s = FlushPending(); !s.ok()) return s;
+  PREFILL_RETURN_IF_ERROR(FlushPending());
   if (count == 0) return absl::OkStatus();
   CUDA_CHECK(cudaSetDevice(device_));
   const bool on_device = !IsHostMemory(values);
-  if (absl::Status s = OrderAfterCompute(); !s.ok()) return s;
+  PREFILL_RETURN_IF_ERROR(OrderAfterCompute());
   double* buffer = values;
   if (!on_device) {
     absl::StatusOr<char*> stage = Stage(count * sizeof(double));
@@ -488,7 +489,7 @@ absl::Status NcclCommunicator::AllReduceMax(double* values, size_t count) {
 
 absl::Status NcclCommunicator::Barrier() {
   double one = 1.0;
-  if (absl::Status s = AllReduce(&one, 1, ncclSum); !s.ok()) return s;
+  PREFILL_RETURN_IF_ERROR(AllReduce(&one, 1, ncclSum));
   CUDA_CHECK(cudaSetDevice(device_));
   absl::StatusOr<cudaEvent_t> e = TakeEvent();
   if (!e.ok()) return e.status();

@@ -15,6 +15,7 @@
 #include "absl/strings/str_cat.h"
 #include "kernels/cuda/attention/attention_sm90_launch.h"
 #include "kernels/cuda/cuda_check.h"
+#include "kernels/status_macros.h"
 
 namespace prefill::cuda {
 namespace {
@@ -96,7 +97,7 @@ absl::Status RunAttentionSm90(const AttentionKernelParams& kp, const DeviceConte
     const cuuint64_t strides[2] = {static_cast<cuuint64_t>(p.q_head_stride) * 2,
                                    static_cast<cuuint64_t>(p.q_row_stride) * 2};
     const cuuint32_t box[3] = {64, 1, 128};
-    if (absl::Status s = Encode(*encode, &params.tma_q, p.dtype, p.q, dims, strides, box, "q"); !s.ok()) return s;
+    PREFILL_RETURN_IF_ERROR(Encode(*encode, &params.tma_q, p.dtype, p.q, dims, strides, box, "q"));
   }
   {
     const cuuint64_t dims[3] = {d, static_cast<cuuint64_t>(p.lk), static_cast<cuuint64_t>(p.hkv)};
@@ -104,8 +105,8 @@ absl::Status RunAttentionSm90(const AttentionKernelParams& kp, const DeviceConte
     const int64_t head_stride = p.hkv > 1 ? p.kv_head_stride : static_cast<int64_t>(p.lk) * p.kv_row_stride;
     const cuuint64_t strides[2] = {static_cast<cuuint64_t>(p.kv_row_stride) * 2, static_cast<cuuint64_t>(head_stride) * 2};
     const cuuint32_t box[3] = {64, 128, 1};
-    if (absl::Status s = Encode(*encode, &params.tma_k, p.dtype, p.k, dims, strides, box, "k"); !s.ok()) return s;
-    if (absl::Status s = Encode(*encode, &params.tma_v, p.dtype, p.v, dims, strides, box, "v"); !s.ok()) return s;
+    PREFILL_RETURN_IF_ERROR(Encode(*encode, &params.tma_k, p.dtype, p.k, dims, strides, box, "k"));
+    PREFILL_RETURN_IF_ERROR(Encode(*encode, &params.tma_v, p.dtype, p.v, dims, strides, box, "v"));
   }
   const int grid = std::min(kp.num_items, std::max(ctx.sm_count, 1));
   const bool f16 = p.dtype == DType::kF16;

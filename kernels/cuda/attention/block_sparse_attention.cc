@@ -15,6 +15,7 @@
 #include "kernels/cuda/attention/attention_sm90.h"
 #include "kernels/cuda/attention/convert_inputs.h"
 #include "kernels/cuda/cuda_check.h"
+#include "kernels/status_macros.h"
 
 namespace prefill::cuda {
 namespace {
@@ -80,7 +81,7 @@ absl::Status DispatchHeadDim(const AttentionKernelParams& kp, bool use_sm90, con
 }  // namespace
 
 absl::Status BlockSparseAttention(const AttentionParams& p, const DeviceContext& ctx) {
-  if (absl::Status s = Validate(p); !s.ok()) return s;
+  PREFILL_RETURN_IF_ERROR(Validate(p));
   if (p.lq == 0) return absl::OkStatus();
 
   AttentionKernelParams kp;

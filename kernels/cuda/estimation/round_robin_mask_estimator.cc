@@ -17,6 +17,7 @@
 #include "absl/strings/str_cat.h"
 #include "kernels/cuda/cuda_check.h"
 #include "kernels/cuda/estimation/estimator_kernels.h"
+#include "kernels/status_macros.h"
 
 namespace prefill::cuda {
 namespace {
@@ -152,7 +153,7 @@ namespace {
 absl::StatusOr<BlockMask> Estimate(const MaskEstimateParams& p, const DeviceContext& ctx, DeviceScratch* storage,
                                    DeviceMaskCsr* csr) {
   const auto wall_start = std::chrono::steady_clock::now();
-  if (absl::Status s = Validate(p); !s.ok()) return s;
+  PREFILL_RETURN_IF_ERROR(Validate(p));
 
   EstimatorShape shape;
   shape.hq = p.hq;
