@@ -11,6 +11,11 @@
 
 namespace prefill {
 
+// The mask's defaults, defined once: every options struct of every layer starts from these.
+inline constexpr int kDefaultBlockSize = 128;
+inline constexpr int kDefaultStride = 8;
+inline constexpr float kDefaultTau = 0.95f;
+
 // Which estimator scores the blocks (docs/rrattention.md, "Heavy tokens"):
 //   rr       : round robin over stride-mean-pooled keys (RRAttention);
 //   rr+heavy : the same plus one extra key per KV block, the block's key that deviates most
@@ -60,9 +65,9 @@ struct MaskEstimateParams {
   int hq = 0;
   int hkv = 0;
   int head_dim = 0;
-  int block_size = 128;
-  int stride = 8;        // divides block_size
-  float tau = 0.95f;     // keep the fewest blocks whose estimated mass reaches tau
+  int block_size = kDefaultBlockSize;
+  int stride = kDefaultStride;  // divides block_size
+  float tau = kDefaultTau;      // keep the fewest blocks whose estimated mass reaches tau
   bool causal = true;
   bool keep_sink = true;    // KV block 0 always kept
   bool keep_recent = true;  // the last query block of the sequence attends densely

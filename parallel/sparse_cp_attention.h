@@ -23,8 +23,8 @@
 namespace prefill {
 
 struct SparseOptions {
-  int stride = 8;
-  float tau = 0.95f;
+  int stride = kDefaultStride;
+  float tau = kDefaultTau;
   bool keep_sink = true;
   bool keep_recent = true;
   // One rank: the mask's ids never need the host (nothing to exchange); false leaves them on

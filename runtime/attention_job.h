@@ -8,6 +8,7 @@
 
 #include "absl/status/statusor.h"
 #include "kernels/dtype.h"
+#include "kernels/mask_estimation_params.h"
 #include "nlohmann/json.hpp"
 #include "parallel/communicator.h"
 #include "parallel/cp_layout.h"
@@ -32,10 +33,10 @@ struct AttentionJobConfig {
   std::string mode = "sparse";
   std::string layout = "zigzag";
   bool causal = true;
-  int block = 128;
+  int block = kDefaultBlockSize;
   std::string estimator = "rr";  // rr or rr+heavy (MaskEstimator)
-  int stride = 8;
-  float tau = 0.95f;
+  int stride = kDefaultStride;
+  float tau = kDefaultTau;
   bool keep_sink = true;
   bool keep_recent = true;
   // Sparse on several ranks: at this estimated density (or more) the dense ring runs instead

@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "kernels/mask_estimation_params.h"
 #include "nlohmann/json.hpp"
 #include "kernels/backend.h"
 #include "kernels/layer_backend.h"
@@ -44,10 +45,10 @@ absl::StatusOr<int64_t> PromptLength(const PromptSource& source, const ModelConf
 struct PrefillRequestOptions {
   std::string mode = "sparse";
   std::string layout = "zigzag";
-  int block = 128;
+  int block = kDefaultBlockSize;
   std::string estimator = "rr";  // rr or rr+heavy (MaskEstimator)
-  int stride = 8;
-  float tau = 0.95f;
+  int stride = kDefaultStride;
+  float tau = kDefaultTau;
   // Sparse on several ranks: a layer whose estimated density reaches this runs the dense ring
   // (SparseOptions::dense_above); above 1: never.
   double dense_above = 0.9;

@@ -17,6 +17,7 @@
 
 #include "absl/status/statusor.h"
 #include "kernels/block_mask.h"
+#include "kernels/mask_estimation_params.h"
 #include "nlohmann/json.hpp"
 #include "parallel/communicator.h"
 #include "parallel/cp_layout.h"
@@ -43,7 +44,7 @@ struct SweepConfig {
   std::vector<float> taus = {0.8f, 0.9f, 0.95f, 0.99f};
   // The oracle also runs at these taus (density and recall only): its full frontier.
   std::vector<float> oracle_curve_taus;
-  int block = 128;
+  int block = kDefaultBlockSize;
   bool causal = true;
   bool keep_sink = true;
   bool keep_recent = true;

@@ -20,12 +20,13 @@
 #include "kernels/block_mask.h"
 #include "bench/quality/baselines/query_blocks_against_keys.h"
 #include "kernels/dtype.h"
+#include "kernels/mask_estimation_params.h"
 
 namespace prefill::cpu {
 
 // scale: 1/sqrt(head_dim); the estimator multiplies by 1/stride.
 struct AntidiagonalMaskParams : QueryBlocksAgainstKeys {
-  int stride = 8;  // divides block_size
+  int stride = kDefaultStride;  // divides block_size
   float tau = 0.9f;
   bool keep_sink = true;
   bool keep_recent = true;

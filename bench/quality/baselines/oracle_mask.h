@@ -18,6 +18,7 @@
 #include "kernels/block_mask.h"
 #include "bench/quality/baselines/query_blocks_against_keys.h"
 #include "kernels/dtype.h"
+#include "kernels/mask_estimation_params.h"
 
 namespace prefill::cpu {
 
@@ -54,7 +55,7 @@ absl::StatusOr<TrueBlockMass> ComputeTrueBlockMass(const TrueMassParams& p, int 
 // estimator: the sink (KV block 0) if keep_sink, the diagonal block always, and every visible
 // block of the sequence's last query block if keep_recent.
 struct TopTauRule {
-  float tau = 0.95f;
+  float tau = kDefaultTau;
   bool causal = true;
   bool keep_sink = true;
   bool keep_recent = true;

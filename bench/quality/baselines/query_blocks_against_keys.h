@@ -8,6 +8,7 @@
 
 #include "absl/status/status.h"
 #include "kernels/dtype.h"
+#include "kernels/mask_estimation_params.h"
 
 namespace prefill::cpu {
 
@@ -29,7 +30,7 @@ struct QueryBlocksAgainstKeys {
   int hq = 0;
   int hkv = 0;  // divides hq (GQA: head h reads KV head h / (hq / hkv))
   int head_dim = 0;
-  int block_size = 128;
+  int block_size = kDefaultBlockSize;
   bool causal = true;
   float scale = 0.f;  // logit scale, usually 1/sqrt(head_dim)
 };

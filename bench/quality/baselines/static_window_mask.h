@@ -9,13 +9,14 @@
 #include <span>
 
 #include "kernels/block_mask.h"
+#include "kernels/mask_estimation_params.h"
 
 namespace prefill::cpu {
 
 struct StaticWindowParams {
   int hq = 0;
   int num_kv_blocks = 0;  // seq_len / block_size
-  int block_size = 128;
+  int block_size = kDefaultBlockSize;
   int window = 1;  // >= 1 blocks ending at the diagonal
   bool causal = true;
   bool keep_sink = true;

@@ -16,6 +16,7 @@
 #include <cstdint>
 
 #include "kernels/dtype.h"
+#include "kernels/mask_estimation_params.h"
 
 namespace prefill::cuda {
 
@@ -66,7 +67,7 @@ cudaError_t LaunchHeavyScores(const uint16_t* q_hi, const uint16_t* kh_hi, const
                               cudaStream_t stream);
 
 struct SelectionOptions {
-  float tau = 0.95f;
+  float tau = kDefaultTau;
   bool keep_sink = true;
   bool keep_recent = true;
   int variant = 1;  // radix plan of SelectBlocks (EstimatorTuning::select_variant)
