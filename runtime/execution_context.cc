@@ -3,6 +3,7 @@
 #include <fstream>
 
 #include "absl/strings/str_cat.h"
+#include "kernels/status_macros.h"
 
 #ifdef PREFILL_HAVE_CUDA
 #include <cuda_runtime_api.h>
@@ -10,7 +11,6 @@
 #include "kernels/cuda/cuda_backend.h"
 #include "kernels/cuda/cuda_layer_backend.h"
 #include "kernels/cuda/device_memory_ledger.h"
-#include "kernels/status_macros.h"
 #include "parallel/mpi_check.h"
 #include "parallel/nccl/host_staged_communicator.h"
 #include "parallel/nccl/nccl_communicator.h"
