@@ -48,6 +48,9 @@ struct AttentionParams {
   DType out_dtype = DType::kF32;
   void* o = nullptr;
   float* lse = nullptr;
+  // A partial result that is only merged by LSE (which skips -inf rows) may leave O unwritten
+  // where the mask row is empty: the CPU backend then never touches those rows' pages.
+  bool empty_rows_lse_only = false;
 };
 
 // acc <- merge(acc, part) for `rows` (row, head) entries of head_dim values each:

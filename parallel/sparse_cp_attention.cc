@@ -212,7 +212,7 @@ absl::Status AttendRemoteBlocks(AttentionBackend& backend, const CpAttentionShar
   if (!part_o.ok()) return part_o.status();
   if (!part_lse.ok()) return part_lse.status();
   absl::Status s = RunMaskedAttention(backend, shard, q_pos, lq, block, remote_rows, remote_mask,
-                                      As<float>(*part_o), As<float>(*part_lse));
+                                      As<float>(*part_o), As<float>(*part_lse), /*empty_rows_lse_only=*/true);
   if (!s.ok()) return s;
   LseMergeParams merge{out.o, out.lse, As<float>(*part_o), As<float>(*part_lse),
                        static_cast<int64_t>(entries), shard.head_dim};

@@ -274,7 +274,7 @@ void BM_BlockSparseAttention(benchmark::State& state) {
 }
 BENCHMARK(BM_BlockSparseAttention)
     ->ArgNames({"density_pct", "head_dim", "bf16", "causal"})
-    ->ArgsProduct({{100, 50, 25}, {64, 128}, {0, 1}, {0, 1}})
+    ->ArgsProduct({{100, 50, 25, 5, 1}, {64, 128}, {0, 1}, {0, 1}})
     ->UseManualTime()
     ->Unit(benchmark::kMillisecond);
 

@@ -244,11 +244,14 @@ class WorkItem {
       : p_(p), g_(g), t_(t), head_(head), kv_head_(head / (p.hq / p.hkv)), q_block_(q_block) {}
 
   void Run() {
+    const int32_t mask_row = head_ * (p_.lq / g_.block) + q_block_;
+    const int32_t begin = p_.mask_row_offsets[mask_row], end = p_.mask_row_offsets[mask_row + 1];
+    // A row without blocks (common in sparse masks, e.g. a remote-only pass) skips packing Q.
+    if (begin == end) return WriteEmptyOutputs();
+    PrefetchKvBlock(p_.mask_kv_blocks[begin]);
     PackQueries();
     ResetAccumulators();
-    const int32_t mask_row = head_ * (p_.lq / g_.block) + q_block_;
-    const int32_t end = p_.mask_row_offsets[mask_row + 1];
-    for (int32_t e = p_.mask_row_offsets[mask_row]; e < end; ++e) {
+    for (int32_t e = begin; e < end; ++e) {
       if (e + 1 < end) PrefetchKvBlock(p_.mask_kv_blocks[e + 1]);
       ProcessKvBlock(p_.mask_kv_blocks[e]);
     }
@@ -258,21 +261,44 @@ class WorkItem {
  private:
   int vecs() const { return g_.bp / L; }
 
+  // Rows this far ahead are prefetched: Q and O rows are hq * head_dim apart, a stride the
+  // hardware prefetchers follow poorly, and each is touched once per call (a miss per line).
+  static constexpr int kRowsAhead = 8;
+
+  const char* QRow(int i) const {
+    const int64_t q_row = static_cast<int64_t>(q_block_) * g_.block + i;
+    return static_cast<const char*>(p_.q) +
+           (q_row * p_.q_row_stride + head_ * p_.q_head_stride) * DTypeSize(p_.dtype);
+  }
+
+  float* ORow(int i) const {
+    const int64_t out_row = (static_cast<int64_t>(q_block_) * g_.block + i) * p_.hq + head_;
+    return static_cast<float*>(p_.o) + out_row * g_.head_dim;
+  }
+
+  // rw = 1 prefetches for writing (O rows), 0 for reading (Q rows).
+  template <int rw>
+  static void PrefetchRow(const void* row, size_t bytes) {
+    for (size_t b = 0; b < bytes; b += 64) __builtin_prefetch(static_cast<const char*>(row) + b, rw);
+  }
+
+  // Converts the Q rows into a row-major staging tile first (the free K tile), then writes
+  // q_t column by column: strided loads and contiguous stores, rather than a scalar scatter.
   void PackQueries() {
-    const size_t elem = DTypeSize(p_.dtype);
-    float* row = t_.keys;  // free until the first KV block: staging for one converted Q row
+    const size_t row_bytes = g_.head_dim * DTypeSize(p_.dtype);
+    float* stage = t_.keys;  // free until the first KV block
+    for (int i = 0; i < std::min(kRowsAhead, g_.block); ++i) PrefetchRow<0>(QRow(i), row_bytes);
     for (int i = 0; i < g_.block; ++i) {
-      const int64_t q_row = static_cast<int64_t>(q_block_) * g_.block + i;
-      const auto* src = static_cast<const char*>(p_.q) +
-                        (q_row * p_.q_row_stride + head_ * p_.q_head_stride) * elem;
-      Isa::ConvertRow(p_.dtype, src, row, g_.head_dim);
-      for (int d = 0; d < g_.head_dim; ++d) t_.q_t[d * g_.bp + i] = row[d] * g_.log2_scale;
-      t_.q_pos[i] = p_.causal ? p_.q_pos[q_row] : 0;
+      if (i + kRowsAhead < g_.block) PrefetchRow<0>(QRow(i + kRowsAhead), row_bytes);
+      Isa::ConvertRow(p_.dtype, QRow(i), stage + static_cast<size_t>(i) * g_.head_dim, g_.head_dim);
+      t_.q_pos[i] = p_.causal ? p_.q_pos[static_cast<int64_t>(q_block_) * g_.block + i] : 0;
     }
-    for (int i = g_.block; i < g_.bp; ++i) {
-      for (int d = 0; d < g_.head_dim; ++d) t_.q_t[d * g_.bp + i] = 0.f;
-      t_.q_pos[i] = INT32_MAX;
+    for (int d = 0; d < g_.head_dim; ++d) {
+      float* column = t_.q_t + d * g_.bp;
+      for (int i = 0; i < g_.block; ++i) column[i] = stage[i * g_.head_dim + d] * g_.log2_scale;
+      std::fill(column + g_.block, column + g_.bp, 0.f);
     }
+    std::fill(t_.q_pos + g_.block, t_.q_pos + g_.bp, INT32_MAX);
     const auto [q_min, q_max] = std::minmax_element(t_.q_pos, t_.q_pos + g_.block);
     q_min_ = *q_min;
     q_max_ = *q_max;
@@ -383,19 +409,34 @@ class WorkItem {
 
   // O = o_t^T / sum, LSE = ln(sum) + max * ln(2); a row that saw no key gets O = 0, LSE = -inf.
   void WriteOutputs() {
+    const size_t row_bytes = g_.head_dim * sizeof(float);
+    for (int i = 0; i < std::min(kRowsAhead, g_.block); ++i) PrefetchRow<1>(ORow(i), row_bytes);
     for (int i = 0; i < g_.block; ++i) {
-      const int64_t out_row = (static_cast<int64_t>(q_block_) * g_.block + i) * p_.hq + head_;
-      float* o = static_cast<float*>(p_.o) + out_row * g_.head_dim;
-      const float sum = t_.running_sum[i];
-      if (sum == 0.f) {
-        std::fill_n(o, g_.head_dim, 0.f);
-        p_.lse[out_row] = -INFINITY;
-        continue;
-      }
-      for (int d = 0; d < g_.head_dim; ++d) o[d] = t_.o_t[d * g_.bp + i] / sum;
-      p_.lse[out_row] = static_cast<float>(
-          (t_.running_max[i] + std::log2(static_cast<double>(sum))) * std::numbers::ln2);
+      if (i + kRowsAhead < g_.block) PrefetchRow<1>(ORow(i + kRowsAhead), row_bytes);
+      WriteOutputRow(i, t_.running_sum[i], t_.running_max[i]);
     }
+  }
+
+  void WriteEmptyOutputs() {
+    for (int i = 0; i < g_.block; ++i) {
+      if (p_.empty_rows_lse_only) {
+        p_.lse[(static_cast<int64_t>(q_block_) * g_.block + i) * p_.hq + head_] = -INFINITY;
+      } else {
+        WriteOutputRow(i, 0.f, -INFINITY);
+      }
+    }
+  }
+
+  void WriteOutputRow(int i, float sum, float max) {
+    float* o = ORow(i);
+    const int64_t out_row = (static_cast<int64_t>(q_block_) * g_.block + i) * p_.hq + head_;
+    if (sum == 0.f) {
+      std::fill_n(o, g_.head_dim, 0.f);
+      p_.lse[out_row] = -INFINITY;
+      return;
+    }
+    for (int d = 0; d < g_.head_dim; ++d) o[d] = t_.o_t[d * g_.bp + i] / sum;
+    p_.lse[out_row] = static_cast<float>((max + std::log2(static_cast<double>(sum))) * std::numbers::ln2);
   }
 
   const AttentionParams& p_;

@@ -252,6 +252,46 @@ TEST(BlockSparseAttention, RowsWithoutVisibleKeys) {
   }
 }
 
+// empty_rows_lse_only: an empty mask row writes LSE -inf and leaves O as it was; every other
+// row is bitwise the result without the flag (rows emptied by causality alone still get O = 0).
+TEST(BlockSparseAttention, EmptyRowsLseOnlyLeavesTheirOutputUntouched) {
+  ProblemSpec spec;
+  spec.lq = 128;
+  spec.lk = 192;
+  spec.causal = true;
+  AttentionProblem problem(spec);
+  for (int i = 0; i < spec.lq; ++i) problem.q_pos[i] = i;
+  for (int j = 0; j < spec.lk; ++j) problem.k_pos[j] = j + 32;
+  problem.RandomizeMask(1.0);
+  const int row = 3 * problem.num_q_blocks() + 1;  // head 3, query block 1: emptied
+  const int removed = problem.row_offsets[row + 1] - problem.row_offsets[row];
+  problem.kv_blocks_ids.erase(problem.kv_blocks_ids.begin() + problem.row_offsets[row],
+                              problem.kv_blocks_ids.begin() + problem.row_offsets[row + 1]);
+  for (size_t r = row + 1; r < problem.row_offsets.size(); ++r) problem.row_offsets[r] -= removed;
+  for (CpuIsa isa : AvailableIsas()) {
+    SCOPED_TRACE(CpuIsaName(isa));
+    ScopedCpuIsa scoped(std::string(CpuIsaName(isa)));
+    ASSERT_TRUE(cpu::BlockSparseAttention(problem.Params(), 2).ok());
+    const std::vector<float> o_full = problem.o, lse_full = problem.lse;
+    constexpr float kSentinel = 12345.f;
+    AttentionParams p = problem.Params();
+    std::fill(problem.o.begin(), problem.o.end(), kSentinel);
+    p.empty_rows_lse_only = true;
+    ASSERT_TRUE(cpu::BlockSparseAttention(p, 2).ok());
+    EXPECT_EQ(problem.lse, lse_full);
+    const int block = spec.block_size, d = spec.head_dim;
+    for (int i = 0; i < spec.lq; ++i) {
+      for (int h = 0; h < spec.hq; ++h) {
+        const bool emptied = h == 3 && i / block == 1;
+        for (int e = 0; e < d; ++e) {
+          const size_t at = (static_cast<size_t>(i) * spec.hq + h) * d + e;
+          ASSERT_EQ(problem.o[at], emptied ? kSentinel : o_full[at]) << i << ", " << h << ", " << e;
+        }
+      }
+    }
+  }
+}
+
 // A NaN key reaches O and LSE of exactly the heads that read it (a poisoned buffer upstream
 // must show, not be averaged away).
 TEST(BlockSparseAttention, NanInputsPropagate) {
