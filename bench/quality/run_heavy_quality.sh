@@ -15,7 +15,7 @@ export OMPI_MCA_pml=ob1 OMPI_MCA_btl=self,vader OMP_NUM_THREADS=1
 for ranks in 1 4; do
   threads=$(( cores / ranks > 0 ? cores / ranks : 1 ))
   mpirun --oversubscribe --allow-run-as-root -np "$ranks" "$bin" --workloads needle,stripes,sinks,video,heavy,random \
-    --seq-len 8192 --heads 8 --kv-heads 2 --head-dim 64 --strides 8 --taus 0.7,0.8,0.9,0.95,0.99,0.999 \
+    --seq-len 8192 --heads 8 --kv-heads 2 --head-dim 64 --strides 8 --taus 0.7,0.8,0.9,0.95,0.99,0.993,0.996,0.998,0.999 \
     --oracle-curve 0.5,0.6,0.75,0.85,0.925,0.97,0.98,0.995,0.9995,0.9999 --threads "$threads" \
     --json "$out/quality_heavy_np$ranks.json" > "$out/run_np$ranks.log" 2>&1
 done

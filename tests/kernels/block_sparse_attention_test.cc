@@ -227,7 +227,9 @@ TEST(BlockSparseAttention, PerKvHeadKeyPositions) {
 
 // Rows that see no key: O = 0 and LSE = -inf exactly, from causality (whole blocks, and
 // the first rows of a block whose keys start later) and from empty mask rows.
-TEST(BlockSparseAttention, RowsWithoutVisibleKeys) {
+// Causal, keys starting 32 positions after the queries (the first 32 rows of every head see no
+// key), full mask but for the emptied row of head 3, query block 1.
+AttentionProblem ProblemWithEmptyRows() {
   ProblemSpec spec;
   spec.lq = 128;
   spec.lk = 192;
@@ -236,12 +238,17 @@ TEST(BlockSparseAttention, RowsWithoutVisibleKeys) {
   for (int i = 0; i < spec.lq; ++i) problem.q_pos[i] = i;
   for (int j = 0; j < spec.lk; ++j) problem.k_pos[j] = j + 32;
   problem.RandomizeMask(1.0);
-  // Empty the mask row of head 3, query block 1.
   const int row = 3 * problem.num_q_blocks() + 1;
   const int removed = problem.row_offsets[row + 1] - problem.row_offsets[row];
   problem.kv_blocks_ids.erase(problem.kv_blocks_ids.begin() + problem.row_offsets[row],
                               problem.kv_blocks_ids.begin() + problem.row_offsets[row + 1]);
   for (size_t r = row + 1; r < problem.row_offsets.size(); ++r) problem.row_offsets[r] -= removed;
+  return problem;
+}
+
+TEST(BlockSparseAttention, RowsWithoutVisibleKeys) {
+  AttentionProblem problem = ProblemWithEmptyRows();
+  const ProblemSpec& spec = problem.spec();
   for (CpuIsa isa : AvailableIsas()) {
     SCOPED_TRACE(CpuIsaName(isa));
     ScopedCpuIsa scoped(std::string(CpuIsaName(isa)));
@@ -255,19 +262,8 @@ TEST(BlockSparseAttention, RowsWithoutVisibleKeys) {
 // empty_rows_lse_only: an empty mask row writes LSE -inf and leaves O as it was; every other
 // row is bitwise the result without the flag (rows emptied by causality alone still get O = 0).
 TEST(BlockSparseAttention, EmptyRowsLseOnlyLeavesTheirOutputUntouched) {
-  ProblemSpec spec;
-  spec.lq = 128;
-  spec.lk = 192;
-  spec.causal = true;
-  AttentionProblem problem(spec);
-  for (int i = 0; i < spec.lq; ++i) problem.q_pos[i] = i;
-  for (int j = 0; j < spec.lk; ++j) problem.k_pos[j] = j + 32;
-  problem.RandomizeMask(1.0);
-  const int row = 3 * problem.num_q_blocks() + 1;  // head 3, query block 1: emptied
-  const int removed = problem.row_offsets[row + 1] - problem.row_offsets[row];
-  problem.kv_blocks_ids.erase(problem.kv_blocks_ids.begin() + problem.row_offsets[row],
-                              problem.kv_blocks_ids.begin() + problem.row_offsets[row + 1]);
-  for (size_t r = row + 1; r < problem.row_offsets.size(); ++r) problem.row_offsets[r] -= removed;
+  AttentionProblem problem = ProblemWithEmptyRows();
+  const ProblemSpec& spec = problem.spec();
   for (CpuIsa isa : AvailableIsas()) {
     SCOPED_TRACE(CpuIsaName(isa));
     ScopedCpuIsa scoped(std::string(CpuIsaName(isa)));
