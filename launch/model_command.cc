@@ -9,6 +9,7 @@
 #include "launch/device_flags.h"
 #include "launch/job_metrics.h"
 #include "runtime/execution_context.h"
+#include "runtime/kvhandoff/ucx_kv_sink.h"
 #include "runtime/model_job.h"
 #include "scheduler/request_record.h"
 
@@ -136,7 +137,7 @@ std::function<int()> AddModelCommand(CLI::App& app, const MpiSession& session) {
     load.Mark("prepare_weights");
     PrefillWorkspace workspace;
     const ModelExecution on{ctx->backend.get(), ctx->layers.get(), &*prepared, ctx->comm, comm->get(), ctx->device_memory,
-                            &workspace};
+                            &workspace, &MakeUcxKvSink};
     absl::StatusOr<std::unique_ptr<JobMetrics>> metrics =
         StartJobMetrics(c.metrics, session.world_rank(), std::filesystem::path(c.model_dir).filename().string());
     if (absl::Status s = AgreeOnStatus(**comm, metrics.status()); !s.ok()) return ExitCodeFor(s, session.world_rank());

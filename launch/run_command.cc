@@ -11,6 +11,7 @@
 #include "launch/request_flags.h"
 #include "launch/termination_signal.h"
 #include "runtime/execution_context.h"
+#include "runtime/kvhandoff/ucx_kv_sink.h"
 #include "scheduler/batch_runner.h"
 
 namespace prefill {
@@ -55,6 +56,7 @@ std::function<int()> AddRunCommand(CLI::App& app, const MpiSession& session) {
     o.metrics = (*metrics)->metrics.get();
     absl::StatusOr<ExecutionContext> ctx = MakeExecutionContext(*device, o.defaults.threads, *device_id, **world, *comm);
     if (absl::Status s = AgreeOnStatus(**world, ctx.status()); !s.ok()) return ExitCodeFor(s, session.world_rank());
+    ctx->remote_kv_sink = &MakeUcxKvSink;
     absl::StatusOr<BatchSummary> summary = RunBatch(o, **world, *ctx);
     if (const int64_t used = ctx->device_memory_used(); used >= 0) o.metrics->SetGpuMemoryUsedBytes(used);
     if (!summary.ok()) return ExitCodeFor(summary.status(), session.world_rank());

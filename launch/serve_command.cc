@@ -16,6 +16,7 @@
 #include "launch/termination_signal.h"
 #include "monitoring/http_server.h"
 #include "runtime/execution_context.h"
+#include "runtime/kvhandoff/ucx_kv_sink.h"
 #include "runtime/memory_estimate.h"
 #include "scheduler/serve_api.h"
 #include "scheduler/serve_worker.h"
@@ -100,6 +101,7 @@ int Serve(const ServeFlags& flags, const MpiSession& session) {
   if (absl::Status s = AgreeOnStatus(**world, metrics.status()); !s.ok()) return ExitCodeFor(s, rank);
   absl::StatusOr<ExecutionContext> ctx = MakeExecutionContext(f.device, f.defaults.threads, f.device_id, **world, f.comm);
   if (absl::Status s = AgreeOnStatus(**world, ctx.status()); !s.ok()) return ExitCodeFor(s, rank);
+  ctx->remote_kv_sink = &MakeUcxKvSink;
   absl::StatusOr<LoadedModel> model = LoadModel(f.model_dir);
   absl::StatusOr<PreparedModel> prepared =
       model.ok() ? PrepareModel(model->config, model->weights, *ctx->backend, *ctx->layers) : model.status();

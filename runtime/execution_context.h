@@ -15,6 +15,7 @@
 #include "kernels/layer_backend.h"
 #include "parallel/communicator.h"
 #include "parallel/mpi_communicator.h"
+#include "runtime/kv_sink.h"
 
 namespace prefill {
 
@@ -42,6 +43,8 @@ struct ExecutionContext {
   std::function<DeviceMemoryPeakBytes()> device_memory_peak = [] { return DeviceMemoryPeakBytes{}; };
   // {free, total} bytes of the device (cudaMemGetInfo); {-1, -1} on the CPU.
   std::function<std::pair<int64_t, int64_t>()> device_memory = [] { return std::pair<int64_t, int64_t>{-1, -1}; };
+  // Where `--kv-target` caches go: set by launch/ (the UCX sink of runtime/kvhandoff).
+  RemoteKvSinkFactory remote_kv_sink;
 };
 
 // device: "cpu" or "cuda". device_id < 0 picks the local rank's GPU. comm (--comm, cuda):

@@ -2,8 +2,10 @@
 // implementations, used alone or together:
 //   KvFileSink (kv_file_sink.h): one safetensors shard per rank + index.json in a folder,
 //                published atomically (the layout `prefill model --kv-out` always wrote);
-//   UcxKvSink  (ucx_kv_sink.h):  every rank streams its own shards over UCX to a decode
-//                server (`kv-receiver` stands in for one) and waits for its acknowledgement.
+//   UcxKvSink  (kvhandoff/ucx_kv_sink.h): every rank streams its own shards over UCX to a
+//                decode server (`kv-receiver` stands in for one) and waits for its
+//                acknowledgement. runtime does not link UCX: launch/ hands the maker in
+//                (RemoteKvSinkFactory).
 //
 // Contract (every implementation):
 //   - Begin and Commit are collective over the request's group: every rank calls them, in the
@@ -19,6 +21,8 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
+#include <memory>
 #include <span>
 #include <string>
 #include <string_view>
@@ -26,6 +30,7 @@
 
 #include "absl/status/status.h"
 #include "kernels/dtype.h"
+#include "parallel/communicator.h"
 #include "runtime/tensor.h"
 
 namespace prefill {
@@ -75,5 +80,22 @@ class KvSink {
   // a sink that says no gets them after the prefill, on the caller's thread.
   virtual bool takes_layers_during_prefill() const { return false; }
 };
+
+// [A-Za-z0-9._-]{1,128}, not "." or "..": it names a request on the wire and on disk.
+bool ValidKvRequestId(std::string_view id);
+
+// A decode server (`--kv-target`, a serve request's kv_target).
+struct KvTarget {
+  std::string address;          // host:port
+  double timeout_seconds = 60;  // no progress for this long (connect, send, acknowledgement): fail
+};
+
+// InvalidArgument naming --kv-target / --kv-timeout unless the address resolves and the
+// timeout is positive.
+absl::Status ValidateKvTarget(const KvTarget& target);
+
+// Makes the sink that streams one request's cache to `target`; empty where the program has no
+// transport for it.
+using RemoteKvSinkFactory = std::function<std::unique_ptr<KvSink>(Communicator& comm, const KvTarget& target)>;
 
 }  // namespace prefill

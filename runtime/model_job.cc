@@ -14,7 +14,6 @@
 #include "kernels/status_macros.h"
 #include "parallel/cp_layout.h"
 #include "runtime/kv_file_sink.h"
-#include "runtime/kv_handoff_protocol.h"
 #include "runtime/kv_layer_streamer.h"
 #include "parallel/ring_attention.h"
 #include "runtime/memory_estimate.h"
@@ -22,7 +21,6 @@
 #include "runtime/safetensors.h"
 #include "runtime/tensor.h"
 #include "runtime/transformer_prefill.h"
-#include "runtime/ucx_kv_sink.h"
 
 namespace prefill {
 namespace {
@@ -217,9 +215,9 @@ absl::Status ValidateOptions(const PrefillRequestOptions& o) {
   if (absl::StatusOr<BalanceMode> b = ParseBalanceMode(o.balance); !b.ok()) return b.status();
   if (absl::StatusOr<MaskEstimator> e = ParseMaskEstimator(o.estimator); !e.ok()) return e.status();
   if (!o.kv_target.empty()) {
-    PREFILL_RETURN_IF_ERROR(ValidateUcxKvSinkOptions({o.kv_target, o.kv_timeout}));
+    PREFILL_RETURN_IF_ERROR(ValidateKvTarget({o.kv_target, o.kv_timeout}));
   }
-  if (!o.request_id.empty() && !kvwire::ValidRequestId(o.request_id)) {
+  if (!o.request_id.empty() && !ValidKvRequestId(o.request_id)) {
     return absl::InvalidArgumentError(absl::StrCat("request id '", o.request_id, "' is not [A-Za-z0-9._-]{1,128}"));
   }
   if (!o.kv_out.empty() || !o.kv_target.empty()) return ParseDType(o.kv_dtype).status();
@@ -285,6 +283,9 @@ absl::StatusOr<nlohmann::json> PrefillRequest(const LoadedModel& model, const Pr
   const ModelConfig& c = model.config;
   Communicator& comm = *on.host;
   absl::Status s = ValidateOptions(o);
+  if (s.ok() && !o.kv_target.empty() && !on.remote_kv_sink) {
+    s = absl::UnimplementedError("--kv-target: this program has no transport to a decode server");
+  }
   absl::StatusOr<int64_t> length = s.ok() ? PromptLength(source, c) : s;
   absl::StatusOr<LayoutKind> kind = ParseLayoutKind(o.layout);
   absl::StatusOr<CpLayout> layout = absl::UnknownError("unset");
@@ -335,7 +336,7 @@ absl::StatusOr<nlohmann::json> PrefillRequest(const LoadedModel& model, const Pr
   // each layer from the streamer's thread as it lands.
   std::vector<std::unique_ptr<KvSink>> sinks;
   if (!o.kv_out.empty()) sinks.push_back(MakeKvFileSink(comm, o.kv_out));
-  if (!o.kv_target.empty()) sinks.push_back(MakeUcxKvSink(comm, {o.kv_target, o.kv_timeout}));
+  if (!o.kv_target.empty()) sinks.push_back(on.remote_kv_sink(comm, {o.kv_target, o.kv_timeout}));
   const KvCacheGeometry geometry = KvGeometry(comm, options.kv_dtype, c, *layout, *length);
   const std::string request_id = RequestId(o, source);
   std::vector<KvSink*> early;

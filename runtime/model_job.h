@@ -17,6 +17,7 @@
 #include "kernels/backend.h"
 #include "kernels/layer_backend.h"
 #include "parallel/communicator.h"
+#include "runtime/kv_sink.h"
 #include "runtime/model_config.h"
 #include "runtime/model_weights.h"
 #include "runtime/prefill_workspace.h"
@@ -82,6 +83,8 @@ struct ModelExecution {
   // The activations' memory, kept from one request to the next (made before each request's
   // clock); null: each request allocates its own inside its clock.
   PrefillWorkspace* workspace = nullptr;
+  // The sink of `kv_target` (launch/ wires the UCX one in); empty: kv_target is refused.
+  RemoteKvSinkFactory remote_kv_sink;
 };
 
 // Prefills one prompt over the ranks of `on` (every rank calls it). The sequence is padded

@@ -240,7 +240,7 @@ absl::StatusOr<BatchSummary> RunBatch(const BatchOptions& o, MpiCommunicator& wo
     absl::Status wave_status;
     if (mine != nullptr) {
       const ModelExecution on{ctx.backend.get(), ctx.layers.get(), &*prepared, group->device(), group->host.get(), ctx.device_memory,
-                            &workspace};
+                            &workspace, ctx.remote_kv_sink};
       wave_status = RunAssignment(o, *model, *plan, *mine, on, *store);
     }
     PREFILL_RETURN_IF_ERROR(AgreeOnStatus(world, wave_status));

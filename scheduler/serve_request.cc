@@ -6,7 +6,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "kernels/status_macros.h"
-#include "runtime/ucx_kv_sink.h"
+#include "runtime/socket_address.h"
 #include "scheduler/manifest.h"
 
 namespace prefill {

@@ -85,7 +85,7 @@ absl::Status RunAssignment(const ServeWorkerOptions& o, const json& message, std
   const InlinePrompt prompt(o, r);
   const PromptSource source{r.tokens.empty() ? r.tokens_path : prompt.path(), r.embeddings_path};
   const ModelExecution on{o.ctx->backend.get(), o.ctx->layers.get(), o.prepared, (*group)->backend(),
-                          (*group)->host.get(), o.ctx->device_memory, &workspace};
+                          (*group)->host.get(), o.ctx->device_memory, &workspace, o.ctx->remote_kv_sink};
   const auto start = Clock::now();
   const absl::StatusOr<json> result = PrefillRequest(*o.model, source, options, on);
   const double seconds = std::chrono::duration<double>(Clock::now() - start).count();

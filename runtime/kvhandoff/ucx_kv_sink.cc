@@ -1,224 +1,23 @@
-#include "runtime/ucx_kv_sink.h"
+#include "runtime/kvhandoff/ucx_kv_sink.h"
 
-#include <arpa/inet.h>
-#include <netdb.h>
-
+#include <algorithm>
 #include <chrono>
-#include <cstdlib>
-#include <cstring>
 #include <deque>
 #include <optional>
 #include <random>
-#include <thread>
 #include <vector>
 
-#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
-#include "runtime/kv_handoff_protocol.h"
+#include "runtime/kvhandoff/ucx_worker.h"
+#include "runtime/kvhandoff/wire_protocol.h"
+#include "runtime/socket_address.h"
 
 namespace prefill {
 namespace {
 
 using Clock = std::chrono::steady_clock;
 
-double SecondsSince(Clock::time_point t) {
-  return std::chrono::duration<double>(Clock::now() - t).count();
-}
-
-}  // namespace
-
-// ---- UCX plumbing ----------------------------------------------------------------------
-
-absl::StatusCode UcsStatusCode(ucs_status_t status) {
-  switch (status) {
-    case UCS_OK:
-      return absl::StatusCode::kOk;
-    case UCS_ERR_UNREACHABLE:
-    case UCS_ERR_CONNECTION_RESET:
-    case UCS_ERR_ENDPOINT_TIMEOUT:
-    case UCS_ERR_REJECTED:
-    case UCS_ERR_IO_ERROR:
-    case UCS_ERR_CANCELED:
-    case UCS_ERR_NOT_CONNECTED:
-    case UCS_ERR_BUSY:
-    case UCS_ERR_NO_RESOURCE:
-      return absl::StatusCode::kUnavailable;
-    case UCS_ERR_TIMED_OUT:
-      return absl::StatusCode::kDeadlineExceeded;
-    case UCS_ERR_INVALID_PARAM:
-    case UCS_ERR_INVALID_ADDR:
-      return absl::StatusCode::kInvalidArgument;
-    case UCS_ERR_NO_MEMORY:
-    case UCS_ERR_EXCEEDS_LIMIT:
-      return absl::StatusCode::kResourceExhausted;
-    case UCS_ERR_UNSUPPORTED:
-      return absl::StatusCode::kUnimplemented;
-    default:
-      return absl::StatusCode::kInternal;
-  }
-}
-
-absl::Status UcsError(ucs_status_t status, const char* call, const char* file, int line) {
-  return absl::Status(UcsStatusCode(status), absl::StrCat(call, ": ", ucs_status_string(status),
-                                                          " (", file, ":", line, ")"));
-}
-
-absl::StatusOr<SocketAddress> ResolveHostPort(std::string_view host_port_view, bool passive) {
-  const std::string host_port(host_port_view);
-  auto bad = [&](const std::string& why) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("'", host_port, "' is not HOST:PORT (", why, ")"));
-  };
-  const size_t colon = host_port.rfind(':');
-  if (colon == std::string_view::npos || colon == 0) return bad("no host or no port");
-  std::string host(host_port.substr(0, colon));
-  if (host.size() >= 2 && host.front() == '[' && host.back() == ']')
-    host = host.substr(1, host.size() - 2);
-  int port = -1;
-  if (!absl::SimpleAtoi(host_port.substr(colon + 1), &port) || port < (passive ? 0 : 1) ||
-      port > 65535) {
-    return bad(passive ? "the port must be 0..65535" : "the port must be 1..65535");
-  }
-  addrinfo hints{};
-  hints.ai_family = AF_UNSPEC;
-  hints.ai_socktype = SOCK_STREAM;
-  hints.ai_flags = passive ? AI_PASSIVE : 0;
-  addrinfo* found = nullptr;
-  const std::string service = std::to_string(port);
-  if (const int rc =
-          getaddrinfo(host == "*" ? nullptr : host.c_str(), service.c_str(), &hints, &found);
-      rc != 0) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("'", host_port, "': cannot resolve '", host, "': ", gai_strerror(rc)));
-  }
-  SocketAddress out;
-  std::memcpy(&out.addr, found->ai_addr, found->ai_addrlen);
-  out.length = found->ai_addrlen;
-  freeaddrinfo(found);
-  return out;
-}
-
-std::string SocketAddressText(const sockaddr_storage& addr) {
-  char host[INET6_ADDRSTRLEN] = "?";
-  int port = 0;
-  if (addr.ss_family == AF_INET) {
-    const auto* a = reinterpret_cast<const sockaddr_in*>(&addr);
-    inet_ntop(AF_INET, &a->sin_addr, host, sizeof host);
-    port = ntohs(a->sin_port);
-    return absl::StrCat(host, ":", port);
-  }
-  if (addr.ss_family == AF_INET6) {
-    const auto* a = reinterpret_cast<const sockaddr_in6*>(&addr);
-    inet_ntop(AF_INET6, &a->sin6_addr, host, sizeof host);
-    port = ntohs(a->sin6_port);
-    return absl::StrCat("[", host, "]:", port);
-  }
-  return "?";
-}
-
-absl::StatusOr<std::unique_ptr<UcxWorker>> UcxWorker::Create(ucs_thread_mode_t thread_mode) {
-  std::unique_ptr<UcxWorker> w(new UcxWorker());
-  ucp_config_t* config = nullptr;
-  // UCX 1.13's TCP PUT zcopy (its rendezvous over TCP) aborts the process on an internal
-  // assertion (tcp_ep.c: PUT_TX_WAITING_ACK) when the peer dies mid-transfer, which would take a
-  // whole prefill job down with a receiver. Without it, rendezvous data goes as active-message
-  // fragments, still sent from the registered buffer. The transport reads its settings from the
-  // environment only (ucp_config_modify does not reach it in 1.13), so the default is set there,
-  // once, before the first context; UCX_TCP_PUT_ENABLE=y in the environment restores PUT.
-  static const bool tcp_put_default = [] {
-    return setenv("UCX_TCP_PUT_ENABLE", "n", /*overwrite=*/0) == 0;
-  }();
-  (void)tcp_put_default;
-  UCS_CHECK(ucp_config_read(nullptr, nullptr, &config));
-  ucp_params_t params{};
-  params.field_mask = UCP_PARAM_FIELD_FEATURES;
-  params.features = UCP_FEATURE_AM;
-  const ucs_status_t init = ucp_init(&params, config, &w->context_);
-  ucp_config_release(config);
-  UCS_CHECK(init);
-  ucp_worker_params_t wp{};
-  wp.field_mask = UCP_WORKER_PARAM_FIELD_THREAD_MODE;
-  wp.thread_mode = thread_mode;
-  UCS_CHECK(ucp_worker_create(w->context_, &wp, &w->worker_));
-  ucp_worker_attr_t attr{};
-  attr.field_mask = UCP_WORKER_ATTR_FIELD_MAX_AM_HEADER;
-  UCS_CHECK(ucp_worker_query(w->worker_, &attr));
-  w->max_am_header_ = attr.max_am_header;
-  return w;
-}
-
-UcxWorker::~UcxWorker() {
-  if (worker_ != nullptr) ucp_worker_destroy(worker_);
-  if (context_ != nullptr) ucp_cleanup(context_);
-}
-
-bool UcxWorker::Progress() {
-  bool any = false;
-  while (ucp_worker_progress(worker_) != 0) any = true;
-  return any;
-}
-
-void UcxWorker::Backoff(int& idle_rounds, int max_sleep_us) {
-  ++idle_rounds;
-  if (idle_rounds < 64) return;
-  const int shift = std::min(idle_rounds - 64, 20);
-  std::this_thread::sleep_for(std::chrono::microseconds(std::min(10 << shift, max_sleep_us)));
-}
-
-absl::Status UcxWorker::ProgressUntil(const std::function<bool()>& done, double idle_timeout_s,
-                                      std::string_view what, const uint64_t* activity) {
-  Clock::time_point last = Clock::now();
-  uint64_t seen = activity ? *activity : 0;
-  int idle_rounds = 0;
-  while (!done()) {
-    bool any = Progress();
-    if (activity != nullptr && *activity != seen) {
-      seen = *activity;
-      any = true;
-    }
-    if (any) {
-      last = Clock::now();
-      idle_rounds = 0;
-      continue;
-    }
-    if (SecondsSince(last) > idle_timeout_s) {
-      return absl::DeadlineExceededError(
-          absl::StrCat(std::string(what), ": nothing happened for ", idle_timeout_s, " s"));
-    }
-    Backoff(idle_rounds);
-  }
-  return absl::OkStatus();
-}
-
-void UcxWorker::CloseEndpoint(ucp_ep_h ep, bool force, double timeout_s) {
-  if (ep == nullptr) return;
-  ucp_request_param_t p{};
-  p.op_attr_mask = UCP_OP_ATTR_FIELD_FLAGS;
-  p.flags = force ? UCP_EP_CLOSE_FLAG_FORCE : 0;
-  ucs_status_ptr_t req = ucp_ep_close_nbx(ep, &p);
-  if (req == nullptr || UCS_PTR_IS_ERR(req)) return;
-  const Clock::time_point start = Clock::now();
-  int idle_rounds = 0;
-  while (ucp_request_check_status(req) == UCS_INPROGRESS && SecondsSince(start) < timeout_s) {
-    if (!Progress()) Backoff(idle_rounds);
-  }
-  ucp_request_free(req);  // if still in progress, UCX releases it when done (or with the worker)
-}
-
-// ---- The sink --------------------------------------------------------------------------
-
-absl::Status ValidateUcxKvSinkOptions(const UcxKvSinkOptions& o) {
-  if (absl::StatusOr<SocketAddress> a = ResolveHostPort(o.target, false); !a.ok()) {
-    return absl::InvalidArgumentError(absl::StrCat("--kv-target ", a.status().message()));
-  }
-  if (!(o.timeout_seconds > 0)) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("--kv-timeout ", o.timeout_seconds, " must be a positive number of seconds"));
-  }
-  return absl::OkStatus();
-}
-
-namespace {
+double SecondsSince(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
 
 // One posted active message: its header, and its payload's registration.
 struct PendingSend {
@@ -232,12 +31,12 @@ struct PendingSend {
 
 class UcxKvSink final : public KvSink {
  public:
-  UcxKvSink(Communicator& comm, UcxKvSinkOptions options)
-      : comm_(comm), options_(std::move(options)) {}
+  UcxKvSink(Communicator& comm, KvTarget target)
+      : comm_(comm), target_(std::move(target)) {}
   ~UcxKvSink() override { Shutdown(true); }
 
   std::string_view name() const override { return "ucx"; }
-  std::string destination() const override { return options_.target; }
+  std::string destination() const override { return target_.address; }
 
   absl::Status Begin(const std::string& request_id, const KvCacheGeometry& geometry) override {
     request_id_ = request_id;
@@ -333,7 +132,7 @@ class UcxKvSink final : public KvSink {
     return kvwire::Prefix{type, transfer_id_, request_id_, static_cast<uint32_t>(geometry_.rank)};
   }
 
-  std::string Where() const { return absl::StrCat("KV receiver at ", options_.target); }
+  std::string Where() const { return absl::StrCat("KV receiver at ", target_.address); }
 
   absl::Status Fail(absl::Status s) {
     if (error_.ok()) error_ = std::move(s);
@@ -357,7 +156,7 @@ class UcxKvSink final : public KvSink {
   }
 
   absl::Status Connect() {
-    absl::StatusOr<SocketAddress> address = ResolveHostPort(options_.target, false);
+    absl::StatusOr<SocketAddress> address = ResolveHostPort(target_.address, false);
     if (!address.ok()) return address.status();
     // Begin and Commit on the caller's thread, PutLayer on the streamer's, in turn.
     absl::StatusOr<std::unique_ptr<UcxWorker>> w = UcxWorker::Create(UCS_THREAD_MODE_SERIALIZED);
@@ -408,7 +207,7 @@ class UcxKvSink final : public KvSink {
           return ep_failed_ || flush == nullptr || UCS_PTR_IS_ERR(flush) ||
                  ucp_request_check_status(flush) != UCS_INPROGRESS;
         },
-        options_.timeout_seconds, "connecting", &activity_);
+        target_.timeout_seconds, "connecting", &activity_);
     ucs_status_t flushed = UCS_OK;
     if (UCS_PTR_IS_ERR(flush)) {
       flushed = UCS_PTR_STATUS(flush);
@@ -419,7 +218,7 @@ class UcxKvSink final : public KvSink {
     if (!s.ok()) {
       return absl::UnavailableError(absl::StrCat("cannot reach the ", Where(),
                                                  ": no connection within ",
-                                                 options_.timeout_seconds, " s (--kv-timeout)"));
+                                                 target_.timeout_seconds, " s (--kv-timeout)"));
     }
     if (ep_failed_ || flushed != UCS_OK) {
       return absl::UnavailableError(absl::StrCat(
@@ -478,10 +277,10 @@ class UcxKvSink final : public KvSink {
       }
       return true;
     };
-    absl::Status s = worker_->ProgressUntil(all_done, options_.timeout_seconds, what, &activity_);
+    absl::Status s = worker_->ProgressUntil(all_done, target_.timeout_seconds, what, &activity_);
     if (!s.ok()) {
       return absl::DeadlineExceededError(
-          absl::StrCat(Where(), ": ", what, " stalled for ", options_.timeout_seconds,
+          absl::StrCat(Where(), ": ", what, " stalled for ", target_.timeout_seconds,
                        " s (--kv-timeout) after ", SentBytes(), " of ", payload_bytes_,
                        " bytes; request '", request_id_, "' was not acknowledged"));
     }
@@ -494,12 +293,12 @@ class UcxKvSink final : public KvSink {
 
   absl::Status WaitForAck() {
     absl::Status s = worker_->ProgressUntil([&] { return ack_.has_value() || ep_failed_; },
-                                            options_.timeout_seconds,
+                                            target_.timeout_seconds,
                                             "waiting for the acknowledgement", &activity_);
     if (!s.ok()) {
       return absl::DeadlineExceededError(
           absl::StrCat(Where(), ": no acknowledgement of request '", request_id_, "' within ",
-                       options_.timeout_seconds, " s (--kv-timeout); it was not acknowledged"));
+                       target_.timeout_seconds, " s (--kv-timeout); it was not acknowledged"));
     }
     if (!ack_.has_value()) return Lost("waiting for the acknowledgement");
     if (!ack_status_.ok()) return ack_status_;
@@ -524,7 +323,7 @@ class UcxKvSink final : public KvSink {
     if (!worker_) return;
     if (ep_ != nullptr) {
       worker_->CloseEndpoint(ep_, force || ep_failed_,
-                             force ? 1.0 : std::min(options_.timeout_seconds, 5.0));
+                             force ? 1.0 : std::min(target_.timeout_seconds, 5.0));
     }
     ep_ = nullptr;
     // Forced closes complete outstanding sends with an error; let their callbacks run.
@@ -579,7 +378,7 @@ class UcxKvSink final : public KvSink {
   }
 
   Communicator& comm_;
-  const UcxKvSinkOptions options_;
+  const KvTarget target_;
   std::string request_id_;
   KvCacheGeometry geometry_;
   uint64_t transfer_id_ = 0;
@@ -599,8 +398,8 @@ class UcxKvSink final : public KvSink {
 
 }  // namespace
 
-std::unique_ptr<KvSink> MakeUcxKvSink(Communicator& comm, UcxKvSinkOptions options) {
-  return std::make_unique<UcxKvSink>(comm, std::move(options));
+std::unique_ptr<KvSink> MakeUcxKvSink(Communicator& comm, const KvTarget& target) {
+  return std::make_unique<UcxKvSink>(comm, target);
 }
 
 }  // namespace prefill
