@@ -1,3 +1,4 @@
+#include "launch/enum_flags.h"
 #include "launch/attention_command.h"
 
 #include <cstdio>
@@ -19,12 +20,12 @@ void RecordAttentionJob(const AttentionJobReport& report, int rank, monitoring::
   r.phase_seconds[static_cast<int>(monitoring::PrefillPhase::kMaskEstimation)] = mine.estimate_seconds;
   r.phase_seconds[static_cast<int>(monitoring::PrefillPhase::kKvExchange)] = mine.exchange_seconds;
   r.phase_seconds[static_cast<int>(monitoring::PrefillPhase::kAttention)] = mine.attention_seconds;
-  if (report.config.mode == "sparse" && mine.visible_blocks > 0) {
+  if (report.config.mode == AttentionMode::kSparse && mine.visible_blocks > 0) {
     r.attention_density = static_cast<double>(mine.selected_blocks) / mine.visible_blocks;
   }
   r.kv_bytes_sent = mine.kv_bytes_sent;
   r.kv_bytes_dense_ring = report.kv_bytes_dense_ring / report.world_size;
-  if (report.config.mode == "sparse") {
+  if (report.config.mode == AttentionMode::kSparse) {
     const nlohmann::json j = report.ToJson();
     r.selected_blocks = mine.selected_blocks;
     r.computed_blocks = mine.computed_blocks;
@@ -56,22 +57,23 @@ CLI::App* AddAttentionFlags(CLI::App& app, AttentionFlags& flags) {
   cmd->add_option("--concentration", c.concentration,
                   "Synthetic workloads: multiplies every structured logit (> 1 sharper, < 1 more diffuse)")->capture_default_str();
   cmd->add_flag("--slash-heads", c.slash_heads, "Synthetic workloads: every 4th head looks back by a fixed offset (docs/workloads.md)");
-  cmd->add_option("--dtype", c.dtype, "Storage of synthetic Q/K/V: f32, bf16, f16")->capture_default_str();
-  cmd->add_option("--mode", c.mode, "sparse (estimated block mask) or dense (ring attention, exact)")->capture_default_str();
-  cmd->add_option("--layout", c.layout, "contiguous or zigzag (balances causal work)")->capture_default_str();
+  AddEnumOption(*cmd, "--dtype", c.dtype, "Storage of synthetic Q/K/V: f32, bf16, f16", ParseDType, DTypeName);
+  AddEnumOption(*cmd, "--mode", c.mode, "sparse (estimated block mask) or dense (ring attention, exact)", ParseAttentionMode,
+                AttentionModeName);
+  AddEnumOption(*cmd, "--layout", c.layout, "contiguous or zigzag (balances causal work)", ParseLayoutKind, LayoutKindName);
   cmd->add_flag("--causal,!--no-causal", c.causal, "Causal attention (default on)");
   cmd->add_option("--block", c.block, "Block size of the mask, in tokens")->capture_default_str();
-  cmd->add_option("--estimator", c.estimator,
-                  "Mask estimator: rr (round robin over stride-pooled keys) or rr+heavy (plus each block's most "
-                  "deviating key, unpooled: catches isolated heavy tokens; docs/rrattention.md)")
-      ->capture_default_str();
+  AddEnumOption(*cmd, "--estimator", c.estimator,
+                "Mask estimator: rr (round robin over stride-pooled keys) or rr+heavy (plus each block's most "
+                "deviating key, unpooled: catches isolated heavy tokens; docs/rrattention.md)",
+                ParseMaskEstimator, MaskEstimatorName);
   cmd->add_option("--stride", c.stride, "Estimation stride S: keys pooled per S, one query sampled per S")->capture_default_str();
   cmd->add_option("--tau", c.tau, "Keep the fewest blocks whose estimated attention mass reaches tau")->capture_default_str();
   cmd->add_option("--dense-above", c.dense_above, "Several ranks: at this estimated density or more the dense ring runs instead (above 1: never)")->capture_default_str();
-  cmd->add_option("--balance", c.balance,
-                  "Several ranks, sparse: auto moves mask entries to the rank holding their KV blocks until "
-                  "every rank computes about as many (only Q rows and partial results travel); off")
-      ->capture_default_str();
+  AddEnumOption(*cmd, "--balance", c.balance,
+                "Several ranks, sparse: auto moves mask entries to the rank holding their KV blocks until "
+                "every rank computes about as many (only Q rows and partial results travel); off",
+                ParseBalanceMode, BalanceModeName);
   cmd->add_flag("--no-keep-recent", flags.no_keep_recent, "Do not force the last query block dense");
   cmd->add_option("--threads", c.threads, "Threads per rank (0: the node's cores / ranks on the node)")->capture_default_str();
   AddDeviceFlags(*cmd, c.device, c.device_id, c.comm);

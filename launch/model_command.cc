@@ -1,3 +1,4 @@
+#include "launch/enum_flags.h"
 #include "launch/model_command.h"
 
 #include <chrono>
@@ -99,21 +100,24 @@ std::function<int()> AddModelCommand(CLI::App& app, const MpiSession& session) {
   cmd->add_option("--model", mc.model_dir, "Model folder: config.json + model.safetensors (or an index and shards)")->required();
   cmd->add_option("--tokens", mc.source.tokens_path, "Prompt token ids: .npy (int32/int64) or a JSON array");
   cmd->add_option("--embeddings", mc.source.embeddings_path, "Or precomputed input embeddings: safetensors [L, hidden] (vision/video tokens)");
-  cmd->add_option("--mode", c.mode, "sparse or dense")->capture_default_str();
+  AddEnumOption(*cmd, "--mode", c.mode, "sparse or dense", ParseAttentionMode, AttentionModeName);
   AddDeviceFlags(*cmd, mc.device, mc.device_id, mc.comm);
-  cmd->add_option("--layout", c.layout, "contiguous or zigzag")->capture_default_str();
+  AddEnumOption(*cmd, "--layout", c.layout, "contiguous or zigzag", ParseLayoutKind, LayoutKindName);
   cmd->add_option("--block", c.block, "Block size of the mask")->capture_default_str();
-  cmd->add_option("--estimator", c.estimator, "Mask estimator: rr or rr+heavy (docs/rrattention.md)")->capture_default_str();
+  AddEnumOption(*cmd, "--estimator", c.estimator, "Mask estimator: rr or rr+heavy (docs/rrattention.md)", ParseMaskEstimator,
+                MaskEstimatorName);
   cmd->add_option("--stride", c.stride, "Estimation stride")->capture_default_str();
   cmd->add_option("--tau", c.tau, "Attention mass the mask keeps")->capture_default_str();
   cmd->add_option("--dense-above", c.dense_above, "Several ranks: a layer whose estimated density reaches this runs the dense ring (above 1: never)")->capture_default_str();
-  cmd->add_option("--balance", c.balance, "Several ranks, sparse: auto evens each layer's work by moving mask entries to the rank holding their KV blocks; off")->capture_default_str();
+  AddEnumOption(*cmd, "--balance", c.balance,
+                "Several ranks, sparse: auto evens each layer's work by moving mask entries to the rank holding their KV blocks; off",
+                ParseBalanceMode, BalanceModeName);
   cmd->add_option("--threads", c.threads, "Threads per rank (0: the node's cores / ranks on the node)")->capture_default_str();
   cmd->add_option("--kv-out", c.kv_out, "Write the KV cache to this folder");
   cmd->add_option("--kv-target", c.kv_target, "Also stream the KV cache over UCX to a decode server (kv-receiver) at HOST:PORT; succeeds only once acknowledged");
   cmd->add_option("--kv-timeout", c.kv_timeout, "Seconds without progress (connect, send, acknowledgement) before the KV handoff fails")->capture_default_str();
   cmd->add_option("--memory-per-rank", c.memory_per_rank, "Bytes one rank may hold, larger requests are refused up front: on cpu its host memory (0: the node's available memory / its ranks), on cuda the GPU memory a request adds to the weights (0: the GPU's free memory)")->capture_default_str();
-  cmd->add_option("--kv-dtype", c.kv_dtype, "KV cache storage: bf16, f16, f32")->capture_default_str();
+  AddEnumOption(*cmd, "--kv-dtype", c.kv_dtype, "KV cache storage: bf16, f16, f32", ParseDType, DTypeName);
   cmd->add_option("--top-k", c.top_k, "Top logits in the report")->capture_default_str();
   cmd->add_option("--json", *json_path, "Write the report as JSON to this file");
   AddMetricsFlags(*cmd, mc.metrics);

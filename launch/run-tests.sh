@@ -23,7 +23,7 @@ fi
 cmake --build build-sanitize -j "$jobs"
 # Unit tests only: MPI jobs under ASan mostly report OpenMPI's own allocations.
 ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
-  ctest --test-dir build-sanitize --output-on-failure -j "$jobs" -L "kernels|scheduler|parallel|monitoring|fuzz" \
+  ctest --test-dir build-sanitize --output-on-failure -j "$jobs" -L "kernels|scheduler|parallel|monitoring|kvhandoff|fuzz" \
   -LE "mpi|slurm|e2e" --timeout 900
 
 echo "run-tests: aarch64 cross build, kernel tests under qemu (build-aarch64/)"

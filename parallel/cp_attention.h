@@ -3,12 +3,19 @@
 #pragma once
 
 #include <cstdint>
+#include <string_view>
 
+#include "absl/status/statusor.h"
 #include "kernels/backend.h"
 #include "kernels/dtype.h"
 #include "parallel/cp_layout.h"
 
 namespace prefill {
+
+// dense: the exact ring; sparse: the estimated block mask (sparse_cp_attention.h).
+enum class AttentionMode { kDense, kSparse };
+absl::StatusOr<AttentionMode> ParseAttentionMode(std::string_view name);  // "dense", "sparse"
+const char* AttentionModeName(AttentionMode mode);
 
 // One rank's rows of a self-attention layer, token-major, in backend memory.
 struct CpAttentionShard {

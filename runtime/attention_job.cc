@@ -29,7 +29,7 @@ struct Shard {
 };
 
 // Reads the shapes of --qkv into the config: q [L, H, D], k and v [L, Hkv, D], one dtype.
-absl::Status ResolveFromFile(AttentionJobConfig* config, DType* dtype) {
+absl::Status ResolveFromFile(AttentionJobConfig* config) {
   absl::StatusOr<std::unique_ptr<SafetensorsFile>> file = SafetensorsFile::Open(config->qkv_path);
   if (!file.ok()) return file.status();
   const SafetensorsEntry* e[3];
@@ -60,7 +60,7 @@ absl::Status ResolveFromFile(AttentionJobConfig* config, DType* dtype) {
   config->heads = static_cast<int>(qs[1]);
   config->kv_heads = static_cast<int>(e[1]->shape[1]);
   config->head_dim = static_cast<int>(qs[2]);
-  *dtype = e[0]->dtype;
+  config->dtype = e[0]->dtype;
   return absl::OkStatus();
 }
 
@@ -203,20 +203,10 @@ absl::Status ValidateAttentionConfig(const AttentionJobConfig& c, int world_size
   }
   if (!(c.tau > 0.f && c.tau <= 1.f)) return Invalid(absl::StrCat("--tau ", c.tau, " must be in (0, 1]"));
   if (!(c.dense_above >= 0.0)) return Invalid(absl::StrCat("--dense-above ", c.dense_above, " must be >= 0"));
-  if (absl::StatusOr<BalanceMode> b = ParseBalanceMode(c.balance); !b.ok()) return b.status();
-  if (absl::StatusOr<MaskEstimator> e = ParseMaskEstimator(c.estimator); !e.ok()) return e.status();
-  if (c.mode != "dense" && c.mode != "sparse") {
-    return Invalid(absl::StrCat("--mode '", c.mode, "' is not a mode (valid: dense, sparse)"));
-  }
-  if (absl::StatusOr<DType> d = ParseDType(c.dtype); !d.ok()) {
-    return Invalid(absl::StrCat("--dtype: ", d.status().message()));
-  }
   if (c.qkv_path.empty()) {
     if (absl::StatusOr<WorkloadKind> k = ParseWorkloadKind(c.workload); !k.ok()) return k.status();
   }
-  absl::StatusOr<LayoutKind> kind = ParseLayoutKind(c.layout);
-  if (!kind.ok()) return kind.status();
-  return CpLayout::Create(*kind, c.seq_len, world_size, c.block).status();
+  return CpLayout::Create(c.layout, c.seq_len, world_size, c.block).status();
 }
 
 absl::StatusOr<AttentionJobReport> RunAttentionJob(const AttentionJobConfig& config, MpiCommunicator& comm) {
@@ -224,15 +214,12 @@ absl::StatusOr<AttentionJobReport> RunAttentionJob(const AttentionJobConfig& con
   report.config = config;
   report.world_size = comm.size();
   AttentionJobConfig& c = report.config;
-  absl::StatusOr<DType> dtype = ParseDType(c.dtype);
-  absl::Status s = dtype.status();
-  if (s.ok() && !c.qkv_path.empty()) s = ResolveFromFile(&c, &*dtype);
+  absl::Status s = c.qkv_path.empty() ? absl::OkStatus() : ResolveFromFile(&c);
   if (s.ok()) s = ValidateAttentionConfig(c, comm.size());
   if (s = AgreeOnStatus(comm, s); !s.ok()) return s;
-  c.dtype = std::string(DTypeName(*dtype));
-  const CpLayout layout = *CpLayout::Create(*ParseLayoutKind(c.layout), c.seq_len, comm.size(), c.block);
+  const CpLayout layout = *CpLayout::Create(c.layout, c.seq_len, comm.size(), c.block);
 
-  absl::StatusOr<Shard> shard = LoadShard(c, *dtype, layout, comm.rank());
+  absl::StatusOr<Shard> shard = LoadShard(c, c.dtype, layout, comm.rank());
   if (s = AgreeOnStatus(comm, shard.status()); !s.ok()) return s;
 
   absl::StatusOr<ExecutionContext> ctx = MakeExecutionContext(c.device, c.threads, c.device_id, comm, c.comm);
@@ -252,23 +239,22 @@ absl::StatusOr<AttentionJobReport> RunAttentionJob(const AttentionJobConfig& con
     if (!b->ok()) s.Update(b->status());
   }
   if (s = AgreeOnStatus(comm, s); !s.ok()) return s;
-  const CpAttentionShard cp{*dtype, q->get(), k->get(), v->get(), c.heads, c.kv_heads, c.head_dim, c.causal,
+  const CpAttentionShard cp{c.dtype, q->get(), k->get(), v->get(), c.heads, c.kv_heads, c.head_dim, c.causal,
                             1.0f / std::sqrt(static_cast<float>(c.head_dim))};
   const CpAttentionOutput out{static_cast<float*>(o_dev->get()), static_cast<float*>(lse_dev->get())};
   if (s = comm.Barrier(); !s.ok()) return s;
   const auto start = Clock::now();
   CpAttentionStats stats;
   BlockMask mask;
-  if (c.mode == "dense") {
+  if (c.mode == AttentionMode::kDense) {
     absl::StatusOr<CpAttentionStats> r = RingAttention(*ctx->comm, backend, layout, cp, out);
     if (!r.ok()) return r.status();
     stats = *r;
   } else {
     // The mask's ids come to the host only for the needle's recall.
     const bool needle = c.qkv_path.empty() && c.workload == "needle";
-    SparseOptions options{c.stride, c.tau, c.keep_sink, c.keep_recent, needle, c.dense_above,
-                          *ParseBalanceMode(c.balance)};
-    options.estimator = *ParseMaskEstimator(c.estimator);
+    SparseOptions options{c.stride, c.tau, c.keep_sink, c.keep_recent, needle, c.dense_above, c.balance};
+    options.estimator = c.estimator;
     absl::StatusOr<SparseCpResult> r = SparseCpAttention(*ctx->comm, backend, layout, cp, options, out);
     if (!r.ok()) return r.status();
     stats = r->stats;
@@ -295,10 +281,10 @@ absl::StatusOr<AttentionJobReport> RunAttentionJob(const AttentionJobConfig& con
     visible += r.visible_blocks;
   }
   report.density = visible ? static_cast<double>(selected) / visible : 1.0;
-  report.kv_bytes_dense_ring = DenseRingKvBytes(layout, c.kv_heads, c.head_dim, *dtype);
+  report.kv_bytes_dense_ring = DenseRingKvBytes(layout, c.kv_heads, c.head_dim, c.dtype);
 
   if (c.qkv_path.empty() && c.workload == "needle") {
-    auto [hits, total] = c.mode == "sparse" ? NeedleHits(mask, c.seq_len, c.block) : std::pair{1.0, 1.0};
+    auto [hits, total] = c.mode == AttentionMode::kSparse ? NeedleHits(mask, c.seq_len, c.block) : std::pair{1.0, 1.0};
     double counts[2] = {hits, total};
     if (s = comm.AllReduceSum(counts, 2); !s.ok()) return s;
     report.needle_recall = counts[1] > 0 ? counts[0] / counts[1] : -1;
@@ -330,8 +316,8 @@ nlohmann::json AttentionJobReport::ToJson() const {
       {"world_size", world_size}, {"device", device}, {"device_name", device_name}, {"transport", transport},
       {"workload", c.qkv_path.empty() ? c.workload : "file"}, {"qkv", c.qkv_path},
       {"seq_len", c.seq_len}, {"heads", c.heads}, {"kv_heads", c.kv_heads}, {"head_dim", c.head_dim},
-      {"dtype", c.dtype}, {"concentration", c.concentration}, {"slash_heads", c.slash_heads}, {"block", c.block}, {"estimator", c.estimator}, {"stride", c.stride}, {"tau", c.tau},
-      {"mode", c.mode}, {"layout", c.layout}, {"causal", c.causal}, {"threads", c.threads},
+      {"dtype", DTypeName(c.dtype)}, {"concentration", c.concentration}, {"slash_heads", c.slash_heads}, {"block", c.block}, {"estimator", MaskEstimatorName(c.estimator)}, {"stride", c.stride}, {"tau", c.tau},
+      {"mode", AttentionModeName(c.mode)}, {"layout", LayoutKindName(c.layout)}, {"causal", c.causal}, {"threads", c.threads},
       {"density", density}, {"kv_bytes_sent_total", kv_bytes_sent_total},
       {"kv_bytes_dense_ring", kv_bytes_dense_ring}, {"device_memory_used_bytes", device_memory_used_bytes}};
   double est = 0, ex = 0, exposed = 0, att = 0, total = 0;
@@ -378,7 +364,7 @@ nlohmann::json AttentionJobReport::ToJson() const {
   j["selected_blocks_imbalance"] = imbalance([](const RankStats& r) { return r.selected_blocks; });
   // After balancing (--balance): what each rank computed, and the bytes that cost.
   j["computed_blocks_imbalance"] = imbalance([](const RankStats& r) { return r.computed_blocks; });
-  j["balance"] = c.balance;
+  j["balance"] = BalanceModeName(c.balance);
   j["balance_moves"] = ranks.empty() ? 0 : ranks[0].balance_moves;
   j["balance_bytes_sent_total"] = balance_bytes_sent_total;
   j["bytes_sent_total"] = kv_bytes_sent_total + balance_bytes_sent_total;
@@ -388,7 +374,7 @@ nlohmann::json AttentionJobReport::ToJson() const {
     j["rel_l2_err"] = rel_l2_err;
   }
   if (needle_recall >= 0) j["needle_recall"] = needle_recall;
-  if (c.mode == "sparse") j["ran_dense"] = ran_dense;
+  if (c.mode == AttentionMode::kSparse) j["ran_dense"] = ran_dense;
   // Phase times bracket synchronized backend work, so on CUDA they are the GPU's times.
   if (device == "cuda") j["gpu_name"] = device_name;
   return j;
@@ -399,9 +385,9 @@ std::string AttentionJobReport::Summary() const {
   const nlohmann::json j = ToJson();
   std::string text = absl::StrFormat(
       "prefill attention: %s %s, %d %s ranks (%s), L=%d H=%d Hkv=%d D=%d %s%s\n",
-      c.mode, c.qkv_path.empty() ? c.workload : c.qkv_path, world_size, device, c.layout, c.seq_len, c.heads,
-      c.kv_heads, c.head_dim, c.dtype, c.causal ? " causal" : "");
-  if (c.mode == "sparse") {
+      AttentionModeName(c.mode), c.qkv_path.empty() ? c.workload : c.qkv_path, world_size, device,
+      LayoutKindName(c.layout), c.seq_len, c.heads, c.kv_heads, c.head_dim, DTypeName(c.dtype), c.causal ? " causal" : "");
+  if (c.mode == AttentionMode::kSparse) {
     text += absl::StrFormat("  mask       density %.3f (block %d, stride %d, tau %.2f)%s\n", density, c.block, c.stride, c.tau,
                             ran_dense ? ": ran the dense ring (--dense-above)" : "");
   }
@@ -414,7 +400,7 @@ std::string AttentionJobReport::Summary() const {
   if (world_size > 1) {
     text += absl::StrFormat("  balance    slowest rank / mean: %.2f in selected blocks, %.2f computed (--balance %s), %.2f in attention time\n",
                             j["selected_blocks_imbalance"].get<double>(), j["computed_blocks_imbalance"].get<double>(),
-                            c.balance, j["attention_seconds_imbalance"].get<double>());
+                            BalanceModeName(c.balance), j["attention_seconds_imbalance"].get<double>());
     if (balance_bytes_sent_total > 0) {
       text += absl::StrFormat("  moved      %d segments: %.1f MiB of Q rows and partial results\n",
                               j["balance_moves"].get<int64_t>(), balance_bytes_sent_total / 1048576.0);

@@ -11,13 +11,13 @@
 #include "kernels/mask_estimation_params.h"
 #include "nlohmann/json.hpp"
 #include "parallel/communicator.h"
+#include "parallel/cp_attention.h"
 #include "parallel/cp_layout.h"
 #include "parallel/mpi_communicator.h"
+#include "parallel/sparse_balance_plan.h"
 #include "runtime/synthetic_workload.h"
 
 namespace prefill {
-
-enum class AttentionMode { kDense, kSparse };
 
 struct AttentionJobConfig {
   std::string workload = "needle";  // ignored when qkv_path is set
@@ -29,12 +29,12 @@ struct AttentionJobConfig {
   uint64_t seed = 0;
   double concentration = 1.5;  // synthetic workloads: multiplies every structured logit
   bool slash_heads = false;  // synthetic workloads: every 4th head a slash head (docs/workloads.md)
-  std::string dtype = "f32";  // storage of synthetic Q/K/V
-  std::string mode = "sparse";
-  std::string layout = "zigzag";
+  DType dtype = DType::kF32;  // storage of synthetic Q/K/V
+  AttentionMode mode = AttentionMode::kSparse;
+  LayoutKind layout = LayoutKind::kZigzag;
   bool causal = true;
   int block = kDefaultBlockSize;
-  std::string estimator = "rr";  // rr or rr+heavy (MaskEstimator)
+  MaskEstimator estimator = MaskEstimator::kRoundRobin;
   int stride = kDefaultStride;
   float tau = kDefaultTau;
   bool keep_sink = true;
@@ -44,7 +44,7 @@ struct AttentionJobConfig {
   double dense_above = 0.9;
   // Sparse on several ranks: auto moves mask entries to the ranks holding their KV blocks
   // until the ranks compute about as many (SparseOptions::balance); off: each its own.
-  std::string balance = "auto";
+  BalanceMode balance = BalanceMode::kAuto;
   int threads = 0;
   std::string device = "cpu";  // cpu, or cuda (one GPU per local rank, NCCL between them)
   int device_id = -1;          // -1: the local rank's GPU

@@ -201,9 +201,6 @@ absl::Status CheckDeviceMemory(const ModelConfig& c, int64_t seq_len, int ranks,
 }
 
 absl::Status ValidateOptions(const PrefillRequestOptions& o) {
-  if (o.mode != "dense" && o.mode != "sparse") {
-    return absl::InvalidArgumentError(absl::StrCat("--mode '", o.mode, "' is not a mode (valid: dense, sparse)"));
-  }
   if (o.block < 16 || o.block % 16 != 0) return absl::InvalidArgumentError(absl::StrCat("--block ", o.block, " must be a positive multiple of 16"));
   if (o.stride < 1 || o.block % o.stride != 0) {
     return absl::InvalidArgumentError(absl::StrCat("--stride ", o.stride, " must divide --block ", o.block));
@@ -212,15 +209,12 @@ absl::Status ValidateOptions(const PrefillRequestOptions& o) {
   if (!(o.dense_above >= 0.0)) {
     return absl::InvalidArgumentError(absl::StrCat("--dense-above ", o.dense_above, " must be >= 0"));
   }
-  if (absl::StatusOr<BalanceMode> b = ParseBalanceMode(o.balance); !b.ok()) return b.status();
-  if (absl::StatusOr<MaskEstimator> e = ParseMaskEstimator(o.estimator); !e.ok()) return e.status();
   if (!o.kv_target.empty()) {
     PREFILL_RETURN_IF_ERROR(ValidateKvTarget({o.kv_target, o.kv_timeout}));
   }
   if (!o.request_id.empty() && !ValidKvRequestId(o.request_id)) {
     return absl::InvalidArgumentError(absl::StrCat("request id '", o.request_id, "' is not [A-Za-z0-9._-]{1,128}"));
   }
-  if (!o.kv_out.empty() || !o.kv_target.empty()) return ParseDType(o.kv_dtype).status();
   return absl::OkStatus();
 }
 
@@ -287,13 +281,12 @@ absl::StatusOr<nlohmann::json> PrefillRequest(const LoadedModel& model, const Pr
     s = absl::UnimplementedError("--kv-target: this program has no transport to a decode server");
   }
   absl::StatusOr<int64_t> length = s.ok() ? PromptLength(source, c) : s;
-  absl::StatusOr<LayoutKind> kind = ParseLayoutKind(o.layout);
   absl::StatusOr<CpLayout> layout = absl::UnknownError("unset");
-  if (length.ok() && kind.ok()) {
-    const int64_t unit = (*kind == LayoutKind::kZigzag ? 2 : 1) * int64_t{comm.size()} * o.block;
-    layout = CpLayout::Create(*kind, (*length + unit - 1) / unit * unit, comm.size(), o.block);
+  if (length.ok()) {
+    const int64_t unit = (o.layout == LayoutKind::kZigzag ? 2 : 1) * int64_t{comm.size()} * o.block;
+    layout = CpLayout::Create(o.layout, (*length + unit - 1) / unit * unit, comm.size(), o.block);
   }
-  s = !length.ok() ? length.status() : !kind.ok() ? kind.status() : layout.status();
+  s = !length.ok() ? length.status() : layout.status();
   if (s.ok()) {
     std::pair<int64_t, int64_t> device = on.device_memory();
     // The workspace held from earlier requests is free for this one.
@@ -307,12 +300,12 @@ absl::StatusOr<nlohmann::json> PrefillRequest(const LoadedModel& model, const Pr
 
   // The model reads no mask ids on the host: one rank leaves them where the attention reads them.
   PrefillOptions options;
-  options.sparse = o.mode == "sparse";
-  options.sparse_options = SparseOptions{o.stride, o.tau, true, true, /*mask_ids_on_host=*/false, o.dense_above,
-                                         *ParseBalanceMode(o.balance)};
-  options.sparse_options.estimator = *ParseMaskEstimator(o.estimator);
+  options.sparse = o.mode == AttentionMode::kSparse;
+  options.sparse_options =
+      SparseOptions{o.stride, o.tau, true, true, /*mask_ids_on_host=*/false, o.dense_above, o.balance};
+  options.sparse_options.estimator = o.estimator;
   options.keep_kv = !o.kv_out.empty() || !o.kv_target.empty();
-  if (options.keep_kv) options.kv_dtype = *ParseDType(o.kv_dtype);  // ValidateOptions checked it
+  if (options.keep_kv) options.kv_dtype = o.kv_dtype;
   // The KV cache's host memory is made ready before the clock starts, as a service would at
   // start-up (once per process: later requests that fit find it ready); reported apart.
   const auto t_host = Clock::now();
@@ -421,7 +414,7 @@ absl::StatusOr<nlohmann::json> PrefillRequest(const LoadedModel& model, const Pr
   }
   return nlohmann::json{
       {"model", model.dir}, {"architecture", c.architecture}, {"world_size", comm.size()},
-      {"seq_len", *length}, {"padded_seq_len", layout->seq_len()}, {"mode", o.mode}, {"layout", o.layout},
+      {"seq_len", *length}, {"padded_seq_len", layout->seq_len()}, {"mode", AttentionModeName(o.mode)}, {"layout", LayoutKindName(o.layout)},
       {"block", o.block}, {"stride", o.stride}, {"tau", o.tau}, {"threads", o.threads},
       {"device", std::string(on.attention->name())},
       {"prefill_seconds", prefill_seconds}, {"tokens_per_second", *length / prefill_seconds},
@@ -431,7 +424,7 @@ absl::StatusOr<nlohmann::json> PrefillRequest(const LoadedModel& model, const Pr
                          {"kv_host_alloc", maxes[4]}, {"kv_download_wait", maxes[5]}, {"setup", maxes[6]},
                          {"logits", maxes[7]}}},
       {"density", visible > 0 ? selected / visible : 1.0}, {"layer_density", density},
-      {"layers_run_dense", dense_layers}, {"balance", o.balance}, {"balance_figures", *balance},
+      {"layers_run_dense", dense_layers}, {"balance", BalanceModeName(o.balance)}, {"balance_figures", *balance},
       {"layer_gemm_seconds", layer_gemm}, {"op_seconds", op_seconds},
       {"kv_bytes_sent", sums[2 * layers]}, {"kv_bytes_sent_rank", kv_bytes_rank},
       {"kv_bytes_dense_ring", static_cast<double>(layers) * DenseRingKvBytes(*layout, c.num_kv_heads, c.head_dim, DType::kF32)},

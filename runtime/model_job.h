@@ -17,6 +17,9 @@
 #include "kernels/backend.h"
 #include "kernels/layer_backend.h"
 #include "parallel/communicator.h"
+#include "parallel/cp_attention.h"
+#include "parallel/cp_layout.h"
+#include "parallel/sparse_balance_plan.h"
 #include "runtime/kv_sink.h"
 #include "runtime/model_config.h"
 #include "runtime/model_weights.h"
@@ -44,10 +47,10 @@ struct PromptSource {
 absl::StatusOr<int64_t> PromptLength(const PromptSource& source, const ModelConfig& config);
 
 struct PrefillRequestOptions {
-  std::string mode = "sparse";
-  std::string layout = "zigzag";
+  AttentionMode mode = AttentionMode::kSparse;
+  LayoutKind layout = LayoutKind::kZigzag;
   int block = kDefaultBlockSize;
-  std::string estimator = "rr";  // rr or rr+heavy (MaskEstimator)
+  MaskEstimator estimator = MaskEstimator::kRoundRobin;
   int stride = kDefaultStride;
   float tau = kDefaultTau;
   // Sparse on several ranks: a layer whose estimated density reaches this runs the dense ring
@@ -55,10 +58,10 @@ struct PrefillRequestOptions {
   double dense_above = 0.9;
   // Sparse on several ranks: auto evens the work of the ranks layer by layer by moving mask
   // entries to the rank holding their KV blocks (SparseOptions::balance); off.
-  std::string balance = "auto";
+  BalanceMode balance = BalanceMode::kAuto;
   int threads = 1;  // for the report: the backends were made with it
   std::string kv_out;  // folder for the KV cache; empty: not written
-  std::string kv_dtype = "bf16";
+  DType kv_dtype = DType::kBF16;
   // host:port of a decode server (kv-receiver): every rank streams its KV shards there over
   // UCX and the request succeeds only once it is acknowledged; empty: not sent.
   std::string kv_target;

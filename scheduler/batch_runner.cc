@@ -36,7 +36,7 @@ json ToJson(const BatchPlan& p) {
             {"invalid", p.summary.invalid}};
   for (const BatchRequest& r : p.requests) {
     j["requests"].push_back({{"id", r.id}, {"tokens", r.tokens_path}, {"embeddings", r.embeddings_path},
-                             {"mode", r.mode.value_or("")}, {"tau", r.tau.value_or(0.f)}});
+                             {"mode", r.mode ? AttentionModeName(*r.mode) : ""}, {"tau", r.tau.value_or(0.f)}});
   }
   for (const Wave& w : p.placement.waves) {
     json wave = json::array();
@@ -55,7 +55,7 @@ BatchPlan FromJson(const json& j) {
     b.id = r["id"];
     b.tokens_path = r["tokens"];
     b.embeddings_path = r["embeddings"];
-    if (!r["mode"].get<std::string>().empty()) b.mode = r["mode"].get<std::string>();
+    if (!r["mode"].get<std::string>().empty()) b.mode = *ParseAttentionMode(r["mode"].get<std::string>());
     if (r["tau"].get<float>() > 0) b.tau = r["tau"].get<float>();
     p.requests.push_back(b);
   }

@@ -47,8 +47,10 @@ absl::StatusOr<BatchRequest> ParseManifestLine(const std::string& text, int line
   if (!input.is_string() || input.get<std::string>().empty()) return Bad("'tokens'/'embeddings' must be a file path");
   (has_tokens ? r.tokens_path : r.embeddings_path) = input.get<std::string>();
   if (j.contains("mode")) {
-    if (!j["mode"].is_string() || (j["mode"] != "dense" && j["mode"] != "sparse")) return Bad("'mode' must be \"dense\" or \"sparse\"");
-    r.mode = j["mode"].get<std::string>();
+    absl::StatusOr<AttentionMode> mode =
+        j["mode"].is_string() ? ParseAttentionMode(j["mode"].get<std::string>()) : absl::InvalidArgumentError("");
+    if (!mode.ok()) return Bad("'mode' must be \"dense\" or \"sparse\"");
+    r.mode = *mode;
   }
   if (j.contains("tau")) {
     if (!j["tau"].is_number() || !(j["tau"].get<double>() > 0 && j["tau"].get<double>() <= 1)) return Bad("'tau' must be a number in (0, 1]");

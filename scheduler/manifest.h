@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "parallel/cp_attention.h"
 
 namespace prefill {
 
@@ -16,7 +17,7 @@ struct BatchRequest {
   std::string id;  // [A-Za-z0-9._-]+, unique: it names the request's output folder
   std::string tokens_path;
   std::string embeddings_path;
-  std::optional<std::string> mode;  // "dense" or "sparse"; the job's default otherwise
+  std::optional<AttentionMode> mode;  // "dense" or "sparse"; the job's default otherwise
   std::optional<float> tau;
   int priority = 0;  // higher first
   int line = 0;      // 1-based line in the manifest

@@ -12,7 +12,7 @@ json ResultRecord(const std::string& id, int64_t tokens, int ranks, const Prefil
                   const absl::StatusOr<json>& result, double seconds) {
   if (!result.ok()) return ErrorRecord(id, tokens, std::string(result.status().message()));
   const json& r = *result;
-  json record = {{"id", id}, {"status", "ok"}, {"tokens", tokens}, {"ranks", ranks}, {"mode", options.mode},
+  json record = {{"id", id}, {"status", "ok"}, {"tokens", tokens}, {"ranks", ranks}, {"mode", AttentionModeName(options.mode)},
                  {"density", r["density"]}, {"seconds", seconds}, {"prefill_seconds", r["prefill_seconds"]},
                  {"phase_seconds", r["phase_seconds"]}, {"op_seconds", r["op_seconds"]},
                  {"kv_host_prepare_seconds", r["kv_host_prepare_seconds"]},

@@ -114,7 +114,7 @@ nlohmann::json ServeRequest::ToJson() const {
   nlohmann::json j = {{"id", id}, {"tokens", tokens}, {"tokens_path", tokens_path},
                       {"embeddings_path", embeddings_path}, {"priority", priority},
                       {"kv_target", kv_target}, {"kv_out", kv_out}};
-  if (mode) j["mode"] = *mode;
+  if (mode) j["mode"] = AttentionModeName(*mode);
   if (tau) j["tau"] = *tau;
   return j;
 }
@@ -128,7 +128,7 @@ ServeRequest ServeRequest::FromJson(const nlohmann::json& j) {
   r.priority = j.at("priority");
   r.kv_target = j.at("kv_target");
   r.kv_out = j.at("kv_out");
-  if (j.contains("mode")) r.mode = j["mode"].get<std::string>();
+  if (j.contains("mode")) r.mode = *ParseAttentionMode(j["mode"].get<std::string>());
   if (j.contains("tau")) r.tau = j["tau"].get<float>();
   return r;
 }

@@ -15,6 +15,7 @@
 
 #include "absl/status/statusor.h"
 #include "nlohmann/json.hpp"
+#include "parallel/cp_attention.h"
 
 namespace prefill {
 
@@ -23,7 +24,7 @@ struct ServeRequest {
   std::vector<int32_t> tokens;   // inline ids; empty when a file gives the prompt
   std::string tokens_path;       // resolved under the files root
   std::string embeddings_path;   // resolved under the files root
-  std::optional<std::string> mode;  // "dense" or "sparse"; the server's default otherwise
+  std::optional<AttentionMode> mode;  // "dense" or "sparse"; the server's default otherwise
   std::optional<float> tau;
   int priority = 0;              // higher first
   std::string kv_target;         // host:port of a decode server; empty: none

@@ -15,7 +15,7 @@ TEST(ManifestLine, ParsesEveryField) {
   ASSERT_TRUE(r.ok()) << r.status();
   EXPECT_EQ(r->id, "a-1");
   EXPECT_EQ(r->tokens_path, "x.npy");
-  EXPECT_EQ(*r->mode, "dense");
+  EXPECT_EQ(*r->mode, AttentionMode::kDense);
   EXPECT_FLOAT_EQ(*r->tau, 0.9f);
   EXPECT_EQ(r->priority, 2);
   EXPECT_EQ(r->line, 4);

@@ -31,7 +31,7 @@ TEST_F(ServeRequestTest, ResolvesFilesUnderTheRoot) {
   ASSERT_TRUE(r.ok()) << r.status();
   EXPECT_EQ(r->tokens_path, (root_ / "in" / "a.npy").string());
   EXPECT_EQ(r->kv_out, (root_ / "kv" / "a").string());
-  EXPECT_EQ(r->mode, "dense");
+  EXPECT_EQ(r->mode, AttentionMode::kDense);
   EXPECT_FLOAT_EQ(*r->tau, 0.5f);
   EXPECT_EQ(r->priority, 2);
   const ServeRequest back = ServeRequest::FromJson(r->ToJson());
