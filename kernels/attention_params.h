@@ -12,14 +12,15 @@ namespace prefill {
 struct AttentionParams {
   DType dtype = DType::kF32;  // storage of q, k, v; accumulation is fp32
 
-  // Q [lq, hq, head_dim]: element (row, head, e) at q[row * q_row_stride + head * q_head_stride + e].
+  // Q [lq, hq, head_dim]: element (row, head, e) at q[row * q_row_stride + head * q_head_stride +
+  // e].
   const void* q = nullptr;
   int64_t q_row_stride = 0;
   int64_t q_head_stride = 0;
   const int32_t* q_pos = nullptr;  // [lq] absolute token position of each query row
 
-  // K, V [hkv][lk, head_dim]: element (row, g, e) at k[g * kv_head_stride + row * kv_row_stride + e].
-  // Storing each KV head apart (kv_head_stride) lets callers hand in per-head compacted blocks.
+  // K, V [hkv][lk, head_dim]: element (row, g, e) at k[g * kv_head_stride + row * kv_row_stride +
+  // e]. Storing each KV head apart (kv_head_stride) lets callers hand in per-head compacted blocks.
   const void* k = nullptr;
   const void* v = nullptr;
   int64_t kv_row_stride = 0;
@@ -28,14 +29,14 @@ struct AttentionParams {
   const int32_t* k_pos = nullptr;
   int64_t k_pos_head_stride = 0;  // 0: every KV head has the same positions
 
-  int lq = 0;          // query rows, a multiple of block_size
-  int lk = 0;          // key rows per KV head, a multiple of block_size
-  int hq = 0;          // query heads, a multiple of hkv (GQA: head h reads KV head h / (hq / hkv))
+  int lq = 0;  // query rows, a multiple of block_size
+  int lk = 0;  // key rows per KV head, a multiple of block_size
+  int hq = 0;  // query heads, a multiple of hkv (GQA: head h reads KV head h / (hq / hkv))
   int hkv = 0;
   int head_dim = 0;
-  int block_size = 0;  // rows of a query block and of a KV block
-  bool causal = false; // key visible iff k_pos <= q_pos; exact inside partially visible blocks
-  float scale = 0.f;   // logit scale, usually 1/sqrt(head_dim)
+  int block_size = 0;   // rows of a query block and of a KV block
+  bool causal = false;  // key visible iff k_pos <= q_pos; exact inside partially visible blocks
+  float scale = 0.f;    // logit scale, usually 1/sqrt(head_dim)
 
   // CSR mask over the K/V rows of this call: row hq_index * (lq / block_size) + q_block lists
   // block ids j (K/V rows [j * block_size, (j + 1) * block_size)), ascending.
@@ -56,9 +57,9 @@ struct AttentionParams {
 // acc <- merge(acc, part) for `rows` (row, head) entries of head_dim values each:
 // lse = log(exp(lse_a) + exp(lse_b)); o = o_a * exp(lse_a - lse) + o_b * exp(lse_b - lse).
 struct LseMergeParams {
-  float* o_acc = nullptr;        // [rows, head_dim]
-  float* lse_acc = nullptr;      // [rows]
-  const float* o_part = nullptr; // [rows, head_dim]
+  float* o_acc = nullptr;         // [rows, head_dim]
+  float* lse_acc = nullptr;       // [rows]
+  const float* o_part = nullptr;  // [rows, head_dim]
   const float* lse_part = nullptr;
   int64_t rows = 0;
   int head_dim = 0;

@@ -88,8 +88,8 @@ class AttentionBackend {
   // ~0.5 s per GB, once per process. Returns the bytes page-locked.
   virtual size_t PrepareHost(size_t bytes) = 0;
   // Starts a download after the work queued so far has produced src; on CUDA it converts on
-  // the compute stream and copies on a copy stream and thread of its own, so later work does not wait
-  // for the transfer and src may be overwritten by work queued after the call. Returns once
+  // the compute stream and copies on a copy stream and thread of its own, so later work does not
+  // wait for the transfer and src may be overwritten by work queued after the call. Returns once
   // queued (the CPU converts at once).
   virtual absl::Status StartDownload(const DownloadParams& p) = 0;
   // Downloads started so far: read after a StartDownload, the ticket of that download.

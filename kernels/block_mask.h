@@ -22,7 +22,8 @@ struct BlockMask {
   std::vector<int32_t> q_block_ids;  // [num_q_blocks] absolute query block of each local block
   std::vector<int32_t> row_offsets;  // [num_heads * num_q_blocks + 1]
   std::vector<int32_t> kv_blocks;    // [row_offsets.back()], ascending within a row
-  int64_t visible_blocks = 0;  // blocks a dense (causal if causal) mask would hold: density's denominator
+  int64_t visible_blocks =
+      0;  // blocks a dense (causal if causal) mask would hold: density's denominator
 
   int num_rows() const { return num_heads * num_q_blocks; }
   int64_t selected_blocks() const { return static_cast<int64_t>(kv_blocks.size()); }

@@ -9,9 +9,12 @@ namespace prefill {
 
 std::string_view DTypeName(DType t) {
   switch (t) {
-    case DType::kF32: return "f32";
-    case DType::kBF16: return "bf16";
-    case DType::kF16: return "f16";
+    case DType::kF32:
+      return "f32";
+    case DType::kBF16:
+      return "bf16";
+    case DType::kF16:
+      return "f16";
   }
   return "?";
 }
@@ -56,18 +59,30 @@ uint16_t F32ToF16(float f) {
 void ConvertToF32(DType type, const void* src, float* dst, int64_t n) {
   const auto* h = static_cast<const uint16_t*>(src);
   switch (type) {
-    case DType::kF32: std::memcpy(dst, src, n * sizeof(float)); return;
-    case DType::kBF16: for (int64_t i = 0; i < n; ++i) dst[i] = Bf16ToF32(h[i]); return;
-    case DType::kF16: for (int64_t i = 0; i < n; ++i) dst[i] = F16ToF32(h[i]); return;
+    case DType::kF32:
+      std::memcpy(dst, src, n * sizeof(float));
+      return;
+    case DType::kBF16:
+      for (int64_t i = 0; i < n; ++i) dst[i] = Bf16ToF32(h[i]);
+      return;
+    case DType::kF16:
+      for (int64_t i = 0; i < n; ++i) dst[i] = F16ToF32(h[i]);
+      return;
   }
 }
 
 void ConvertFromF32(DType type, const float* src, void* dst, int64_t n) {
   auto* h = static_cast<uint16_t*>(dst);
   switch (type) {
-    case DType::kF32: std::memcpy(dst, src, n * sizeof(float)); return;
-    case DType::kBF16: for (int64_t i = 0; i < n; ++i) h[i] = F32ToBf16(src[i]); return;
-    case DType::kF16: for (int64_t i = 0; i < n; ++i) h[i] = F32ToF16(src[i]); return;
+    case DType::kF32:
+      std::memcpy(dst, src, n * sizeof(float));
+      return;
+    case DType::kBF16:
+      for (int64_t i = 0; i < n; ++i) h[i] = F32ToBf16(src[i]);
+      return;
+    case DType::kF16:
+      for (int64_t i = 0; i < n; ++i) h[i] = F32ToF16(src[i]);
+      return;
   }
 }
 

@@ -14,7 +14,8 @@ enum class DType : uint8_t { kF32, kBF16, kF16 };
 
 constexpr int DTypeSize(DType t) { return t == DType::kF32 ? 4 : 2; }
 
-std::string_view DTypeName(DType t);  // "f32", "bf16", "f16" (safetensors spells them F32, BF16, F16)
+std::string_view DTypeName(
+    DType t);  // "f32", "bf16", "f16" (safetensors spells them F32, BF16, F16)
 absl::StatusOr<DType> ParseDType(std::string_view name);  // accepts both spellings
 
 inline float Bf16ToF32(uint16_t bits) {

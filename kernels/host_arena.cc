@@ -37,7 +37,7 @@ struct HostArena::Region {
   char* base = nullptr;
   size_t size = 0;
   std::atomic<size_t> next_chunk{0};
-  size_t pinned = 0;                // bytes from base page-locked by Pin
+  size_t pinned = 0;                 // bytes from base page-locked by Pin
   std::function<void(void*)> unpin;  // set with pinned
   ~Region() {
     if (pinned && unpin) unpin(base);
@@ -88,7 +88,7 @@ void HostArena::Reserve(size_t bytes) {
   if (region_ && region_->size >= size) return;
   if (region_ && live_buffers_locked() > 0) return;
   void* base = mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-  if (base == MAP_FAILED) return;  // Allocate falls back to the heap
+  if (base == MAP_FAILED) return;            // Allocate falls back to the heap
   (void)madvise(base, size, MADV_HUGEPAGE);  // advice only: without THP the pages are 4 KiB
   auto region = std::make_shared<Region>();
   region->base = static_cast<char*>(base);
@@ -112,7 +112,9 @@ absl::StatusOr<BackendBuffer> HostArena::Allocate(size_t bytes) {
     }
   }
   void* ptr = std::aligned_alloc(kHugePage, RoundUp(rounded, kHugePage));
-  if (!ptr) return absl::ResourceExhaustedError(absl::StrCat("AllocateHost: ", bytes, " bytes of host memory"));
+  if (!ptr)
+    return absl::ResourceExhaustedError(
+        absl::StrCat("AllocateHost: ", bytes, " bytes of host memory"));
   (void)madvise(ptr, RoundUp(rounded, kHugePage), MADV_HUGEPAGE);
   return BackendBuffer(ptr, [](void* p) { std::free(p); });
 }
@@ -154,8 +156,9 @@ size_t HostArena::capacity() const {
 int HostArena::live_buffers_locked() const {
   if (!region_) return 0;
   std::lock_guard<std::mutex> lock(Live().mu);
-  return static_cast<int>(std::count_if(Live().region_of.begin(), Live().region_of.end(),
-                                        [this](const auto& entry) { return entry.second == region_; }));
+  return static_cast<int>(
+      std::count_if(Live().region_of.begin(), Live().region_of.end(),
+                    [this](const auto& entry) { return entry.second == region_; }));
 }
 
 int HostArena::live_buffers() const {

@@ -51,8 +51,9 @@ inline absl::StatusOr<int64_t> StackedRows(std::span<const MatrixSource> stacked
   for (const MatrixSource& m : stacked) {
     if (!m.data) return absl::InvalidArgumentError("PrepareMatrix: null values");
     if (m.rows < 1 || m.cols < 1 || m.cols != stacked[0].cols) {
-      return absl::InvalidArgumentError(absl::StrCat("PrepareMatrix: a [", m.rows, ", ", m.cols, "] source among sources of ",
-                                                     stacked[0].cols, " columns (rows and cols must be >= 1)"));
+      return absl::InvalidArgumentError(absl::StrCat("PrepareMatrix: a [", m.rows, ", ", m.cols,
+                                                     "] source among sources of ", stacked[0].cols,
+                                                     " columns (rows and cols must be >= 1)"));
     }
     rows += m.rows;
   }
@@ -139,10 +140,11 @@ class LayerBackend {
     return PrepareMatrix(std::span<const MatrixSource>(&source, 1));
   }
   // values: [rows * cols] fp32 on the host.
-  absl::StatusOr<WeightMatrix> PrepareMatrix(std::span<const float> values, int64_t rows, int64_t cols) {
+  absl::StatusOr<WeightMatrix> PrepareMatrix(std::span<const float> values, int64_t rows,
+                                             int64_t cols) {
     if (static_cast<int64_t>(values.size()) != rows * cols) {
-      return absl::InvalidArgumentError(absl::StrCat("PrepareMatrix: ", values.size(), " values for a [", rows,
-                                                     ", ", cols, "] matrix"));
+      return absl::InvalidArgumentError(absl::StrCat(
+          "PrepareMatrix: ", values.size(), " values for a [", rows, ", ", cols, "] matrix"));
     }
     return PrepareMatrix(MatrixSource{DType::kF32, values.data(), rows, cols});
   }

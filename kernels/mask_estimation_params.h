@@ -28,18 +28,19 @@ const char* MaskEstimatorName(MaskEstimator estimator);
 // pooled[j, g, :] = sum of the `stride` keys of stride j (fp32 accumulation, fp32 result).
 struct PoolKeysParams {
   DType dtype = DType::kF32;
-  const void* k = nullptr;  // [lk, hkv, head_dim], rows contiguous in absolute order within a stride
+  const void* k =
+      nullptr;  // [lk, hkv, head_dim], rows contiguous in absolute order within a stride
   int64_t k_row_stride = 0;  // elements between consecutive key rows
   int lk = 0;                // a multiple of stride
   int hkv = 0;
   int head_dim = 0;
   int stride = 0;
-  float* pooled = nullptr;   // [lk / stride, hkv, head_dim] fp32
+  float* pooled = nullptr;  // [lk / stride, hkv, head_dim] fp32
   // Optional (rr+heavy): per block of block_size keys (lk a multiple of it) and KV head, the
   // key (fp32) farthest from its stride's mean: the largest sum over e of
   // (k[e] - pooled[e] / stride)^2, in fp64 with e ascending, the first key on ties.
   int block_size = 0;
-  float* heavy = nullptr;    // [lk / block_size, hkv, head_dim] fp32
+  float* heavy = nullptr;  // [lk / block_size, hkv, head_dim] fp32
 };
 
 struct MaskEstimateParams {
@@ -69,10 +70,10 @@ struct MaskEstimateParams {
   int stride = kDefaultStride;  // divides block_size
   float tau = kDefaultTau;      // keep the fewest blocks whose estimated mass reaches tau
   bool causal = true;
-  bool keep_sink = true;    // KV block 0 always kept
-  bool keep_recent = true;  // the last query block of the sequence attends densely
+  bool keep_sink = true;       // KV block 0 always kept
+  bool keep_recent = true;     // the last query block of the sequence attends densely
   bool rotate_offsets = true;  // false: every head samples offset 0 (the unrotated baseline)
-  float scale = 0.f;        // 1/sqrt(head_dim); the estimator multiplies by 1/stride (mean pooling)
+  float scale = 0.f;  // 1/sqrt(head_dim); the estimator multiplies by 1/stride (mean pooling)
 };
 
 }  // namespace prefill

@@ -7,7 +7,8 @@ absl::StatusOr<MaskEstimator> ParseMaskEstimator(const std::string& name) {
   for (MaskEstimator e : {MaskEstimator::kRoundRobin, MaskEstimator::kRoundRobinHeavy}) {
     if (name == MaskEstimatorName(e)) return e;
   }
-  return absl::InvalidArgumentError(absl::StrCat("--estimator '", name, "' is not an estimator (valid: rr, rr+heavy)"));
+  return absl::InvalidArgumentError(
+      absl::StrCat("--estimator '", name, "' is not an estimator (valid: rr, rr+heavy)"));
 }
 
 const char* MaskEstimatorName(MaskEstimator estimator) {

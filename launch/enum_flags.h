@@ -11,8 +11,8 @@
 namespace prefill {
 
 template <typename E, typename Parse, typename Name>
-CLI::Option* AddEnumOption(CLI::App& cmd, const std::string& flag, E& value, const std::string& help, Parse parse,
-                           Name name) {
+CLI::Option* AddEnumOption(CLI::App& cmd, const std::string& flag, E& value,
+                           const std::string& help, Parse parse, Name name) {
   return cmd
       .add_option_function<std::string>(
           flag,

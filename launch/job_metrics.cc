@@ -7,10 +7,13 @@ namespace prefill {
 
 void AddMetricsFlags(CLI::App& cmd, MetricsFlags& flags) {
   cmd.add_option("--metrics-port", flags.port,
-                 "Serve Prometheus /metrics on this port + the local rank (0: off)")->capture_default_str();
-  cmd.add_option("--metrics-address", flags.address, "Address /metrics binds to (0.0.0.0 for remote scrapes)")
+                 "Serve Prometheus /metrics on this port + the local rank (0: off)")
       ->capture_default_str();
-  cmd.add_option("--metrics-linger", flags.linger_seconds, "Seconds /metrics stays up after the work ends")
+  cmd.add_option("--metrics-address", flags.address,
+                 "Address /metrics binds to (0.0.0.0 for remote scrapes)")
+      ->capture_default_str();
+  cmd.add_option("--metrics-linger", flags.linger_seconds,
+                 "Seconds /metrics stays up after the work ends")
       ->capture_default_str();
 }
 
@@ -20,7 +23,8 @@ JobMetrics::~JobMetrics() {
   }
 }
 
-absl::StatusOr<std::unique_ptr<JobMetrics>> StartJobMetrics(const MetricsFlags& flags, int world_rank,
+absl::StatusOr<std::unique_ptr<JobMetrics>> StartJobMetrics(const MetricsFlags& flags,
+                                                            int world_rank,
                                                             const std::string& model_name) {
   auto job = std::make_unique<JobMetrics>();
   job->linger_seconds = flags.linger_seconds;
@@ -36,7 +40,8 @@ absl::StatusOr<std::unique_ptr<JobMetrics>> StartJobMetrics(const MetricsFlags& 
   monitoring::MetricsEndpointOptions options;
   options.base_port = flags.port;
   options.bind_host = flags.address;
-  absl::StatusOr<monitoring::MetricsEndpoint> endpoint = monitoring::MetricsEndpoint::Start(options, registry);
+  absl::StatusOr<monitoring::MetricsEndpoint> endpoint =
+      monitoring::MetricsEndpoint::Start(options, registry);
   if (!endpoint.ok()) return endpoint.status();
   job->endpoint = std::move(*endpoint);
   return job;

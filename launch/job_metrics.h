@@ -30,7 +30,8 @@ struct JobMetrics {
   ~JobMetrics();  // lingers, then stops the endpoint
 };
 
-absl::StatusOr<std::unique_ptr<JobMetrics>> StartJobMetrics(const MetricsFlags& flags, int world_rank,
+absl::StatusOr<std::unique_ptr<JobMetrics>> StartJobMetrics(const MetricsFlags& flags,
+                                                            int world_rank,
                                                             const std::string& model_name);
 
 }  // namespace prefill

@@ -33,8 +33,8 @@ class MpiSession {
   absl::StatusOr<RankEnvironment> where_;
 };
 
-// 0 for OK, 2 for bad input (InvalidArgument, NotFound, OutOfRange, ResourceExhausted), 1 otherwise. Rank 0
-// prints the message as one line; every rank returns the same code.
+// 0 for OK, 2 for bad input (InvalidArgument, NotFound, OutOfRange, ResourceExhausted), 1
+// otherwise. Rank 0 prints the message as one line; every rank returns the same code.
 int ExitCodeFor(const absl::Status& status, int rank);
 
 // Threads per rank when --threads is 0: SLURM_CPUS_PER_TASK when Slurm set it, else the

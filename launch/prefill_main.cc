@@ -1,19 +1,19 @@
 // prefill: the command line of the context-parallel prefill system. Run it under mpirun
 // (or srun): every rank runs the same command on its shard.
+#include <mpi.h>
+
 #include <cstdio>
 #include <cstdlib>
 #include <functional>
 #include <map>
 #include <string>
 
-#include <mpi.h>
-
 #include "CLI/CLI.hpp"
 #include "launch/attention_command.h"
 #include "launch/model_command.h"
+#include "launch/mpi_session.h"
 #include "launch/run_command.h"
 #include "launch/serve_command.h"
-#include "launch/mpi_session.h"
 
 int main(int argc, char** argv) {
   // UCX's memory hooks (libucm patches malloc/mmap) crashed civetweb's idle worker threads at
@@ -27,7 +27,8 @@ int main(int argc, char** argv) {
   CLI::App app(
       "prefill: context-parallel block-sparse prefill of very long sequences.\n"
       "Run under MPI, e.g.\n"
-      "  mpirun -np 4 --oversubscribe prefill attention --workload needle --seq-len 32768 --check\n",
+      "  mpirun -np 4 --oversubscribe prefill attention --workload needle --seq-len 32768 "
+      "--check\n",
       "prefill");
   app.require_subcommand(1);
   // A flag given twice takes its last value, so wrappers can append overrides.

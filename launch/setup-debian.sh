@@ -12,7 +12,7 @@ packages=(
   libabsl-dev libgtest-dev libgmock-dev libbenchmark-dev
   libcivetweb-dev civetweb nlohmann-json3-dev libcli11-dev libopenblas-dev
   python3-numpy python3-matplotlib
-  clang-14 libclang-rt-14-dev libomp-14-dev
+  clang-14 libclang-rt-14-dev libomp-14-dev clang-format-14
   prometheus curl
   slurm-wlm munge
 )

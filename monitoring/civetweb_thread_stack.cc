@@ -11,7 +11,8 @@ namespace {
 using SetStackSize = int (*)(pthread_attr_t*, size_t);
 
 SetStackSize LibcSetStackSize() {
-  static const auto real = reinterpret_cast<SetStackSize>(dlsym(RTLD_NEXT, "pthread_attr_setstacksize"));
+  static const auto real =
+      reinterpret_cast<SetStackSize>(dlsym(RTLD_NEXT, "pthread_attr_setstacksize"));
   return real;
 }
 

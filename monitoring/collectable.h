@@ -24,7 +24,7 @@ struct HistogramSnapshot {
 };
 
 struct MetricSnapshot {
-  Labels labels;  // constant labels merged with the child's labels
+  Labels labels;                // constant labels merged with the child's labels
   double value = 0;             // counter, gauge
   HistogramSnapshot histogram;  // histogram
 };

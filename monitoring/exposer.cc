@@ -8,11 +8,13 @@
 
 namespace prefill::monitoring {
 
-absl::StatusOr<std::unique_ptr<Exposer>> Exposer::Create(const std::string& bind_address, int num_threads) {
+absl::StatusOr<std::unique_ptr<Exposer>> Exposer::Create(const std::string& bind_address,
+                                                         int num_threads) {
   std::unique_ptr<Exposer> exposer(new Exposer());
   Exposer* self = exposer.get();
-  absl::StatusOr<std::unique_ptr<HttpServer>> server = HttpServer::Create(
-      bind_address, "metrics endpoint", num_threads, [self](const HttpRequest& r) { return self->Handle(r); });
+  absl::StatusOr<std::unique_ptr<HttpServer>> server =
+      HttpServer::Create(bind_address, "metrics endpoint", num_threads,
+                         [self](const HttpRequest& r) { return self->Handle(r); });
   if (!server.ok()) return server.status();
   exposer->server_ = *std::move(server);
   return exposer;
@@ -30,12 +32,15 @@ void Exposer::RemoveCollectable(const std::weak_ptr<Collectable>& collectable) {
   const auto same = [&](const std::weak_ptr<Collectable>& c) {
     return !c.owner_before(collectable) && !collectable.owner_before(c);
   };
-  collectables_.erase(std::remove_if(collectables_.begin(), collectables_.end(), same), collectables_.end());
+  collectables_.erase(std::remove_if(collectables_.begin(), collectables_.end(), same),
+                      collectables_.end());
 }
 
 int Exposer::port() const { return server_->port(); }
 const std::string& Exposer::host() const { return server_->host(); }
-std::string Exposer::url() const { return absl::StrCat("http://", host(), ":", port(), "/metrics"); }
+std::string Exposer::url() const {
+  return absl::StrCat("http://", host(), ":", port(), "/metrics");
+}
 
 std::string Exposer::Scrape() const {
   std::vector<std::shared_ptr<Collectable>> live;
@@ -58,16 +63,19 @@ std::string Exposer::Scrape() const {
       // The same name from two collectables: one group, each label set once.
       if (same->type != f.type) continue;
       for (MetricSnapshot& m : f.metrics) {
-        const bool seen = std::any_of(same->metrics.begin(), same->metrics.end(),
-                                      [&](const MetricSnapshot& x) { return x.labels == m.labels; });
+        const bool seen =
+            std::any_of(same->metrics.begin(), same->metrics.end(),
+                        [&](const MetricSnapshot& x) { return x.labels == m.labels; });
         if (!seen) same->metrics.push_back(std::move(m));
       }
-      std::sort(same->metrics.begin(), same->metrics.end(),
-                [](const MetricSnapshot& a, const MetricSnapshot& b) { return a.labels < b.labels; });
+      std::sort(
+          same->metrics.begin(), same->metrics.end(),
+          [](const MetricSnapshot& a, const MetricSnapshot& b) { return a.labels < b.labels; });
     }
   }
-  std::stable_sort(families.begin(), families.end(),
-                   [](const FamilySnapshot& a, const FamilySnapshot& b) { return a.name < b.name; });
+  std::stable_sort(
+      families.begin(), families.end(),
+      [](const FamilySnapshot& a, const FamilySnapshot& b) { return a.name < b.name; });
   return SerializeText(families);
 }
 

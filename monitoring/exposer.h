@@ -42,9 +42,9 @@ class Exposer {
   void RegisterCollectable(const std::weak_ptr<Collectable>& collectable);
   void RemoveCollectable(const std::weak_ptr<Collectable>& collectable);
 
-  int port() const;                                             // the bound port
-  const std::string& host() const;                              // as given
-  std::string url() const;                                      // http://host:port/metrics
+  int port() const;                 // the bound port
+  const std::string& host() const;  // as given
+  std::string url() const;          // http://host:port/metrics
   // The body GET /metrics serves now: the collectables' families merged by name (the first
   // collectable to define a name wins a clash of types), sorted by name.
   std::string Scrape() const;

@@ -30,7 +30,8 @@
 namespace prefill::monitoring {
 
 template <typename T>
-concept MetricKind = std::same_as<T, Counter> || std::same_as<T, Gauge> || std::same_as<T, Histogram>;
+concept MetricKind =
+    std::same_as<T, Counter> || std::same_as<T, Gauge> || std::same_as<T, Histogram>;
 
 template <MetricKind T>
 constexpr MetricType MetricTypeOf() {
@@ -104,9 +105,8 @@ class Family final : public FamilyBase {
   // working child, but it is kept out of the exposition and the first such call per family
   // prints a warning on stderr: use TryAdd to get the error instead.
   T& Add(const Labels& labels) { return Resolve(labels, TryAdd(labels)); }
-  T& Add(const Labels& labels, const Histogram::BucketBoundaries& buckets)
-    requires std::same_as<T, Histogram>
-  {
+  T& Add(const Labels& labels,
+         const Histogram::BucketBoundaries& buckets) requires std::same_as<T, Histogram> {
     return Resolve(labels, TryAdd(labels, buckets), &buckets);
   }
 
@@ -122,9 +122,9 @@ class Family final : public FamilyBase {
     }
   }
   // An existing child is returned as it is; asking for it with other buckets is an error.
-  absl::StatusOr<T*> TryAdd(const Labels& labels, const Histogram::BucketBoundaries& buckets)
-    requires std::same_as<T, Histogram>
-  {
+  absl::StatusOr<T*> TryAdd(
+      const Labels& labels,
+      const Histogram::BucketBoundaries& buckets) requires std::same_as<T, Histogram> {
     if (absl::Status s = Histogram::ValidateBuckets(buckets); !s.ok()) return Annotate(s);
     return TryAddImpl(labels, buckets);
   }
@@ -152,7 +152,8 @@ class Family final : public FamilyBase {
 
  private:
   friend class Registry;
-  Family(std::string name, std::string help, Labels constant_labels, Histogram::BucketBoundaries buckets)
+  Family(std::string name, std::string help, Labels constant_labels,
+         Histogram::BucketBoundaries buckets)
       : FamilyBase(std::move(name), std::move(help), MetricTypeOf<T>(), std::move(constant_labels),
                    std::move(buckets)) {}
 
@@ -167,7 +168,8 @@ class Family final : public FamilyBase {
       Histogram::BucketBoundaries wanted(args...);
       if (!wanted.empty() && wanted.back() == INFINITY) wanted.pop_back();
       if (wanted != it->second->bounds()) {
-        return Annotate(absl::InvalidArgumentError("this label set was added before with other buckets"));
+        return Annotate(
+            absl::InvalidArgumentError("this label set was added before with other buckets"));
       }
     }
     return it->second.get();

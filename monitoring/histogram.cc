@@ -19,8 +19,8 @@ absl::Status Histogram::ValidateBuckets(const BucketBoundaries& bounds) {
       return absl::InvalidArgumentError("histogram bucket bound +Inf may only come last");
     }
     if (i > 0 && !(bounds[i - 1] < b)) {
-      return absl::InvalidArgumentError(absl::StrCat("histogram bucket bounds must ascend strictly: ",
-                                                     bounds[i - 1], " then ", b));
+      return absl::InvalidArgumentError(absl::StrCat(
+          "histogram bucket bounds must ascend strictly: ", bounds[i - 1], " then ", b));
     }
   }
   return absl::OkStatus();

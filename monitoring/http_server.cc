@@ -36,19 +36,32 @@ int LogMessage(const mg_connection*, const char* message) {
 
 const char* ReasonPhrase(int status) {
   switch (status) {
-    case 200: return "OK";
-    case 201: return "Created";
-    case 202: return "Accepted";
-    case 400: return "Bad Request";
-    case 401: return "Unauthorized";
-    case 404: return "Not Found";
-    case 405: return "Method Not Allowed";
-    case 409: return "Conflict";
-    case 413: return "Payload Too Large";
-    case 429: return "Too Many Requests";
-    case 500: return "Internal Server Error";
-    case 503: return "Service Unavailable";
-    default: return "Status";
+    case 200:
+      return "OK";
+    case 201:
+      return "Created";
+    case 202:
+      return "Accepted";
+    case 400:
+      return "Bad Request";
+    case 401:
+      return "Unauthorized";
+    case 404:
+      return "Not Found";
+    case 405:
+      return "Method Not Allowed";
+    case 409:
+      return "Conflict";
+    case 413:
+      return "Payload Too Large";
+    case 429:
+      return "Too Many Requests";
+    case 500:
+      return "Internal Server Error";
+    case 503:
+      return "Service Unavailable";
+    default:
+      return "Status";
   }
 }
 
@@ -56,9 +69,10 @@ const char* ReasonPhrase(int status) {
 // mg_send_http_ok/mg_send_http_error, which add a Date header through gmtime(): not
 // thread-safe, and two workers answering at once race on its static buffer.
 int SendResponse(mg_connection* conn, const HttpResponse& r, bool head) {
-  std::string headers = absl::StrCat("HTTP/1.1 ", r.status, " ", ReasonPhrase(r.status), "\r\nContent-Type: ",
-                                     r.content_type, "\r\nContent-Length: ", r.body.size(),
-                                     "\r\nCache-Control: no-store\r\nConnection: close\r\n");
+  std::string headers =
+      absl::StrCat("HTTP/1.1 ", r.status, " ", ReasonPhrase(r.status),
+                   "\r\nContent-Type: ", r.content_type, "\r\nContent-Length: ", r.body.size(),
+                   "\r\nCache-Control: no-store\r\nConnection: close\r\n");
   for (const auto& [name, value] : r.headers) absl::StrAppend(&headers, name, ": ", value, "\r\n");
   headers += "\r\n";
   mg_write(conn, headers.data(), headers.size());
@@ -102,8 +116,8 @@ bool ReadBody(mg_connection* conn, size_t limit, std::string& body) {
 
 absl::StatusOr<HostPort> ParseBindAddress(const std::string& address, const std::string& what) {
   auto bad = [&](const std::string& why) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(what, " address '", address, "' ", why, " (expected host:port, e.g. 127.0.0.1:9400)"));
+    return absl::InvalidArgumentError(absl::StrCat(what, " address '", address, "' ", why,
+                                                   " (expected host:port, e.g. 127.0.0.1:9400)"));
   };
   const size_t colon = address.rfind(':');
   if (colon == std::string::npos || colon == 0) return bad("has no host");
@@ -115,20 +129,24 @@ absl::StatusOr<HostPort> ParseBindAddress(const std::string& address, const std:
     return bad("has no port number in [0, 65535]");
   }
   const bool bracketed = hp.host.front() == '[';
-  if (bracketed != (hp.host.back() == ']') || (!bracketed && hp.host.find(':') != std::string::npos)) {
+  if (bracketed != (hp.host.back() == ']') ||
+      (!bracketed && hp.host.find(':') != std::string::npos)) {
     return bad("needs an IPv6 host in brackets, like [::1]:9400");
   }
   return hp;
 }
 
 absl::StatusOr<std::unique_ptr<HttpServer>> HttpServer::Create(const std::string& bind_address,
-                                                               const std::string& what, int num_threads,
-                                                               HttpHandler handler, size_t max_body_bytes) {
+                                                               const std::string& what,
+                                                               int num_threads, HttpHandler handler,
+                                                               size_t max_body_bytes) {
   absl::StatusOr<HostPort> hp = ParseBindAddress(bind_address, what);
   if (!hp.ok()) return hp.status();
-  if (num_threads < 1) return absl::InvalidArgumentError(absl::StrCat(what, ": needs at least one thread"));
+  if (num_threads < 1)
+    return absl::InvalidArgumentError(absl::StrCat(what, ": needs at least one thread"));
   if (!ThreadStackFloorActive()) {
-    return absl::InternalError(absl::StrCat(what, ": pthread_attr_setstacksize is not interposed (civetweb_thread_stack.h)"));
+    return absl::InternalError(absl::StrCat(
+        what, ": pthread_attr_setstacksize is not interposed (civetweb_thread_stack.h)"));
   }
   static std::once_flag init_once;
   std::call_once(init_once, [] { mg_init_library(0); });
@@ -139,8 +157,9 @@ absl::StatusOr<std::unique_ptr<HttpServer>> HttpServer::Create(const std::string
   server->max_body_bytes_ = max_body_bytes;
   const std::string ports = absl::StrCat(hp->host, ":", hp->port);
   const std::string threads = absl::StrCat(num_threads);
-  const char* options[] = {"listening_ports", ports.c_str(), "num_threads", threads.c_str(),
-                           "request_timeout_ms", "10000", "enable_keep_alive", "no", nullptr};
+  const char* options[] = {
+      "listening_ports", ports.c_str(),       "num_threads", threads.c_str(), "request_timeout_ms",
+      "10000",           "enable_keep_alive", "no",          nullptr};
   mg_callbacks callbacks{};
   callbacks.log_message = LogMessage;
   mg_init_data init{&callbacks, server.get(), options};
@@ -154,13 +173,14 @@ absl::StatusOr<std::unique_ptr<HttpServer>> HttpServer::Create(const std::string
   if (!server->ctx_) {
     const std::string why = log.empty() ? std::string(error_text) : log;
     if (absl::StrContains(why, "Address already in use")) {
-      return absl::UnavailableError(absl::StrCat(
-          what, ": cannot listen on ", ports,
-          ": the port is already in use (another process, or another rank on this host, holds it; choose another port)"));
+      return absl::UnavailableError(
+          absl::StrCat(what, ": cannot listen on ", ports,
+                       ": the port is already in use (another process, or another rank on this "
+                       "host, holds it; choose another port)"));
     }
     if (absl::StrContains(why, "Cannot assign requested address")) {
-      return absl::InvalidArgumentError(
-          absl::StrCat(what, ": cannot listen on ", ports, ": the address is not one of this host's"));
+      return absl::InvalidArgumentError(absl::StrCat(what, ": cannot listen on ", ports,
+                                                     ": the address is not one of this host's"));
     }
     return absl::UnavailableError(absl::StrCat(what, ": cannot listen on ", ports, ": ", why));
   }
@@ -197,8 +217,12 @@ int HttpServer::HandleRequest(mg_connection* conn, void* self) {
   if (const char* auth = mg_get_header(conn, "Authorization")) request.authorization = auth;
   const bool head = request.method == "HEAD";
   if (!ReadBody(conn, server.max_body_bytes_, request.body)) {
-    return SendResponse(conn, {413, "application/json",
-                               absl::StrCat("{\"error\": \"the request body is over ", server.max_body_bytes_, " bytes\"}\n"), {}},
+    return SendResponse(conn,
+                        {413,
+                         "application/json",
+                         absl::StrCat("{\"error\": \"the request body is over ",
+                                      server.max_body_bytes_, " bytes\"}\n"),
+                         {}},
                         head);
   }
   return SendResponse(conn, server.handler_(request), head);

@@ -24,8 +24,8 @@ struct mg_connection;
 namespace prefill::monitoring {
 
 struct HttpRequest {
-  std::string method;  // "GET", "POST", ...
-  std::string path;    // without the query string
+  std::string method;         // "GET", "POST", ...
+  std::string path;           // without the query string
   std::string authorization;  // the Authorization header; empty when absent
   std::string body;
 };
@@ -53,7 +53,8 @@ class HttpServer {
   // Request bodies over max_body_bytes get 413 without reaching the handler.
   // InvalidArgument for a malformed address or one not of this host; Unavailable when the
   // port is taken. `what` ("metrics endpoint", "prefill service") names the server in errors.
-  static absl::StatusOr<std::unique_ptr<HttpServer>> Create(const std::string& bind_address, const std::string& what,
+  static absl::StatusOr<std::unique_ptr<HttpServer>> Create(const std::string& bind_address,
+                                                            const std::string& what,
                                                             int num_threads, HttpHandler handler,
                                                             size_t max_body_bytes = 1 << 20);
   ~HttpServer();

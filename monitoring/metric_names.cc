@@ -19,8 +19,8 @@ absl::Status ValidateMetricName(const std::string& name) {
     const char c = name[i];
     const bool ok = IsAsciiLetter(c) || c == '_' || c == ':' || (i > 0 && IsDigit(c));
     if (!ok) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("metric name '", name, "' is invalid: it must match [a-zA-Z_:][a-zA-Z0-9_:]*"));
+      return absl::InvalidArgumentError(absl::StrCat(
+          "metric name '", name, "' is invalid: it must match [a-zA-Z_:][a-zA-Z0-9_:]*"));
     }
   }
   return absl::OkStatus();
@@ -47,7 +47,8 @@ absl::Status ValidateLabels(const Labels& labels) {
   for (const auto& [name, value] : labels) {
     PREFILL_RETURN_IF_ERROR(ValidateLabelName(name));
     if (!IsValidUtf8(value)) {
-      return absl::InvalidArgumentError(absl::StrCat("the value of label '", name, "' is not valid UTF-8"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("the value of label '", name, "' is not valid UTF-8"));
     }
   }
   return absl::OkStatus();

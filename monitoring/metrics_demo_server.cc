@@ -34,8 +34,10 @@ int main(int argc, char** argv) {
   double seconds = 20;
   std::string port_file;
   bool print = false;
-  CLI::App app("metrics_demo_server: PrefillMetrics with fixed values on /metrics", "metrics_demo_server");
-  app.add_option("--port", port, "port to listen on; 0 picks a free one")->check(CLI::Range(0, 65535));
+  CLI::App app("metrics_demo_server: PrefillMetrics with fixed values on /metrics",
+               "metrics_demo_server");
+  app.add_option("--port", port, "port to listen on; 0 picks a free one")
+      ->check(CLI::Range(0, 65535));
   app.add_option("--host", host, "address to bind");
   app.add_option("--seconds", seconds, "serve this long, then exit (SIGTERM/SIGINT end it sooner)");
   app.add_option("--port-file", port_file, "write the bound port here once listening");
@@ -43,9 +45,11 @@ int main(int argc, char** argv) {
   CLI11_PARSE(app, argc, argv);
 
   auto registry = std::make_shared<Registry>();
-  absl::StatusOr<PrefillMetricsIdentity> identity = PrefillMetricsIdentity::FromEnvironment(0, "demo-model");
+  absl::StatusOr<PrefillMetricsIdentity> identity =
+      PrefillMetricsIdentity::FromEnvironment(0, "demo-model");
   if (!identity.ok()) return Fail(identity.status());
-  absl::StatusOr<std::unique_ptr<PrefillMetrics>> metrics = PrefillMetrics::Create(registry, *identity);
+  absl::StatusOr<std::unique_ptr<PrefillMetrics>> metrics =
+      PrefillMetrics::Create(registry, *identity);
   if (!metrics.ok()) return Fail(metrics.status());
   PrefillMetrics& m = **metrics;
   for (int i = 0; i < 3; ++i) {
@@ -71,7 +75,8 @@ int main(int argc, char** argv) {
     std::fputs(SerializeText(registry->Collect()).c_str(), stdout);
     return 0;
   }
-  absl::StatusOr<std::unique_ptr<Exposer>> exposer = Exposer::Create(host + ":" + std::to_string(port));
+  absl::StatusOr<std::unique_ptr<Exposer>> exposer =
+      Exposer::Create(host + ":" + std::to_string(port));
   if (!exposer.ok()) return Fail(exposer.status());
   (*exposer)->RegisterCollectable(registry);
   if (!port_file.empty()) {

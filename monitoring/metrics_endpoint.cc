@@ -23,19 +23,22 @@ absl::StatusOr<int> LocalRankFromEnvironment() {
 
 absl::StatusOr<int> MetricsPortForRank(int base_port, int local_rank) {
   if (base_port < 0 || base_port > 65535) {
-    return absl::InvalidArgumentError(absl::StrCat("metrics port ", base_port, " is outside [0, 65535]"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("metrics port ", base_port, " is outside [0, 65535]"));
   }
-  if (local_rank < 0) return absl::InvalidArgumentError(absl::StrCat("local rank ", local_rank, " is negative"));
+  if (local_rank < 0)
+    return absl::InvalidArgumentError(absl::StrCat("local rank ", local_rank, " is negative"));
   if (base_port == 0) return 0;
   if (base_port + local_rank > 65535) {
-    return absl::InvalidArgumentError(absl::StrCat("metrics port ", base_port, " + local rank ", local_rank,
+    return absl::InvalidArgumentError(absl::StrCat("metrics port ", base_port, " + local rank ",
+                                                   local_rank,
                                                    " passes 65535: choose a lower metrics port"));
   }
   return base_port + local_rank;
 }
 
-absl::StatusOr<MetricsEndpoint> MetricsEndpoint::Start(const MetricsEndpointOptions& options,
-                                                       const std::shared_ptr<Collectable>& collectable) {
+absl::StatusOr<MetricsEndpoint> MetricsEndpoint::Start(
+    const MetricsEndpointOptions& options, const std::shared_ptr<Collectable>& collectable) {
   int local_rank = 0;
   if (options.local_rank) {
     local_rank = *options.local_rank;
@@ -49,7 +52,8 @@ absl::StatusOr<MetricsEndpoint> MetricsEndpoint::Start(const MetricsEndpointOpti
   MetricsEndpoint endpoint;
   if (*port == 0) return endpoint;
   std::string host = options.bind_host.empty() ? "127.0.0.1" : options.bind_host;
-  if (host.find(':') != std::string::npos && host.front() != '[') host = absl::StrCat("[", host, "]");
+  if (host.find(':') != std::string::npos && host.front() != '[')
+    host = absl::StrCat("[", host, "]");
   absl::StatusOr<std::unique_ptr<Exposer>> exposer =
       Exposer::Create(absl::StrCat(host, ":", *port), options.num_threads);
   if (!exposer.ok()) return exposer.status();

@@ -37,7 +37,7 @@ const char* PrefillPhaseName(PrefillPhase phase) {
 
 const Histogram::BucketBoundaries& PrefillTimeBuckets() {
   static const Histogram::BucketBoundaries buckets = {
-      0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5,  0.75, 1.0,
+      0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1,  0.25, 0.5,  0.75,  1.0,
       2.5,   5.0,   7.5,  10.0, 20.0, 40.0, 80.0, 160., 320., 640., 1280., 2560.};
   return buckets;
 }
@@ -57,15 +57,16 @@ int64_t ProcessResidentMemoryBytes() {
   return static_cast<int64_t>(resident_pages) * sysconf(_SC_PAGESIZE);
 }
 
-absl::StatusOr<PrefillMetricsIdentity> PrefillMetricsIdentity::FromEnvironment(int rank,
-                                                                               const std::string& model_name) {
+absl::StatusOr<PrefillMetricsIdentity> PrefillMetricsIdentity::FromEnvironment(
+    int rank, const std::string& model_name) {
   PrefillMetricsIdentity id;
   id.rank = rank;
   absl::StatusOr<int> local_rank = LocalRankFromEnvironment();
   if (!local_rank.ok()) return local_rank.status();
   id.local_rank = *local_rank;
   char host[256] = "";
-  if (gethostname(host, sizeof host - 1) != 0 || !host[0]) std::snprintf(host, sizeof host, "unknown");
+  if (gethostname(host, sizeof host - 1) != 0 || !host[0])
+    std::snprintf(host, sizeof host, "unknown");
   id.host = host;
   const char* job = std::getenv("SLURM_JOB_ID");
   id.job_id = job && *job ? job : "none";
@@ -116,8 +117,8 @@ std::string StatusLabel(absl::StatusCode code) {
 
 }  // namespace
 
-absl::StatusOr<std::unique_ptr<PrefillMetrics>> PrefillMetrics::Create(std::shared_ptr<Registry> registry,
-                                                                       const PrefillMetricsIdentity& identity) {
+absl::StatusOr<std::unique_ptr<PrefillMetrics>> PrefillMetrics::Create(
+    std::shared_ptr<Registry> registry, const PrefillMetricsIdentity& identity) {
   if (!registry) return absl::InvalidArgumentError("PrefillMetrics needs a registry");
   const Labels constant = identity.ToLabels();
   Registry& r = *registry;
@@ -144,50 +145,51 @@ absl::StatusOr<std::unique_ptr<PrefillMetrics>> PrefillMetrics::Create(std::shar
       "prefill_requests_total",
       "Prefill requests this rank took part in, by outcome: ok, or the lower-case status code "
       "(invalid_argument, unavailable, ...). A job's count is its rank-0 series.");
-  Family<Counter>* prompt_tokens = counter(
-      "prefill_prompt_tokens_total",
-      "Prompt tokens prefilled by this rank (its shard of each sequence); the sum over ranks is the "
-      "prompt tokens.");
-  Family<Histogram>* prefill_time = histogram(
-      "prefill_request_prefill_time_seconds",
-      "Wall time of a request's prefill on this rank, from the start of its first layer to the end of "
-      "its last.",
-      PrefillTimeBuckets());
-  Family<Histogram>* queue_time = histogram(
-      "prefill_request_queue_time_seconds",
-      "prefill serve (rank 0): seconds a request waited in the queue before its CP group started it.",
-      PrefillTimeBuckets());
-  Family<Histogram>* to_handoff = histogram(
-      "prefill_time_to_kv_handoff_seconds",
-      "prefill serve (rank 0): seconds from a request's arrival to its KV cache acknowledged by the "
-      "decode server (requests with a kv_target).",
-      PrefillTimeBuckets());
+  Family<Counter>* prompt_tokens = counter("prefill_prompt_tokens_total",
+                                           "Prompt tokens prefilled by this rank (its shard of "
+                                           "each sequence); the sum over ranks is the "
+                                           "prompt tokens.");
+  Family<Histogram>* prefill_time = histogram("prefill_request_prefill_time_seconds",
+                                              "Wall time of a request's prefill on this rank, from "
+                                              "the start of its first layer to the end of "
+                                              "its last.",
+                                              PrefillTimeBuckets());
+  Family<Histogram>* queue_time = histogram("prefill_request_queue_time_seconds",
+                                            "prefill serve (rank 0): seconds a request waited in "
+                                            "the queue before its CP group started it.",
+                                            PrefillTimeBuckets());
+  Family<Histogram>* to_handoff = histogram("prefill_time_to_kv_handoff_seconds",
+                                            "prefill serve (rank 0): seconds from a request's "
+                                            "arrival to its KV cache acknowledged by the "
+                                            "decode server (requests with a kv_target).",
+                                            PrefillTimeBuckets());
   Family<Counter>* kv_transfer = counter(
       "prefill_kv_transfer_bytes_total",
       "KV cache bytes this rank handed to a decode server over UCX (its shards; the sum over ranks "
       "is the caches sent).");
-  Family<Counter>* phase_seconds = counter(
-      "prefill_phase_seconds_total",
-      "Seconds this rank spent in each phase of prefill: mask_estimation, kv_exchange (time waiting on "
-      "KV transfers), attention, gemm. A rank whose rate stands out is a straggler.");
-  Family<Histogram>* phase_duration = histogram(
-      "prefill_phase_duration_seconds", "Seconds one request spent in each phase on this rank.",
-      PrefillTimeBuckets());
-  Family<Histogram>* density = histogram(
-      "prefill_attention_density",
-      "Fraction of the causally visible KV blocks that this rank's sparse mask selected, per request "
-      "(1 = dense).",
-      AttentionDensityBuckets());
-  Family<Counter>* kv_sent = counter("prefill_kv_bytes_sent_total",
-                                     "KV cache bytes this rank sent to its peers.");
+  Family<Counter>* phase_seconds =
+      counter("prefill_phase_seconds_total",
+              "Seconds this rank spent in each phase of prefill: mask_estimation, kv_exchange "
+              "(time waiting on "
+              "KV transfers), attention, gemm. A rank whose rate stands out is a straggler.");
+  Family<Histogram>* phase_duration =
+      histogram("prefill_phase_duration_seconds",
+                "Seconds one request spent in each phase on this rank.", PrefillTimeBuckets());
+  Family<Histogram>* density = histogram("prefill_attention_density",
+                                         "Fraction of the causally visible KV blocks that this "
+                                         "rank's sparse mask selected, per request "
+                                         "(1 = dense).",
+                                         AttentionDensityBuckets());
+  Family<Counter>* kv_sent =
+      counter("prefill_kv_bytes_sent_total", "KV cache bytes this rank sent to its peers.");
   Family<Counter>* kv_dense = counter(
       "prefill_kv_bytes_dense_ring_total",
       "KV cache bytes this rank would have sent in a dense ring for the same requests; minus "
       "prefill_kv_bytes_sent_total, the bytes the sparse exchange saved.");
-  Family<Counter>* selected = counter(
-      "prefill_attention_selected_blocks_total",
-      "(head, query block, KV block) entries this rank's sparse masks selected; max over mean across "
-      "ranks is the work imbalance before balancing.");
+  Family<Counter>* selected = counter("prefill_attention_selected_blocks_total",
+                                      "(head, query block, KV block) entries this rank's sparse "
+                                      "masks selected; max over mean across "
+                                      "ranks is the work imbalance before balancing.");
   Family<Counter>* computed = counter(
       "prefill_attention_computed_blocks_total",
       "Entries this rank computed after balancing: its own left plus those other ranks moved to it "
@@ -198,15 +200,18 @@ absl::StatusOr<std::unique_ptr<PrefillMetrics>> PrefillMetrics::Create(std::shar
   Family<Gauge>* selected_imbalance = gauge(
       "prefill_selected_blocks_imbalance",
       "Last request: the most selected entries of a rank over the mean of all ranks (1 = even).");
-  Family<Gauge>* computed_imbalance = gauge(
-      "prefill_computed_blocks_imbalance",
-      "Last request: the most computed entries of a rank over the mean, after balancing (1 = even).");
-  Family<Gauge>* waiting = gauge("prefill_num_requests_waiting", "Requests queued, not yet started.");
+  Family<Gauge>* computed_imbalance = gauge("prefill_computed_blocks_imbalance",
+                                            "Last request: the most computed entries of a rank "
+                                            "over the mean, after balancing (1 = even).");
+  Family<Gauge>* waiting =
+      gauge("prefill_num_requests_waiting", "Requests queued, not yet started.");
   Family<Gauge>* running = gauge("prefill_num_requests_running", "Requests being prefilled.");
-  Family<Gauge>* resident = gauge("prefill_process_resident_memory_bytes",
-                                  "Resident memory of this rank's process (from /proc/self/statm).");
-  Family<Gauge>* gpu = gauge("prefill_gpu_memory_used_bytes",
-                             "Device memory this rank's CUDA backend holds; absent on CPU-only ranks.");
+  Family<Gauge>* resident =
+      gauge("prefill_process_resident_memory_bytes",
+            "Resident memory of this rank's process (from /proc/self/statm).");
+  Family<Gauge>* gpu =
+      gauge("prefill_gpu_memory_used_bytes",
+            "Device memory this rank's CUDA backend holds; absent on CPU-only ranks.");
   Family<Gauge>* build = gauge("prefill_build_info",
                                "Always 1; the labels say which build of prefill this rank runs.");
   if (!failed.ok()) return failed;
@@ -299,8 +304,10 @@ void PrefillMetrics::RecordRequest(const PrefillRequestRecord& record) {
   selected_blocks.Increment(static_cast<double>(record.selected_blocks));
   computed_blocks.Increment(static_cast<double>(record.computed_blocks));
   balance_bytes_sent.Increment(static_cast<double>(record.balance_bytes_sent));
-  if (record.selected_blocks_imbalance) selected_blocks_imbalance.Set(*record.selected_blocks_imbalance);
-  if (record.computed_blocks_imbalance) computed_blocks_imbalance.Set(*record.computed_blocks_imbalance);
+  if (record.selected_blocks_imbalance)
+    selected_blocks_imbalance.Set(*record.selected_blocks_imbalance);
+  if (record.computed_blocks_imbalance)
+    computed_blocks_imbalance.Set(*record.computed_blocks_imbalance);
 }
 
 void PrefillMetrics::SetGpuMemoryUsedBytes(int64_t bytes) {

@@ -47,7 +47,8 @@ struct PrefillMetricsIdentity {
   // `rank` from the caller (the world rank); local rank from the launcher's environment
   // (see LocalRankFromEnvironment), host and Slurm job id from the system. An empty
   // model_name becomes "none".
-  static absl::StatusOr<PrefillMetricsIdentity> FromEnvironment(int rank, const std::string& model_name);
+  static absl::StatusOr<PrefillMetricsIdentity> FromEnvironment(int rank,
+                                                                const std::string& model_name);
   Labels ToLabels() const;
 };
 
@@ -90,8 +91,8 @@ class PrefillMetrics {
   // Registers every family on `registry` (kept alive by the PrefillMetrics) and adds the
   // children with fixed labels. A second Create with the same identity on the same
   // registry shares the families; AlreadyExists when a name is taken by something else.
-  static absl::StatusOr<std::unique_ptr<PrefillMetrics>> Create(std::shared_ptr<Registry> registry,
-                                                                const PrefillMetricsIdentity& identity);
+  static absl::StatusOr<std::unique_ptr<PrefillMetrics>> Create(
+      std::shared_ptr<Registry> registry, const PrefillMetricsIdentity& identity);
 
   // One request: its status, tokens, times, density and bytes.
   void RecordRequest(const PrefillRequestRecord& record);
@@ -111,32 +112,34 @@ class PrefillMetrics {
   const PrefillMetricsIdentity& identity() const { return identity_; }
 
   // The metrics themselves (owned by the registry) for finer-grained updates.
-  Family<Counter>& requests;                  // prefill_requests_total{status}
-  Counter& requests_ok;                       //   {status="ok"}
-  Counter& prompt_tokens;                     // prefill_prompt_tokens_total
-  Histogram& request_prefill_time;            // prefill_request_prefill_time_seconds
-  Histogram& request_queue_time;              // prefill_request_queue_time_seconds (serve)
-  Histogram& time_to_kv_handoff;              // prefill_time_to_kv_handoff_seconds (serve)
-  Counter& kv_transfer_bytes;                 // prefill_kv_transfer_bytes_total
-  std::array<Counter*, kNumPrefillPhases> phase_seconds;      // prefill_phase_seconds_total{phase}
-  std::array<Histogram*, kNumPrefillPhases> phase_duration;   // prefill_phase_duration_seconds{phase}
-  Histogram& attention_density;               // prefill_attention_density
-  Counter& kv_bytes_sent;                     // prefill_kv_bytes_sent_total
-  Counter& kv_bytes_dense_ring;               // prefill_kv_bytes_dense_ring_total
-  Counter& selected_blocks;                   // prefill_attention_selected_blocks_total
-  Counter& computed_blocks;                   // prefill_attention_computed_blocks_total
-  Counter& balance_bytes_sent;                // prefill_balance_bytes_sent_total
-  Gauge& selected_blocks_imbalance;           // prefill_selected_blocks_imbalance (last request)
-  Gauge& computed_blocks_imbalance;           // prefill_computed_blocks_imbalance (last request)
-  Gauge& requests_waiting;                    // prefill_num_requests_waiting
-  Gauge& requests_running;                    // prefill_num_requests_running
-  Gauge& resident_memory;                     // prefill_process_resident_memory_bytes
-  Family<Gauge>& gpu_memory_used;             // prefill_gpu_memory_used_bytes (lazy child)
-  Gauge& build_info;                          // prefill_build_info{version,revision} 1
+  Family<Counter>& requests;        // prefill_requests_total{status}
+  Counter& requests_ok;             //   {status="ok"}
+  Counter& prompt_tokens;           // prefill_prompt_tokens_total
+  Histogram& request_prefill_time;  // prefill_request_prefill_time_seconds
+  Histogram& request_queue_time;    // prefill_request_queue_time_seconds (serve)
+  Histogram& time_to_kv_handoff;    // prefill_time_to_kv_handoff_seconds (serve)
+  Counter& kv_transfer_bytes;       // prefill_kv_transfer_bytes_total
+  std::array<Counter*, kNumPrefillPhases> phase_seconds;  // prefill_phase_seconds_total{phase}
+  std::array<Histogram*, kNumPrefillPhases>
+      phase_duration;                // prefill_phase_duration_seconds{phase}
+  Histogram& attention_density;      // prefill_attention_density
+  Counter& kv_bytes_sent;            // prefill_kv_bytes_sent_total
+  Counter& kv_bytes_dense_ring;      // prefill_kv_bytes_dense_ring_total
+  Counter& selected_blocks;          // prefill_attention_selected_blocks_total
+  Counter& computed_blocks;          // prefill_attention_computed_blocks_total
+  Counter& balance_bytes_sent;       // prefill_balance_bytes_sent_total
+  Gauge& selected_blocks_imbalance;  // prefill_selected_blocks_imbalance (last request)
+  Gauge& computed_blocks_imbalance;  // prefill_computed_blocks_imbalance (last request)
+  Gauge& requests_waiting;           // prefill_num_requests_waiting
+  Gauge& requests_running;           // prefill_num_requests_running
+  Gauge& resident_memory;            // prefill_process_resident_memory_bytes
+  Family<Gauge>& gpu_memory_used;    // prefill_gpu_memory_used_bytes (lazy child)
+  Gauge& build_info;                 // prefill_build_info{version,revision} 1
 
  private:
   struct Parts;
-  PrefillMetrics(std::shared_ptr<Registry> registry, PrefillMetricsIdentity identity, const Parts& parts);
+  PrefillMetrics(std::shared_ptr<Registry> registry, PrefillMetricsIdentity identity,
+                 const Parts& parts);
 
   std::shared_ptr<Registry> registry_;
   PrefillMetricsIdentity identity_;

@@ -46,8 +46,8 @@ void Registry::AddCollectHook(std::function<void()> hook) {
   hooks_.push_back(std::move(hook));
 }
 
-absl::Status Registry::CheckDefinition(const std::string& name, const std::string& help, MetricType type,
-                                       const Labels& constant_labels,
+absl::Status Registry::CheckDefinition(const std::string& name, const std::string& help,
+                                       MetricType type, const Labels& constant_labels,
                                        const Histogram::BucketBoundaries& buckets) const {
   PREFILL_RETURN_IF_ERROR(ValidateMetricName(name));
   auto error = [&](const std::string& why) {
@@ -62,15 +62,16 @@ absl::Status Registry::CheckDefinition(const std::string& name, const std::strin
   }
   if (type == MetricType::kHistogram) {
     if (constant_labels.count("le")) return error("label 'le' is reserved for histogram buckets");
-    if (absl::Status s = Histogram::ValidateBuckets(buckets); !s.ok()) return error(std::string(s.message()));
+    if (absl::Status s = Histogram::ValidateBuckets(buckets); !s.ok())
+      return error(std::string(s.message()));
   } else if (!buckets.empty()) {
     return error("only histograms have buckets");
   }
   return absl::OkStatus();
 }
 
-absl::Status Registry::CheckCollisions(const std::string& name, const std::string& help, MetricType type,
-                                       const Labels& constant_labels,
+absl::Status Registry::CheckCollisions(const std::string& name, const std::string& help,
+                                       MetricType type, const Labels& constant_labels,
                                        const Histogram::BucketBoundaries& buckets,
                                        FamilyBase** existing) const {
   if (auto it = families_.find(name); it != families_.end()) {
@@ -80,15 +81,15 @@ absl::Status Registry::CheckCollisions(const std::string& name, const std::strin
       *existing = it->second.get();
       return absl::OkStatus();
     }
-    return absl::AlreadyExistsError(absl::StrCat(
-        "metric ", name, " is already registered as a ", MetricTypeName(f.type()),
-        " with other HELP, constant labels or buckets"));
+    return absl::AlreadyExistsError(absl::StrCat("metric ", name, " is already registered as a ",
+                                                 MetricTypeName(f.type()),
+                                                 " with other HELP, constant labels or buckets"));
   }
   // A histogram `x` exposes x_bucket, x_sum and x_count: none may be a family of its own.
   for (const char* suffix : kHistogramSuffixes) {
     if (type == MetricType::kHistogram && families_.count(name + suffix)) {
-      return absl::AlreadyExistsError(
-          absl::StrCat("histogram ", name, " would expose ", name, suffix, ", which is already registered"));
+      return absl::AlreadyExistsError(absl::StrCat("histogram ", name, " would expose ", name,
+                                                   suffix, ", which is already registered"));
     }
     if (absl::EndsWith(name, suffix)) {
       const std::string base = name.substr(0, name.size() - std::string(suffix).size());

@@ -58,7 +58,8 @@ class Registry final : public Collectable {
   // OK, or why `name` of `type` cannot join the families already here; *existing is set
   // when an identical family is already registered.
   absl::Status CheckCollisions(const std::string& name, const std::string& help, MetricType type,
-                               const Labels& constant_labels, const Histogram::BucketBoundaries& buckets,
+                               const Labels& constant_labels,
+                               const Histogram::BucketBoundaries& buckets,
                                FamilyBase** existing) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   mutable absl::Mutex mu_;
@@ -77,7 +78,8 @@ absl::StatusOr<Family<T>*> Registry::Register(const std::string& name, const std
   if (!bounds.empty() && bounds.back() == INFINITY) bounds.pop_back();
   absl::MutexLock lock(&mu_);
   FamilyBase* existing = nullptr;
-  if (absl::Status s = CheckCollisions(name, help, type, constant_labels, bounds, &existing); !s.ok()) {
+  if (absl::Status s = CheckCollisions(name, help, type, constant_labels, bounds, &existing);
+      !s.ok()) {
     return s;
   }
   if (existing) return static_cast<Family<T>*>(existing);
@@ -104,9 +106,7 @@ class Builder {
     return *this;
   }
   // Histograms: the buckets Add(labels) uses when none are given there.
-  Builder& Buckets(const Histogram::BucketBoundaries& buckets)
-    requires std::same_as<T, Histogram>
-  {
+  Builder& Buckets(const Histogram::BucketBoundaries& buckets) requires std::same_as<T, Histogram> {
     buckets_ = buckets;
     return *this;
   }

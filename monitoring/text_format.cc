@@ -106,7 +106,8 @@ void AppendFamilyText(const FamilySnapshot& family, std::string* out) {
     const HistogramSnapshot& h = m.histogram;
     for (size_t i = 0; i < h.upper_bounds.size(); ++i) {
       const std::string le = FormatValue(h.upper_bounds[i]);
-      AppendSample(name, "_bucket", m.labels, le.c_str(), static_cast<double>(h.cumulative_counts[i]), out);
+      AppendSample(name, "_bucket", m.labels, le.c_str(),
+                   static_cast<double>(h.cumulative_counts[i]), out);
     }
     AppendSample(name, "_bucket", m.labels, "+Inf", static_cast<double>(h.count), out);
     AppendSample(name, "_sum", m.labels, nullptr, h.sum, out);

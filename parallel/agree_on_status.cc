@@ -3,8 +3,8 @@
 #include <cstring>
 #include <vector>
 
-#include "parallel/communicator.h"
 #include "kernels/status_macros.h"
+#include "parallel/communicator.h"
 
 namespace prefill {
 namespace {

@@ -44,8 +44,8 @@ class Communicator {
 
   virtual absl::StatusOr<std::unique_ptr<PendingTransfer>> Send(const void* data, size_t bytes,
                                                                 int peer, int tag) = 0;
-  virtual absl::StatusOr<std::unique_ptr<PendingTransfer>> Recv(void* data, size_t bytes,
-                                                                int peer, int tag) = 0;
+  virtual absl::StatusOr<std::unique_ptr<PendingTransfer>> Recv(void* data, size_t bytes, int peer,
+                                                                int tag) = 0;
   // Starts the transfers posted by Send/Recv that have not started yet, so that they move
   // while the caller computes (ring-flash-attention's commit()): MPI's start when posted
   // (nothing to do); NCCL defers them to batch a ring's sends and receives into one group.

@@ -9,9 +9,12 @@ namespace prefill {
 absl::StatusOr<AttentionMode> ParseAttentionMode(std::string_view name) {
   if (name == "dense") return AttentionMode::kDense;
   if (name == "sparse") return AttentionMode::kSparse;
-  return absl::InvalidArgumentError(absl::StrCat("--mode '", std::string(name), "' is not a mode (valid: dense, sparse)"));
+  return absl::InvalidArgumentError(
+      absl::StrCat("--mode '", std::string(name), "' is not a mode (valid: dense, sparse)"));
 }
 
-const char* AttentionModeName(AttentionMode mode) { return mode == AttentionMode::kDense ? "dense" : "sparse"; }
+const char* AttentionModeName(AttentionMode mode) {
+  return mode == AttentionMode::kDense ? "dense" : "sparse";
+}
 
 }  // namespace prefill

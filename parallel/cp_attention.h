@@ -48,14 +48,14 @@ struct CpAttentionStats {
   int64_t balance_bytes_sent = 0;  // Q rows, mask rows and partial results sent for balancing
   int64_t balance_moves = 0;       // segments the plan moved, all ranks together
   uint64_t balance_plan_hash = 0;  // SparseBalancePlan::Hash(), alike on every rank; 0: no plan
-  int64_t kv_bytes_sent = 0;    // K and V bytes this rank put on the wire
-  double estimate_seconds = 0;  // pooling, pooled-key all-gather, mask estimation
-  double exchange_seconds = 0;  // planning and the part of KV transfer not hidden by compute
+  int64_t kv_bytes_sent = 0;       // K and V bytes this rank put on the wire
+  double estimate_seconds = 0;     // pooling, pooled-key all-gather, mask estimation
+  double exchange_seconds = 0;     // planning and the part of KV transfer not hidden by compute
   // Dense ring: per step, how long the compute waited for the next K/V after its own work
   // was done, timed where the compute runs (CUDA: events on the backend's stream).
   double exchange_exposed_seconds = 0;
-  double attention_seconds = 0; // kernels and merges
-  bool ran_dense = false;       // sparse mode ran the dense ring: the estimated density was high
+  double attention_seconds = 0;  // kernels and merges
+  bool ran_dense = false;        // sparse mode ran the dense ring: the estimated density was high
 };
 
 // Bytes of K and V (both) for `rows` tokens of one KV head.

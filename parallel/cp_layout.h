@@ -44,9 +44,9 @@ class CpLayout {
   int64_t local_len() const { return seq_len_ / world_size_; }
   int64_t num_blocks() const { return seq_len_ / block_size_; }
 
-  std::vector<Chunk> Chunks(int rank) const;               // in local order
-  std::vector<int32_t> Positions(int rank) const;          // [local_len] absolute positions
-  std::vector<int32_t> QueryBlockIds(int rank) const;      // [local_len / B] absolute blocks
+  std::vector<Chunk> Chunks(int rank) const;           // in local order
+  std::vector<int32_t> Positions(int rank) const;      // [local_len] absolute positions
+  std::vector<int32_t> QueryBlockIds(int rank) const;  // [local_len / B] absolute blocks
   BlockHome HomeOf(int64_t absolute_block) const;
 
  private:

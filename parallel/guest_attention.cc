@@ -15,13 +15,17 @@ namespace {
 // every MPI guarantees.
 constexpr int kPartialOTag = 30000, kPartialLseTag = 30001;
 
-BackendBuffer NoBuffer() { return BackendBuffer(nullptr, [](void*) {}); }
+BackendBuffer NoBuffer() {
+  return BackendBuffer(nullptr, [](void*) {});
+}
 
 absl::StatusOr<BackendBuffer> AllocateAtLeastOne(AttentionBackend& backend, int64_t bytes) {
   return backend.Allocate(static_cast<size_t>(std::max<int64_t>(bytes, 1)));
 }
 
-std::byte* At(const BackendBuffer& b, int64_t offset) { return static_cast<std::byte*>(b.get()) + offset; }
+std::byte* At(const BackendBuffer& b, int64_t offset) {
+  return static_cast<std::byte*>(b.get()) + offset;
+}
 
 // Byte counts and displacements of an AllToAllV, per peer.
 struct Layout {
@@ -49,7 +53,8 @@ absl::StatusOr<SparseBalancePlan> AgreeOnBalancePlan(Communicator& comm, const C
   const SegmentCosts mine = CountSegments(mask, layout, hkv);
   std::vector<SegmentCosts> all(comm.size(), SegmentCosts{hkv, mine.q_blocks, comm.size(), {}});
   std::vector<int32_t> gathered(mine.counts.size() * comm.size());
-  if (absl::Status s = comm.AllGather(mine.counts.data(), mine.counts.size() * sizeof(int32_t), gathered.data());
+  if (absl::Status s =
+          comm.AllGather(mine.counts.data(), mine.counts.size() * sizeof(int32_t), gathered.data());
       !s.ok()) {
     return s;
   }
@@ -63,7 +68,8 @@ absl::StatusOr<SparseBalancePlan> AgreeOnBalancePlan(Communicator& comm, const C
 BlockMask WithoutMovedEntries(const BlockMask& mask, const CpLayout& layout, int rank, int hkv,
                               const SparseBalancePlan& plan) {
   // moved[g * q_blocks + qb][o]: the segment (g, qb, o) moved to rank o.
-  std::vector<std::vector<bool>> moved(hkv * mask.num_q_blocks, std::vector<bool>(layout.world_size(), false));
+  std::vector<std::vector<bool>> moved(hkv * mask.num_q_blocks,
+                                       std::vector<bool>(layout.world_size(), false));
   for (const BalanceMove& m : plan.moves) {
     if (m.from == rank) moved[m.kv_head * mask.num_q_blocks + m.q_block][m.to] = true;
   }
@@ -84,15 +90,13 @@ BlockMask WithoutMovedEntries(const BlockMask& mask, const CpLayout& layout, int
 }
 
 int64_t GuestAttention::q_segment_bytes() const {
-  return static_cast<int64_t>(group()) * layout_.block_size() * shard_.head_dim * DTypeSize(shard_.dtype);
+  return static_cast<int64_t>(group()) * layout_.block_size() * shard_.head_dim *
+         DTypeSize(shard_.dtype);
 }
 
-absl::StatusOr<std::unique_ptr<GuestAttention>> GuestAttention::Exchange(Communicator& comm,
-                                                                         AttentionBackend& backend,
-                                                                         const CpLayout& layout,
-                                                                         const CpAttentionShard& shard,
-                                                                         const BlockMask& mask,
-                                                                         const SparseBalancePlan& plan) {
+absl::StatusOr<std::unique_ptr<GuestAttention>> GuestAttention::Exchange(
+    Communicator& comm, AttentionBackend& backend, const CpLayout& layout,
+    const CpAttentionShard& shard, const BlockMask& mask, const SparseBalancePlan& plan) {
   std::unique_ptr<GuestAttention> x(new GuestAttention(comm, backend, layout, shard));
   for (int p = 0; p < comm.size(); ++p) {
     x->outgoing_.push_back(plan.MovesBetween(comm.rank(), p));
@@ -106,7 +110,9 @@ absl::StatusOr<std::unique_ptr<GuestAttention>> GuestAttention::Exchange(Communi
 // Per segment, per head of its group: the number of blocks, then the blocks (absolute ids).
 absl::Status GuestAttention::ExchangeMaskRows(const BlockMask& mask) {
   const int g_size = group();
-  auto bytes_of = [g_size](const BalanceMove& m) { return (g_size + static_cast<size_t>(m.cost)) * sizeof(int32_t); };
+  auto bytes_of = [g_size](const BalanceMove& m) {
+    return (g_size + static_cast<size_t>(m.cost)) * sizeof(int32_t);
+  };
   const Layout send = PeerLayout(outgoing_, bytes_of), recv = PeerLayout(incoming_, bytes_of);
   std::vector<int32_t> rows;
   rows.reserve(send.total / sizeof(int32_t));
@@ -123,12 +129,14 @@ absl::Status GuestAttention::ExchangeMaskRows(const BlockMask& mask) {
     }
   }
   if (rows.size() * sizeof(int32_t) != send.total) {
-    return absl::InternalError(absl::StrCat("rank ", comm_.rank(), ": the balance plan's costs do not match its mask"));
+    return absl::InternalError(
+        absl::StrCat("rank ", comm_.rank(), ": the balance plan's costs do not match its mask"));
   }
   guest_rows_.resize(recv.total / sizeof(int32_t));
   for (size_t displ : recv.displs) guest_rows_start_.push_back(displ / sizeof(int32_t));
   bytes_sent_ += static_cast<int64_t>(send.total - send.counts[comm_.rank()]);
-  return comm_.AllToAllV(rows.data(), send.counts, send.displs, guest_rows_.data(), recv.counts, recv.displs);
+  return comm_.AllToAllV(rows.data(), send.counts, send.displs, guest_rows_.data(), recv.counts,
+                         recv.displs);
 }
 
 // Q rows of a segment: `block` rows of the group's heads, [block][group][head_dim].
@@ -147,16 +155,19 @@ absl::Status GuestAttention::ExchangeQueryRows() {
       }
     }
   }
-  absl::StatusOr<BackendBuffer> packed = AllocateAtLeastOne(backend_, static_cast<int64_t>(send.total));
-  absl::StatusOr<BackendBuffer> received = AllocateAtLeastOne(backend_, static_cast<int64_t>(recv.total));
+  absl::StatusOr<BackendBuffer> packed =
+      AllocateAtLeastOne(backend_, static_cast<int64_t>(send.total));
+  absl::StatusOr<BackendBuffer> received =
+      AllocateAtLeastOne(backend_, static_cast<int64_t>(recv.total));
   if (!packed.ok()) return packed.status();
   if (!received.ok()) return received.status();
-  GatherRowsParams gather{shard_.q, packed->get(), offsets.data(), static_cast<int64_t>(offsets.size()),
+  GatherRowsParams gather{shard_.q, packed->get(), offsets.data(),
+                          static_cast<int64_t>(offsets.size()),
                           static_cast<int64_t>(group()) * shard_.head_dim * elem};
   PREFILL_RETURN_IF_ERROR(backend_.GatherRows(gather));
   PREFILL_RETURN_IF_ERROR(backend_.Synchronize());
-  if (absl::Status s = comm_.AllToAllV(packed->get(), send.counts, send.displs, received->get(), recv.counts,
-                                       recv.displs);
+  if (absl::Status s = comm_.AllToAllV(packed->get(), send.counts, send.displs, received->get(),
+                                       recv.counts, recv.displs);
       !s.ok()) {
     return s;
   }
@@ -186,11 +197,15 @@ absl::Status GuestAttention::PostPartialReceives() {
     absl::StatusOr<BackendBuffer> lse = backend_.Allocate((rows + 1) * chunk_lse);
     if (!o.ok()) return o.status();
     if (!lse.ok()) return lse.status();
-    if (absl::Status s = backend_.CopyToBackend(At(*lse, rows * chunk_lse), no_key.data(), chunk_lse); !s.ok()) {
+    if (absl::Status s =
+            backend_.CopyToBackend(At(*lse, rows * chunk_lse), no_key.data(), chunk_lse);
+        !s.ok()) {
       return s;
     }
     PREFILL_RETURN_IF_ERROR(Keep(comm_.Recv(o->get(), rows * chunk_o, p, kPartialOTag), receives_));
-    if (absl::Status s = Keep(comm_.Recv(lse->get(), rows * chunk_lse, p, kPartialLseTag), receives_); !s.ok()) {
+    if (absl::Status s =
+            Keep(comm_.Recv(lse->get(), rows * chunk_lse, p, kPartialLseTag), receives_);
+        !s.ok()) {
       return s;
     }
     recv_o_[p] = std::move(*o);
@@ -199,10 +214,11 @@ absl::Status GuestAttention::PostPartialReceives() {
   return absl::OkStatus();
 }
 
-absl::Status GuestAttention::AttendGuestRun(int peer, size_t first, size_t last, const void* local_k,
-                                            const void* local_v, const int32_t* local_pos,
-                                            const int32_t* q_pos) {
-  const int g_size = group(), block = layout_.block_size(), segments = static_cast<int>(last - first);
+absl::Status GuestAttention::AttendGuestRun(int peer, size_t first, size_t last,
+                                            const void* local_k, const void* local_v,
+                                            const int32_t* local_pos, const int32_t* q_pos) {
+  const int g_size = group(), block = layout_.block_size(),
+            segments = static_cast<int>(last - first);
   const int kv_head = incoming_[peer][first].kv_head;
   // The received rows of each (segment, head): spans into guest_rows_, checked against the plan.
   std::vector<std::vector<std::span<const int32_t>>> rows(g_size);
@@ -217,8 +233,9 @@ absl::Status GuestAttention::AttendGuestRun(int peer, size_t first, size_t last,
       at += 1 + std::max(count, 0);
     }
     if (entries != incoming_[peer][i].cost) {
-      return absl::InternalError(absl::StrCat("rank ", peer, " sent rank ", comm_.rank(), " ", entries,
-                                              " mask entries for a segment the plan costs ", incoming_[peer][i].cost));
+      return absl::InternalError(
+          absl::StrCat("rank ", peer, " sent rank ", comm_.rank(), " ", entries,
+                       " mask entries for a segment the plan costs ", incoming_[peer][i].cost));
     }
   }
   HostCsr mask;  // row = head of the group * segments + segment
@@ -227,7 +244,8 @@ absl::Status GuestAttention::AttendGuestRun(int peer, size_t first, size_t last,
       for (int32_t b : row) {
         const BlockHome home = layout_.HomeOf(b);
         if (home.rank != comm_.rank()) {
-          return absl::InternalError(absl::StrCat("rank ", peer, " asked rank ", comm_.rank(), " to attend block ", b,
+          return absl::InternalError(absl::StrCat("rank ", peer, " asked rank ", comm_.rank(),
+                                                  " to attend block ", b,
                                                   ", which it does not hold"));
         }
         mask.ids.push_back(home.local_block);
@@ -240,19 +258,25 @@ absl::Status GuestAttention::AttendGuestRun(int peer, size_t first, size_t last,
   const int lq = static_cast<int>(layout_.local_len());
   const int64_t head_bytes = static_cast<int64_t>(lq) * shard_.head_dim * DTypeSize(shard_.dtype);
   const KvRows kv{static_cast<const std::byte*>(local_k) + kv_head * head_bytes,
-                  static_cast<const std::byte*>(local_v) + kv_head * head_bytes, shard_.head_dim,
-                  static_cast<int64_t>(lq) * shard_.head_dim, local_pos, 0, lq};
+                  static_cast<const std::byte*>(local_v) + kv_head * head_bytes,
+                  shard_.head_dim,
+                  static_cast<int64_t>(lq) * shard_.head_dim,
+                  local_pos,
+                  0,
+                  lq};
   CpAttentionShard guests = shard_;
   guests.q = At(guest_q_, guest_q_start_[peer] + static_cast<int64_t>(first) * q_segment_bytes());
   guests.hq = g_size;
   guests.hkv = 1;
   const int64_t row0 = static_cast<int64_t>(first) * block;
-  return RunMaskedAttention(backend_, guests, q_pos + row0, segments * block, block, kv, mask,
-                            reinterpret_cast<float*>(At(send_o_[peer], row0 * g_size * shard_.head_dim * 4)),
-                            reinterpret_cast<float*>(At(send_lse_[peer], row0 * g_size * 4)));
+  return RunMaskedAttention(
+      backend_, guests, q_pos + row0, segments * block, block, kv, mask,
+      reinterpret_cast<float*>(At(send_o_[peer], row0 * g_size * shard_.head_dim * 4)),
+      reinterpret_cast<float*>(At(send_lse_[peer], row0 * g_size * 4)));
 }
 
-absl::Status GuestAttention::ComputeAndReturn(const void* local_k, const void* local_v, const int32_t* local_pos) {
+absl::Status GuestAttention::ComputeAndReturn(const void* local_k, const void* local_v,
+                                              const int32_t* local_pos) {
   const int block = layout_.block_size();
   for (int p = 0; p < comm_.size(); ++p) {
     send_o_.push_back(NoBuffer());
@@ -260,7 +284,8 @@ absl::Status GuestAttention::ComputeAndReturn(const void* local_k, const void* l
     const std::vector<BalanceMove>& moves = incoming_[p];
     if (moves.empty()) continue;
     const int64_t rows = static_cast<int64_t>(moves.size()) * block;
-    const int64_t o_bytes = rows * group() * shard_.head_dim * sizeof(float), lse_bytes = rows * group() * sizeof(float);
+    const int64_t o_bytes = rows * group() * shard_.head_dim * sizeof(float),
+                  lse_bytes = rows * group() * sizeof(float);
     absl::StatusOr<BackendBuffer> o = backend_.Allocate(o_bytes);
     absl::StatusOr<BackendBuffer> lse = backend_.Allocate(lse_bytes);
     if (!o.ok()) return o.status();
@@ -271,11 +296,13 @@ absl::Status GuestAttention::ComputeAndReturn(const void* local_k, const void* l
     const std::vector<int32_t> peer_pos = layout_.Positions(p);
     std::vector<int32_t> q_pos;
     for (const BalanceMove& m : moves) {
-      q_pos.insert(q_pos.end(), peer_pos.begin() + m.q_block * block, peer_pos.begin() + (m.q_block + 1) * block);
+      q_pos.insert(q_pos.end(), peer_pos.begin() + m.q_block * block,
+                   peer_pos.begin() + (m.q_block + 1) * block);
     }
     absl::StatusOr<BackendBuffer> q_pos_dev = backend_.Allocate(q_pos.size() * sizeof(int32_t));
     if (!q_pos_dev.ok()) return q_pos_dev.status();
-    if (absl::Status s = backend_.CopyToBackend(q_pos_dev->get(), q_pos.data(), q_pos.size() * sizeof(int32_t));
+    if (absl::Status s =
+            backend_.CopyToBackend(q_pos_dev->get(), q_pos.data(), q_pos.size() * sizeof(int32_t));
         !s.ok()) {
       return s;
     }
@@ -289,7 +316,8 @@ absl::Status GuestAttention::ComputeAndReturn(const void* local_k, const void* l
       }
     }
     PREFILL_RETURN_IF_ERROR(Keep(comm_.Send(send_o_[p].get(), o_bytes, p, kPartialOTag), sends_));
-    if (absl::Status s = Keep(comm_.Send(send_lse_[p].get(), lse_bytes, p, kPartialLseTag), sends_); !s.ok()) {
+    if (absl::Status s = Keep(comm_.Send(send_lse_[p].get(), lse_bytes, p, kPartialLseTag), sends_);
+        !s.ok()) {
       return s;
     }
     bytes_sent_ += o_bytes + lse_bytes;
@@ -299,7 +327,8 @@ absl::Status GuestAttention::ComputeAndReturn(const void* local_k, const void* l
 
 // Spreads the peer's partial over a full [local_len][hq] buffer (rows it did not compute get
 // the filler chunk: o 0, lse -inf, which the merge leaves alone) and merges it into out.
-absl::Status GuestAttention::MergeFrom(int peer, const CpAttentionOutput& out, void* full_o, void* full_lse) {
+absl::Status GuestAttention::MergeFrom(int peer, const CpAttentionOutput& out, void* full_o,
+                                       void* full_lse) {
   const int block = layout_.block_size(), hkv = shard_.hkv;
   const int64_t lq = layout_.local_len();
   const int64_t filler = static_cast<int64_t>(outgoing_[peer].size()) * block;
@@ -307,7 +336,8 @@ absl::Status GuestAttention::MergeFrom(int peer, const CpAttentionOutput& out, v
   for (size_t i = 0; i < outgoing_[peer].size(); ++i) {
     const BalanceMove& m = outgoing_[peer][i];
     for (int t = 0; t < block; ++t) {
-      chunk[(static_cast<int64_t>(m.q_block) * block + t) * hkv + m.kv_head] = static_cast<int64_t>(i) * block + t;
+      chunk[(static_cast<int64_t>(m.q_block) * block + t) * hkv + m.kv_head] =
+          static_cast<int64_t>(i) * block + t;
     }
   }
   const int64_t o_bytes = static_cast<int64_t>(group()) * shard_.head_dim * sizeof(float);
@@ -322,8 +352,12 @@ absl::Status GuestAttention::MergeFrom(int peer, const CpAttentionOutput& out, v
   GatherRowsParams lse{recv_lse_[peer].get(), full_lse, lse_offsets.data(), count, lse_bytes};
   PREFILL_RETURN_IF_ERROR(backend_.GatherRows(o));
   PREFILL_RETURN_IF_ERROR(backend_.GatherRows(lse));
-  LseMergeParams merge{out.o, out.lse, static_cast<const float*>(full_o), static_cast<const float*>(full_lse),
-                       lq * shard_.hq, shard_.head_dim};
+  LseMergeParams merge{out.o,
+                       out.lse,
+                       static_cast<const float*>(full_o),
+                       static_cast<const float*>(full_lse),
+                       lq * shard_.hq,
+                       shard_.head_dim};
   PREFILL_RETURN_IF_ERROR(backend_.MergeByLse(merge));
   // The offsets are host vectors of this scope.
   return backend_.Synchronize();
@@ -334,10 +368,12 @@ absl::Status GuestAttention::MergeInto(const CpAttentionOutput& out) {
     PREFILL_RETURN_IF_ERROR(t->Wait());
   }
   receives_.clear();
-  const bool any = std::any_of(outgoing_.begin(), outgoing_.end(), [](const auto& m) { return !m.empty(); });
+  const bool any =
+      std::any_of(outgoing_.begin(), outgoing_.end(), [](const auto& m) { return !m.empty(); });
   if (any) {
     const int64_t entries = layout_.local_len() * shard_.hq;
-    absl::StatusOr<BackendBuffer> full_o = backend_.Allocate(entries * shard_.head_dim * sizeof(float));
+    absl::StatusOr<BackendBuffer> full_o =
+        backend_.Allocate(entries * shard_.head_dim * sizeof(float));
     absl::StatusOr<BackendBuffer> full_lse = backend_.Allocate(entries * sizeof(float));
     if (!full_o.ok()) return full_o.status();
     if (!full_lse.ok()) return full_lse.status();

@@ -43,11 +43,9 @@ BlockMask WithoutMovedEntries(const BlockMask& mask, const CpLayout& layout, int
 class GuestAttention {
  public:
   // Step 1. `mask`: this rank's full mask (absolute KV block ids).
-  static absl::StatusOr<std::unique_ptr<GuestAttention>> Exchange(Communicator& comm, AttentionBackend& backend,
-                                                                  const CpLayout& layout,
-                                                                  const CpAttentionShard& shard,
-                                                                  const BlockMask& mask,
-                                                                  const SparseBalancePlan& plan);
+  static absl::StatusOr<std::unique_ptr<GuestAttention>> Exchange(
+      Communicator& comm, AttentionBackend& backend, const CpLayout& layout,
+      const CpAttentionShard& shard, const BlockMask& mask, const SparseBalancePlan& plan);
   absl::Status PostPartialReceives();  // step 2
   // Step 3. local_k/local_v: this rank's K/V head-major [hkv][local_len][head_dim];
   // local_pos: its positions [local_len]; backend memory.
@@ -68,8 +66,8 @@ class GuestAttention {
   absl::Status ExchangeQueryRows();
   // Attends the guest segments incoming_[peer][first, last) (one KV head) into that peer's
   // partial buffers.
-  absl::Status AttendGuestRun(int peer, size_t first, size_t last, const void* local_k, const void* local_v,
-                              const int32_t* local_pos, const int32_t* q_pos);
+  absl::Status AttendGuestRun(int peer, size_t first, size_t last, const void* local_k,
+                              const void* local_v, const int32_t* local_pos, const int32_t* q_pos);
   absl::Status Keep(absl::StatusOr<std::unique_ptr<PendingTransfer>> transfer,
                     std::vector<std::unique_ptr<PendingTransfer>>& into);
   absl::Status MergeFrom(int peer, const CpAttentionOutput& out, void* full_o, void* full_lse);
@@ -82,7 +80,7 @@ class GuestAttention {
   std::vector<std::vector<BalanceMove>> incoming_;  // [peer] that peer's segments computed here
   // Received mask rows: per incoming segment, per head of its group, a count then the blocks.
   std::vector<int32_t> guest_rows_;
-  std::vector<size_t> guest_rows_start_;  // [peer] index into guest_rows_
+  std::vector<size_t> guest_rows_start_;          // [peer] index into guest_rows_
   BackendBuffer guest_q_{nullptr, [](void*) {}};  // [incoming segments][block][group][head_dim]
   std::vector<int64_t> guest_q_start_;            // [peer] byte offset into guest_q_
   // Partials, o [segments * block][group][head_dim] f32 and lse [segments * block][group].

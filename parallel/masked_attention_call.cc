@@ -6,24 +6,25 @@ namespace prefill {
 
 absl::Status RunMaskedAttention(AttentionBackend& backend, const CpAttentionShard& shard,
                                 const int32_t* q_pos, int lq, int block_size, const KvRows& kv,
-                                const HostCsr& mask, float* o, float* lse, bool empty_rows_lse_only) {
+                                const HostCsr& mask, float* o, float* lse,
+                                bool empty_rows_lse_only) {
   absl::StatusOr<BackendBuffer> offsets =
       UploadToBackend(backend, std::span<const int32_t>(mask.offsets));
   if (!offsets.ok()) return offsets.status();
   absl::StatusOr<BackendBuffer> ids = UploadToBackend(backend, std::span<const int32_t>(mask.ids));
   if (!ids.ok()) return ids.status();
-  absl::Status s = RunMaskedAttentionInBackend(backend, shard, q_pos, lq, block_size, kv,
-                                               static_cast<const int32_t*>(offsets->get()),
-                                               static_cast<const int32_t*>(ids->get()), o, lse, DType::kF32,
-                                               empty_rows_lse_only);
+  absl::Status s = RunMaskedAttentionInBackend(
+      backend, shard, q_pos, lq, block_size, kv, static_cast<const int32_t*>(offsets->get()),
+      static_cast<const int32_t*>(ids->get()), o, lse, DType::kF32, empty_rows_lse_only);
   if (!s.ok()) return s;
   // The uploaded mask dies with this scope: the kernel must be done with it.
   return backend.Synchronize();
 }
 
 absl::Status RunMaskedAttentionInBackend(AttentionBackend& backend, const CpAttentionShard& shard,
-                                         const int32_t* q_pos, int lq, int block_size, const KvRows& kv,
-                                         const int32_t* row_offsets, const int32_t* kv_blocks, float* o, float* lse,
+                                         const int32_t* q_pos, int lq, int block_size,
+                                         const KvRows& kv, const int32_t* row_offsets,
+                                         const int32_t* kv_blocks, float* o, float* lse,
                                          DType o_dtype, bool empty_rows_lse_only) {
   AttentionParams p;
   p.dtype = shard.dtype;

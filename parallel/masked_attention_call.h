@@ -33,13 +33,16 @@ struct KvRows {
 // partial that is only merged by LSE).
 absl::Status RunMaskedAttention(AttentionBackend& backend, const CpAttentionShard& shard,
                                 const int32_t* q_pos, int lq, int block_size, const KvRows& kv,
-                                const HostCsr& mask, float* o, float* lse, bool empty_rows_lse_only = false);
+                                const HostCsr& mask, float* o, float* lse,
+                                bool empty_rows_lse_only = false);
 
 // The same under a CSR already in backend memory (row offsets, ids); queued, no wait. o in
 // o_dtype.
 absl::Status RunMaskedAttentionInBackend(AttentionBackend& backend, const CpAttentionShard& shard,
-                                         const int32_t* q_pos, int lq, int block_size, const KvRows& kv,
-                                         const int32_t* row_offsets, const int32_t* kv_blocks, float* o, float* lse,
-                                         DType o_dtype = DType::kF32, bool empty_rows_lse_only = false);
+                                         const int32_t* q_pos, int lq, int block_size,
+                                         const KvRows& kv, const int32_t* row_offsets,
+                                         const int32_t* kv_blocks, float* o, float* lse,
+                                         DType o_dtype = DType::kF32,
+                                         bool empty_rows_lse_only = false);
 
 }  // namespace prefill

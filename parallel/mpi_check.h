@@ -12,10 +12,10 @@ absl::Status MpiError(int code, const char* call, const char* file, int line);
 
 }  // namespace prefill
 
-#define MPI_CHECK(call)                                                   \
-  do {                                                                    \
-    const int mpi_check_rc_ = (call);                                     \
-    if (mpi_check_rc_ != MPI_SUCCESS) {                                   \
+#define MPI_CHECK(call)                                                     \
+  do {                                                                      \
+    const int mpi_check_rc_ = (call);                                       \
+    if (mpi_check_rc_ != MPI_SUCCESS) {                                     \
       return ::prefill::MpiError(mpi_check_rc_, #call, __FILE__, __LINE__); \
-    }                                                                     \
+    }                                                                       \
   } while (0)

@@ -17,8 +17,8 @@ absl::Status MpiError(int code, const char* call, const char* file, int line) {
   int rank = -1;
   MPI_Comm_rank(MPI_COMM_WORLD, &rank);
   // A lost peer is the common cause of a failing collective: Unavailable says "retry the job".
-  return absl::UnavailableError(absl::StrCat("rank ", rank, ": ", call, " failed: ",
-                                             std::string(text, len), " (", file, ":", line, ")"));
+  return absl::UnavailableError(absl::StrCat(
+      "rank ", rank, ": ", call, " failed: ", std::string(text, len), " (", file, ":", line, ")"));
 }
 
 namespace {
@@ -28,8 +28,8 @@ absl::StatusOr<std::vector<int>> ToInts(std::span<const size_t> values, const ch
   std::vector<int> out(values.size());
   for (size_t i = 0; i < values.size(); ++i) {
     if (values[i] > static_cast<size_t>(INT_MAX)) {
-      return absl::InvalidArgumentError(
-          absl::StrCat(what, "[", i, "] = ", values[i], " bytes exceeds MPI's 2 GiB message limit"));
+      return absl::InvalidArgumentError(absl::StrCat(what, "[", i, "] = ", values[i],
+                                                     " bytes exceeds MPI's 2 GiB message limit"));
     }
     out[i] = static_cast<int>(values[i]);
   }
@@ -67,8 +67,9 @@ absl::StatusOr<std::unique_ptr<MpiCommunicator>> MpiCommunicator::Create(MPI_Com
   return Adopt(dup);
 }
 
-absl::StatusOr<std::unique_ptr<MpiCommunicator>> MpiCommunicator::CreateRange(MPI_Comm parent, int first, int count,
-                                                                             int tag) {
+absl::StatusOr<std::unique_ptr<MpiCommunicator>> MpiCommunicator::CreateRange(MPI_Comm parent,
+                                                                              int first, int count,
+                                                                              int tag) {
   MPI_Group all = MPI_GROUP_NULL, members = MPI_GROUP_NULL;
   MPI_CHECK(MPI_Comm_group(parent, &all));
   int range[1][3] = {{first, first + count - 1, 1}};
@@ -137,12 +138,14 @@ absl::Status MpiCommunicator::AllToAllV(const void* send, std::span<const size_t
 }
 
 absl::Status MpiCommunicator::AllReduceSum(double* values, size_t count) {
-  MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, values, static_cast<int>(count), MPI_DOUBLE, MPI_SUM, comm_));
+  MPI_CHECK(
+      MPI_Allreduce(MPI_IN_PLACE, values, static_cast<int>(count), MPI_DOUBLE, MPI_SUM, comm_));
   return absl::OkStatus();
 }
 
 absl::Status MpiCommunicator::AllReduceMax(double* values, size_t count) {
-  MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, values, static_cast<int>(count), MPI_DOUBLE, MPI_MAX, comm_));
+  MPI_CHECK(
+      MPI_Allreduce(MPI_IN_PLACE, values, static_cast<int>(count), MPI_DOUBLE, MPI_MAX, comm_));
   return absl::OkStatus();
 }
 

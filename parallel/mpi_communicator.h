@@ -18,7 +18,8 @@ class MpiCommunicator final : public Communicator {
   // Ranks [first, first + count) of `parent` as a communicator of their own
   // (MPI_Comm_create_group): collective over those ranks only, so the others go on with
   // their own work. `tag` tells apart creations that overlap in time.
-  static absl::StatusOr<std::unique_ptr<MpiCommunicator>> CreateRange(MPI_Comm parent, int first, int count, int tag);
+  static absl::StatusOr<std::unique_ptr<MpiCommunicator>> CreateRange(MPI_Comm parent, int first,
+                                                                      int count, int tag);
   // Frees the MPI communicator it owns (its duplicate, or its split).
   ~MpiCommunicator() override;
 

@@ -20,8 +20,8 @@ double Seconds(std::chrono::steady_clock::time_point since) {
 
 // Every KV block of `kv_positions` whose first key a query block can see: one head's rows
 // (every head has the same).
-HostCsr RingStepHeadMask(const std::vector<int32_t>& q_positions, const std::vector<int32_t>& kv_positions,
-                         int block, bool causal) {
+HostCsr RingStepHeadMask(const std::vector<int32_t>& q_positions,
+                         const std::vector<int32_t>& kv_positions, int block, bool causal) {
   const int q_blocks = static_cast<int>(q_positions.size()) / block;
   const int kv_blocks = static_cast<int>(kv_positions.size()) / block;
   HostCsr mask;
@@ -49,7 +49,8 @@ absl::Status UploadForEveryHead(AttentionBackend& backend, const HostCsr& head, 
       offsets[1 + h * q_blocks + qb] = static_cast<int32_t>(h * per_head) + head.offsets[qb + 1];
     }
   }
-  absl::StatusOr<BackendBuffer> row_offsets = UploadToBackend(backend, std::span<const int32_t>(offsets));
+  absl::StatusOr<BackendBuffer> row_offsets =
+      UploadToBackend(backend, std::span<const int32_t>(offsets));
   absl::StatusOr<BackendBuffer> one = UploadToBackend(backend, std::span<const int32_t>(head.ids));
   absl::StatusOr<BackendBuffer> all = backend.Allocate(hq * per_head * sizeof(int32_t));
   for (const auto* b : {&row_offsets, &one, &all}) {
@@ -77,8 +78,9 @@ int64_t DenseRingKvBytes(const CpLayout& layout, int hkv, int head_dim, DType dt
   return static_cast<int64_t>(n) * (n - 1) * KvBytes(layout.local_len() * hkv, head_dim, dtype);
 }
 
-absl::StatusOr<RingAttentionPlan> RingAttentionPlan::Create(AttentionBackend& backend, const CpLayout& layout,
-                                                            int rank, int hq, bool causal) {
+absl::StatusOr<RingAttentionPlan> RingAttentionPlan::Create(AttentionBackend& backend,
+                                                            const CpLayout& layout, int rank,
+                                                            int hq, bool causal) {
   const int n = layout.world_size();
   RingAttentionPlan plan;
   plan.hq_ = hq;
@@ -92,13 +94,15 @@ absl::StatusOr<RingAttentionPlan> RingAttentionPlan::Create(AttentionBackend& ba
     kv_positions[s] = layout.Positions((rank + n - s) % n);
     heads[s] = RingStepHeadMask(q_positions, kv_positions[s], layout.block_size(), causal);
   }
-  absl::StatusOr<BackendBuffer> q_pos = UploadToBackend(backend, std::span<const int32_t>(q_positions));
+  absl::StatusOr<BackendBuffer> q_pos =
+      UploadToBackend(backend, std::span<const int32_t>(q_positions));
   if (!q_pos.ok()) return q_pos.status();
   plan.q_pos_ = std::move(*q_pos);
   for (int s = 0; s < n; ++s) {
     Step step;
     if (!heads[s].ids.empty()) {
-      absl::StatusOr<BackendBuffer> k_pos = UploadToBackend(backend, std::span<const int32_t>(kv_positions[s]));
+      absl::StatusOr<BackendBuffer> k_pos =
+          UploadToBackend(backend, std::span<const int32_t>(kv_positions[s]));
       if (!k_pos.ok()) return k_pos.status();
       step.k_pos = std::move(*k_pos);
       PREFILL_RETURN_IF_ERROR(UploadForEveryHead(backend, heads[s], hq, step));
@@ -109,7 +113,8 @@ absl::StatusOr<RingAttentionPlan> RingAttentionPlan::Create(AttentionBackend& ba
 }
 
 absl::StatusOr<CpAttentionStats> RingAttention(Communicator& comm, AttentionBackend& backend,
-                                               const CpLayout& layout, const CpAttentionShard& shard,
+                                               const CpLayout& layout,
+                                               const CpAttentionShard& shard,
                                                const CpAttentionOutput& out) {
   absl::StatusOr<RingAttentionPlan> plan =
       RingAttentionPlan::Create(backend, layout, comm.rank(), shard.hq, shard.causal);
@@ -121,18 +126,23 @@ absl::StatusOr<CpAttentionStats> RingAttention(Communicator& comm, AttentionBack
 }
 
 absl::StatusOr<CpAttentionStats> RingAttention(Communicator& comm, AttentionBackend& backend,
-                                               const CpLayout& layout, const RingAttentionPlan& plan,
-                                               const CpAttentionShard& shard, const CpAttentionOutput& out) {
+                                               const CpLayout& layout,
+                                               const RingAttentionPlan& plan,
+                                               const CpAttentionShard& shard,
+                                               const CpAttentionOutput& out) {
   const int n = comm.size(), rank = comm.rank();
   const int lq = static_cast<int>(layout.local_len());
   const int block = layout.block_size();
   if (plan.hq() != shard.hq || plan.causal() != shard.causal) {
-    return absl::InvalidArgumentError("RingAttention: the plan was made for other heads or causality");
+    return absl::InvalidArgumentError(
+        "RingAttention: the plan was made for other heads or causality");
   }
   if (n > 1 && out.o_dtype != DType::kF32) {
-    return absl::InvalidArgumentError("RingAttention: ranks merge their partial outputs in fp32: o must be f32");
+    return absl::InvalidArgumentError(
+        "RingAttention: ranks merge their partial outputs in fp32: o must be f32");
   }
-  const size_t kv_bytes = static_cast<size_t>(lq) * shard.hkv * shard.head_dim * DTypeSize(shard.dtype);
+  const size_t kv_bytes =
+      static_cast<size_t>(lq) * shard.hkv * shard.head_dim * DTypeSize(shard.dtype);
   const size_t out_elems = static_cast<size_t>(lq) * shard.hq;
 
   // The ring's receive buffers and the partial output exist only with peers: one rank attends
@@ -191,17 +201,23 @@ absl::StatusOr<CpAttentionStats> RingAttention(Communicator& comm, AttentionBack
     const auto compute_start = std::chrono::steady_clock::now();
     const RingAttentionPlan::Step& s = plan.step(step);
     if (s.selected_blocks > 0) {
-      KvRows kv{cur_k, cur_v, static_cast<int64_t>(shard.hkv) * shard.head_dim, shard.head_dim,
-                static_cast<const int32_t*>(s.k_pos.get()), 0, lq};
+      KvRows kv{cur_k,
+                cur_v,
+                static_cast<int64_t>(shard.hkv) * shard.head_dim,
+                shard.head_dim,
+                static_cast<const int32_t*>(s.k_pos.get()),
+                0,
+                lq};
       float* o = have_output ? static_cast<float*>(part_o->get()) : out.o;
       float* lse = have_output ? static_cast<float*>(part_lse->get()) : out.lse;
-      absl::Status st = RunMaskedAttentionInBackend(backend, shard, plan.q_pos(), lq, block, kv,
-                                                    static_cast<const int32_t*>(s.row_offsets.get()),
-                                                    static_cast<const int32_t*>(s.kv_blocks.get()), o, lse,
-                                                    out.o_dtype);
+      absl::Status st = RunMaskedAttentionInBackend(
+          backend, shard, plan.q_pos(), lq, block, kv,
+          static_cast<const int32_t*>(s.row_offsets.get()),
+          static_cast<const int32_t*>(s.kv_blocks.get()), o, lse, out.o_dtype);
       if (!st.ok()) return st;
       if (have_output) {
-        LseMergeParams merge{out.o, out.lse, o, lse, static_cast<int64_t>(out_elems), shard.head_dim};
+        LseMergeParams merge{out.o,         out.lse, o, lse, static_cast<int64_t>(out_elems),
+                             shard.head_dim};
         if (st = backend.MergeByLse(merge); !st.ok()) return st;
       }
       have_output = true;

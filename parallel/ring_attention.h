@@ -4,13 +4,13 @@
 // they overlap.
 #pragma once
 
+#include <vector>
+
 #include "absl/status/statusor.h"
 #include "kernels/backend.h"
 #include "parallel/communicator.h"
 #include "parallel/cp_attention.h"
 #include "parallel/cp_layout.h"
-
-#include <vector>
 
 namespace prefill {
 
@@ -20,8 +20,8 @@ namespace prefill {
 // 16.8M ids: building and uploading them every layer cost more than the layer's GEMMs at 32K).
 class RingAttentionPlan {
  public:
-  static absl::StatusOr<RingAttentionPlan> Create(AttentionBackend& backend, const CpLayout& layout, int rank,
-                                                  int hq, bool causal);
+  static absl::StatusOr<RingAttentionPlan> Create(AttentionBackend& backend, const CpLayout& layout,
+                                                  int rank, int hq, bool causal);
 
   struct Step {
     BackendBuffer k_pos{nullptr, [](void*) {}};
@@ -44,8 +44,10 @@ class RingAttentionPlan {
 };
 
 absl::StatusOr<CpAttentionStats> RingAttention(Communicator& comm, AttentionBackend& backend,
-                                               const CpLayout& layout, const RingAttentionPlan& plan,
-                                               const CpAttentionShard& shard, const CpAttentionOutput& out);
+                                               const CpLayout& layout,
+                                               const RingAttentionPlan& plan,
+                                               const CpAttentionShard& shard,
+                                               const CpAttentionOutput& out);
 // The same with a plan of its own (one call, e.g. one layer).
 absl::StatusOr<CpAttentionStats> RingAttention(Communicator& comm, AttentionBackend& backend,
                                                const CpLayout& layout,

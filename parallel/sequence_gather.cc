@@ -1,7 +1,8 @@
 #include "parallel/sequence_gather.h"
-#include "kernels/status_macros.h"
 
 #include <cstring>
+
+#include "kernels/status_macros.h"
 
 namespace prefill {
 
@@ -14,7 +15,8 @@ absl::StatusOr<std::vector<std::byte>> AllGatherSequence(Communicator& comm, con
   for (int r = 0; r < comm.size(); ++r) {
     size_t offset = r * local_bytes;
     for (const Chunk& c : layout.Chunks(r)) {
-      std::memcpy(ordered.data() + c.start * row_bytes, by_rank.data() + offset, c.length * row_bytes);
+      std::memcpy(ordered.data() + c.start * row_bytes, by_rank.data() + offset,
+                  c.length * row_bytes);
       offset += c.length * row_bytes;
     }
   }

@@ -17,7 +17,8 @@ struct Candidate {
 };
 
 bool HeavierFirst(const Candidate& a, const Candidate& b) {
-  return std::tie(b.cost, a.kv_head, a.q_block, a.owner) < std::tie(a.cost, b.kv_head, b.q_block, b.owner);
+  return std::tie(b.cost, a.kv_head, a.q_block, a.owner) <
+         std::tie(a.cost, b.kv_head, b.q_block, b.owner);
 }
 
 std::vector<Candidate> CandidatesOf(const SegmentCosts& costs, int rank, int min_cost) {
@@ -36,7 +37,8 @@ std::vector<Candidate> CandidatesOf(const SegmentCosts& costs, int rank, int min
 
 // The segment of `from` to move next, or nullptr when none lowers its load without making
 // the owner the new maximum.
-Candidate* PickMove(std::vector<Candidate>& candidates, const std::vector<int64_t>& load, int from) {
+Candidate* PickMove(std::vector<Candidate>& candidates, const std::vector<int64_t>& load,
+                    int from) {
   Candidate* fallback = nullptr;
   int64_t fallback_peak = load[from];
   for (Candidate& c : candidates) {
@@ -60,11 +62,13 @@ absl::Status CheckShapes(std::span<const SegmentCosts> ranks) {
     if (c.world_size != n || c.hkv != ranks[0].hkv || c.q_blocks != ranks[0].q_blocks ||
         c.counts.size() != expected) {
       return absl::InvalidArgumentError(absl::StrCat(
-          "PlanSparseBalance: rank ", r, " has costs of shape [", c.hkv, "][", c.q_blocks, "][", c.world_size,
-          "] (", c.counts.size(), " counts); expected [", ranks[0].hkv, "][", ranks[0].q_blocks, "][", n, "]"));
+          "PlanSparseBalance: rank ", r, " has costs of shape [", c.hkv, "][", c.q_blocks, "][",
+          c.world_size, "] (", c.counts.size(), " counts); expected [", ranks[0].hkv, "][",
+          ranks[0].q_blocks, "][", n, "]"));
     }
     if (std::any_of(c.counts.begin(), c.counts.end(), [](int32_t v) { return v < 0; })) {
-      return absl::InvalidArgumentError(absl::StrCat("PlanSparseBalance: rank ", r, " has a negative count"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("PlanSparseBalance: rank ", r, " has a negative count"));
     }
   }
   return absl::OkStatus();
@@ -75,12 +79,17 @@ absl::Status CheckShapes(std::span<const SegmentCosts> ranks) {
 absl::StatusOr<BalanceMode> ParseBalanceMode(const std::string& name) {
   if (name == "off") return BalanceMode::kOff;
   if (name == "auto") return BalanceMode::kAuto;
-  return absl::InvalidArgumentError(absl::StrCat("--balance '", name, "' is not a mode (valid: off, auto)"));
+  return absl::InvalidArgumentError(
+      absl::StrCat("--balance '", name, "' is not a mode (valid: off, auto)"));
 }
 
-const char* BalanceModeName(BalanceMode mode) { return mode == BalanceMode::kAuto ? "auto" : "off"; }
+const char* BalanceModeName(BalanceMode mode) {
+  return mode == BalanceMode::kAuto ? "auto" : "off";
+}
 
-int64_t SegmentCosts::total() const { return std::accumulate(counts.begin(), counts.end(), int64_t{0}); }
+int64_t SegmentCosts::total() const {
+  return std::accumulate(counts.begin(), counts.end(), int64_t{0});
+}
 
 SegmentCosts CountSegments(const BlockMask& mask, const CpLayout& layout, int hkv) {
   SegmentCosts costs{hkv, mask.num_q_blocks, layout.world_size(), {}};
@@ -90,7 +99,9 @@ SegmentCosts CountSegments(const BlockMask& mask, const CpLayout& layout, int hk
     for (int qb = 0; qb < mask.num_q_blocks; ++qb) {
       for (int32_t block : mask.row(h, qb)) {
         const int owner = layout.HomeOf(block).rank;
-        ++costs.counts[(static_cast<size_t>(h / group) * mask.num_q_blocks + qb) * layout.world_size() + owner];
+        ++costs.counts[(static_cast<size_t>(h / group) * mask.num_q_blocks + qb) *
+                           layout.world_size() +
+                       owner];
       }
     }
   }
@@ -148,7 +159,8 @@ absl::StatusOr<SparseBalancePlan> PlanSparseBalance(std::span<const SegmentCosts
     plan.moves.push_back({from, pick->kv_head, pick->q_block, pick->owner, pick->cost});
   }
   std::sort(plan.moves.begin(), plan.moves.end(), [](const BalanceMove& a, const BalanceMove& b) {
-    return std::tie(a.from, a.to, a.kv_head, a.q_block) < std::tie(b.from, b.to, b.kv_head, b.q_block);
+    return std::tie(a.from, a.to, a.kv_head, a.q_block) <
+           std::tie(b.from, b.to, b.kv_head, b.q_block);
   });
   return plan;
 }

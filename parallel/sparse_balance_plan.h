@@ -48,7 +48,7 @@ SegmentCosts CountSegments(const BlockMask& mask, const CpLayout& layout, int hk
 
 // Segment (from, kv_head, q_block, to) computed by `to` instead of `from`.
 struct BalanceMove {
-  int32_t from = 0;     // rank whose mask holds the entries (and the query rows)
+  int32_t from = 0;  // rank whose mask holds the entries (and the query rows)
   int32_t kv_head = 0;
   int32_t q_block = 0;  // local query block of `from`
   int32_t to = 0;       // rank holding the KV blocks; computes the entries

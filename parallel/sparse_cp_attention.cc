@@ -22,7 +22,9 @@ double Seconds(Clock::time_point since) {
 }
 
 template <typename T>
-T* As(const BackendBuffer& b) { return static_cast<T*>(b.get()); }
+T* As(const BackendBuffer& b) {
+  return static_cast<T*>(b.get());
+}
 
 // a. This rank's keys pooled per stride, in local order: [local_len / stride, hkv, d] fp32;
 // for rr+heavy also each block's heavy key: [local_len / block, hkv, d] fp32.
@@ -32,16 +34,24 @@ struct PooledKeys {
 };
 
 absl::StatusOr<PooledKeys> PoolLocalKeys(AttentionBackend& backend, const CpLayout& layout,
-                                         const CpAttentionShard& shard, const SparseOptions& options) {
+                                         const CpAttentionShard& shard,
+                                         const SparseOptions& options) {
   const int64_t row_bytes = static_cast<int64_t>(shard.hkv) * shard.head_dim * sizeof(float);
-  absl::StatusOr<BackendBuffer> strides = backend.Allocate(layout.local_len() / options.stride * row_bytes);
+  absl::StatusOr<BackendBuffer> strides =
+      backend.Allocate(layout.local_len() / options.stride * row_bytes);
   if (!strides.ok()) return strides.status();
   PooledKeys out{std::move(*strides), std::nullopt};
-  PoolKeysParams pool{shard.dtype, shard.k, static_cast<int64_t>(shard.hkv) * shard.head_dim,
-                      static_cast<int>(layout.local_len()), shard.hkv, shard.head_dim, options.stride,
+  PoolKeysParams pool{shard.dtype,
+                      shard.k,
+                      static_cast<int64_t>(shard.hkv) * shard.head_dim,
+                      static_cast<int>(layout.local_len()),
+                      shard.hkv,
+                      shard.head_dim,
+                      options.stride,
                       As<float>(out.strides)};
   if (options.estimator == MaskEstimator::kRoundRobinHeavy) {
-    absl::StatusOr<BackendBuffer> heavy = backend.Allocate(layout.local_len() / layout.block_size() * row_bytes);
+    absl::StatusOr<BackendBuffer> heavy =
+        backend.Allocate(layout.local_len() / layout.block_size() * row_bytes);
     if (!heavy.ok()) return heavy.status();
     pool.block_size = layout.block_size();
     pool.heavy = As<float>(*heavy);
@@ -53,9 +63,9 @@ absl::StatusOr<PooledKeys> PoolLocalKeys(AttentionBackend& backend, const CpLayo
 
 // Rows of `tokens_per_row` tokens each, every rank's chunks in its local order, all-gathered
 // into absolute order.
-absl::StatusOr<BackendBuffer> GatherRowsInOrder(Communicator& comm, AttentionBackend& backend, const CpLayout& layout,
-                                                const BackendBuffer& local, int64_t tokens_per_row,
-                                                int64_t row_bytes) {
+absl::StatusOr<BackendBuffer> GatherRowsInOrder(Communicator& comm, AttentionBackend& backend,
+                                                const CpLayout& layout, const BackendBuffer& local,
+                                                int64_t tokens_per_row, int64_t row_bytes) {
   const int64_t local_bytes = layout.local_len() / tokens_per_row * row_bytes;
   absl::StatusOr<BackendBuffer> by_rank = backend.Allocate(comm.size() * local_bytes);
   absl::StatusOr<BackendBuffer> absolute = backend.Allocate(comm.size() * local_bytes);
@@ -84,8 +94,9 @@ absl::StatusOr<BackendBuffer> GatherRowsInOrder(Communicator& comm, AttentionBac
 }
 
 // a. Pools local keys and all-gathers them (and the heavy keys) into absolute order.
-absl::StatusOr<PooledKeys> GatherPooledKeys(Communicator& comm, AttentionBackend& backend, const CpLayout& layout,
-                                            const CpAttentionShard& shard, const SparseOptions& options) {
+absl::StatusOr<PooledKeys> GatherPooledKeys(Communicator& comm, AttentionBackend& backend,
+                                            const CpLayout& layout, const CpAttentionShard& shard,
+                                            const SparseOptions& options) {
   const int64_t row_bytes = static_cast<int64_t>(shard.hkv) * shard.head_dim * sizeof(float);
   absl::StatusOr<PooledKeys> local = PoolLocalKeys(backend, layout, shard, options);
   if (!local.ok()) return local.status();
@@ -162,9 +173,10 @@ absl::Status EnterPhase(const SparseOptions& options, const char* phase) {
 }
 
 // b.-e. on one rank: the mask in backend memory, the attention on the token-major K/V.
-absl::Status AttendOnOneRank(AttentionBackend& backend, const CpLayout& layout, const CpAttentionShard& shard,
-                             const SparseOptions& options, const MaskEstimateParams& est,
-                             std::span<const int32_t> positions, const CpAttentionOutput& out, SparseCpResult& result,
+absl::Status AttendOnOneRank(AttentionBackend& backend, const CpLayout& layout,
+                             const CpAttentionShard& shard, const SparseOptions& options,
+                             const MaskEstimateParams& est, std::span<const int32_t> positions,
+                             const CpAttentionOutput& out, SparseCpResult& result,
                              Clock::time_point t0) {
   CpAttentionStats& stats = result.stats;
   absl::StatusOr<BackendBlockMask> mask = backend.EstimateMaskInBackend(est);
@@ -181,41 +193,50 @@ absl::Status AttendOnOneRank(AttentionBackend& backend, const CpLayout& layout, 
   if (!q_pos.ok()) return q_pos.status();
   const int64_t kv_row = static_cast<int64_t>(shard.hkv) * shard.head_dim;
   const KvRows rows{shard.k, shard.v, kv_row, shard.head_dim, As<int32_t>(*q_pos), 0, lq};
-  absl::Status s = RunMaskedAttentionInBackend(backend, shard, As<int32_t>(*q_pos), lq, layout.block_size(), rows,
-                                               mask->row_offsets, mask->kv_blocks, out.o, out.lse, out.o_dtype);
+  absl::Status s = RunMaskedAttentionInBackend(backend, shard, As<int32_t>(*q_pos), lq,
+                                               layout.block_size(), rows, mask->row_offsets,
+                                               mask->kv_blocks, out.o, out.lse, out.o_dtype);
   if (s.ok()) s = backend.Synchronize();
   if (!s.ok()) return s;
   stats.attention_seconds = Seconds(t0);
   result.mask = std::move(mask->host);
   if (options.mask_ids_on_host) {
     result.mask.kv_blocks.resize(stats.selected_blocks);
-    s = backend.CopyToHost(result.mask.kv_blocks.data(), mask->kv_blocks, stats.selected_blocks * sizeof(int32_t));
+    s = backend.CopyToHost(result.mask.kv_blocks.data(), mask->kv_blocks,
+                           stats.selected_blocks * sizeof(int32_t));
   }
   return s;
 }
 
 // True when the mask of every rank together selects at least `dense_above` of the visible
 // blocks: every rank takes the same decision from the same sums.
-absl::StatusOr<bool> DenseEnough(Communicator& comm, const CpAttentionStats& stats, double dense_above) {
-  double blocks[2] = {static_cast<double>(stats.selected_blocks), static_cast<double>(stats.visible_blocks)};
+absl::StatusOr<bool> DenseEnough(Communicator& comm, const CpAttentionStats& stats,
+                                 double dense_above) {
+  double blocks[2] = {static_cast<double>(stats.selected_blocks),
+                      static_cast<double>(stats.visible_blocks)};
   PREFILL_RETURN_IF_ERROR(comm.AllReduceSum(blocks, 2));
   return blocks[1] > 0 && blocks[0] >= dense_above * blocks[1];
 }
 
 // The remote blocks' partial result, merged into out by log-sum-exp.
-absl::Status AttendRemoteBlocks(AttentionBackend& backend, const CpAttentionShard& shard, int lq, int block,
-                                const int32_t* q_pos, const KvRows& remote_rows, const HostCsr& remote_mask,
-                                const CpAttentionOutput& out) {
+absl::Status AttendRemoteBlocks(AttentionBackend& backend, const CpAttentionShard& shard, int lq,
+                                int block, const int32_t* q_pos, const KvRows& remote_rows,
+                                const HostCsr& remote_mask, const CpAttentionOutput& out) {
   const size_t entries = static_cast<size_t>(lq) * shard.hq;
   absl::StatusOr<BackendBuffer> part_o = backend.Allocate(entries * shard.head_dim * sizeof(float));
   absl::StatusOr<BackendBuffer> part_lse = backend.Allocate(entries * sizeof(float));
   if (!part_o.ok()) return part_o.status();
   if (!part_lse.ok()) return part_lse.status();
-  absl::Status s = RunMaskedAttention(backend, shard, q_pos, lq, block, remote_rows, remote_mask,
-                                      As<float>(*part_o), As<float>(*part_lse), /*empty_rows_lse_only=*/true);
+  absl::Status s =
+      RunMaskedAttention(backend, shard, q_pos, lq, block, remote_rows, remote_mask,
+                         As<float>(*part_o), As<float>(*part_lse), /*empty_rows_lse_only=*/true);
   if (!s.ok()) return s;
-  LseMergeParams merge{out.o, out.lse, As<float>(*part_o), As<float>(*part_lse),
-                       static_cast<int64_t>(entries), shard.head_dim};
+  LseMergeParams merge{out.o,
+                       out.lse,
+                       As<float>(*part_o),
+                       As<float>(*part_lse),
+                       static_cast<int64_t>(entries),
+                       shard.head_dim};
   if (s = backend.MergeByLse(merge); !s.ok()) return s;
   return backend.Synchronize();
 }
@@ -239,15 +260,18 @@ absl::StatusOr<SparseCpResult> SparseCpAttention(Communicator& comm, AttentionBa
   const std::vector<int32_t> positions = layout.Positions(rank);
   const bool one_rank = AllBlocksLocalInOrder(comm, positions);
   if (out.o_dtype != DType::kF32 && !one_rank) {
-    return absl::InvalidArgumentError("SparseCpAttention: partial outputs merge in fp32: o must be f32");
+    return absl::InvalidArgumentError(
+        "SparseCpAttention: partial outputs merge in fp32: o must be f32");
   }
   // One rank: its pooled keys are already in absolute order, with nothing to gather (and no
   // wait for the pooling).
-  absl::StatusOr<PooledKeys> pooled = one_rank ? PoolLocalKeys(backend, layout, shard, options)
-                                               : GatherPooledKeys(comm, backend, layout, shard, options);
+  absl::StatusOr<PooledKeys> pooled = one_rank
+                                          ? PoolLocalKeys(backend, layout, shard, options)
+                                          : GatherPooledKeys(comm, backend, layout, shard, options);
   if (!pooled.ok()) return pooled.status();
   const std::vector<int32_t> q_block_ids = layout.QueryBlockIds(rank);
-  absl::StatusOr<BackendBuffer> q_blocks = UploadToBackend(backend, std::span<const int32_t>(q_block_ids));
+  absl::StatusOr<BackendBuffer> q_blocks =
+      UploadToBackend(backend, std::span<const int32_t>(q_block_ids));
   if (!q_blocks.ok()) return q_blocks.status();
   MaskEstimateParams est;
   est.dtype = shard.dtype;
@@ -270,7 +294,9 @@ absl::StatusOr<SparseCpResult> SparseCpAttention(Communicator& comm, AttentionBa
   est.keep_recent = options.keep_recent;
   est.scale = shard.scale;
   if (one_rank) {
-    if (absl::Status s = AttendOnOneRank(backend, layout, shard, options, est, positions, out, result, t0); !s.ok()) {
+    if (absl::Status s =
+            AttendOnOneRank(backend, layout, shard, options, est, positions, out, result, t0);
+        !s.ok()) {
       return s;
     }
     return result;
@@ -300,7 +326,8 @@ absl::StatusOr<SparseCpResult> SparseCpAttention(Communicator& comm, AttentionBa
   const BlockMask* own = &result.mask;
   std::unique_ptr<GuestAttention> guests;
   if (options.balance == BalanceMode::kAuto) {
-    absl::StatusOr<SparseBalancePlan> plan = AgreeOnBalancePlan(comm, layout, result.mask, shard.hq, shard.hkv);
+    absl::StatusOr<SparseBalancePlan> plan =
+        AgreeOnBalancePlan(comm, layout, result.mask, shard.hq, shard.hkv);
     if (!plan.ok()) return plan.status();
     stats.computed_blocks = plan->computed[rank];
     stats.balance_moves = static_cast<int64_t>(plan->moves.size());
@@ -316,11 +343,15 @@ absl::StatusOr<SparseCpResult> SparseCpAttention(Communicator& comm, AttentionBa
   }
 
   // c-d. Plan and post the exchange of what this rank computes itself.
-  std::vector<std::vector<KvBlockRef>> need_from = PlanRemoteKvBlocks(*own, layout, rank, shard.hkv);
-  absl::StatusOr<std::vector<std::vector<KvBlockRef>>> send_to = ExchangeKvRequests(comm, need_from);
+  std::vector<std::vector<KvBlockRef>> need_from =
+      PlanRemoteKvBlocks(*own, layout, rank, shard.hkv);
+  absl::StatusOr<std::vector<std::vector<KvBlockRef>>> send_to =
+      ExchangeKvRequests(comm, need_from);
   if (!send_to.ok()) return send_to.status();
-  absl::StatusOr<BackendBuffer> local_k = ToHeadMajor(backend, shard.k, lq, shard.hkv, shard.head_dim, shard.dtype);
-  absl::StatusOr<BackendBuffer> local_v = ToHeadMajor(backend, shard.v, lq, shard.hkv, shard.head_dim, shard.dtype);
+  absl::StatusOr<BackendBuffer> local_k =
+      ToHeadMajor(backend, shard.k, lq, shard.hkv, shard.head_dim, shard.dtype);
+  absl::StatusOr<BackendBuffer> local_v =
+      ToHeadMajor(backend, shard.v, lq, shard.hkv, shard.head_dim, shard.dtype);
   if (!local_k.ok()) return local_k.status();
   if (!local_v.ok()) return local_v.status();
   absl::StatusOr<std::unique_ptr<SparseKvExchange>> exchange = SparseKvExchange::Start(
@@ -332,9 +363,11 @@ absl::StatusOr<SparseCpResult> SparseCpAttention(Communicator& comm, AttentionBa
   }
   stats.exchange_seconds = Seconds(t0);
 
-  // e. Guests first (their ranks wait for the partials), then local blocks while remote ones travel.
+  // e. Guests first (their ranks wait for the partials), then local blocks while remote ones
+  // travel.
   t0 = Clock::now();
-  absl::StatusOr<BackendBuffer> q_pos = UploadToBackend(backend, std::span<const int32_t>(positions));
+  absl::StatusOr<BackendBuffer> q_pos =
+      UploadToBackend(backend, std::span<const int32_t>(positions));
   if (!q_pos.ok()) return q_pos.status();
   if (guests) {
     absl::Status s = guests->ComputeAndReturn(local_k->get(), local_v->get(), As<int32_t>(*q_pos));
@@ -342,8 +375,13 @@ absl::StatusOr<SparseCpResult> SparseCpAttention(Communicator& comm, AttentionBa
   }
   HostCsr local_mask, remote_mask;
   SplitMask(*own, layout, rank, shard.hkv, **exchange, &local_mask, &remote_mask);
-  const KvRows local_rows{local_k->get(), local_v->get(), shard.head_dim,
-                          static_cast<int64_t>(lq) * shard.head_dim, As<int32_t>(*q_pos), 0, lq};
+  const KvRows local_rows{local_k->get(),
+                          local_v->get(),
+                          shard.head_dim,
+                          static_cast<int64_t>(lq) * shard.head_dim,
+                          As<int32_t>(*q_pos),
+                          0,
+                          lq};
   absl::Status s = RunMaskedAttention(backend, shard, As<int32_t>(*q_pos), lq, block, local_rows,
                                       local_mask, out.o, out.lse);
   if (!s.ok()) return s;
@@ -355,7 +393,8 @@ absl::StatusOr<SparseCpResult> SparseCpAttention(Communicator& comm, AttentionBa
 
   t0 = Clock::now();
   if (remote_mask.nnz() > 0) {
-    s = AttendRemoteBlocks(backend, shard, lq, block, As<int32_t>(*q_pos), (*exchange)->remote_rows(), remote_mask, out);
+    s = AttendRemoteBlocks(backend, shard, lq, block, As<int32_t>(*q_pos),
+                           (*exchange)->remote_rows(), remote_mask, out);
     if (!s.ok()) return s;
   }
   if (guests) {

@@ -25,8 +25,7 @@ std::span<const KvBlockRef> OfHead(const std::vector<KvBlockRef>& refs, int kv_h
 }  // namespace
 
 std::vector<std::vector<KvBlockRef>> PlanRemoteKvBlocks(const BlockMask& mask,
-                                                        const CpLayout& layout, int rank,
-                                                        int hkv) {
+                                                        const CpLayout& layout, int rank, int hkv) {
   std::vector<std::vector<KvBlockRef>> need(layout.world_size());
   const int group = mask.num_heads / hkv;
   for (int h = 0; h < mask.num_heads; ++h) {
@@ -55,7 +54,8 @@ absl::StatusOr<std::vector<std::vector<KvBlockRef>>> ExchangeKvRequests(
     send_counts[p] = need_from[p].size() * sizeof(KvBlockRef);
     offsets[p] = p * sizeof(size_t);
   }
-  absl::Status s = comm.AllToAllV(send_counts.data(), one, offsets, recv_counts.data(), one, offsets);
+  absl::Status s =
+      comm.AllToAllV(send_counts.data(), one, offsets, recv_counts.data(), one, offsets);
   if (!s.ok()) return s;
 
   std::vector<KvBlockRef> send_flat, recv_flat;
@@ -193,8 +193,13 @@ int SparseKvExchange::SlotOf(int kv_head, int32_t block) const {
 
 KvRows SparseKvExchange::remote_rows() const {
   const int64_t rows = static_cast<int64_t>(max_slots_) * block_size_;
-  return KvRows{remote_k_.get(), remote_v_.get(), row_stride_, rows * row_stride_,
-                static_cast<const int32_t*>(remote_pos_.get()), rows, static_cast<int>(rows)};
+  return KvRows{remote_k_.get(),
+                remote_v_.get(),
+                row_stride_,
+                rows * row_stride_,
+                static_cast<const int32_t*>(remote_pos_.get()),
+                rows,
+                static_cast<int>(rows)};
 }
 
 }  // namespace prefill

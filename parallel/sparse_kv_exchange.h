@@ -31,8 +31,7 @@ struct KvBlockRef {
 
 // [peer] -> the blocks this rank needs from it, sorted by (kv_head, block), no duplicates.
 std::vector<std::vector<KvBlockRef>> PlanRemoteKvBlocks(const BlockMask& mask,
-                                                        const CpLayout& layout, int rank,
-                                                        int hkv);
+                                                        const CpLayout& layout, int rank, int hkv);
 
 // Sends each peer the list of blocks wanted from it; returns what each peer wants from us.
 absl::StatusOr<std::vector<std::vector<KvBlockRef>>> ExchangeKvRequests(

@@ -36,7 +36,9 @@ absl::Status ResolveFromFile(AttentionJobConfig* config) {
   const char* names[3] = {"q", "k", "v"};
   for (int i = 0; i < 3; ++i) {
     absl::StatusOr<const SafetensorsEntry*> found = (*file)->Find(names[i]);
-    if (!found.ok()) return Invalid(absl::StrCat("--qkv ", config->qkv_path, ": missing tensor '", names[i], "' (need q [L, H, D], k and v [L, Hkv, D])"));
+    if (!found.ok())
+      return Invalid(absl::StrCat("--qkv ", config->qkv_path, ": missing tensor '", names[i],
+                                  "' (need q [L, H, D], k and v [L, Hkv, D])"));
     e[i] = *found;
     if (e[i]->shape.size() != 3) {
       return Invalid(absl::StrCat("--qkv ", config->qkv_path, ": tensor '", names[i], "' has ",
@@ -48,12 +50,13 @@ absl::Status ResolveFromFile(AttentionJobConfig* config) {
     const auto& s = e[i]->shape;
     if (s[0] != qs[0] || s[2] != qs[2] || s != e[1]->shape) {
       return Invalid(absl::StrCat("--qkv ", config->qkv_path, ": tensor '", names[i], "' is [",
-                                  s[0], ", ", s[1], ", ", s[2], "] but q is [", qs[0], ", ", qs[1], ", ",
-                                  qs[2], "]; k and v must be [L, Hkv, D] with q's L and D"));
+                                  s[0], ", ", s[1], ", ", s[2], "] but q is [", qs[0], ", ", qs[1],
+                                  ", ", qs[2], "]; k and v must be [L, Hkv, D] with q's L and D"));
     }
     if (e[i]->dtype != e[0]->dtype) {
       return Invalid(absl::StrCat("--qkv ", config->qkv_path, ": tensor '", names[i], "' is ",
-                                  std::string(DTypeName(e[i]->dtype)), " but q is ", std::string(DTypeName(e[0]->dtype))));
+                                  std::string(DTypeName(e[i]->dtype)), " but q is ",
+                                  std::string(DTypeName(e[0]->dtype))));
     }
   }
   config->seq_len = qs[0];
@@ -73,15 +76,18 @@ Tensor ConcatRows(const std::vector<Tensor>& parts) {
   return out;
 }
 
-absl::StatusOr<Shard> LoadShard(const AttentionJobConfig& c, DType dtype, const CpLayout& layout, int rank) {
+absl::StatusOr<Shard> LoadShard(const AttentionJobConfig& c, DType dtype, const CpLayout& layout,
+                                int rank) {
   Shard shard;
   if (!c.qkv_path.empty()) {
     absl::StatusOr<std::unique_ptr<SafetensorsFile>> file = SafetensorsFile::Open(c.qkv_path);
     if (!file.ok()) return file.status();
-    for (auto [name, dst] : {std::pair{"q", &shard.q}, std::pair{"k", &shard.k}, std::pair{"v", &shard.v}}) {
+    for (auto [name, dst] :
+         {std::pair{"q", &shard.q}, std::pair{"k", &shard.k}, std::pair{"v", &shard.v}}) {
       std::vector<Tensor> parts;
       for (const Chunk& chunk : layout.Chunks(rank)) {
-        absl::StatusOr<Tensor> rows = (*file)->ReadRows(name, chunk.start, chunk.start + chunk.length);
+        absl::StatusOr<Tensor> rows =
+            (*file)->ReadRows(name, chunk.start, chunk.start + chunk.length);
         if (!rows.ok()) return rows.status();
         parts.push_back(std::move(*rows));
       }
@@ -119,15 +125,18 @@ absl::StatusOr<CheckResult> CheckAgainstReference(Communicator& comm, const CpLa
                                                   const AttentionJobConfig& c, const Shard& shard,
                                                   const std::vector<float>& o) {
   const size_t kv_row = static_cast<size_t>(c.kv_heads) * c.head_dim * DTypeSize(shard.k.dtype);
-  absl::StatusOr<std::vector<std::byte>> k = AllGatherSequence(comm, layout, shard.k.bytes.data(), kv_row);
+  absl::StatusOr<std::vector<std::byte>> k =
+      AllGatherSequence(comm, layout, shard.k.bytes.data(), kv_row);
   if (!k.ok()) return k.status();
-  absl::StatusOr<std::vector<std::byte>> v = AllGatherSequence(comm, layout, shard.v.bytes.data(), kv_row);
+  absl::StatusOr<std::vector<std::byte>> v =
+      AllGatherSequence(comm, layout, shard.v.bytes.data(), kv_row);
   if (!v.ok()) return v.status();
   const std::vector<int32_t> q_pos = layout.Positions(comm.rank());
   std::vector<int32_t> k_pos(layout.seq_len());
   for (size_t i = 0; i < k_pos.size(); ++i) k_pos[i] = static_cast<int32_t>(i);
   const std::vector<int32_t> q_blocks = layout.QueryBlockIds(comm.rank());
-  const BlockMask dense = DenseBlockMask(c.heads, q_blocks, static_cast<int>(layout.num_blocks()), c.block, c.causal);
+  const BlockMask dense =
+      DenseBlockMask(c.heads, q_blocks, static_cast<int>(layout.num_blocks()), c.block, c.causal);
 
   AttentionParams p;
   p.dtype = shard.q.dtype;
@@ -187,29 +196,38 @@ std::pair<double, double> NeedleHits(const BlockMask& mask, int64_t seq_len, int
 
 absl::Status ValidateAttentionConfig(const AttentionJobConfig& c, int world_size) {
   if (c.heads < 1 || c.kv_heads < 1) return Invalid("--heads and --kv-heads must be positive");
-  if (!(c.concentration > 0 && c.concentration <= 10)) return Invalid("--concentration must be in (0, 10]");
+  if (!(c.concentration > 0 && c.concentration <= 10))
+    return Invalid("--concentration must be in (0, 10]");
   if (c.heads % c.kv_heads != 0) {
-    return Invalid(absl::StrCat("--heads ", c.heads, " must be a multiple of --kv-heads ", c.kv_heads,
-                                " (grouped-query attention: each KV head serves heads/kv-heads query heads)"));
+    return Invalid(
+        absl::StrCat("--heads ", c.heads, " must be a multiple of --kv-heads ", c.kv_heads,
+                     " (grouped-query attention: each KV head serves heads/kv-heads query heads)"));
   }
   if (c.head_dim < 16 || c.head_dim % 16 != 0 || c.head_dim > 256) {
-    return Invalid(absl::StrCat("--head-dim ", c.head_dim, " is not supported (valid: a multiple of 16 up to 256; 64 and 128 are the fast paths)"));
+    return Invalid(absl::StrCat(
+        "--head-dim ", c.head_dim,
+        " is not supported (valid: a multiple of 16 up to 256; 64 and 128 are the fast paths)"));
   }
   if (c.block < 16 || c.block % 16 != 0) {
-    return Invalid(absl::StrCat("--block ", c.block, " must be a positive multiple of 16 (default 128)"));
+    return Invalid(
+        absl::StrCat("--block ", c.block, " must be a positive multiple of 16 (default 128)"));
   }
   if (c.stride < 1 || c.block % c.stride != 0) {
-    return Invalid(absl::StrCat("--stride ", c.stride, " must divide --block ", c.block, " (e.g. 4, 8, 16)"));
+    return Invalid(
+        absl::StrCat("--stride ", c.stride, " must divide --block ", c.block, " (e.g. 4, 8, 16)"));
   }
-  if (!(c.tau > 0.f && c.tau <= 1.f)) return Invalid(absl::StrCat("--tau ", c.tau, " must be in (0, 1]"));
-  if (!(c.dense_above >= 0.0)) return Invalid(absl::StrCat("--dense-above ", c.dense_above, " must be >= 0"));
+  if (!(c.tau > 0.f && c.tau <= 1.f))
+    return Invalid(absl::StrCat("--tau ", c.tau, " must be in (0, 1]"));
+  if (!(c.dense_above >= 0.0))
+    return Invalid(absl::StrCat("--dense-above ", c.dense_above, " must be >= 0"));
   if (c.qkv_path.empty()) {
     if (absl::StatusOr<WorkloadKind> k = ParseWorkloadKind(c.workload); !k.ok()) return k.status();
   }
   return CpLayout::Create(c.layout, c.seq_len, world_size, c.block).status();
 }
 
-absl::StatusOr<AttentionJobReport> RunAttentionJob(const AttentionJobConfig& config, MpiCommunicator& comm) {
+absl::StatusOr<AttentionJobReport> RunAttentionJob(const AttentionJobConfig& config,
+                                                   MpiCommunicator& comm) {
   AttentionJobReport report;
   report.config = config;
   report.world_size = comm.size();
@@ -222,7 +240,8 @@ absl::StatusOr<AttentionJobReport> RunAttentionJob(const AttentionJobConfig& con
   absl::StatusOr<Shard> shard = LoadShard(c, c.dtype, layout, comm.rank());
   if (s = AgreeOnStatus(comm, shard.status()); !s.ok()) return s;
 
-  absl::StatusOr<ExecutionContext> ctx = MakeExecutionContext(c.device, c.threads, c.device_id, comm, c.comm);
+  absl::StatusOr<ExecutionContext> ctx =
+      MakeExecutionContext(c.device, c.threads, c.device_id, comm, c.comm);
   if (s = AgreeOnStatus(comm, ctx.status()); !s.ok()) return s;
   report.device = ctx->device;
   report.device_name = ctx->device_name;
@@ -230,18 +249,23 @@ absl::StatusOr<AttentionJobReport> RunAttentionJob(const AttentionJobConfig& con
   AttentionBackend& backend = *ctx->backend;
   const int64_t rows = layout.local_len();
   std::vector<float> o(rows * c.heads * c.head_dim);
-  absl::StatusOr<BackendBuffer> q = UploadBytes(backend, shard->q.bytes.data(), shard->q.bytes.size());
-  absl::StatusOr<BackendBuffer> k = UploadBytes(backend, shard->k.bytes.data(), shard->k.bytes.size());
-  absl::StatusOr<BackendBuffer> v = UploadBytes(backend, shard->v.bytes.data(), shard->v.bytes.size());
+  absl::StatusOr<BackendBuffer> q =
+      UploadBytes(backend, shard->q.bytes.data(), shard->q.bytes.size());
+  absl::StatusOr<BackendBuffer> k =
+      UploadBytes(backend, shard->k.bytes.data(), shard->k.bytes.size());
+  absl::StatusOr<BackendBuffer> v =
+      UploadBytes(backend, shard->v.bytes.data(), shard->v.bytes.size());
   absl::StatusOr<BackendBuffer> o_dev = backend.Allocate(o.size() * sizeof(float));
   absl::StatusOr<BackendBuffer> lse_dev = backend.Allocate(rows * c.heads * sizeof(float));
   for (const auto* b : {&q, &k, &v, &o_dev, &lse_dev}) {
     if (!b->ok()) s.Update(b->status());
   }
   if (s = AgreeOnStatus(comm, s); !s.ok()) return s;
-  const CpAttentionShard cp{c.dtype, q->get(), k->get(), v->get(), c.heads, c.kv_heads, c.head_dim, c.causal,
-                            1.0f / std::sqrt(static_cast<float>(c.head_dim))};
-  const CpAttentionOutput out{static_cast<float*>(o_dev->get()), static_cast<float*>(lse_dev->get())};
+  const CpAttentionShard cp{c.dtype,    q->get(), k->get(),
+                            v->get(),   c.heads,  c.kv_heads,
+                            c.head_dim, c.causal, 1.0f / std::sqrt(static_cast<float>(c.head_dim))};
+  const CpAttentionOutput out{static_cast<float*>(o_dev->get()),
+                              static_cast<float*>(lse_dev->get())};
   if (s = comm.Barrier(); !s.ok()) return s;
   const auto start = Clock::now();
   CpAttentionStats stats;
@@ -253,9 +277,11 @@ absl::StatusOr<AttentionJobReport> RunAttentionJob(const AttentionJobConfig& con
   } else {
     // The mask's ids come to the host only for the needle's recall.
     const bool needle = c.qkv_path.empty() && c.workload == "needle";
-    SparseOptions options{c.stride, c.tau, c.keep_sink, c.keep_recent, needle, c.dense_above, c.balance};
+    SparseOptions options{c.stride, c.tau,         c.keep_sink, c.keep_recent,
+                          needle,   c.dense_above, c.balance};
     options.estimator = c.estimator;
-    absl::StatusOr<SparseCpResult> r = SparseCpAttention(*ctx->comm, backend, layout, cp, options, out);
+    absl::StatusOr<SparseCpResult> r =
+        SparseCpAttention(*ctx->comm, backend, layout, cp, options, out);
     if (!r.ok()) return r.status();
     stats = r->stats;
     mask = std::move(r->mask);
@@ -263,10 +289,12 @@ absl::StatusOr<AttentionJobReport> RunAttentionJob(const AttentionJobConfig& con
   }
   if (s = backend.CopyToHost(o.data(), o_dev->get(), o.size() * sizeof(float)); !s.ok()) return s;
   report.device_memory_used_bytes = ctx->device_memory_used();
-  RankStats mine{stats.estimate_seconds, stats.exchange_seconds, stats.attention_seconds,
-                 std::chrono::duration<double>(Clock::now() - start).count(), stats.kv_bytes_sent,
-                 stats.selected_blocks, stats.visible_blocks, stats.computed_blocks, stats.balance_bytes_sent,
-                 stats.balance_moves};
+  RankStats mine{
+      stats.estimate_seconds,   stats.exchange_seconds,
+      stats.attention_seconds,  std::chrono::duration<double>(Clock::now() - start).count(),
+      stats.kv_bytes_sent,      stats.selected_blocks,
+      stats.visible_blocks,     stats.computed_blocks,
+      stats.balance_bytes_sent, stats.balance_moves};
   const DeviceMemoryPeakBytes peak = ctx->device_memory_peak();
   mine.exchange_exposed_seconds = stats.exchange_exposed_seconds;
   mine.device_memory_peak_bytes = peak.device_used;
@@ -284,7 +312,8 @@ absl::StatusOr<AttentionJobReport> RunAttentionJob(const AttentionJobConfig& con
   report.kv_bytes_dense_ring = DenseRingKvBytes(layout, c.kv_heads, c.head_dim, c.dtype);
 
   if (c.qkv_path.empty() && c.workload == "needle") {
-    auto [hits, total] = c.mode == AttentionMode::kSparse ? NeedleHits(mask, c.seq_len, c.block) : std::pair{1.0, 1.0};
+    auto [hits, total] = c.mode == AttentionMode::kSparse ? NeedleHits(mask, c.seq_len, c.block)
+                                                          : std::pair{1.0, 1.0};
     double counts[2] = {hits, total};
     if (s = comm.AllReduceSum(counts, 2); !s.ok()) return s;
     report.needle_recall = counts[1] > 0 ? counts[0] / counts[1] : -1;
@@ -298,7 +327,8 @@ absl::StatusOr<AttentionJobReport> RunAttentionJob(const AttentionJobConfig& con
   }
   if (!c.out_path.empty()) {
     const size_t row_bytes = static_cast<size_t>(c.heads) * c.head_dim * sizeof(float);
-    absl::StatusOr<std::vector<std::byte>> all = AllGatherSequence(comm, layout, o.data(), row_bytes);
+    absl::StatusOr<std::vector<std::byte>> all =
+        AllGatherSequence(comm, layout, o.data(), row_bytes);
     if (!all.ok()) return all.status();
     absl::Status written;
     if (comm.rank() == 0) {
@@ -312,14 +342,31 @@ absl::StatusOr<AttentionJobReport> RunAttentionJob(const AttentionJobConfig& con
 
 nlohmann::json AttentionJobReport::ToJson() const {
   const AttentionJobConfig& c = config;
-  nlohmann::json j = {
-      {"world_size", world_size}, {"device", device}, {"device_name", device_name}, {"transport", transport},
-      {"workload", c.qkv_path.empty() ? c.workload : "file"}, {"qkv", c.qkv_path},
-      {"seq_len", c.seq_len}, {"heads", c.heads}, {"kv_heads", c.kv_heads}, {"head_dim", c.head_dim},
-      {"dtype", DTypeName(c.dtype)}, {"concentration", c.concentration}, {"slash_heads", c.slash_heads}, {"block", c.block}, {"estimator", MaskEstimatorName(c.estimator)}, {"stride", c.stride}, {"tau", c.tau},
-      {"mode", AttentionModeName(c.mode)}, {"layout", LayoutKindName(c.layout)}, {"causal", c.causal}, {"threads", c.threads},
-      {"density", density}, {"kv_bytes_sent_total", kv_bytes_sent_total},
-      {"kv_bytes_dense_ring", kv_bytes_dense_ring}, {"device_memory_used_bytes", device_memory_used_bytes}};
+  nlohmann::json j = {{"world_size", world_size},
+                      {"device", device},
+                      {"device_name", device_name},
+                      {"transport", transport},
+                      {"workload", c.qkv_path.empty() ? c.workload : "file"},
+                      {"qkv", c.qkv_path},
+                      {"seq_len", c.seq_len},
+                      {"heads", c.heads},
+                      {"kv_heads", c.kv_heads},
+                      {"head_dim", c.head_dim},
+                      {"dtype", DTypeName(c.dtype)},
+                      {"concentration", c.concentration},
+                      {"slash_heads", c.slash_heads},
+                      {"block", c.block},
+                      {"estimator", MaskEstimatorName(c.estimator)},
+                      {"stride", c.stride},
+                      {"tau", c.tau},
+                      {"mode", AttentionModeName(c.mode)},
+                      {"layout", LayoutKindName(c.layout)},
+                      {"causal", c.causal},
+                      {"threads", c.threads},
+                      {"density", density},
+                      {"kv_bytes_sent_total", kv_bytes_sent_total},
+                      {"kv_bytes_dense_ring", kv_bytes_dense_ring},
+                      {"device_memory_used_bytes", device_memory_used_bytes}};
   double est = 0, ex = 0, exposed = 0, att = 0, total = 0;
   int64_t device_peak = -1, backend_peak = -1;
   nlohmann::json per_rank = nlohmann::json::array();
@@ -331,11 +378,15 @@ nlohmann::json AttentionJobReport::ToJson() const {
     exposed = std::max(exposed, r.exchange_exposed_seconds);
     att = std::max(att, r.attention_seconds);
     total = std::max(total, r.total_seconds);
-    per_rank.push_back({{"estimate_seconds", r.estimate_seconds}, {"exchange_seconds", r.exchange_seconds},
+    per_rank.push_back({{"estimate_seconds", r.estimate_seconds},
+                        {"exchange_seconds", r.exchange_seconds},
                         {"exchange_exposed_seconds", r.exchange_exposed_seconds},
-                        {"attention_seconds", r.attention_seconds}, {"total_seconds", r.total_seconds},
-                        {"kv_bytes_sent", r.kv_bytes_sent}, {"selected_blocks", r.selected_blocks},
-                        {"visible_blocks", r.visible_blocks}, {"computed_blocks", r.computed_blocks},
+                        {"attention_seconds", r.attention_seconds},
+                        {"total_seconds", r.total_seconds},
+                        {"kv_bytes_sent", r.kv_bytes_sent},
+                        {"selected_blocks", r.selected_blocks},
+                        {"visible_blocks", r.visible_blocks},
+                        {"computed_blocks", r.computed_blocks},
                         {"balance_bytes_sent", r.balance_bytes_sent},
                         {"device_memory_peak_bytes", r.device_memory_peak_bytes},
                         {"backend_memory_peak_bytes", r.backend_memory_peak_bytes}});
@@ -368,7 +419,8 @@ nlohmann::json AttentionJobReport::ToJson() const {
   j["balance_moves"] = ranks.empty() ? 0 : ranks[0].balance_moves;
   j["balance_bytes_sent_total"] = balance_bytes_sent_total;
   j["bytes_sent_total"] = kv_bytes_sent_total + balance_bytes_sent_total;
-  j["attention_seconds_imbalance"] = imbalance([](const RankStats& r) { return r.attention_seconds; });
+  j["attention_seconds_imbalance"] =
+      imbalance([](const RankStats& r) { return r.attention_seconds; });
   if (checked) {
     j["max_abs_err"] = max_abs_err;
     j["rel_l2_err"] = rel_l2_err;
@@ -383,36 +435,45 @@ nlohmann::json AttentionJobReport::ToJson() const {
 std::string AttentionJobReport::Summary() const {
   const AttentionJobConfig& c = config;
   const nlohmann::json j = ToJson();
-  std::string text = absl::StrFormat(
-      "prefill attention: %s %s, %d %s ranks (%s), L=%d H=%d Hkv=%d D=%d %s%s\n",
-      AttentionModeName(c.mode), c.qkv_path.empty() ? c.workload : c.qkv_path, world_size, device,
-      LayoutKindName(c.layout), c.seq_len, c.heads, c.kv_heads, c.head_dim, DTypeName(c.dtype), c.causal ? " causal" : "");
+  std::string text =
+      absl::StrFormat("prefill attention: %s %s, %d %s ranks (%s), L=%d H=%d Hkv=%d D=%d %s%s\n",
+                      AttentionModeName(c.mode), c.qkv_path.empty() ? c.workload : c.qkv_path,
+                      world_size, device, LayoutKindName(c.layout), c.seq_len, c.heads, c.kv_heads,
+                      c.head_dim, DTypeName(c.dtype), c.causal ? " causal" : "");
   if (c.mode == AttentionMode::kSparse) {
-    text += absl::StrFormat("  mask       density %.3f (block %d, stride %d, tau %.2f)%s\n", density, c.block, c.stride, c.tau,
+    text += absl::StrFormat("  mask       density %.3f (block %d, stride %d, tau %.2f)%s\n",
+                            density, c.block, c.stride, c.tau,
                             ran_dense ? ": ran the dense ring (--dense-above)" : "");
   }
-  text += absl::StrFormat("  KV sent    %.1f MiB (dense ring: %.1f MiB, %.1f%%)\n", kv_bytes_sent_total / 1048576.0,
-                          kv_bytes_dense_ring / 1048576.0,
-                          kv_bytes_dense_ring ? 100.0 * kv_bytes_sent_total / kv_bytes_dense_ring : 0.0);
-  text += absl::StrFormat("  time       %.3f s total: estimate %.3f, exchange %.3f, attention %.3f (slowest rank)\n",
-                          j["total_seconds"].get<double>(), j["estimate_seconds"].get<double>(),
-                          j["exchange_seconds"].get<double>(), j["attention_seconds"].get<double>());
+  text += absl::StrFormat(
+      "  KV sent    %.1f MiB (dense ring: %.1f MiB, %.1f%%)\n", kv_bytes_sent_total / 1048576.0,
+      kv_bytes_dense_ring / 1048576.0,
+      kv_bytes_dense_ring ? 100.0 * kv_bytes_sent_total / kv_bytes_dense_ring : 0.0);
+  text += absl::StrFormat(
+      "  time       %.3f s total: estimate %.3f, exchange %.3f, attention %.3f (slowest rank)\n",
+      j["total_seconds"].get<double>(), j["estimate_seconds"].get<double>(),
+      j["exchange_seconds"].get<double>(), j["attention_seconds"].get<double>());
   if (world_size > 1) {
-    text += absl::StrFormat("  balance    slowest rank / mean: %.2f in selected blocks, %.2f computed (--balance %s), %.2f in attention time\n",
-                            j["selected_blocks_imbalance"].get<double>(), j["computed_blocks_imbalance"].get<double>(),
-                            BalanceModeName(c.balance), j["attention_seconds_imbalance"].get<double>());
+    text += absl::StrFormat(
+        "  balance    slowest rank / mean: %.2f in selected blocks, %.2f computed (--balance %s), "
+        "%.2f in attention time\n",
+        j["selected_blocks_imbalance"].get<double>(), j["computed_blocks_imbalance"].get<double>(),
+        BalanceModeName(c.balance), j["attention_seconds_imbalance"].get<double>());
     if (balance_bytes_sent_total > 0) {
-      text += absl::StrFormat("  moved      %d segments: %.1f MiB of Q rows and partial results\n",
-                              j["balance_moves"].get<int64_t>(), balance_bytes_sent_total / 1048576.0);
+      text +=
+          absl::StrFormat("  moved      %d segments: %.1f MiB of Q rows and partial results\n",
+                          j["balance_moves"].get<int64_t>(), balance_bytes_sent_total / 1048576.0);
     }
   }
   if (const int64_t peak = j["device_memory_peak_bytes"].get<int64_t>(); peak >= 0) {
-    text += absl::StrFormat("  memory     GPU peak %.2f GiB (backend buffers peak %.2f GiB; largest rank)\n",
-                            peak / 1073741824.0, j["backend_memory_peak_bytes"].get<int64_t>() / 1073741824.0);
+    text += absl::StrFormat(
+        "  memory     GPU peak %.2f GiB (backend buffers peak %.2f GiB; largest rank)\n",
+        peak / 1073741824.0, j["backend_memory_peak_bytes"].get<int64_t>() / 1073741824.0);
   }
   if (needle_recall >= 0) text += absl::StrFormat("  needle     recall %.3f\n", needle_recall);
   if (checked) {
-    text += absl::StrFormat("  check      rel L2 error %.2e, max abs error %.2e (vs fp64 dense)\n", rel_l2_err, max_abs_err);
+    text += absl::StrFormat("  check      rel L2 error %.2e, max abs error %.2e (vs fp64 dense)\n",
+                            rel_l2_err, max_abs_err);
   }
   return text;
 }

@@ -69,7 +69,7 @@ struct AttentionJobReport {
   int world_size = 0;
   std::string device = "cpu";
   std::string device_name;
-  std::string transport;  // what moved backend memory: mpi, nccl or host-staged
+  std::string transport;                  // what moved backend memory: mpi, nccl or host-staged
   int64_t device_memory_used_bytes = -1;  // this rank's GPU memory in use after the job; -1 on CPU
   double density = 1.0;
   int64_t kv_bytes_sent_total = 0;
@@ -92,6 +92,7 @@ struct AttentionJobReport {
 absl::Status ValidateAttentionConfig(const AttentionJobConfig& config, int world_size);
 
 // `comm` carries host-side agreement; the device's communicator is made from it.
-absl::StatusOr<AttentionJobReport> RunAttentionJob(const AttentionJobConfig& config, MpiCommunicator& comm);
+absl::StatusOr<AttentionJobReport> RunAttentionJob(const AttentionJobConfig& config,
+                                                   MpiCommunicator& comm);
 
 }  // namespace prefill

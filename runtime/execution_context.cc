@@ -41,7 +41,8 @@ absl::StatusOr<GpuTransport> ParseGpuTransport(const std::string& name) {
 // Ranks of this node (collective over mpi).
 absl::StatusOr<int> RanksOnThisNode(MpiCommunicator& mpi) {
   MPI_Comm node = MPI_COMM_NULL;
-  MPI_CHECK(MPI_Comm_split_type(mpi.comm(), MPI_COMM_TYPE_SHARED, mpi.rank(), MPI_INFO_NULL, &node));
+  MPI_CHECK(
+      MPI_Comm_split_type(mpi.comm(), MPI_COMM_TYPE_SHARED, mpi.rank(), MPI_INFO_NULL, &node));
   int size = 1;
   const int rc = MPI_Comm_size(node, &size);
   MPI_Comm_free(&node);
@@ -50,7 +51,8 @@ absl::StatusOr<int> RanksOnThisNode(MpiCommunicator& mpi) {
 }
 
 // The GPU ranks' communicator: NCCL, or MPI through host staging where ranks share a GPU.
-absl::StatusOr<std::unique_ptr<Communicator>> MakeGpuCommunicator(MpiCommunicator& mpi, GpuTransport transport,
+absl::StatusOr<std::unique_ptr<Communicator>> MakeGpuCommunicator(MpiCommunicator& mpi,
+                                                                  GpuTransport transport,
                                                                   int device, cudaStream_t stream) {
   if (transport == GpuTransport::kHostStaged) {
     absl::StatusOr<std::unique_ptr<MpiCommunicator>> own = MpiCommunicator::Create(mpi.comm());
@@ -72,8 +74,9 @@ absl::StatusOr<std::unique_ptr<Communicator>> MakeGpuCommunicator(MpiCommunicato
 
 }  // namespace
 
-absl::StatusOr<ExecutionContext> MakeExecutionContext(const std::string& device, int threads, int device_id,
-                                                      MpiCommunicator& mpi, const std::string& comm) {
+absl::StatusOr<ExecutionContext> MakeExecutionContext(const std::string& device, int threads,
+                                                      int device_id, MpiCommunicator& mpi,
+                                                      const std::string& comm) {
   absl::StatusOr<GpuTransport> transport = ParseGpuTransport(comm);
   if (!transport.ok()) return transport.status();
   ExecutionContext ctx;
@@ -87,7 +90,8 @@ absl::StatusOr<ExecutionContext> MakeExecutionContext(const std::string& device,
     return ctx;
   }
   if (device != "cuda") {
-    return absl::InvalidArgumentError(absl::StrCat("--device '", device, "' is not a device (valid: cpu, cuda)"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("--device '", device, "' is not a device (valid: cpu, cuda)"));
   }
 #ifdef PREFILL_HAVE_CUDA
   // First, while every rank is here: a rank that returns early below must not leave the
@@ -96,7 +100,8 @@ absl::StatusOr<ExecutionContext> MakeExecutionContext(const std::string& device,
   if (!node_ranks.ok()) return node_ranks.status();
   int count = 0;
   if (cudaGetDeviceCount(&count) != cudaSuccess || count == 0) {
-    return absl::UnavailableError(absl::StrCat("rank ", mpi.rank(), ": --device cuda but no usable GPU (",
+    return absl::UnavailableError(absl::StrCat("rank ", mpi.rank(),
+                                               ": --device cuda but no usable GPU (",
                                                cudaGetErrorString(cudaGetLastError()), ")"));
   }
   CudaBackendOptions backend_options;
@@ -126,13 +131,16 @@ absl::StatusOr<ExecutionContext> MakeExecutionContext(const std::string& device,
   ctx.comm = ctx.owned_comm.get();
   ctx.device_memory_used = [] {
     size_t free_bytes = 0, total_bytes = 0;
-    return cudaMemGetInfo(&free_bytes, &total_bytes) == cudaSuccess ? static_cast<int64_t>(total_bytes - free_bytes)
-                                                                     : int64_t{-1};
+    return cudaMemGetInfo(&free_bytes, &total_bytes) == cudaSuccess
+               ? static_cast<int64_t>(total_bytes - free_bytes)
+               : int64_t{-1};
   };
   ctx.device_memory = [] {
     size_t free_bytes = 0, total_bytes = 0;
-    if (cudaMemGetInfo(&free_bytes, &total_bytes) != cudaSuccess) return std::pair<int64_t, int64_t>{-1, -1};
-    return std::pair<int64_t, int64_t>{static_cast<int64_t>(free_bytes), static_cast<int64_t>(total_bytes)};
+    if (cudaMemGetInfo(&free_bytes, &total_bytes) != cudaSuccess)
+      return std::pair<int64_t, int64_t>{-1, -1};
+    return std::pair<int64_t, int64_t>{static_cast<int64_t>(free_bytes),
+                                       static_cast<int64_t>(total_bytes)};
   };
   ctx.device_memory_peak = [] {
     const cuda::DeviceMemoryPeak peak = cuda::GetDeviceMemoryPeak();
@@ -142,11 +150,13 @@ absl::StatusOr<ExecutionContext> MakeExecutionContext(const std::string& device,
 #else
   (void)device_id;
   return absl::UnimplementedError(
-      "--device cuda: this build has no CUDA backend (configure with -DPREFILL_CUDA=ON on a machine with nvcc)");
+      "--device cuda: this build has no CUDA backend (configure with -DPREFILL_CUDA=ON on a "
+      "machine with nvcc)");
 #endif
 }
 
-absl::StatusOr<BackendBuffer> UploadBytes(AttentionBackend& backend, const void* host, size_t bytes) {
+absl::StatusOr<BackendBuffer> UploadBytes(AttentionBackend& backend, const void* host,
+                                          size_t bytes) {
   absl::StatusOr<BackendBuffer> buffer = backend.Allocate(bytes);
   if (!buffer.ok()) return buffer.status();
   if (bytes > 0) {

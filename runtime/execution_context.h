@@ -22,13 +22,14 @@ namespace prefill {
 // High-water marks of device memory since the process started (CUDA: kernels/cuda/
 // device_memory_ledger.h); -1 on the CPU.
 struct DeviceMemoryPeakBytes {
-  int64_t device_used = -1;   // the device's used memory (cudaMemGetInfo), sampled at each allocation
+  int64_t device_used =
+      -1;  // the device's used memory (cudaMemGetInfo), sampled at each allocation
   int64_t backend_held = -1;  // what the attention backend itself held: buffers + scratch
 };
 
 struct ExecutionContext {
-  std::string device;  // "cpu" or "cuda"
-  std::string transport;  // what moves backend memory: "mpi", "nccl" or "host-staged"
+  std::string device;       // "cpu" or "cuda"
+  std::string transport;    // what moves backend memory: "mpi", "nccl" or "host-staged"
   std::string device_name;  // e.g. the GPU's name; the CPU's model
   std::unique_ptr<AttentionBackend> backend;
   std::unique_ptr<LayerBackend> layers;  // the model's dense math, on backend's memory and stream
@@ -37,12 +38,17 @@ struct ExecutionContext {
   // A communicator for backend memory over the ranks of `group` (a sub-communicator of the
   // MPI world this context was made on), of the same transport as `comm`; empty on the CPU,
   // where `group` itself moves backend memory. Collective over `group`.
-  std::function<absl::StatusOr<std::unique_ptr<Communicator>>(MpiCommunicator& group)> device_comm_for;
+  std::function<absl::StatusOr<std::unique_ptr<Communicator>>(MpiCommunicator& group)>
+      device_comm_for;
   // Bytes of device memory in use (CUDA: cudaMemGetInfo); -1 on the CPU.
   std::function<int64_t()> device_memory_used = [] { return int64_t{-1}; };
-  std::function<DeviceMemoryPeakBytes()> device_memory_peak = [] { return DeviceMemoryPeakBytes{}; };
+  std::function<DeviceMemoryPeakBytes()> device_memory_peak = [] {
+    return DeviceMemoryPeakBytes{};
+  };
   // {free, total} bytes of the device (cudaMemGetInfo); {-1, -1} on the CPU.
-  std::function<std::pair<int64_t, int64_t>()> device_memory = [] { return std::pair<int64_t, int64_t>{-1, -1}; };
+  std::function<std::pair<int64_t, int64_t>()> device_memory = [] {
+    return std::pair<int64_t, int64_t>{-1, -1};
+  };
   // Where `--kv-target` caches go: set by launch/ (the UCX sink of runtime/kvhandoff).
   RemoteKvSinkFactory remote_kv_sink;
 };
@@ -52,10 +58,12 @@ struct ExecutionContext {
 // staging: ranks sharing a GPU, correct but not fast) or "auto" (nccl unless the node's ranks
 // outnumber its GPUs). InvalidArgument for another comm; Unimplemented when the build has no
 // CUDA backend; Unavailable when no GPU can be used. Collective over mpi on cuda.
-absl::StatusOr<ExecutionContext> MakeExecutionContext(const std::string& device, int threads, int device_id,
-                                                      MpiCommunicator& mpi, const std::string& comm = "auto");
+absl::StatusOr<ExecutionContext> MakeExecutionContext(const std::string& device, int threads,
+                                                      int device_id, MpiCommunicator& mpi,
+                                                      const std::string& comm = "auto");
 
 // Uploads host bytes into a new backend buffer.
-absl::StatusOr<BackendBuffer> UploadBytes(AttentionBackend& backend, const void* host, size_t bytes);
+absl::StatusOr<BackendBuffer> UploadBytes(AttentionBackend& backend, const void* host,
+                                          size_t bytes);
 
 }  // namespace prefill

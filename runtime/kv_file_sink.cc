@@ -10,7 +10,8 @@ namespace prefill {
 namespace {
 
 // Shape and dtype of one tensor handed to a sink, checked against the geometry.
-absl::Status CheckKvTensor(const KvCacheGeometry& g, const TensorView& t, int layer, const char* what) {
+absl::Status CheckKvTensor(const KvCacheGeometry& g, const TensorView& t, int layer,
+                           const char* what) {
   const std::vector<int64_t> want = {g.local_rows, g.kv_heads, g.head_dim};
   if (t.dtype != g.dtype || t.shape != want ||
       static_cast<int64_t>(t.bytes.size()) != g.TensorBytes()) {
@@ -22,7 +23,9 @@ absl::Status CheckKvTensor(const KvCacheGeometry& g, const TensorView& t, int la
   return absl::OkStatus();
 }
 
-std::string KvTensorName(int layer, bool key) { return absl::StrCat("layers.", layer, key ? ".key" : ".value"); }
+std::string KvTensorName(int layer, bool key) {
+  return absl::StrCat("layers.", layer, key ? ".key" : ".value");
+}
 
 // Each rank's shard is created at Begin with its whole header (the geometry fixes every
 // tensor's place) and each layer written into it at PutLayer: during the prefill, as the
@@ -54,11 +57,12 @@ class KvFileSink final : public KvSink {
     std::vector<SafetensorsWriter::Entry> entries;
     const std::vector<int64_t> shape = {geometry.local_rows, geometry.kv_heads, geometry.head_dim};
     for (int i = 0; i < geometry.num_layers; ++i) {
-      for (bool key : {true, false}) entries.push_back({KvTensorName(i, key), geometry.dtype, shape});
+      for (bool key : {true, false})
+        entries.push_back({KvTensorName(i, key), geometry.dtype, shape});
     }
     // A failure here is this rank's: Commit reports it to all.
-    absl::StatusOr<std::unique_ptr<SafetensorsWriter>> shard =
-        SafetensorsWriter::Create(absl::StrCat(dir_, ".partial/", KvShardFileName(comm_.rank())), entries);
+    absl::StatusOr<std::unique_ptr<SafetensorsWriter>> shard = SafetensorsWriter::Create(
+        absl::StrCat(dir_, ".partial/", KvShardFileName(comm_.rank())), entries);
     if (shard.ok()) {
       shard_ = *std::move(shard);
     } else {
@@ -71,7 +75,8 @@ class KvFileSink final : public KvSink {
                         std::span<const KvTokenRange>) override {
     if (!error_.ok()) return error_;
     if (layer != layers_ || layer >= geometry_.num_layers) {
-      error_ = absl::InternalError(absl::StrCat("KV layer ", layer, " out of order (expected ", layers_, ")"));
+      error_ = absl::InternalError(
+          absl::StrCat("KV layer ", layer, " out of order (expected ", layers_, ")"));
     } else if (absl::Status s = CheckKvTensor(geometry_, key, layer, "key"); !s.ok()) {
       error_ = s;
     } else if (absl::Status s = CheckKvTensor(geometry_, value, layer, "value"); !s.ok()) {
@@ -89,8 +94,8 @@ class KvFileSink final : public KvSink {
   absl::Status Commit() override {
     absl::Status s = error_;
     if (s.ok() && layers_ != geometry_.num_layers) {
-      s = absl::InternalError(
-          absl::StrCat("KV cache committed with ", layers_, " of ", geometry_.num_layers, " layers"));
+      s = absl::InternalError(absl::StrCat("KV cache committed with ", layers_, " of ",
+                                           geometry_.num_layers, " layers"));
     }
     if (s.ok()) s = shard_->Finish();
     shard_.reset();

@@ -1,10 +1,15 @@
 #include "runtime/kv_layer_streamer.h"
+
 #include "kernels/status_macros.h"
 
 namespace prefill {
 
-KvLayerStreamer::KvLayerStreamer(AttentionBackend& backend, std::vector<KvSink*> sinks, KvCacheGeometry geometry)
-    : backend_(backend), sinks_(std::move(sinks)), geometry_(std::move(geometry)), worker_([this] { Run(); }) {}
+KvLayerStreamer::KvLayerStreamer(AttentionBackend& backend, std::vector<KvSink*> sinks,
+                                 KvCacheGeometry geometry)
+    : backend_(backend),
+      sinks_(std::move(sinks)),
+      geometry_(std::move(geometry)),
+      worker_([this] { Run(); }) {}
 
 KvLayerStreamer::~KvLayerStreamer() {
   (void)Finish();
@@ -16,8 +21,9 @@ KvLayerStreamer::~KvLayerStreamer() {
   worker_.join();
 }
 
-void KvLayerStreamer::Push(int layer, std::span<const std::byte> keys, std::span<const std::byte> values,
-                           std::shared_ptr<const void> owner, int64_t ticket) {
+void KvLayerStreamer::Push(int layer, std::span<const std::byte> keys,
+                           std::span<const std::byte> values, std::shared_ptr<const void> owner,
+                           int64_t ticket) {
   {
     std::lock_guard<std::mutex> lock(mu_);
     queue_.push_back({layer, keys, values, std::move(owner), ticket});

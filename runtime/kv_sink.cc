@@ -22,8 +22,8 @@ absl::Status ValidateKvTarget(const KvTarget& target) {
     return absl::InvalidArgumentError(absl::StrCat("--kv-target ", a.status().message()));
   }
   if (!(target.timeout_seconds > 0)) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("--kv-timeout ", target.timeout_seconds, " must be a positive number of seconds"));
+    return absl::InvalidArgumentError(absl::StrCat("--kv-timeout ", target.timeout_seconds,
+                                                   " must be a positive number of seconds"));
   }
   return absl::OkStatus();
 }

@@ -96,6 +96,7 @@ absl::Status ValidateKvTarget(const KvTarget& target);
 
 // Makes the sink that streams one request's cache to `target`; empty where the program has no
 // transport for it.
-using RemoteKvSinkFactory = std::function<std::unique_ptr<KvSink>(Communicator& comm, const KvTarget& target)>;
+using RemoteKvSinkFactory =
+    std::function<std::unique_ptr<KvSink>(Communicator& comm, const KvTarget& target)>;
 
 }  // namespace prefill

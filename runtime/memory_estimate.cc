@@ -11,11 +11,14 @@ namespace prefill {
 MemoryEstimate EstimatePrefillMemory(const ModelConfig& c, int64_t seq_len, int ranks) {
   const int64_t f = sizeof(float);
   const int64_t hidden = c.hidden_size, inter = c.intermediate_size;
-  const int64_t q_dim = int64_t{c.num_heads} * c.head_dim, kv_dim = int64_t{c.num_kv_heads} * c.head_dim;
+  const int64_t q_dim = int64_t{c.num_heads} * c.head_dim,
+                kv_dim = int64_t{c.num_kv_heads} * c.head_dim;
   const int64_t local = (seq_len + ranks - 1) / ranks;
   MemoryEstimate e;
-  const int64_t per_layer = 2 * hidden + q_dim * hidden + 2 * kv_dim * hidden + hidden * q_dim + 3 * hidden * inter;
-  e.weights = f * (c.num_layers * per_layer + (c.tie_word_embeddings ? 1 : 2) * int64_t{c.vocab_size} * hidden + hidden);
+  const int64_t per_layer =
+      2 * hidden + q_dim * hidden + 2 * kv_dim * hidden + hidden * q_dim + 3 * hidden * inter;
+  e.weights = f * (c.num_layers * per_layer +
+                   (c.tie_word_embeddings ? 1 : 2) * int64_t{c.vocab_size} * hidden + hidden);
   // hidden, normed, projection out, q, attention out, lse, gate, up (transformer_prefill.cc).
   e.activations = f * local * (3 * hidden + 2 * q_dim + c.num_heads + 2 * inter);
   e.kv_cache = f * local * c.num_layers * 2 * kv_dim;

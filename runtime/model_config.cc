@@ -18,7 +18,8 @@ class FieldReader {
 
   absl::Status Int(const char* key, int* out, bool required = true) {
     if (!j_.contains(key) || j_[key].is_null()) return required ? Missing(key) : absl::OkStatus();
-    if (!j_[key].is_number_integer() || j_[key].get<int64_t>() <= 0 || j_[key].get<int64_t>() > (1 << 24)) {
+    if (!j_[key].is_number_integer() || j_[key].get<int64_t>() <= 0 ||
+        j_[key].get<int64_t>() > (1 << 24)) {
       return Bad(key, "a positive integer up to 2^24");
     }
     *out = j_[key].get<int>();
@@ -57,21 +58,26 @@ const char* RopeScalingKey(const json& j) {
   return nullptr;
 }
 
-absl::Status ReadRopeScaling(const json& j, const std::string& path, FieldReader& r, RopeScaling* out) {
+absl::Status ReadRopeScaling(const json& j, const std::string& path, FieldReader& r,
+                             RopeScaling* out) {
   const char* key = RopeScalingKey(j);
   if (key == nullptr) return absl::OkStatus();
   const json& s = j[key];
   if (!s.is_object()) return r.Bad(key, "an object or null");
-  const json& type_field = s.contains("rope_type") ? s["rope_type"] : s.contains("type") ? s["type"] : json("default");
+  const json& type_field = s.contains("rope_type") ? s["rope_type"]
+                           : s.contains("type")    ? s["type"]
+                                                   : json("default");
   if (!type_field.is_string()) return r.Bad("rope_scaling.rope_type", "a string");
   const std::string type = type_field.get<std::string>();
   if (type != "llama3" && type != "linear" && type != "default") {
-    return absl::InvalidArgumentError(absl::StrCat(path, ": rope_scaling type '", type,
-                                                   "' is not supported (valid: llama3, linear, default)"));
+    return absl::InvalidArgumentError(
+        absl::StrCat(path, ": rope_scaling type '", type,
+                     "' is not supported (valid: llama3, linear, default)"));
   }
   out->type = type == "default" ? "" : type;
-  for (auto [key, dst] : {std::pair{"factor", &out->factor}, std::pair{"low_freq_factor", &out->low_freq_factor},
-                          std::pair{"high_freq_factor", &out->high_freq_factor}}) {
+  for (auto [key, dst] :
+       {std::pair{"factor", &out->factor}, std::pair{"low_freq_factor", &out->low_freq_factor},
+        std::pair{"high_freq_factor", &out->high_freq_factor}}) {
     PREFILL_RETURN_IF_ERROR(r.Double(s, key, dst));
   }
   if (s.contains("original_max_position_embeddings")) {
@@ -82,7 +88,8 @@ absl::Status ReadRopeScaling(const json& j, const std::string& path, FieldReader
     out->original_max_position_embeddings = v.get<int>();
   }
   if (out->type == "llama3" && !(out->high_freq_factor > out->low_freq_factor && out->factor > 0)) {
-    return absl::InvalidArgumentError(absl::StrCat(path, ": rope_scaling needs high_freq_factor > low_freq_factor and factor > 0"));
+    return absl::InvalidArgumentError(absl::StrCat(
+        path, ": rope_scaling needs high_freq_factor > low_freq_factor and factor > 0"));
   }
   if (out->type == "linear" && !(out->factor > 0)) return r.Bad("factor", "positive");
   return absl::OkStatus();
@@ -93,29 +100,36 @@ absl::Status ReadRopeScaling(const json& j, const std::string& path, FieldReader
 absl::StatusOr<ModelConfig> LoadModelConfig(const std::string& model_dir) {
   const std::string path = model_dir + "/config.json";
   std::ifstream in(path);
-  if (!in) return absl::NotFoundError(absl::StrCat(path, ": cannot open (is --model a Hugging Face model folder?)"));
-  return ParseModelConfig(std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()), path);
+  if (!in)
+    return absl::NotFoundError(
+        absl::StrCat(path, ": cannot open (is --model a Hugging Face model folder?)"));
+  return ParseModelConfig(
+      std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()), path);
 }
 
 absl::StatusOr<ModelConfig> ParseModelConfig(const std::string& text, const std::string& path) {
   const json j = json::parse(text, nullptr, /*allow_exceptions=*/false);
-  if (j.is_discarded() || !j.is_object()) return absl::InvalidArgumentError(absl::StrCat(path, ": not a JSON object"));
+  if (j.is_discarded() || !j.is_object())
+    return absl::InvalidArgumentError(absl::StrCat(path, ": not a JSON object"));
 
   ModelConfig c;
-  if (!j.contains("architectures") || !j["architectures"].is_array() || j["architectures"].empty() ||
-      !j["architectures"][0].is_string()) {
+  if (!j.contains("architectures") || !j["architectures"].is_array() ||
+      j["architectures"].empty() || !j["architectures"][0].is_string()) {
     return absl::InvalidArgumentError(absl::StrCat(path, ": missing field 'architectures'"));
   }
   c.architecture = j["architectures"][0].get<std::string>();
   if (c.architecture != "LlamaForCausalLM" && c.architecture != "MistralForCausalLM" &&
       c.architecture != "Qwen2ForCausalLM") {
-    return absl::InvalidArgumentError(absl::StrCat(path, ": architecture '", c.architecture,
-                                                   "' is not supported (valid: LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM)"));
+    return absl::InvalidArgumentError(absl::StrCat(
+        path, ": architecture '", c.architecture,
+        "' is not supported (valid: LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM)"));
   }
   FieldReader r(j, path);
-  for (auto [key, dst] : {std::pair{"hidden_size", &c.hidden_size}, std::pair{"intermediate_size", &c.intermediate_size},
-                          std::pair{"num_hidden_layers", &c.num_layers}, std::pair{"num_attention_heads", &c.num_heads},
-                          std::pair{"vocab_size", &c.vocab_size}}) {
+  for (auto [key, dst] :
+       {std::pair{"hidden_size", &c.hidden_size},
+        std::pair{"intermediate_size", &c.intermediate_size},
+        std::pair{"num_hidden_layers", &c.num_layers},
+        std::pair{"num_attention_heads", &c.num_heads}, std::pair{"vocab_size", &c.vocab_size}}) {
     PREFILL_RETURN_IF_ERROR(r.Int(key, dst));
   }
   c.num_kv_heads = c.num_heads;
@@ -124,7 +138,8 @@ absl::StatusOr<ModelConfig> ParseModelConfig(const std::string& text, const std:
   PREFILL_RETURN_IF_ERROR(r.Int("head_dim", &c.head_dim, false));
   PREFILL_RETURN_IF_ERROR(r.Double(j, "rms_norm_eps", &c.rms_norm_eps));
   PREFILL_RETURN_IF_ERROR(r.Double(j, "rope_theta", &c.rope_theta));
-  if (j.contains("rope_parameters") && j["rope_parameters"].is_object() && !j.contains("rope_theta")) {
+  if (j.contains("rope_parameters") && j["rope_parameters"].is_object() &&
+      !j.contains("rope_theta")) {
     PREFILL_RETURN_IF_ERROR(r.Double(j["rope_parameters"], "rope_theta", &c.rope_theta));
   }
   PREFILL_RETURN_IF_ERROR(r.Bool("tie_word_embeddings", &c.tie_word_embeddings));
@@ -133,12 +148,15 @@ absl::StatusOr<ModelConfig> ParseModelConfig(const std::string& text, const std:
   PREFILL_RETURN_IF_ERROR(ReadRopeScaling(j, path, r, &c.rope_scaling));
   if (c.num_heads % c.num_kv_heads != 0) {
     return absl::InvalidArgumentError(absl::StrCat(path, ": num_attention_heads ", c.num_heads,
-                                                   " is not a multiple of num_key_value_heads ", c.num_kv_heads));
+                                                   " is not a multiple of num_key_value_heads ",
+                                                   c.num_kv_heads));
   }
   if (!(c.rope_theta > 1.0) || !(c.rms_norm_eps >= 0.0)) {
-    return absl::InvalidArgumentError(absl::StrCat(path, ": rope_theta must be > 1 and rms_norm_eps >= 0"));
+    return absl::InvalidArgumentError(
+        absl::StrCat(path, ": rope_theta must be > 1 and rms_norm_eps >= 0"));
   }
-  if (c.head_dim % 2 != 0) return absl::InvalidArgumentError(absl::StrCat(path, ": head_dim must be even (RoPE)"));
+  if (c.head_dim % 2 != 0)
+    return absl::InvalidArgumentError(absl::StrCat(path, ": head_dim must be even (RoPE)"));
   return c;
 }
 

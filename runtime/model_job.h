@@ -12,10 +12,10 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
-#include "kernels/mask_estimation_params.h"
-#include "nlohmann/json.hpp"
 #include "kernels/backend.h"
 #include "kernels/layer_backend.h"
+#include "kernels/mask_estimation_params.h"
+#include "nlohmann/json.hpp"
 #include "parallel/communicator.h"
 #include "parallel/cp_attention.h"
 #include "parallel/cp_layout.h"
@@ -59,13 +59,14 @@ struct PrefillRequestOptions {
   // Sparse on several ranks: auto evens the work of the ranks layer by layer by moving mask
   // entries to the rank holding their KV blocks (SparseOptions::balance); off.
   BalanceMode balance = BalanceMode::kAuto;
-  int threads = 1;  // for the report: the backends were made with it
+  int threads = 1;     // for the report: the backends were made with it
   std::string kv_out;  // folder for the KV cache; empty: not written
   DType kv_dtype = DType::kBF16;
   // host:port of a decode server (kv-receiver): every rank streams its KV shards there over
   // UCX and the request succeeds only once it is acknowledged; empty: not sent.
   std::string kv_target;
-  double kv_timeout = 60;  // seconds without progress (connect, send, acknowledgement) before the handoff fails
+  double kv_timeout =
+      60;  // seconds without progress (connect, send, acknowledgement) before the handoff fails
   // Names the request on the wire; empty: kv_out's last component, else the prompt file's stem.
   std::string request_id;
   int top_k = 10;
@@ -82,7 +83,9 @@ struct ModelExecution {
   Communicator* comm = nullptr;
   Communicator* host = nullptr;
   // {free, total} bytes of the device's memory ({-1, -1} on the CPU): a request must fit in it.
-  std::function<std::pair<int64_t, int64_t>()> device_memory = [] { return std::pair<int64_t, int64_t>{-1, -1}; };
+  std::function<std::pair<int64_t, int64_t>()> device_memory = [] {
+    return std::pair<int64_t, int64_t>{-1, -1};
+  };
   // The activations' memory, kept from one request to the next (made before each request's
   // clock); null: each request allocates its own inside its clock.
   PrefillWorkspace* workspace = nullptr;
@@ -94,6 +97,7 @@ struct ModelExecution {
 // at its end to whole blocks per rank; causal attention keeps the padding from touching real
 // tokens, and neither its KV nor its logits are reported. Errors are agreed by all ranks.
 absl::StatusOr<nlohmann::json> PrefillRequest(const LoadedModel& model, const PromptSource& source,
-                                              const PrefillRequestOptions& options, const ModelExecution& on);
+                                              const PrefillRequestOptions& options,
+                                              const ModelExecution& on);
 
 }  // namespace prefill

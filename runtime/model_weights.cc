@@ -24,10 +24,13 @@ class WeightFiles {
       std::ifstream in(index);
       const nlohmann::json j = nlohmann::json::parse(in, nullptr, false);
       if (j.is_discarded() || !j.contains("weight_map") || !j["weight_map"].is_object()) {
-        return absl::InvalidArgumentError(absl::StrCat(index, ": not a safetensors index (needs a weight_map object)"));
+        return absl::InvalidArgumentError(
+            absl::StrCat(index, ": not a safetensors index (needs a weight_map object)"));
       }
       for (const auto& [tensor, file] : j["weight_map"].items()) {
-        if (!file.is_string()) return absl::InvalidArgumentError(absl::StrCat(index, ": weight_map['", tensor, "'] is not a file name"));
+        if (!file.is_string())
+          return absl::InvalidArgumentError(
+              absl::StrCat(index, ": weight_map['", tensor, "'] is not a file name"));
         names.push_back(file.get<std::string>());
       }
     } else {
@@ -44,14 +47,16 @@ class WeightFiles {
   }
 
   // The entry `name`, which must have `shape`.
-  absl::StatusOr<const SafetensorsEntry*> Find(const std::string& name, const std::vector<int64_t>& shape) const {
+  absl::StatusOr<const SafetensorsEntry*> Find(const std::string& name,
+                                               const std::vector<int64_t>& shape) const {
     auto it = by_tensor_.find(name);
-    if (it == by_tensor_.end()) return absl::InvalidArgumentError(absl::StrCat("model weights: missing tensor '", name, "'"));
+    if (it == by_tensor_.end())
+      return absl::InvalidArgumentError(absl::StrCat("model weights: missing tensor '", name, "'"));
     const SafetensorsEntry& e = it->second->entries().at(name);
     if (e.shape != shape) {
-      return absl::InvalidArgumentError(absl::StrCat(it->second->path(), ": tensor '", name, "' has shape [",
-                                                     absl::StrJoin(e.shape, ", "), "], the config needs [",
-                                                     absl::StrJoin(shape, ", "), "]"));
+      return absl::InvalidArgumentError(absl::StrCat(
+          it->second->path(), ": tensor '", name, "' has shape [", absl::StrJoin(e.shape, ", "),
+          "], the config needs [", absl::StrJoin(shape, ", "), "]"));
     }
     if (e.dtype != DType::kF32 && e.dtype != DType::kBF16 && e.dtype != DType::kF16) {
       return absl::InvalidArgumentError(
@@ -98,7 +103,8 @@ absl::StatusOr<ModelWeights> LoadModelWeights(const std::string& dir, const Mode
   };
   matrix(&w.embed_tokens, "model.embed_tokens.weight", c.vocab_size, hidden);
   vector(&w.final_norm, "model.norm.weight", hidden);
-  if (!c.tie_word_embeddings || files->Has("lm_head.weight")) matrix(&w.lm_head, "lm_head.weight", c.vocab_size, hidden);
+  if (!c.tie_word_embeddings || files->Has("lm_head.weight"))
+    matrix(&w.lm_head, "lm_head.weight", c.vocab_size, hidden);
   w.layers.resize(c.num_layers);
   for (int i = 0; i < c.num_layers; ++i) {
     LayerWeights& l = w.layers[i];

@@ -28,24 +28,25 @@ struct LayerWeights {
   std::vector<float> k_bias;
   WeightView v_proj;
   std::vector<float> v_bias;
-  WeightView o_proj;              // [hidden, heads*head_dim]
-  std::vector<float> post_norm;   // [hidden]
-  WeightView gate_proj;           // [intermediate, hidden]
-  WeightView up_proj;             // [intermediate, hidden]
-  WeightView down_proj;           // [hidden, intermediate]
+  WeightView o_proj;             // [hidden, heads*head_dim]
+  std::vector<float> post_norm;  // [hidden]
+  WeightView gate_proj;          // [intermediate, hidden]
+  WeightView up_proj;            // [intermediate, hidden]
+  WeightView down_proj;          // [hidden, intermediate]
 };
 
 struct ModelWeights {
   std::shared_ptr<const void> files;  // the mapped checkpoint the views point into
   WeightView embed_tokens;            // [vocab, hidden]
   std::vector<LayerWeights> layers;
-  std::vector<float> final_norm;      // [hidden]
-  WeightView lm_head;                 // [vocab, hidden]; data null when tied to embed_tokens
+  std::vector<float> final_norm;  // [hidden]
+  WeightView lm_head;             // [vocab, hidden]; data null when tied to embed_tokens
   const WeightView& output_embedding() const { return lm_head.data ? lm_head : embed_tokens; }
 };
 
 // InvalidArgument naming the file and tensor for a missing tensor, a wrong shape or dtype,
 // or a malformed file.
-absl::StatusOr<ModelWeights> LoadModelWeights(const std::string& model_dir, const ModelConfig& config);
+absl::StatusOr<ModelWeights> LoadModelWeights(const std::string& model_dir,
+                                              const ModelConfig& config);
 
 }  // namespace prefill

@@ -4,17 +4,21 @@
 
 namespace prefill {
 
-std::array<size_t, PrefillWorkspace::kBuffers> PrefillWorkspace::Sizes(DType dtype, const ModelConfig& c,
+std::array<size_t, PrefillWorkspace::kBuffers> PrefillWorkspace::Sizes(DType dtype,
+                                                                       const ModelConfig& c,
                                                                        int64_t rows) {
-  const size_t n = static_cast<size_t>(rows), f = sizeof(float), e = DTypeSize(dtype), d = c.hidden_size;
+  const size_t n = static_cast<size_t>(rows), f = sizeof(float), e = DTypeSize(dtype),
+               d = c.hidden_size;
   const size_t q_dim = static_cast<size_t>(c.num_heads) * c.head_dim;
   const size_t kv_dim = static_cast<size_t>(c.num_kv_heads) * c.head_dim;
-  const size_t wide = std::max<size_t>(2 * static_cast<size_t>(c.intermediate_size), q_dim + 2 * kv_dim);
-  return {n * d * f, n * d * e, n * q_dim * e, n * kv_dim * e, n * kv_dim * e, n * q_dim * f,
-          n * c.num_heads * f, n * wide * e};
+  const size_t wide =
+      std::max<size_t>(2 * static_cast<size_t>(c.intermediate_size), q_dim + 2 * kv_dim);
+  return {n * d * f,      n * d * e,     n * q_dim * e,       n * kv_dim * e,
+          n * kv_dim * e, n * q_dim * f, n * c.num_heads * f, n * wide * e};
 }
 
-absl::Status PrefillWorkspace::Reserve(AttentionBackend& memory, DType dtype, const ModelConfig& c, int64_t rows) {
+absl::Status PrefillWorkspace::Reserve(AttentionBackend& memory, DType dtype, const ModelConfig& c,
+                                       int64_t rows) {
   const std::array<size_t, kBuffers> need = Sizes(dtype, c, rows);
   bool fits = buffers_.size() == kBuffers;
   for (int i = 0; fits && i < kBuffers; ++i) fits = need[i] <= sizes_[i];

@@ -17,14 +17,15 @@
 namespace prefill {
 
 // Views into a PrefillWorkspace for `rows` rows: the residual stream (hidden), attention's
-// output (or its bf16 where one rank's dense ring writes it) and lse in fp32; the GEMMs' inputs and outputs (normed, q, keys, values, gate_up) in
-// the layer backend's activation dtype. The fused QKV projection lands in gate_up's memory,
-// which the MLP alone uses, before RoPE splits it into q, keys and values. Every op writes its
-// output whole before it is read: the memory is not cleared between requests.
+// output (or its bf16 where one rank's dense ring writes it) and lse in fp32; the GEMMs' inputs and
+// outputs (normed, q, keys, values, gate_up) in the layer backend's activation dtype. The fused QKV
+// projection lands in gate_up's memory, which the MLP alone uses, before RoPE splits it into q,
+// keys and values. Every op writes its output whole before it is read: the memory is not cleared
+// between requests.
 struct Activations {
   DType dtype = DType::kF32;
-  void *hidden = nullptr, *normed = nullptr, *q = nullptr, *keys = nullptr, *values = nullptr, *attn = nullptr,
-       *lse = nullptr, *gate_up = nullptr;
+  void *hidden = nullptr, *normed = nullptr, *q = nullptr, *keys = nullptr, *values = nullptr,
+       *attn = nullptr, *lse = nullptr, *gate_up = nullptr;
 };
 
 class PrefillWorkspace {

@@ -18,8 +18,10 @@ namespace prefill {
 // The Q, K and V projections are one matrix (qkv: q rows, then k, then v) and so are gate and
 // up (gate_up: gate rows, then up): one GEMM each.
 struct PreparedLayer {
-  BackendBuffer input_norm{nullptr, [](void*) {}}, post_norm{nullptr, [](void*) {}};  // fp32 [hidden]
-  BackendBuffer qkv_bias{nullptr, [](void*) {}};  // fp32 [q_dim + 2 kv_dim], null when the model has none
+  BackendBuffer input_norm{nullptr, [](void*) {}},
+      post_norm{nullptr, [](void*) {}};  // fp32 [hidden]
+  BackendBuffer qkv_bias{nullptr,
+                         [](void*) {}};  // fp32 [q_dim + 2 kv_dim], null when the model has none
   WeightMatrix qkv, o, gate_up, down;
 };
 
@@ -28,8 +30,10 @@ struct PreparedModel {
   BackendBuffer final_norm{nullptr, [](void*) {}};  // fp32 [hidden]
   BackendBuffer inv_freq{nullptr, [](void*) {}};    // fp64 [head_dim / 2], after RoPE scaling
   WeightMatrix lm_head;                             // [vocab, hidden] (the embeddings when tied)
-  WeightMatrix embed_tokens;                        // [vocab, hidden]; data null when tied to lm_head
-  const WeightMatrix& input_embeddings() const { return embed_tokens.data ? embed_tokens : lm_head; }
+  WeightMatrix embed_tokens;  // [vocab, hidden]; data null when tied to lm_head
+  const WeightMatrix& input_embeddings() const {
+    return embed_tokens.data ? embed_tokens : lm_head;
+  }
 };
 
 // `weights` must outlive the result (the CPU backend reads its matrices in place).

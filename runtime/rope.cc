@@ -14,13 +14,15 @@ std::vector<double> RopeInverseFrequencies(const ModelConfig& c) {
   } else if (s.type == "llama3") {
     // Long wavelengths are slowed by `factor`, short ones kept, the band between blended.
     const double old_ctx = s.original_max_position_embeddings;
-    const double low_wavelen = old_ctx / s.low_freq_factor, high_wavelen = old_ctx / s.high_freq_factor;
+    const double low_wavelen = old_ctx / s.low_freq_factor,
+                 high_wavelen = old_ctx / s.high_freq_factor;
     for (double& f : inv) {
       const double wavelen = 2 * M_PI / f;
       if (wavelen > low_wavelen) {
         f /= s.factor;
       } else if (wavelen >= high_wavelen) {
-        const double smooth = (old_ctx / wavelen - s.low_freq_factor) / (s.high_freq_factor - s.low_freq_factor);
+        const double smooth =
+            (old_ctx / wavelen - s.low_freq_factor) / (s.high_freq_factor - s.low_freq_factor);
         f = (1 - smooth) * f / s.factor + smooth * f;
       }
     }

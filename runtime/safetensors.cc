@@ -27,8 +27,11 @@ absl::Status Malformed(const std::string& path, const std::string& what) {
 absl::StatusOr<SafetensorsEntry> ParseEntry(const std::string& path, const std::string& name,
                                             const nlohmann::json& j, const std::byte* data,
                                             size_t data_size) {
-  auto bad = [&](const std::string& what) { return Malformed(path, "tensor '" + name + "': " + what); };
-  if (!j.is_object() || !j.contains("dtype") || !j.contains("shape") || !j.contains("data_offsets")) {
+  auto bad = [&](const std::string& what) {
+    return Malformed(path, "tensor '" + name + "': " + what);
+  };
+  if (!j.is_object() || !j.contains("dtype") || !j.contains("shape") ||
+      !j.contains("data_offsets")) {
     return bad("needs dtype, shape and data_offsets");
   }
   if (!j["dtype"].is_string()) return bad("dtype is not a string");
@@ -38,13 +41,16 @@ absl::StatusOr<SafetensorsEntry> ParseEntry(const std::string& path, const std::
   if (!j["shape"].is_array()) return bad("shape is not an array");
   uint64_t numel = 1;
   for (const auto& d : j["shape"]) {
-    if (!d.is_number_integer() || d.get<int64_t>() < 0) return bad("shape has a non-integer or negative dim");
+    if (!d.is_number_integer() || d.get<int64_t>() < 0)
+      return bad("shape has a non-integer or negative dim");
     e.shape.push_back(d.get<int64_t>());
-    if (e.shape.back() > 0 && numel > (uint64_t{1} << 60) / e.shape.back()) return bad("shape overflows");
+    if (e.shape.back() > 0 && numel > (uint64_t{1} << 60) / e.shape.back())
+      return bad("shape overflows");
     numel *= e.shape.back();
   }
   const auto& off = j["data_offsets"];
-  if (!off.is_array() || off.size() != 2 || !off[0].is_number_unsigned() || !off[1].is_number_unsigned()) {
+  if (!off.is_array() || off.size() != 2 || !off[0].is_number_unsigned() ||
+      !off[1].is_number_unsigned()) {
     return bad("data_offsets must be two non-negative integers");
   }
   const uint64_t begin = off[0].get<uint64_t>(), end = off[1].get<uint64_t>();
@@ -91,8 +97,8 @@ absl::StatusOr<std::unique_ptr<SafetensorsFile>> SafetensorsFile::Open(const std
   return file;
 }
 
-absl::StatusOr<std::unique_ptr<SafetensorsFile>> SafetensorsFile::FromBytes(const std::string& name,
-                                                                            std::vector<std::byte> bytes) {
+absl::StatusOr<std::unique_ptr<SafetensorsFile>> SafetensorsFile::FromBytes(
+    const std::string& name, std::vector<std::byte> bytes) {
   std::unique_ptr<SafetensorsFile> file(new SafetensorsFile());
   file->path_ = name;
   file->owned_ = std::move(bytes);
@@ -103,11 +109,14 @@ absl::StatusOr<std::unique_ptr<SafetensorsFile>> SafetensorsFile::FromBytes(cons
 
 absl::Status SafetensorsFile::Index(const std::byte* base, size_t size) {
   const std::string& path = path_;
-  if (size < 8) return Malformed(path, absl::StrCat("only ", size, " bytes, shorter than the 8-byte header length"));
+  if (size < 8)
+    return Malformed(path,
+                     absl::StrCat("only ", size, " bytes, shorter than the 8-byte header length"));
   uint64_t header_len = 0;
   std::memcpy(&header_len, base, 8);  // little-endian on every host we build for
   if (header_len > kMaxHeaderBytes || header_len > size - 8) {
-    return Malformed(path, absl::StrCat("header length ", header_len, " exceeds the file (", size, " bytes)"));
+    return Malformed(
+        path, absl::StrCat("header length ", header_len, " exceeds the file (", size, " bytes)"));
   }
   const nlohmann::json header = nlohmann::json::parse(
       reinterpret_cast<const char*>(base + 8), reinterpret_cast<const char*>(base + 8 + header_len),
@@ -144,15 +153,16 @@ absl::StatusOr<Tensor> SafetensorsFile::ReadRows(const std::string& name, int64_
   if (!e.ok()) return e.status();
   const SafetensorsEntry& entry = **e;
   if (entry.shape.empty() || row_begin < 0 || row_end > entry.shape[0] || row_begin > row_end) {
-    return absl::InvalidArgumentError(absl::StrCat(path_, ": tensor '", name, "' has no rows [",
-                                                   row_begin, ", ", row_end, ")"));
+    return absl::InvalidArgumentError(
+        absl::StrCat(path_, ": tensor '", name, "' has no rows [", row_begin, ", ", row_end, ")"));
   }
   std::vector<int64_t> shape = entry.shape;
   shape[0] = row_end - row_begin;
   Tensor t = Tensor::Zeros(entry.dtype, shape);
   const size_t row_bytes = entry.shape[0] ? entry.size / entry.shape[0] : 0;
   // An empty range (or a tensor with a zero dimension) has no bytes and a null data().
-  if (!t.bytes.empty()) std::memcpy(t.bytes.data(), entry.data + row_begin * row_bytes, t.bytes.size());
+  if (!t.bytes.empty())
+    std::memcpy(t.bytes.data(), entry.data + row_begin * row_bytes, t.bytes.size());
   return t;
 }
 
@@ -174,8 +184,8 @@ int WriteAt(int fd, const void* data, size_t n, uint64_t offset) {
 
 }  // namespace
 
-absl::StatusOr<std::unique_ptr<SafetensorsWriter>> SafetensorsWriter::Create(const std::string& path,
-                                                                             const std::vector<Entry>& entries) {
+absl::StatusOr<std::unique_ptr<SafetensorsWriter>> SafetensorsWriter::Create(
+    const std::string& path, const std::vector<Entry>& entries) {
   nlohmann::json header = nlohmann::json::object();
   std::vector<uint64_t> sizes;
   uint64_t offset = 0;
@@ -185,7 +195,8 @@ absl::StatusOr<std::unique_ptr<SafetensorsWriter>> SafetensorsWriter::Create(con
     const uint64_t size = static_cast<uint64_t>(numel) * DTypeSize(e.dtype);
     std::string dtype(DTypeName(e.dtype));
     for (char& c : dtype) c = static_cast<char>(std::toupper(c));
-    header[e.name] = {{"dtype", dtype}, {"shape", e.shape}, {"data_offsets", {offset, offset + size}}};
+    header[e.name] = {
+        {"dtype", dtype}, {"shape", e.shape}, {"data_offsets", {offset, offset + size}}};
     sizes.push_back(size);
     offset += size;
   }
@@ -196,7 +207,8 @@ absl::StatusOr<std::unique_ptr<SafetensorsWriter>> SafetensorsWriter::Create(con
   const std::string tmp = absl::StrCat(path, ".tmp.", ::getpid());
   const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
   if (fd < 0) {
-    return absl::PermissionDeniedError(absl::StrCat(tmp, ": cannot create: ", std::strerror(errno)));
+    return absl::PermissionDeniedError(
+        absl::StrCat(tmp, ": cannot create: ", std::strerror(errno)));
   }
   std::unique_ptr<SafetensorsWriter> w(new SafetensorsWriter(path, tmp, fd));
   uint64_t at = 8 + header_len;
@@ -207,7 +219,8 @@ absl::StatusOr<std::unique_ptr<SafetensorsWriter>> SafetensorsWriter::Create(con
   w->sizes_ = std::move(sizes);
   int error = WriteAt(fd, &header_len, 8, 0);
   if (error == 0) error = WriteAt(fd, text.data(), text.size(), 8);
-  if (error != 0) return absl::InternalError(absl::StrCat(path, ": write failed: ", std::strerror(error)));
+  if (error != 0)
+    return absl::InternalError(absl::StrCat(path, ": write failed: ", std::strerror(error)));
   return w;
 }
 
@@ -219,7 +232,8 @@ SafetensorsWriter::~SafetensorsWriter() {
 
 absl::Status SafetensorsWriter::Write(size_t index, std::span<const std::byte> bytes) const {
   if (index >= sizes_.size() || bytes.size() != sizes_[index]) {
-    return absl::InternalError(absl::StrCat(path_, ": tensor ", index, " of ", bytes.size(), " bytes, the header says ",
+    return absl::InternalError(absl::StrCat(path_, ": tensor ", index, " of ", bytes.size(),
+                                            " bytes, the header says ",
                                             index < sizes_.size() ? sizes_[index] : 0));
   }
   if (const int e = WriteAt(fd_, bytes.data(), bytes.size(), offsets_[index]); e != 0) {

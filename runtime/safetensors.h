@@ -28,7 +28,7 @@ class SafetensorsFile {
   static absl::StatusOr<std::unique_ptr<SafetensorsFile>> Open(const std::string& path);
   // The same parser over bytes in memory; `name` stands for the path in messages.
   static absl::StatusOr<std::unique_ptr<SafetensorsFile>> FromBytes(const std::string& name,
-                                                                   std::vector<std::byte> bytes);
+                                                                    std::vector<std::byte> bytes);
   ~SafetensorsFile();
 
   const std::string& path() const { return path_; }
@@ -36,7 +36,8 @@ class SafetensorsFile {
   // NotFound / InvalidArgument naming the file and the tensor.
   absl::StatusOr<const SafetensorsEntry*> Find(const std::string& name) const;
   // A copy of the rows [row_begin, row_end) of the leading dimension.
-  absl::StatusOr<Tensor> ReadRows(const std::string& name, int64_t row_begin, int64_t row_end) const;
+  absl::StatusOr<Tensor> ReadRows(const std::string& name, int64_t row_begin,
+                                  int64_t row_end) const;
 
  private:
   SafetensorsFile() = default;
@@ -59,8 +60,8 @@ class SafetensorsWriter {
     DType dtype = DType::kF32;
     std::vector<int64_t> shape;
   };
-  static absl::StatusOr<std::unique_ptr<SafetensorsWriter>> Create(const std::string& path,
-                                                                   const std::vector<Entry>& entries);
+  static absl::StatusOr<std::unique_ptr<SafetensorsWriter>> Create(
+      const std::string& path, const std::vector<Entry>& entries);
   SafetensorsWriter(const SafetensorsWriter&) = delete;
   SafetensorsWriter& operator=(const SafetensorsWriter&) = delete;
   ~SafetensorsWriter();
@@ -71,7 +72,8 @@ class SafetensorsWriter {
   absl::Status Finish();
 
  private:
-  SafetensorsWriter(std::string path, std::string tmp, int fd) : path_(std::move(path)), tmp_(std::move(tmp)), fd_(fd) {}
+  SafetensorsWriter(std::string path, std::string tmp, int fd)
+      : path_(std::move(path)), tmp_(std::move(tmp)), fd_(fd) {}
   std::string path_, tmp_;
   int fd_ = -1;
   std::vector<uint64_t> offsets_, sizes_;  // of each entry in the file

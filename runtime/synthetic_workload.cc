@@ -178,7 +178,7 @@ struct Generator {
   const WorkloadSpec& spec;
   Strengths s;
   NeedlePlacement needle;
-  UnitVectorCache* cache;  // this thread's
+  UnitVectorCache* cache;                          // this thread's
   const std::vector<std::vector<int64_t>>* heavy;  // [kv head] heavy positions (heavy workload)
 
   // The heavy token the query span of `pos` seeks in query head `head`, or -1: with
@@ -187,9 +187,11 @@ struct Generator {
     const int64_t span = pos / kHeavySpan;
     if (Uniform(spec.seed, kHeavyAsk, span, head, 0) >= kHeavyAskRate) return -1;
     const std::vector<int64_t>& list = (*heavy)[g];
-    const auto before = std::lower_bound(list.begin(), list.end(), span * kHeavySpan) - list.begin();
+    const auto before =
+        std::lower_bound(list.begin(), list.end(), span * kHeavySpan) - list.begin();
     if (before == 0) return -1;
-    return list[static_cast<size_t>(Uniform(spec.seed, kHeavyAsk, span, head, 1) * static_cast<double>(before))];
+    return list[static_cast<size_t>(Uniform(spec.seed, kHeavyAsk, span, head, 1) *
+                                    static_cast<double>(before))];
   }
 
   // A feature's key amplitude is fixed by its base logit (keys are shared by the query heads
@@ -245,7 +247,8 @@ struct Generator {
       AddUnitVector(out, kVideoFrame, g, pos / kFrameTokens, KeyAmp(s.video_spatial));
     if (s.sink > 0 && pos < kSinkTokens) out[0] += static_cast<float>(KeyAmp(s.sink));
     if (s.stripe > 0 && IsStripeKey(spec.seed, pos)) out[2] += static_cast<float>(KeyAmp(s.stripe));
-    if (s.heavy > 0 && IsHeavyToken(spec.seed, pos, g)) AddUnitVector(out, kHeavyToken, g, pos, KeyAmp(s.heavy));
+    if (s.heavy > 0 && IsHeavyToken(spec.seed, pos, g))
+      AddUnitVector(out, kHeavyToken, g, pos, KeyAmp(s.heavy));
     if (s.needle > 0 && pos >= needle.needle_position &&
         pos < needle.needle_position + kNeedleTokens) {
       out[1] += static_cast<float>(KeyAmp(s.needle));
@@ -285,7 +288,8 @@ struct Generator {
     // Every head role seeks heavy tokens: they are what the text refers back to.
     if (s.heavy > 0) {
       const int64_t target = HeavyTarget(pos, head, g);
-      if (target >= 0) AddUnitVector(out, kHeavyToken, g, target, QueryAmp(s.heavy * spec.concentration, s.heavy));
+      if (target >= 0)
+        AddUnitVector(out, kHeavyToken, g, target, QueryAmp(s.heavy * spec.concentration, s.heavy));
     }
     const bool asks = pos >= needle.question_begin && pos < needle.question_begin + kQuestionBlock;
     // Every head seeks the needle at full strength: the question is what the text is about.
@@ -302,8 +306,9 @@ absl::StatusOr<WorkloadKind> ParseWorkloadKind(const std::string& name) {
                          WorkloadKind::kSinks, WorkloadKind::kVideo, WorkloadKind::kHeavy}) {
     if (name == WorkloadKindName(k)) return k;
   }
-  return absl::InvalidArgumentError(absl::StrCat(
-      "--workload '", name, "' is not a workload (valid: random, needle, stripes, sinks, video, heavy)"));
+  return absl::InvalidArgumentError(
+      absl::StrCat("--workload '", name,
+                   "' is not a workload (valid: random, needle, stripes, sinks, video, heavy)"));
 }
 
 const char* WorkloadKindName(WorkloadKind kind) {

@@ -73,6 +73,7 @@ const char* HeadRoleName(HeadRole role);
 struct QkvRows {
   std::vector<float> q, k, v;
 };
-QkvRows GenerateQkvRows(const WorkloadSpec& spec, std::span<const int32_t> positions, int threads = 0);
+QkvRows GenerateQkvRows(const WorkloadSpec& spec, std::span<const int32_t> positions,
+                        int threads = 0);
 
 }  // namespace prefill

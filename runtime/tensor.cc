@@ -20,7 +20,9 @@ int64_t Tensor::numel() const {
 }
 
 std::string Tensor::ShapeString() const { return TensorView(*this).ShapeString(); }
-std::string TensorView::ShapeString() const { return absl::StrCat("[", absl::StrJoin(shape, ", "), "]"); }
+std::string TensorView::ShapeString() const {
+  return absl::StrCat("[", absl::StrJoin(shape, ", "), "]");
+}
 
 std::vector<float> ToF32(const Tensor& t) {
   std::vector<float> out(t.numel());

@@ -19,9 +19,13 @@ struct Tensor {
   static Tensor Zeros(DType dtype, std::vector<int64_t> shape);
   int64_t numel() const;
   template <typename T>
-  T* data() { return reinterpret_cast<T*>(bytes.data()); }
+  T* data() {
+    return reinterpret_cast<T*>(bytes.data());
+  }
   template <typename T>
-  const T* data() const { return reinterpret_cast<const T*>(bytes.data()); }
+  const T* data() const {
+    return reinterpret_cast<const T*>(bytes.data());
+  }
   std::string ShapeString() const;  // "[32768, 8, 64]"
 };
 
@@ -35,7 +39,8 @@ struct TensorView {
   TensorView() = default;
   TensorView(DType d, std::vector<int64_t> s, std::span<const std::byte> b)
       : dtype(d), shape(std::move(s)), bytes(b) {}
-  TensorView(const Tensor& t) : dtype(t.dtype), shape(t.shape), bytes(t.bytes) {}  // NOLINT: a view of it
+  TensorView(const Tensor& t)
+      : dtype(t.dtype), shape(t.shape), bytes(t.bytes) {}  // NOLINT: a view of it
   std::string ShapeString() const;
 };
 

@@ -49,21 +49,24 @@ inline size_t KvCacheHostBytes(const ModelConfig& c, int64_t rows, size_t layers
 struct LayerReport {
   CpAttentionStats attention;  // this rank's, incl. its selected and visible blocks
   // Timed where the work runs (AttentionBackend::NewPhaseTimer: CUDA events on the GPU).
-  double gemm_seconds = 0;              // projections, norms, RoPE, MLP
-  double attention_device_seconds = 0;  // the attention call but its estimation: exchange waits, kernels
-  double estimate_device_seconds = 0;   // sparse: pooling, the pooled keys' all-gather, estimation
+  double gemm_seconds = 0;  // projections, norms, RoPE, MLP
+  double attention_device_seconds =
+      0;  // the attention call but its estimation: exchange waits, kernels
+  double estimate_device_seconds = 0;  // sparse: pooling, the pooled keys' all-gather, estimation
 };
 
 struct PrefillOutput {
-  std::vector<std::shared_ptr<void>> kv_storage;  // host memory (AllocateHost) holding keys and values
+  std::vector<std::shared_ptr<void>>
+      kv_storage;  // host memory (AllocateHost) holding keys and values
   DType kv_dtype = DType::kBF16;
   // Per layer: local rows [n, kv_heads, head_dim] in kv_dtype, after RoPE (empty unless keep_kv).
   std::vector<std::span<const std::byte>> keys, values;
   std::vector<float> last_logits;  // [vocab] on every rank
   std::vector<LayerReport> layers;
   double kv_host_alloc_seconds = 0;  // allocating kv_storage (pageable: ~0)
-  double setup_seconds = 0;   // activations allocated and the embeddings uploaded
-  double logits_seconds = 0;  // final norm, lm_head of the last token, the logits shared (timed where they run)
+  double setup_seconds = 0;          // activations allocated and the embeddings uploaded
+  double logits_seconds =
+      0;  // final norm, lm_head of the last token, the logits shared (timed where they run)
   double kv_download_wait_seconds = 0;  // waiting at the end for downloads still in flight
   // Seconds per op over all layers, timed where the work runs (input_norm, qkv_proj, rope,
   // attention, kv_download, o_proj, post_norm, gate_up_proj, swiglu, down_proj, logits).
@@ -91,8 +94,8 @@ struct PrefillInput {
 
 // last_position: the token whose logits are wanted (the sequence may be padded past it;
 // causal attention keeps padding from touching earlier tokens).
-absl::StatusOr<PrefillOutput> RunTransformerPrefill(const TransformerBackends& on, const CpLayout& layout,
-                                                    const ModelConfig& config, const PrefillInput& input,
-                                                    int64_t last_position, const PrefillOptions& options);
+absl::StatusOr<PrefillOutput> RunTransformerPrefill(
+    const TransformerBackends& on, const CpLayout& layout, const ModelConfig& config,
+    const PrefillInput& input, int64_t last_position, const PrefillOptions& options);
 
 }  // namespace prefill

@@ -31,12 +31,16 @@ struct BatchPlan {
 };
 
 json ToJson(const BatchPlan& p) {
-  json j = {{"ids", p.manifest_ids}, {"tokens", p.tokens}, {"requests", json::array()}, {"waves", json::array()},
-            {"total", p.summary.total}, {"skipped", p.summary.skipped}, {"failed", p.summary.failed},
-            {"invalid", p.summary.invalid}};
+  json j = {{"ids", p.manifest_ids},      {"tokens", p.tokens},
+            {"requests", json::array()},  {"waves", json::array()},
+            {"total", p.summary.total},   {"skipped", p.summary.skipped},
+            {"failed", p.summary.failed}, {"invalid", p.summary.invalid}};
   for (const BatchRequest& r : p.requests) {
-    j["requests"].push_back({{"id", r.id}, {"tokens", r.tokens_path}, {"embeddings", r.embeddings_path},
-                             {"mode", r.mode ? AttentionModeName(*r.mode) : ""}, {"tau", r.tau.value_or(0.f)}});
+    j["requests"].push_back({{"id", r.id},
+                             {"tokens", r.tokens_path},
+                             {"embeddings", r.embeddings_path},
+                             {"mode", r.mode ? AttentionModeName(*r.mode) : ""},
+                             {"tau", r.tau.value_or(0.f)}});
   }
   for (const Wave& w : p.placement.waves) {
     json wave = json::array();
@@ -55,13 +59,15 @@ BatchPlan FromJson(const json& j) {
     b.id = r["id"];
     b.tokens_path = r["tokens"];
     b.embeddings_path = r["embeddings"];
-    if (!r["mode"].get<std::string>().empty()) b.mode = *ParseAttentionMode(r["mode"].get<std::string>());
+    if (!r["mode"].get<std::string>().empty())
+      b.mode = *ParseAttentionMode(r["mode"].get<std::string>());
     if (r["tau"].get<float>() > 0) b.tau = r["tau"].get<float>();
     p.requests.push_back(b);
   }
   for (const json& w : j["waves"]) {
     Wave wave;
-    for (const json& a : w) wave.assignments.push_back({a[0].get<int>(), a[1].get<int>(), a[2].get<int>()});
+    for (const json& a : w)
+      wave.assignments.push_back({a[0].get<int>(), a[1].get<int>(), a[2].get<int>()});
     p.placement.waves.push_back(wave);
   }
   p.summary.total = j["total"];
@@ -73,13 +79,15 @@ BatchPlan FromJson(const json& j) {
 
 // Rank 0: manifest, resume, lengths, placement. Requests that cannot run get their error
 // records here.
-absl::StatusOr<BatchPlan> MakePlan(const BatchOptions& o, const LoadedModel& model, int world_size) {
+absl::StatusOr<BatchPlan> MakePlan(const BatchOptions& o, const LoadedModel& model,
+                                   int world_size) {
   absl::StatusOr<Manifest> manifest = LoadManifest(o.manifest_path);
   if (!manifest.ok()) return manifest.status();
   if (!manifest->problems.empty() && !o.skip_invalid) {
-    return absl::InvalidArgumentError(absl::StrCat(o.manifest_path, ": ", manifest->problems.size(),
-                                                   " bad line(s), nothing was run (fix them, or pass --skip-invalid):",
-                                                   DescribeProblems(manifest->problems)));
+    return absl::InvalidArgumentError(
+        absl::StrCat(o.manifest_path, ": ", manifest->problems.size(),
+                     " bad line(s), nothing was run (fix them, or pass --skip-invalid):",
+                     DescribeProblems(manifest->problems)));
   }
   absl::StatusOr<ResultStore> store = ResultStore::Open(o.out_dir);
   if (!store.ok()) return store.status();
@@ -97,7 +105,8 @@ absl::StatusOr<BatchPlan> MakePlan(const BatchOptions& o, const LoadedModel& mod
     absl::StatusOr<int64_t> tokens = PromptLength({r.tokens_path, r.embeddings_path}, model.config);
     if (!tokens.ok()) {
       ++plan.summary.failed;
-      PREFILL_RETURN_IF_ERROR(store->WriteRecord(ErrorRecord(r.id, 0, std::string(tokens.status().message()))));
+      PREFILL_RETURN_IF_ERROR(
+          store->WriteRecord(ErrorRecord(r.id, 0, std::string(tokens.status().message()))));
       continue;
     }
     plan.requests.push_back(r);
@@ -108,14 +117,16 @@ absl::StatusOr<BatchPlan> MakePlan(const BatchOptions& o, const LoadedModel& mod
   plan.placement = PlanPlacement(inputs, policy);
   for (const auto& [r, why] : plan.placement.refused) {
     ++plan.summary.failed;
-    PREFILL_RETURN_IF_ERROR(store->WriteRecord(ErrorRecord(plan.requests[r].id, plan.tokens[r], why)));
+    PREFILL_RETURN_IF_ERROR(
+        store->WriteRecord(ErrorRecord(plan.requests[r].id, plan.tokens[r], why)));
   }
   return plan;
 }
 
 absl::StatusOr<std::string> BroadcastFromRoot(MpiCommunicator& world, std::string text) {
   uint64_t size = text.size();
-  if (MPI_Bcast(&size, 1, MPI_UINT64_T, 0, world.comm()) != MPI_SUCCESS) return absl::UnavailableError("plan broadcast failed");
+  if (MPI_Bcast(&size, 1, MPI_UINT64_T, 0, world.comm()) != MPI_SUCCESS)
+    return absl::UnavailableError("plan broadcast failed");
   text.resize(size);
   if (MPI_Bcast(text.data(), static_cast<int>(size), MPI_CHAR, 0, world.comm()) != MPI_SUCCESS) {
     return absl::UnavailableError("plan broadcast failed");
@@ -125,7 +136,8 @@ absl::StatusOr<std::string> BroadcastFromRoot(MpiCommunicator& world, std::strin
 
 // Every rank of a group prefills the request; the group's rank 0 records the outcome.
 absl::Status RunAssignment(const BatchOptions& o, const LoadedModel& model, const BatchPlan& plan,
-                           const Assignment& a, const ModelExecution& group, const ResultStore& store) {
+                           const Assignment& a, const ModelExecution& group,
+                           const ResultStore& store) {
   const BatchRequest& r = plan.requests[a.request];
   PrefillRequestOptions options = o.defaults;
   options.kv_out = store.KvDir(r.id);
@@ -134,15 +146,17 @@ absl::Status RunAssignment(const BatchOptions& o, const LoadedModel& model, cons
   if (r.tau) options.tau = *r.tau;
   const auto start = Clock::now();
   if (o.metrics != nullptr) o.metrics->SetRequestsRunning(1);
-  absl::StatusOr<json> result = PrefillRequest(model, {r.tokens_path, r.embeddings_path}, options, group);
+  absl::StatusOr<json> result =
+      PrefillRequest(model, {r.tokens_path, r.embeddings_path}, options, group);
   if (o.metrics != nullptr) {
     o.metrics->SetRequestsRunning(0);
-    RecordRequestMetrics(result, plan.tokens[a.request] / a.ranks, std::chrono::duration<double>(Clock::now() - start).count(),
-                         *o.metrics);
+    RecordRequestMetrics(result, plan.tokens[a.request] / a.ranks,
+                         std::chrono::duration<double>(Clock::now() - start).count(), *o.metrics);
   }
   if (group.host->rank() != 0) return absl::OkStatus();
   const double seconds = std::chrono::duration<double>(Clock::now() - start).count();
-  return store.WriteRecord(ResultRecord(r.id, plan.tokens[a.request], a.ranks, options, result, seconds));
+  return store.WriteRecord(
+      ResultRecord(r.id, plan.tokens[a.request], a.ranks, options, result, seconds));
 }
 
 // This rank's CP group of one wave: the split of the MPI world and, on GPU ranks, the split
@@ -166,17 +180,21 @@ absl::StatusOr<WaveGroup> SplitForWave(MpiCommunicator& world, ExecutionContext&
   return g;
 }
 
-void PrintProgress(const std::string& mode, const BatchSummary& s, int64_t planned_tokens, double seconds, bool done) {
+void PrintProgress(const std::string& mode, const BatchSummary& s, int64_t planned_tokens,
+                   double seconds, bool done) {
   if (mode == "off") return;
   const int finished = s.skipped + s.succeeded + s.failed;
   const double rate = seconds > 0 ? s.tokens / seconds : 0;
   const double eta = rate > 0 ? (planned_tokens - s.tokens) / rate : 0;
-  const std::string line = absl::StrFormat("prefill run: %d/%d requests (%d ok, %d failed, %d skipped), %.0f tokens/s, ETA %.0f s",
-                                           finished, s.total, s.succeeded, s.failed, s.skipped, rate, eta);
+  const std::string line = absl::StrFormat(
+      "prefill run: %d/%d requests (%d ok, %d failed, %d skipped), %.0f tokens/s, ETA %.0f s",
+      finished, s.total, s.succeeded, s.failed, s.skipped, rate, eta);
   // Under mpirun stdout is mpirun's pty even when its own output is a file: "auto" trusts
   // the terminal only when TERM says there is one.
-  const bool in_place = mode == "line" || (mode == "auto" && isatty(STDOUT_FILENO) && std::getenv("TERM") != nullptr &&
-                                           std::string(std::getenv("TERM")) != "dumb" && std::getenv("CI") == nullptr);
+  const bool in_place =
+      mode == "line" ||
+      (mode == "auto" && isatty(STDOUT_FILENO) && std::getenv("TERM") != nullptr &&
+       std::string(std::getenv("TERM")) != "dumb" && std::getenv("CI") == nullptr);
   if (in_place) {
     std::printf("\r%s\033[K%s", line.c_str(), done ? "\n" : "");
   } else {
@@ -187,11 +205,13 @@ void PrintProgress(const std::string& mode, const BatchSummary& s, int64_t plann
 
 }  // namespace
 
-absl::StatusOr<BatchSummary> RunBatch(const BatchOptions& o, MpiCommunicator& world, ExecutionContext& ctx) {
+absl::StatusOr<BatchSummary> RunBatch(const BatchOptions& o, MpiCommunicator& world,
+                                      ExecutionContext& ctx) {
   const auto start = Clock::now();
   absl::StatusOr<LoadedModel> model = LoadModel(o.model_dir);
   absl::StatusOr<PreparedModel> prepared =
-      model.ok() ? PrepareModel(model->config, model->weights, *ctx.backend, *ctx.layers) : model.status();
+      model.ok() ? PrepareModel(model->config, model->weights, *ctx.backend, *ctx.layers)
+                 : model.status();
   PREFILL_RETURN_IF_ERROR(AgreeOnStatus(world, prepared.status()));
   PrefillWorkspace workspace;  // the activations, made for the longest prompt so far
 
@@ -239,8 +259,8 @@ absl::StatusOr<BatchSummary> RunBatch(const BatchOptions& o, MpiCommunicator& wo
     if (!group.ok()) return group.status();
     absl::Status wave_status;
     if (mine != nullptr) {
-      const ModelExecution on{ctx.backend.get(), ctx.layers.get(), &*prepared, group->device(), group->host.get(), ctx.device_memory,
-                            &workspace, ctx.remote_kv_sink};
+      const ModelExecution on{ctx.backend.get(), ctx.layers.get(),  &*prepared, group->device(),
+                              group->host.get(), ctx.device_memory, &workspace, ctx.remote_kv_sink};
       wave_status = RunAssignment(o, *model, *plan, *mine, on, *store);
     }
     PREFILL_RETURN_IF_ERROR(AgreeOnStatus(world, wave_status));

@@ -13,7 +13,8 @@ namespace {
 bool IsValidId(const std::string& id) {
   if (id.empty() || id.size() > 200 || id == "." || id == "..") return false;
   for (char c : id) {
-    if (!std::isalnum(static_cast<unsigned char>(c)) && c != '.' && c != '_' && c != '-') return false;
+    if (!std::isalnum(static_cast<unsigned char>(c)) && c != '.' && c != '_' && c != '-')
+      return false;
   }
   return true;
 }
@@ -35,25 +36,30 @@ absl::StatusOr<BatchRequest> ParseManifestLine(const std::string& text, int line
   static const char* kKnown[] = {"id", "tokens", "embeddings", "mode", "tau", "priority"};
   for (const auto& [key, value] : j.items()) {
     if (std::find(std::begin(kKnown), std::end(kKnown), key) == std::end(kKnown)) {
-      return Bad(absl::StrCat("unknown field '", key, "' (valid: id, tokens, embeddings, mode, tau, priority)"));
+      return Bad(absl::StrCat("unknown field '", key,
+                              "' (valid: id, tokens, embeddings, mode, tau, priority)"));
     }
   }
   if (!j.contains("id") || !j["id"].is_string()) return Bad("missing string field 'id'");
   r.id = j["id"].get<std::string>();
-  if (!IsValidId(r.id)) return Bad(absl::StrCat("id '", r.id, "' must be 1-200 characters of [A-Za-z0-9._-]"));
+  if (!IsValidId(r.id))
+    return Bad(absl::StrCat("id '", r.id, "' must be 1-200 characters of [A-Za-z0-9._-]"));
   const bool has_tokens = j.contains("tokens"), has_embeddings = j.contains("embeddings");
   if (has_tokens == has_embeddings) return Bad("needs exactly one of 'tokens' and 'embeddings'");
   const nlohmann::json& input = has_tokens ? j["tokens"] : j["embeddings"];
-  if (!input.is_string() || input.get<std::string>().empty()) return Bad("'tokens'/'embeddings' must be a file path");
+  if (!input.is_string() || input.get<std::string>().empty())
+    return Bad("'tokens'/'embeddings' must be a file path");
   (has_tokens ? r.tokens_path : r.embeddings_path) = input.get<std::string>();
   if (j.contains("mode")) {
-    absl::StatusOr<AttentionMode> mode =
-        j["mode"].is_string() ? ParseAttentionMode(j["mode"].get<std::string>()) : absl::InvalidArgumentError("");
+    absl::StatusOr<AttentionMode> mode = j["mode"].is_string()
+                                             ? ParseAttentionMode(j["mode"].get<std::string>())
+                                             : absl::InvalidArgumentError("");
     if (!mode.ok()) return Bad("'mode' must be \"dense\" or \"sparse\"");
     r.mode = *mode;
   }
   if (j.contains("tau")) {
-    if (!j["tau"].is_number() || !(j["tau"].get<double>() > 0 && j["tau"].get<double>() <= 1)) return Bad("'tau' must be a number in (0, 1]");
+    if (!j["tau"].is_number() || !(j["tau"].get<double>() > 0 && j["tau"].get<double>() <= 1))
+      return Bad("'tau' must be a number in (0, 1]");
     r.tau = j["tau"].get<float>();
   }
   if (j.contains("priority")) {
@@ -78,7 +84,8 @@ absl::StatusOr<Manifest> LoadManifest(const std::string& path) {
       continue;
     }
     if (auto [it, fresh] = first_line.emplace(r->id, line); !fresh) {
-      m.problems.push_back({line, absl::StrCat("duplicate id '", r->id, "' (first on line ", it->second, ")")});
+      m.problems.push_back(
+          {line, absl::StrCat("duplicate id '", r->id, "' (first on line ", it->second, ")")});
       continue;
     }
     std::string& input = r->tokens_path.empty() ? r->embeddings_path : r->tokens_path;
@@ -89,13 +96,15 @@ absl::StatusOr<Manifest> LoadManifest(const std::string& path) {
     }
     m.requests.push_back(std::move(*r));
   }
-  if (m.requests.empty() && m.problems.empty()) m.problems.push_back({0, "the manifest holds no requests"});
+  if (m.requests.empty() && m.problems.empty())
+    m.problems.push_back({0, "the manifest holds no requests"});
   return m;
 }
 
 std::string DescribeProblems(const std::vector<ManifestProblem>& problems) {
   std::string text;
-  for (const ManifestProblem& p : problems) absl::StrAppend(&text, "\n  line ", p.line, ": ", p.message);
+  for (const ManifestProblem& p : problems)
+    absl::StrAppend(&text, "\n  line ", p.line, ": ", p.message);
   return text;
 }
 

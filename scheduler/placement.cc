@@ -30,21 +30,26 @@ int GroupSize(int64_t tokens, const PlacementPolicy& policy) {
   return std::clamp(std::max(useful, PowerOfTwoAtLeast(for_memory)), 1, world);
 }
 
-Placement PlanPlacement(const std::vector<PlacementInput>& requests, const PlacementPolicy& policy) {
+Placement PlanPlacement(const std::vector<PlacementInput>& requests,
+                        const PlacementPolicy& policy) {
   Placement plan;
   std::vector<int> order(requests.size());
   std::iota(order.begin(), order.end(), 0);
   std::stable_sort(order.begin(), order.end(), [&](int a, int b) {
-    if (requests[a].priority != requests[b].priority) return requests[a].priority > requests[b].priority;
+    if (requests[a].priority != requests[b].priority)
+      return requests[a].priority > requests[b].priority;
     return requests[a].tokens > requests[b].tokens;
   });
   std::vector<std::pair<int, int>> pending;  // (request, ranks), in scheduling order
   for (int r : order) {
     const int ranks = GroupSize(requests[r].tokens, policy);
     if (ranks == 0) {
-      const int64_t needed = (requests[r].tokens + policy.max_tokens_per_rank - 1) / policy.max_tokens_per_rank;
-      plan.refused.emplace_back(r, absl::StrCat(requests[r].tokens, " tokens need ", needed, " ranks at --max-tokens-per-rank ",
-                                                policy.max_tokens_per_rank, "; the job has ", policy.world_size));
+      const int64_t needed =
+          (requests[r].tokens + policy.max_tokens_per_rank - 1) / policy.max_tokens_per_rank;
+      plan.refused.emplace_back(
+          r, absl::StrCat(requests[r].tokens, " tokens need ", needed,
+                          " ranks at --max-tokens-per-rank ", policy.max_tokens_per_rank,
+                          "; the job has ", policy.world_size));
     } else {
       pending.emplace_back(r, ranks);
     }

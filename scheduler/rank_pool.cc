@@ -21,6 +21,8 @@ void RankPool::Release(int first_rank, int ranks) {
   std::fill(busy_.begin() + first_rank, busy_.begin() + first_rank + ranks, false);
 }
 
-int RankPool::free_ranks() const { return static_cast<int>(std::count(busy_.begin(), busy_.end(), false)); }
+int RankPool::free_ranks() const {
+  return static_cast<int>(std::count(busy_.begin(), busy_.end(), false));
+}
 
 }  // namespace prefill

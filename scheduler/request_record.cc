@@ -5,19 +5,30 @@ namespace prefill {
 using nlohmann::json;
 
 json ErrorRecord(const std::string& id, int64_t tokens, const std::string& error) {
-  return {{"id", id}, {"status", "error"}, {"tokens", tokens}, {"density", nullptr}, {"seconds", 0.0}, {"error", error}};
+  return {{"id", id},           {"status", "error"}, {"tokens", tokens},
+          {"density", nullptr}, {"seconds", 0.0},    {"error", error}};
 }
 
-json ResultRecord(const std::string& id, int64_t tokens, int ranks, const PrefillRequestOptions& options,
-                  const absl::StatusOr<json>& result, double seconds) {
+json ResultRecord(const std::string& id, int64_t tokens, int ranks,
+                  const PrefillRequestOptions& options, const absl::StatusOr<json>& result,
+                  double seconds) {
   if (!result.ok()) return ErrorRecord(id, tokens, std::string(result.status().message()));
   const json& r = *result;
-  json record = {{"id", id}, {"status", "ok"}, {"tokens", tokens}, {"ranks", ranks}, {"mode", AttentionModeName(options.mode)},
-                 {"density", r["density"]}, {"seconds", seconds}, {"prefill_seconds", r["prefill_seconds"]},
-                 {"phase_seconds", r["phase_seconds"]}, {"op_seconds", r["op_seconds"]},
+  json record = {{"id", id},
+                 {"status", "ok"},
+                 {"tokens", tokens},
+                 {"ranks", ranks},
+                 {"mode", AttentionModeName(options.mode)},
+                 {"density", r["density"]},
+                 {"seconds", seconds},
+                 {"prefill_seconds", r["prefill_seconds"]},
+                 {"phase_seconds", r["phase_seconds"]},
+                 {"op_seconds", r["op_seconds"]},
                  {"kv_host_prepare_seconds", r["kv_host_prepare_seconds"]},
-                 {"activations_prepare_seconds", r["activations_prepare_seconds"]}, {"error", nullptr},
-                 {"kv_cache", options.kv_out}, {"top_logits", r["top_logits"]}};
+                 {"activations_prepare_seconds", r["activations_prepare_seconds"]},
+                 {"error", nullptr},
+                 {"kv_cache", options.kv_out},
+                 {"top_logits", r["top_logits"]}};
   // A KV handoff is part of the request: PrefillRequest returned OK only after the decode
   // server acknowledged it, so an ok record here means acknowledged.
   if (!options.kv_target.empty()) record["kv_target"] = options.kv_target;
@@ -35,12 +46,14 @@ void RecordRequestMetrics(const absl::StatusOr<json>& result, int64_t shard_toke
     using monitoring::PrefillPhase;
     for (auto [phase, key] : {std::pair{PrefillPhase::kMaskEstimation, "mask_estimation"},
                               std::pair{PrefillPhase::kKvExchange, "kv_exchange"},
-                              std::pair{PrefillPhase::kAttention, "attention"}, std::pair{PrefillPhase::kGemm, "gemm"}}) {
+                              std::pair{PrefillPhase::kAttention, "attention"},
+                              std::pair{PrefillPhase::kGemm, "gemm"}}) {
       r.phase_seconds[static_cast<int>(phase)] = phases.value(key, 0.0);
     }
     if ((*result)["mode"] == "sparse") r.attention_density = (*result)["density"].get<double>();
     r.kv_bytes_sent = static_cast<int64_t>((*result)["kv_bytes_sent_rank"].get<double>());
-    r.kv_bytes_dense_ring = static_cast<int64_t>((*result)["kv_bytes_dense_ring"].get<double>()) / (*result)["world_size"].get<int>();
+    r.kv_bytes_dense_ring = static_cast<int64_t>((*result)["kv_bytes_dense_ring"].get<double>()) /
+                            (*result)["world_size"].get<int>();
     for (const json& h : (*result)["kv_handoff"]) {
       if (h["sink"] == "ucx") r.kv_transfer_bytes += h["bytes"].get<int64_t>();
     }
@@ -48,7 +61,6 @@ void RecordRequestMetrics(const absl::StatusOr<json>& result, int64_t shard_toke
   }
   metrics.RecordRequest(r);
 }
-
 
 void RecordBalanceFigures(const nlohmann::json& report, monitoring::PrefillRequestRecord& record) {
   if (report["mode"] != "sparse") return;

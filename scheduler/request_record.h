@@ -18,12 +18,13 @@ nlohmann::json ErrorRecord(const std::string& id, int64_t tokens, const std::str
 
 // The record of a request that ran on `ranks` ranks for `seconds`: status ok with its
 // phases, density, KV cache folder and top logits, or ErrorRecord with the failure.
-nlohmann::json ResultRecord(const std::string& id, int64_t tokens, int ranks, const PrefillRequestOptions& options,
+nlohmann::json ResultRecord(const std::string& id, int64_t tokens, int ranks,
+                            const PrefillRequestOptions& options,
                             const absl::StatusOr<nlohmann::json>& result, double seconds);
 
 // This rank's share of a finished request (shard tokens, wall seconds on this rank).
-void RecordRequestMetrics(const absl::StatusOr<nlohmann::json>& result, int64_t shard_tokens, double seconds,
-                          monitoring::PrefillMetrics& metrics);
+void RecordRequestMetrics(const absl::StatusOr<nlohmann::json>& result, int64_t shard_tokens,
+                          double seconds, monitoring::PrefillMetrics& metrics);
 
 // The sparse balancing figures of a model report ("balance_figures") into a metrics record.
 void RecordBalanceFigures(const nlohmann::json& report, monitoring::PrefillRequestRecord& record);

@@ -5,29 +5,39 @@
 namespace prefill {
 namespace {
 
-double Seconds(std::chrono::steady_clock::duration d) { return std::chrono::duration<double>(d).count(); }
+double Seconds(std::chrono::steady_clock::duration d) {
+  return std::chrono::duration<double>(d).count();
+}
 
 }  // namespace
 
 const char* RequestStateName(RequestState state) {
   switch (state) {
-    case RequestState::kQueued: return "queued";
-    case RequestState::kRunning: return "running";
-    case RequestState::kDone: return "done";
-    case RequestState::kFailed: return "failed";
-    case RequestState::kCancelled: return "cancelled";
+    case RequestState::kQueued:
+      return "queued";
+    case RequestState::kRunning:
+      return "running";
+    case RequestState::kDone:
+      return "done";
+    case RequestState::kFailed:
+      return "failed";
+    case RequestState::kCancelled:
+      return "cancelled";
   }
   return "unknown";
 }
 
 absl::Status RequestTable::Submit(ServeRequest request, int64_t tokens, int ranks) {
   absl::MutexLock lock(&mu_);
-  if (!admitting_) return absl::UnavailableError("the server is stopping and takes no new requests");
+  if (!admitting_)
+    return absl::UnavailableError("the server is stopping and takes no new requests");
   if (requests_.count(request.id) != 0) {
-    return absl::AlreadyExistsError(absl::StrCat("a request with id '", request.id, "' exists already"));
+    return absl::AlreadyExistsError(
+        absl::StrCat("a request with id '", request.id, "' exists already"));
   }
   if (static_cast<int>(queue_.size()) >= max_queued_) {
-    return absl::ResourceExhaustedError(absl::StrCat("the queue is full (", max_queued_, " requests wait)"));
+    return absl::ResourceExhaustedError(
+        absl::StrCat("the queue is full (", max_queued_, " requests wait)"));
   }
   TrackedRequest t;
   t.tokens = tokens;
@@ -49,7 +59,8 @@ std::optional<nlohmann::json> RequestTable::Describe(const std::string& id) cons
   if (it == requests_.end()) return std::nullopt;
   const TrackedRequest& t = it->second;
   const auto now = std::chrono::steady_clock::now();
-  const auto queue_end = t.state == RequestState::kQueued ? now : (t.first_rank >= 0 ? t.started : t.finished);
+  const auto queue_end =
+      t.state == RequestState::kQueued ? now : (t.first_rank >= 0 ? t.started : t.finished);
   nlohmann::json j = {{"id", id},
                       {"state", RequestStateName(t.state)},
                       {"tokens", t.tokens},
@@ -64,11 +75,13 @@ std::optional<nlohmann::json> RequestTable::Describe(const std::string& id) cons
 absl::Status RequestTable::Cancel(const std::string& id) {
   absl::MutexLock lock(&mu_);
   auto it = requests_.find(id);
-  if (it == requests_.end()) return absl::NotFoundError(absl::StrCat("no request with id '", id, "'"));
+  if (it == requests_.end())
+    return absl::NotFoundError(absl::StrCat("no request with id '", id, "'"));
   TrackedRequest& t = it->second;
   if (t.state != RequestState::kQueued) {
-    return absl::FailedPreconditionError(
-        absl::StrCat("request '", id, "' is ", RequestStateName(t.state), ": only queued requests can be cancelled"));
+    return absl::FailedPreconditionError(absl::StrCat("request '", id, "' is ",
+                                                      RequestStateName(t.state),
+                                                      ": only queued requests can be cancelled"));
   }
   t.state = RequestState::kCancelled;
   t.error = "cancelled by the client";

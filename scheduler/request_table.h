@@ -82,7 +82,9 @@ class RequestTable {
  private:
   // The queued requests in start order: highest priority, then arrival.
   using QueueKey = std::tuple<int, uint64_t, std::string>;  // (-priority, arrival, id)
-  static QueueKey KeyOf(const TrackedRequest& t) { return {-t.request.priority, t.arrival, t.request.id}; }
+  static QueueKey KeyOf(const TrackedRequest& t) {
+    return {-t.request.priority, t.arrival, t.request.id};
+  }
   void ForgetOldFinished() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   const int max_queued_;

@@ -20,22 +20,28 @@ absl::StatusOr<ResultStore> ResultStore::Open(const std::string& out_dir) {
   std::error_code ec;
   for (const char* sub : {"records", "kv"}) {
     fs::create_directories(fs::path(out_dir) / sub, ec);
-    if (ec) return absl::PermissionDeniedError(absl::StrCat(out_dir, "/", sub, ": cannot create: ", ec.message()));
+    if (ec)
+      return absl::PermissionDeniedError(
+          absl::StrCat(out_dir, "/", sub, ": cannot create: ", ec.message()));
   }
   for (const char* sub : {"records", "kv"}) {
     for (const auto& entry : fs::directory_iterator(fs::path(out_dir) / sub, ec)) {
       const std::string name = entry.path().filename().string();
-      if (absl::StrContains(name, ".tmp.") || absl::EndsWith(name, ".partial")) fs::remove_all(entry.path(), ec);
+      if (absl::StrContains(name, ".tmp.") || absl::EndsWith(name, ".partial"))
+        fs::remove_all(entry.path(), ec);
     }
   }
   return ResultStore(out_dir);
 }
 
-std::string ResultStore::KvDir(const std::string& id) const { return (fs::path(dir_) / "kv" / id).string(); }
+std::string ResultStore::KvDir(const std::string& id) const {
+  return (fs::path(dir_) / "kv" / id).string();
+}
 
 absl::Status ResultStore::WriteRecord(const nlohmann::json& record) const {
   const std::string id = record.at("id").get<std::string>();
-  return WriteFileAtomically((fs::path(dir_) / "records" / (id + ".json")).string(), record.dump() + "\n");
+  return WriteFileAtomically((fs::path(dir_) / "records" / (id + ".json")).string(),
+                             record.dump() + "\n");
 }
 
 std::map<std::string, nlohmann::json> ResultStore::ReadRecords() const {
@@ -45,12 +51,14 @@ std::map<std::string, nlohmann::json> ResultStore::ReadRecords() const {
     if (entry.path().extension() != ".json") continue;
     std::ifstream in(entry.path());
     const nlohmann::json j = nlohmann::json::parse(in, nullptr, false);
-    if (!j.is_discarded() && j.is_object() && j.contains("id") && j["id"].is_string()) records[j["id"]] = j;
+    if (!j.is_discarded() && j.is_object() && j.contains("id") && j["id"].is_string())
+      records[j["id"]] = j;
   }
   return records;
 }
 
-bool ResultStore::IsDone(const std::string& id, const std::map<std::string, nlohmann::json>& records) const {
+bool ResultStore::IsDone(const std::string& id,
+                         const std::map<std::string, nlohmann::json>& records) const {
   auto it = records.find(id);
   if (it == records.end() || it->second.value("status", "") != "ok") return false;
   return fs::exists(fs::path(KvDir(id)) / "index.json");

@@ -15,8 +15,12 @@ using nlohmann::json;
 
 constexpr char kRequestsPath[] = "/v1/requests/";
 
-HttpResponse Json(int status, const json& body) { return {status, "application/json", body.dump() + "\n", {}}; }
-HttpResponse Error(int status, const std::string& message) { return Json(status, {{"error", message}}); }
+HttpResponse Json(int status, const json& body) {
+  return {status, "application/json", body.dump() + "\n", {}};
+}
+HttpResponse Error(int status, const std::string& message) {
+  return Json(status, {{"error", message}});
+}
 
 int HttpStatusFor(const absl::Status& s) {
   switch (s.code()) {
@@ -39,7 +43,8 @@ int HttpStatusFor(const absl::Status& s) {
 // Equal in time whatever the first difference, so the key cannot be guessed byte by byte.
 bool SameSecret(const std::string& a, const std::string& b) {
   unsigned char diff = a.size() == b.size() ? 0 : 1;
-  for (size_t i = 0; i < a.size(); ++i) diff |= static_cast<unsigned char>(a[i] ^ (i < b.size() ? b[i] : 0));
+  for (size_t i = 0; i < a.size(); ++i)
+    diff |= static_cast<unsigned char>(a[i] ^ (i < b.size() ? b[i] : 0));
   return diff == 0;
 }
 
@@ -49,7 +54,8 @@ absl::StatusOr<int64_t> PromptTokens(const ServeRequest& r, const ModelConfig& c
   for (size_t i = 0; i < r.tokens.size(); ++i) {
     if (r.tokens[i] >= config.vocab_size) {
       return absl::OutOfRangeError(absl::StrCat("'tokens'[", i, "] = ", r.tokens[i],
-                                                " is outside the model's vocabulary [0, ", config.vocab_size, ")"));
+                                                " is outside the model's vocabulary [0, ",
+                                                config.vocab_size, ")"));
     }
   }
   return static_cast<int64_t>(r.tokens.size());
@@ -70,7 +76,10 @@ HttpResponse ServeApi::Handle(const HttpRequest& request) const {
     return Json(ready ? 200 : 503, {{"status", ready ? "ready" : "not ready"}});
   }
   const bool api = path == "/v1/prefill" || absl::StartsWith(path, kRequestsPath);
-  if (!api) return Error(404, "no such path (the API: POST /v1/prefill, GET|DELETE /v1/requests/{id}, /healthz, /readyz)");
+  if (!api)
+    return Error(404,
+                 "no such path (the API: POST /v1/prefill, GET|DELETE /v1/requests/{id}, /healthz, "
+                 "/readyz)");
   if (!Authorized(request.authorization)) {
     HttpResponse r = Error(401, "this server needs 'Authorization: Bearer <key>'");
     r.headers.push_back({"WWW-Authenticate", "Bearer"});
@@ -90,21 +99,24 @@ HttpResponse ServeApi::Submit(const std::string& body) const {
   if (!tokens.ok()) return Error(400, std::string(tokens.status().message()));
   const int ranks = GroupSize(*tokens, options_.placement);
   if (ranks == 0) {
-    return Error(400, absl::StrCat(*tokens, " tokens need more than the ", options_.placement.world_size,
-                                   " ranks of this server at --max-tokens-per-rank ",
-                                   options_.placement.max_tokens_per_rank));
+    return Error(400,
+                 absl::StrCat(*tokens, " tokens need more than the ", options_.placement.world_size,
+                              " ranks of this server at --max-tokens-per-rank ",
+                              options_.placement.max_tokens_per_rank));
   }
   if (options_.memory_per_rank > 0) {
     const int64_t need = EstimatePrefillMemory(options_.config, *tokens, ranks).total();
     if (need > options_.memory_per_rank) {
-      return Error(400, absl::StrCat(*tokens, " tokens on ", ranks, " ranks need about ", FormatBytes(need),
-                                     " per rank; a rank may hold ", FormatBytes(options_.memory_per_rank)));
+      return Error(
+          400, absl::StrCat(*tokens, " tokens on ", ranks, " ranks need about ", FormatBytes(need),
+                            " per rank; a rank may hold ", FormatBytes(options_.memory_per_rank)));
     }
   }
   const std::string id = request->id;
   if (absl::Status s = table_.Submit(*std::move(request), *tokens, ranks); !s.ok()) {
     HttpResponse r = Error(HttpStatusFor(s), std::string(s.message()));
-    if (r.status == 429) r.headers.push_back({"Retry-After", absl::StrCat(options_.retry_after_seconds)});
+    if (r.status == 429)
+      r.headers.push_back({"Retry-After", absl::StrCat(options_.retry_after_seconds)});
     return r;
   }
   return Json(202, {{"id", id}, {"state", "queued"}, {"tokens", *tokens}, {"ranks", ranks}});

@@ -35,7 +35,8 @@ struct ServeApiOptions {
 
 class ServeApi {
  public:
-  ServeApi(RequestTable& table, ServeApiOptions options) : table_(table), options_(std::move(options)) {}
+  ServeApi(RequestTable& table, ServeApiOptions options)
+      : table_(table), options_(std::move(options)) {}
   monitoring::HttpResponse Handle(const monitoring::HttpRequest& request) const;
 
  private:

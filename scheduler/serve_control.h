@@ -1,7 +1,8 @@
 // The control messages of `prefill serve` between rank 0's dispatcher and every rank's
 // worker loop: JSON text over a communicator of their own (a duplicate of the world), so
 // they never match a message of a request's own collectives.
-//   dispatcher -> rank   kAssignTag  {"op": "run", "request", "first_rank", "ranks", "tokens", "queue_seconds"}
+//   dispatcher -> rank   kAssignTag  {"op": "run", "request", "first_rank", "ranks", "tokens",
+//   "queue_seconds"}
 //                                    {"op": "stop"}
 //   group leader -> 0    kDoneTag    {"id", "ok", "record"}
 //   any rank -> 0        kStopTag    {} (this rank got SIGTERM/SIGINT: drain the service)
@@ -24,7 +25,8 @@ inline constexpr int kStopTag = 3;
 
 // A message waiting at `comm` from `source` (MPI_ANY_SOURCE allowed) with `tag`, received;
 // nullopt when none is there. *from: who sent it.
-absl::StatusOr<std::optional<nlohmann::json>> TryReceiveJson(MPI_Comm comm, int source, int tag, int* from = nullptr);
+absl::StatusOr<std::optional<nlohmann::json>> TryReceiveJson(MPI_Comm comm, int source, int tag,
+                                                             int* from = nullptr);
 
 // Non-blocking sends whose buffers live until they complete.
 class PendingSends {

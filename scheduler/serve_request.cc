@@ -33,16 +33,18 @@ absl::StatusOr<std::string> UnderRoot(const std::filesystem::path& root, const s
 // The KV sink's own parser (it also resolves the host), so a request fails here, not later.
 absl::Status CheckHostPort(const std::string& target) {
   if (absl::StatusOr<SocketAddress> a = ResolveHostPort(target, /*passive=*/false); !a.ok()) {
-    return Bad(absl::StrCat("'kv_target' must be host:port of a decode server: ", a.status().message()));
+    return Bad(
+        absl::StrCat("'kv_target' must be host:port of a decode server: ", a.status().message()));
   }
   return absl::OkStatus();
 }
 
 absl::Status ParseInlineTokens(const nlohmann::json& tokens, int64_t limit, ServeRequest& r) {
-  if (!tokens.is_array() || tokens.empty()) return Bad("'tokens' must be a non-empty array of token ids");
+  if (!tokens.is_array() || tokens.empty())
+    return Bad("'tokens' must be a non-empty array of token ids");
   if (static_cast<int64_t>(tokens.size()) > limit) {
-    return Bad(absl::StrCat("'tokens' holds ", tokens.size(), " ids; inline prompts take at most ", limit,
-                            " (pass a tokens_file for longer ones)"));
+    return Bad(absl::StrCat("'tokens' holds ", tokens.size(), " ids; inline prompts take at most ",
+                            limit, " (pass a tokens_file for longer ones)"));
   }
   r.tokens.reserve(tokens.size());
   for (size_t i = 0; i < tokens.size(); ++i) {
@@ -57,16 +59,18 @@ absl::Status ParseInlineTokens(const nlohmann::json& tokens, int64_t limit, Serv
 
 }  // namespace
 
-absl::StatusOr<ServeRequest> ParseServeRequest(std::string_view body, const ServeRequestLimits& limits) {
+absl::StatusOr<ServeRequest> ParseServeRequest(std::string_view body,
+                                               const ServeRequestLimits& limits) {
   const nlohmann::json j = nlohmann::json::parse(body, nullptr, /*allow_exceptions=*/false);
   if (j.is_discarded()) return Bad("the body is not valid JSON");
   if (!j.is_object()) return Bad("the body is not a JSON object");
-  static const char* kKnown[] = {"id", "tokens", "tokens_file", "embeddings_file", "mode", "tau",
-                                 "priority", "kv_target", "kv_out"};
+  static const char* kKnown[] = {"id",  "tokens",   "tokens_file", "embeddings_file", "mode",
+                                 "tau", "priority", "kv_target",   "kv_out"};
   for (const auto& [key, value] : j.items()) {
     if (std::find(std::begin(kKnown), std::end(kKnown), key) == std::end(kKnown)) {
       return Bad(absl::StrCat("unknown field '", key,
-                              "' (valid: id, tokens, tokens_file, embeddings_file, mode, tau, priority, kv_target, kv_out)"));
+                              "' (valid: id, tokens, tokens_file, embeddings_file, mode, tau, "
+                              "priority, kv_target, kv_out)"));
     }
   }
   // The id, mode, tau and priority rules are the manifest's.
@@ -83,16 +87,21 @@ absl::StatusOr<ServeRequest> ParseServeRequest(std::string_view body, const Serv
   r.tau = checked->tau;
   r.priority = checked->priority;
 
-  const int sources = j.contains("tokens") + j.contains("tokens_file") + j.contains("embeddings_file");
-  if (sources != 1) return Bad("needs exactly one of 'tokens', 'tokens_file' and 'embeddings_file'");
+  const int sources =
+      j.contains("tokens") + j.contains("tokens_file") + j.contains("embeddings_file");
+  if (sources != 1)
+    return Bad("needs exactly one of 'tokens', 'tokens_file' and 'embeddings_file'");
   if (j.contains("tokens")) {
     PREFILL_RETURN_IF_ERROR(ParseInlineTokens(j["tokens"], limits.max_inline_tokens, r));
   }
-  for (const auto& [field, out] : {std::pair<const char*, std::string*>{"tokens_file", &r.tokens_path},
-                                   {"embeddings_file", &r.embeddings_path}, {"kv_out", &r.kv_out}}) {
+  for (const auto& [field, out] :
+       {std::pair<const char*, std::string*>{"tokens_file", &r.tokens_path},
+        {"embeddings_file", &r.embeddings_path},
+        {"kv_out", &r.kv_out}}) {
     if (!j.contains(field)) continue;
     if (!j[field].is_string()) return Bad(absl::StrCat("'", field, "' must be a string"));
-    absl::StatusOr<std::string> path = UnderRoot(limits.files_root, field, j[field].get<std::string>());
+    absl::StatusOr<std::string> path =
+        UnderRoot(limits.files_root, field, j[field].get<std::string>());
     if (!path.ok()) return path.status();
     *out = *path;
   }
@@ -111,9 +120,13 @@ absl::StatusOr<ServeRequest> ParseServeRequest(std::string_view body, const Serv
 }
 
 nlohmann::json ServeRequest::ToJson() const {
-  nlohmann::json j = {{"id", id}, {"tokens", tokens}, {"tokens_path", tokens_path},
-                      {"embeddings_path", embeddings_path}, {"priority", priority},
-                      {"kv_target", kv_target}, {"kv_out", kv_out}};
+  nlohmann::json j = {{"id", id},
+                      {"tokens", tokens},
+                      {"tokens_path", tokens_path},
+                      {"embeddings_path", embeddings_path},
+                      {"priority", priority},
+                      {"kv_target", kv_target},
+                      {"kv_out", kv_out}};
   if (mode) j["mode"] = AttentionModeName(*mode);
   if (tau) j["tau"] = *tau;
   return j;

@@ -33,8 +33,8 @@ struct Group {
 
 // Made on first use, collectively over the group's ranks only (MPI_Comm_create_group), so
 // ranks outside it go on with their own requests.
-absl::StatusOr<Group*> GroupOf(std::map<std::pair<int, int>, Group>& groups, const ServeWorkerOptions& o, int first,
-                               int ranks) {
+absl::StatusOr<Group*> GroupOf(std::map<std::pair<int, int>, Group>& groups,
+                               const ServeWorkerOptions& o, int first, int ranks) {
   auto it = groups.find({first, ranks});
   if (it != groups.end()) return &it->second;
   Group g;
@@ -56,7 +56,8 @@ class InlinePrompt {
   InlinePrompt(const ServeWorkerOptions& o, const ServeRequest& r) {
     if (r.tokens.empty()) return;
     path_ = (std::filesystem::path(o.scratch_dir) /
-             absl::StrCat("prefill-serve-", getpid(), "-", r.id, ".json")).string();
+             absl::StrCat("prefill-serve-", getpid(), "-", r.id, ".json"))
+                .string();
     std::ofstream(path_) << json(r.tokens).dump();
   }
   ~InlinePrompt() {
@@ -69,7 +70,8 @@ class InlinePrompt {
   std::string path_;
 };
 
-absl::Status RunAssignment(const ServeWorkerOptions& o, const json& message, std::map<std::pair<int, int>, Group>& groups,
+absl::Status RunAssignment(const ServeWorkerOptions& o, const json& message,
+                           std::map<std::pair<int, int>, Group>& groups,
                            PrefillWorkspace& workspace, PendingSends& sends) {
   const ServeRequest r = ServeRequest::FromJson(message["request"]);
   const int first = message["first_rank"], ranks = message["ranks"];
@@ -84,15 +86,18 @@ absl::Status RunAssignment(const ServeWorkerOptions& o, const json& message, std
   if (r.tau) options.tau = *r.tau;
   const InlinePrompt prompt(o, r);
   const PromptSource source{r.tokens.empty() ? r.tokens_path : prompt.path(), r.embeddings_path};
-  const ModelExecution on{o.ctx->backend.get(), o.ctx->layers.get(), o.prepared, (*group)->backend(),
-                          (*group)->host.get(), o.ctx->device_memory, &workspace, o.ctx->remote_kv_sink};
+  const ModelExecution on{o.ctx->backend.get(), o.ctx->layers.get(),  o.prepared,
+                          (*group)->backend(),  (*group)->host.get(), o.ctx->device_memory,
+                          &workspace,           o.ctx->remote_kv_sink};
   const auto start = Clock::now();
   const absl::StatusOr<json> result = PrefillRequest(*o.model, source, options, on);
   const double seconds = std::chrono::duration<double>(Clock::now() - start).count();
   if (o.metrics != nullptr) RecordRequestMetrics(result, tokens / ranks, seconds, *o.metrics);
   if ((*group)->host->rank() != 0) return absl::OkStatus();
   return sends.Send(o.control, 0, kDoneTag,
-                    {{"id", r.id}, {"ok", result.ok()}, {"record", ResultRecord(r.id, tokens, ranks, options, result, seconds)}});
+                    {{"id", r.id},
+                     {"ok", result.ok()},
+                     {"record", ResultRecord(r.id, tokens, ranks, options, result, seconds)}});
 }
 
 }  // namespace
@@ -127,7 +132,8 @@ absl::Status RunServeDispatcher(const ServeDispatcherOptions& o) {
   while (true) {
     PREFILL_RETURN_IF_ERROR(sends.Progress());
     while (true) {
-      absl::StatusOr<std::optional<json>> done = TryReceiveJson(o.control, MPI_ANY_SOURCE, kDoneTag);
+      absl::StatusOr<std::optional<json>> done =
+          TryReceiveJson(o.control, MPI_ANY_SOURCE, kDoneTag);
       if (!done.ok()) return done.status();
       if (!done->has_value()) break;
       const json& m = **done;
@@ -138,7 +144,8 @@ absl::Status RunServeDispatcher(const ServeDispatcherOptions& o) {
       }
     }
     while (true) {
-      absl::StatusOr<std::optional<json>> stop = TryReceiveJson(o.control, MPI_ANY_SOURCE, kStopTag);
+      absl::StatusOr<std::optional<json>> stop =
+          TryReceiveJson(o.control, MPI_ANY_SOURCE, kStopTag);
       if (!stop.ok()) return stop.status();
       if (!stop->has_value()) break;
       draining = true;
@@ -152,8 +159,11 @@ absl::Status RunServeDispatcher(const ServeDispatcherOptions& o) {
       if (!first) break;  // the head of the queue waits for its group: no overtaking
       const StartedRequest started = o.table->StartNext(*first);
       if (o.metrics != nullptr) o.metrics->request_queue_time.Observe(started.queue_seconds);
-      const json assignment = {{"op", "run"}, {"request", started.request.ToJson()}, {"first_rank", *first},
-                               {"ranks", started.ranks}, {"tokens", started.tokens}};
+      const json assignment = {{"op", "run"},
+                               {"request", started.request.ToJson()},
+                               {"first_rank", *first},
+                               {"ranks", started.ranks},
+                               {"tokens", started.tokens}};
       for (int r = *first; r < *first + started.ranks; ++r) {
         PREFILL_RETURN_IF_ERROR(sends.Send(o.control, r, kAssignTag, assignment));
       }

@@ -28,8 +28,8 @@
 #include <thread>
 #include <vector>
 
-#include "kernels/attention_params.h"
 #include "bench/cpu/benchmark_cpu_isa.h"
+#include "kernels/attention_params.h"
 #include "kernels/cpu/block_sparse_attention.h"
 #include "kernels/cpu/cpu_isa.h"
 #include "kernels/dtype.h"

@@ -80,8 +80,10 @@ HostMask MakeMask(int hq, int nb, bool causal, double density, uint32_t seed) {
 
 // Deterministic pseudo-random bf16 in [-1, 1) (never zeros: zeros run faster than data).
 __global__ void FillBf16(__nv_bfloat16* x, int64_t n, uint32_t seed) {
-  for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < n; i += int64_t{gridDim.x} * blockDim.x) {
-    uint32_t h = static_cast<uint32_t>(i) * 2654435761u ^ seed ^ static_cast<uint32_t>(i >> 32) * 40503u;
+  for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < n;
+       i += int64_t{gridDim.x} * blockDim.x) {
+    uint32_t h =
+        static_cast<uint32_t>(i) * 2654435761u ^ seed ^ static_cast<uint32_t>(i >> 32) * 40503u;
     h ^= h >> 15;
     h *= 2246822519u;
     h ^= h >> 13;
@@ -92,7 +94,6 @@ __global__ void FillBf16(__nv_bfloat16* x, int64_t n, uint32_t seed) {
 __global__ void FillPositions(int32_t* p, int n) {
   for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += gridDim.x * blockDim.x) p[i] = i;
 }
-
 
 }  // namespace
 }  // namespace prefill
@@ -123,9 +124,11 @@ int main(int argc, char** argv) {
   app.add_flag("--skip-estimation", skip_estimation);
   app.add_flag("--estimation-only", estimation_only, "time estimation alone (no attention points)");
   app.add_option("--precision", precision_name, "estimator logit precision: bf16, split, both");
-  app.add_option("--mma-path", mma_path_name, "estimator MMA path: auto (wgmma on sm_90), mma_sync, both");
+  app.add_option("--mma-path", mma_path_name,
+                 "estimator MMA path: auto (wgmma on sm_90), mma_sync, both");
   app.add_option("--causal", causal_modes, "causal modes to run (0, 1)");
-  app.add_option("--select-variants", select_variants, "estimator selection radix plans (0, 1; -1 = default)");
+  app.add_option("--select-variants", select_variants,
+                 "estimator selection radix plans (0, 1; -1 = default)");
   CLI11_PARSE(app, argc, argv);
 
   CudaBackendOptions options;
@@ -142,16 +145,18 @@ int main(int argc, char** argv) {
 
   std::string command;
   for (int i = 0; i < argc; ++i) command += (i ? " " : "") + std::string(argv[i]);
-  nlohmann::json report = {{"device", prop.name},
-                           {"sm_count", prop.multiProcessorCount},
-                           {"date", bench::UtcNow()},
-                           {"git_commit", commit},
-                           {"command", command},
-                           {"attention_path", path_name},
-                           {"shape", {{"hq", hq}, {"hkv", hkv}, {"head_dim", head_dim}, {"block", 128}}},
-                           {"points", nlohmann::json::array()},
-                           {"estimation", nlohmann::json::array()}};
-  std::printf("%-8s %-7s %-8s %-9s %-10s %-9s\n", "L", "causal", "density", "measured", "ms", "TFLOP/s");
+  nlohmann::json report = {
+      {"device", prop.name},
+      {"sm_count", prop.multiProcessorCount},
+      {"date", bench::UtcNow()},
+      {"git_commit", commit},
+      {"command", command},
+      {"attention_path", path_name},
+      {"shape", {{"hq", hq}, {"hkv", hkv}, {"head_dim", head_dim}, {"block", 128}}},
+      {"points", nlohmann::json::array()},
+      {"estimation", nlohmann::json::array()}};
+  std::printf("%-8s %-7s %-8s %-9s %-10s %-9s\n", "L", "causal", "density", "measured", "ms",
+              "TFLOP/s");
 
   for (int L : lengths) {
     const int nb = L / 128;
@@ -200,17 +205,21 @@ int main(int argc, char** argv) {
       double dense_ms = 0;
       for (double density : estimation_only ? std::vector<double>{} : densities) {
         const HostMask mask = MakeMask(hq, nb, causal, density, 12345u);
-        BackendBuffer offsets = alloc(mask.offsets.size() * 4), blocks = alloc(std::max<size_t>(mask.blocks.size(), 1) * 4);
-        BENCH_CHECK(backend->CopyToBackend(offsets.get(), mask.offsets.data(), mask.offsets.size() * 4));
-        BENCH_CHECK(backend->CopyToBackend(blocks.get(), mask.blocks.data(), mask.blocks.size() * 4));
+        BackendBuffer offsets = alloc(mask.offsets.size() * 4),
+                      blocks = alloc(std::max<size_t>(mask.blocks.size(), 1) * 4);
+        BENCH_CHECK(
+            backend->CopyToBackend(offsets.get(), mask.offsets.data(), mask.offsets.size() * 4));
+        BENCH_CHECK(
+            backend->CopyToBackend(blocks.get(), mask.blocks.data(), mask.blocks.size() * 4));
         p.mask_row_offsets = static_cast<const int32_t*>(offsets.get());
         p.mask_kv_blocks = static_cast<const int32_t*>(blocks.get());
-        const double ms = bench::MedianMs([&] { BENCH_CHECK(backend->Attention(p)); }, warmup, point_runs, stream);
+        const double ms = bench::MedianMs([&] { BENCH_CHECK(backend->Attention(p)); }, warmup,
+                                          point_runs, stream);
         const double flops = 4.0 * L * L * hq * head_dim * (causal ? 0.5 : 1.0) * mask.density();
         const double tflops = flops / (ms * 1e-3) / 1e12;
         if (density == 1.0) dense_ms = ms;
-        std::printf("%-8d %-7s %-8.2f %-9.3f %-10.2f %-9.1f\n", L, causal ? "yes" : "no", density, mask.density(), ms,
-                    tflops);
+        std::printf("%-8d %-7s %-8.2f %-9.3f %-10.2f %-9.1f\n", L, causal ? "yes" : "no", density,
+                    mask.density(), ms, tflops);
         std::fflush(stdout);
         report["points"].push_back({{"L", L},
                                     {"causal", causal},
@@ -253,15 +262,18 @@ int main(int argc, char** argv) {
       ep.causal = causal;
       ep.scale = p.scale;
       const int est_runs = L >= (1 << 20) ? 1 : point_runs;
-      const double pool_ms = bench::MedianMs([&] { BENCH_CHECK(backend->PoolKeys(pk)); }, 1, est_runs, stream);
+      const double pool_ms =
+          bench::MedianMs([&] { BENCH_CHECK(backend->PoolKeys(pk)); }, 1, est_runs, stream);
       std::vector<cuda::EstimatorPrecision> precisions;
       if (precision_name != "split") precisions.push_back(cuda::EstimatorPrecision::kBf16);
       if (precision_name != "bf16") precisions.push_back(cuda::EstimatorPrecision::kSplit);
       std::vector<std::tuple<cuda::EstimatorPrecision, cuda::EstimatorMmaPath, int>> variants;
       for (const cuda::EstimatorPrecision precision : precisions) {
         for (const int sv : select_variants) {
-          if (mma_path_name != "mma_sync") variants.emplace_back(precision, cuda::EstimatorMmaPath::kAuto, sv);
-          if (mma_path_name != "auto") variants.emplace_back(precision, cuda::EstimatorMmaPath::kMmaSync, sv);
+          if (mma_path_name != "mma_sync")
+            variants.emplace_back(precision, cuda::EstimatorMmaPath::kAuto, sv);
+          if (mma_path_name != "auto")
+            variants.emplace_back(precision, cuda::EstimatorMmaPath::kMmaSync, sv);
         }
       }
       const cuda::EstimatorTuning default_tuning = cuda::GetEstimatorTuning();
@@ -270,9 +282,10 @@ int main(int argc, char** argv) {
         cuda::EstimatorTuning tuning = default_tuning;
         if (select_variant >= 0) tuning.select_variant = select_variant;
         cuda::SetEstimatorTuning(tuning);
-        const std::string pname = std::string(precision == cuda::EstimatorPrecision::kBf16 ? "bf16" : "split") +
-                                  (mma_path == cuda::EstimatorMmaPath::kAuto ? "" : "/mma_sync") + "/select" +
-                                  std::to_string(tuning.select_variant);
+        const std::string pname =
+            std::string(precision == cuda::EstimatorPrecision::kBf16 ? "bf16" : "split") +
+            (mma_path == cuda::EstimatorMmaPath::kAuto ? "" : "/mma_sync") + "/select" +
+            std::to_string(tuning.select_variant);
         cuda::SetEstimatorPrecision(precision);
         cuda::SetEstimatorMmaPath(mma_path);
         cuda::EstimatorProfile prof;
@@ -298,36 +311,42 @@ int main(int argc, char** argv) {
         };
         const double device_ms = pool_ms + median(&cuda::EstimatorProfile::device_ms);
         const double scores_ms = median(&cuda::EstimatorProfile::scores_ms);
-        const double flops = 2.0 * hq * (static_cast<double>(L) / stride) * (static_cast<double>(L) / stride) *
-                             head_dim * (causal ? 0.5 : 1.0) * (profs.empty() ? 1 : profs[0].terms);
-        std::printf("estimate L=%d causal=%d %s%s: device %.2f ms (pool %.2f, prepare %.2f, scores %.2f = %.0f TFLOP/s "
-                    "of MMA, select %.2f, csr %.2f; %d chunks)",
-                    L, causal, pname.c_str(), !profs.empty() && profs[0].wgmma ? " (wgmma)" : "", device_ms, pool_ms, median(&cuda::EstimatorProfile::prepare_ms), scores_ms,
-                    flops / (scores_ms * 1e-3) / 1e12, median(&cuda::EstimatorProfile::select_ms),
-                    median(&cuda::EstimatorProfile::csr_ms), profs.empty() ? 0 : profs[0].chunks);
-        if (dense_ms > 0) std::printf(" = %.2f%% of dense %.2f ms", 100 * device_ms / dense_ms, dense_ms);
+        const double flops = 2.0 * hq * (static_cast<double>(L) / stride) *
+                             (static_cast<double>(L) / stride) * head_dim * (causal ? 0.5 : 1.0) *
+                             (profs.empty() ? 1 : profs[0].terms);
+        std::printf(
+            "estimate L=%d causal=%d %s%s: device %.2f ms (pool %.2f, prepare %.2f, scores %.2f = "
+            "%.0f TFLOP/s "
+            "of MMA, select %.2f, csr %.2f; %d chunks)",
+            L, causal, pname.c_str(), !profs.empty() && profs[0].wgmma ? " (wgmma)" : "", device_ms,
+            pool_ms, median(&cuda::EstimatorProfile::prepare_ms), scores_ms,
+            flops / (scores_ms * 1e-3) / 1e12, median(&cuda::EstimatorProfile::select_ms),
+            median(&cuda::EstimatorProfile::csr_ms), profs.empty() ? 0 : profs[0].chunks);
+        if (dense_ms > 0)
+          std::printf(" = %.2f%% of dense %.2f ms", 100 * device_ms / dense_ms, dense_ms);
         std::printf("; host call %.2f ms", estimate_ms);
         if (dense_ms > 0) std::printf(" (%.2f%%)", 100 * estimate_ms / dense_ms);
         std::printf("; estimated density %.3f\n", estimated.density());
         std::fflush(stdout);
-        nlohmann::json point = {{"L", L},
-                                {"causal", causal},
-                                {"stride", stride},
-                                {"tau", tau},
-                                {"precision", precision == cuda::EstimatorPrecision::kBf16 ? "bf16" : "split"},
-                                {"mma_path", !profs.empty() && profs[0].wgmma ? "wgmma" : "mma_sync"},
-                                {"select_variant", tuning.select_variant},
-                                {"mma_terms", profs.empty() ? 0 : profs[0].terms},
-                                {"chunks", profs.empty() ? 0 : profs[0].chunks},
-                                {"estimate_device_ms", device_ms},
-                                {"pool_ms", pool_ms},
-                                {"prepare_ms", median(&cuda::EstimatorProfile::prepare_ms)},
-                                {"scores_ms", scores_ms},
-                                {"select_ms", median(&cuda::EstimatorProfile::select_ms)},
-                                {"csr_ms", median(&cuda::EstimatorProfile::csr_ms)},
-                                {"estimate_host_ms", estimate_ms},
-                                {"estimated_density", estimated.density()},
-                                {"selected_blocks", estimated.selected_blocks()}};
+        nlohmann::json point = {
+            {"L", L},
+            {"causal", causal},
+            {"stride", stride},
+            {"tau", tau},
+            {"precision", precision == cuda::EstimatorPrecision::kBf16 ? "bf16" : "split"},
+            {"mma_path", !profs.empty() && profs[0].wgmma ? "wgmma" : "mma_sync"},
+            {"select_variant", tuning.select_variant},
+            {"mma_terms", profs.empty() ? 0 : profs[0].terms},
+            {"chunks", profs.empty() ? 0 : profs[0].chunks},
+            {"estimate_device_ms", device_ms},
+            {"pool_ms", pool_ms},
+            {"prepare_ms", median(&cuda::EstimatorProfile::prepare_ms)},
+            {"scores_ms", scores_ms},
+            {"select_ms", median(&cuda::EstimatorProfile::select_ms)},
+            {"csr_ms", median(&cuda::EstimatorProfile::csr_ms)},
+            {"estimate_host_ms", estimate_ms},
+            {"estimated_density", estimated.density()},
+            {"selected_blocks", estimated.selected_blocks()}};
         if (dense_ms > 0) {
           point["dense_ms"] = dense_ms;
           point["estimate_device_fraction_of_dense"] = device_ms / dense_ms;
@@ -341,13 +360,16 @@ int main(int argc, char** argv) {
       if (estimation_only) continue;
       BackendBuffer offsets = alloc(estimated.row_offsets.size() * 4);
       BackendBuffer blocks = alloc(std::max<size_t>(estimated.kv_blocks.size(), 1) * 4);
-      BENCH_CHECK(backend->CopyToBackend(offsets.get(), estimated.row_offsets.data(), estimated.row_offsets.size() * 4));
-      BENCH_CHECK(backend->CopyToBackend(blocks.get(), estimated.kv_blocks.data(), estimated.kv_blocks.size() * 4));
+      BENCH_CHECK(backend->CopyToBackend(offsets.get(), estimated.row_offsets.data(),
+                                         estimated.row_offsets.size() * 4));
+      BENCH_CHECK(backend->CopyToBackend(blocks.get(), estimated.kv_blocks.data(),
+                                         estimated.kv_blocks.size() * 4));
       p.mask_row_offsets = static_cast<const int32_t*>(offsets.get());
       p.mask_kv_blocks = static_cast<const int32_t*>(blocks.get());
-      const double sparse_ms = bench::MedianMs([&] { BENCH_CHECK(backend->Attention(p)); }, warmup, point_runs, stream);
-      std::printf("estimated mask L=%d causal=%d: density %.3f, sparse %.2f ms vs dense %.2f ms\n", L, causal,
-                  estimated.density(), sparse_ms, dense_ms);
+      const double sparse_ms =
+          bench::MedianMs([&] { BENCH_CHECK(backend->Attention(p)); }, warmup, point_runs, stream);
+      std::printf("estimated mask L=%d causal=%d: density %.3f, sparse %.2f ms vs dense %.2f ms\n",
+                  L, causal, estimated.density(), sparse_ms, dense_ms);
       std::fflush(stdout);
       report["estimation"].back()["sparse_ms"] = sparse_ms;
       report["estimation"].back()["note"] =

@@ -9,14 +9,14 @@
 #include <set>
 
 #include "absl/strings/str_cat.h"
-#include "kernels/backend.h"
 #include "bench/quality/baselines/antidiagonal_mask_estimator.h"
+#include "bench/quality/baselines/oracle_mask.h"
+#include "bench/quality/baselines/static_window_mask.h"
+#include "kernels/backend.h"
 #include "kernels/cpu/block_sparse_attention.h"
 #include "kernels/cpu/key_pooling.h"
-#include "bench/quality/baselines/oracle_mask.h"
 #include "kernels/cpu/reference_attention.h"
 #include "kernels/cpu/round_robin_mask_estimator.h"
-#include "bench/quality/baselines/static_window_mask.h"
 #include "parallel/sequence_gather.h"
 #include "parallel/sparse_cp_attention.h"
 
@@ -292,7 +292,8 @@ EstimatorPoint Point(const std::string& estimator, int stride, double tau, doubl
 
 // Round robin (or rr+heavy) through SparseCpAttention: the mask and output the distributed
 // path produces.
-absl::Status RoundRobinPoint(Context& c, int stride, float tau, MaskEstimator estimator, EstimatorPoint* pt) {
+absl::Status RoundRobinPoint(Context& c, int stride, float tau, MaskEstimator estimator,
+                             EstimatorPoint* pt) {
   const WorkloadShard& s = c.shard;
   std::vector<float> o(static_cast<size_t>(c.local_len) * s.heads * s.head_dim);
   std::vector<float> lse(static_cast<size_t>(c.local_len) * s.heads);
@@ -424,7 +425,9 @@ absl::StatusOr<WorkloadReport> EvaluateWorkload(Communicator& comm, const CpLayo
     if (!anti.ok()) return anti.status();
     for (float tau : sweep.taus) {
       EstimatorPoint rr = Point("rr", stride, tau, rr_flops);
-      if (absl::Status s = RoundRobinPoint(c, stride, tau, MaskEstimator::kRoundRobin, &rr); !s.ok()) return s;
+      if (absl::Status s = RoundRobinPoint(c, stride, tau, MaskEstimator::kRoundRobin, &rr);
+          !s.ok())
+        return s;
       // The static window that matches this point's density.
       windows.insert(cpu::WindowForDensity({shard.heads, c.num_blocks, sweep.block, 1, sweep.causal,
                                             sweep.keep_sink, sweep.keep_recent},
@@ -434,9 +437,12 @@ absl::StatusOr<WorkloadReport> EvaluateWorkload(Communicator& comm, const CpLayo
       if (absl::Status s = UnrotatedPoint(c, stride, tau, &unrotated); !s.ok()) return s;
       report.points.push_back(std::move(unrotated));
       // One heavy key per block on top: B / S more keys per B / S pooled ones.
-      const double heavy_pairs = static_cast<double>(c.seq_len / stride) * (c.num_blocks + 1) / (sweep.causal ? 2 : 1);
-      EstimatorPoint heavy = Point("rr+heavy", stride, tau, rr_flops + heavy_pairs / (2 * dense_pairs));
-      if (absl::Status s = RoundRobinPoint(c, stride, tau, MaskEstimator::kRoundRobinHeavy, &heavy); !s.ok()) {
+      const double heavy_pairs =
+          static_cast<double>(c.seq_len / stride) * (c.num_blocks + 1) / (sweep.causal ? 2 : 1);
+      EstimatorPoint heavy =
+          Point("rr+heavy", stride, tau, rr_flops + heavy_pairs / (2 * dense_pairs));
+      if (absl::Status s = RoundRobinPoint(c, stride, tau, MaskEstimator::kRoundRobinHeavy, &heavy);
+          !s.ok()) {
         return s;
       }
       report.points.push_back(std::move(heavy));

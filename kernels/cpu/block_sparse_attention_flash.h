@@ -279,7 +279,8 @@ class WorkItem {
   // rw = 1 prefetches for writing (O rows), 0 for reading (Q rows).
   template <int rw>
   static void PrefetchRow(const void* row, size_t bytes) {
-    for (size_t b = 0; b < bytes; b += 64) __builtin_prefetch(static_cast<const char*>(row) + b, rw);
+    for (size_t b = 0; b < bytes; b += 64)
+      __builtin_prefetch(static_cast<const char*>(row) + b, rw);
   }
 
   // Converts the Q rows into a row-major staging tile first (the free K tile), then writes
@@ -436,7 +437,8 @@ class WorkItem {
       return;
     }
     for (int d = 0; d < g_.head_dim; ++d) o[d] = t_.o_t[d * g_.bp + i] / sum;
-    p_.lse[out_row] = static_cast<float>((max + std::log2(static_cast<double>(sum))) * std::numbers::ln2);
+    p_.lse[out_row] =
+        static_cast<float>((max + std::log2(static_cast<double>(sum))) * std::numbers::ln2);
   }
 
   const AttentionParams& p_;

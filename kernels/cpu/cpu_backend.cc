@@ -65,20 +65,24 @@ class CpuBackend final : public AttentionBackend {
   }
   absl::Status Synchronize() override { return absl::OkStatus(); }
 
-  absl::StatusOr<BackendBuffer> AllocateHost(size_t bytes) override { return HostArena::Process().Allocate(bytes); }
+  absl::StatusOr<BackendBuffer> AllocateHost(size_t bytes) override {
+    return HostArena::Process().Allocate(bytes);
+  }
   void ReserveHost(size_t bytes) override { HostArena::Process().Reserve(bytes); }
   size_t PrepareHost(size_t bytes) override {
     ReserveHost(bytes);
     return 0;  // the CPU writes downloads in place: nothing to page-lock
   }
   absl::Status StartDownload(const DownloadParams& p) override {
-    if (p.src_dtype != DType::kF32) return absl::InvalidArgumentError("StartDownload: CPU memory holds fp32 values");
+    if (p.src_dtype != DType::kF32)
+      return absl::InvalidArgumentError("StartDownload: CPU memory holds fp32 values");
     constexpr int64_t kChunk = int64_t{1} << 20;
     auto* dst = static_cast<char*>(p.host_dst);
     const auto* src = static_cast<const float*>(p.src);
     cpu::ParallelFor((p.n + kChunk - 1) / kChunk, threads_, [&](int64_t c) {
       const int64_t begin = c * kChunk;
-      ConvertFromF32(p.dtype, src + begin, dst + begin * DTypeSize(p.dtype), std::min(kChunk, p.n - begin));
+      ConvertFromF32(p.dtype, src + begin, dst + begin * DTypeSize(p.dtype),
+                     std::min(kChunk, p.n - begin));
     });
     ++downloads_;
     return absl::OkStatus();
@@ -87,7 +91,9 @@ class CpuBackend final : public AttentionBackend {
   int64_t DownloadsStarted() const override { return downloads_; }
   absl::Status WaitForDownloads(int64_t) override { return absl::OkStatus(); }
   absl::Status FinishDownloads() override { return absl::OkStatus(); }
-  absl::StatusOr<std::unique_ptr<PhaseTimer>> NewPhaseTimer() override { return MakeHostPhaseTimer(); }
+  absl::StatusOr<std::unique_ptr<PhaseTimer>> NewPhaseTimer() override {
+    return MakeHostPhaseTimer();
+  }
 
  private:
   int threads_;

@@ -46,10 +46,14 @@ bool Supported(CpuIsa isa) {
 
 std::string_view CpuIsaName(CpuIsa isa) {
   switch (isa) {
-    case CpuIsa::kPortable: return "portable";
-    case CpuIsa::kAvx2: return "avx2";
-    case CpuIsa::kAvx512: return "avx512";
-    case CpuIsa::kNeon: return "neon";
+    case CpuIsa::kPortable:
+      return "portable";
+    case CpuIsa::kAvx2:
+      return "avx2";
+    case CpuIsa::kAvx512:
+      return "avx512";
+    case CpuIsa::kNeon:
+      return "neon";
   }
   return "?";
 }
@@ -82,7 +86,8 @@ absl::StatusOr<CpuIsa> SelectedCpuIsa() {
   const char* forced = std::getenv("PREFILL_CPU_ISA");
   if (forced == nullptr || *forced == '\0') return BestCpuIsa();
   absl::StatusOr<CpuIsa> isa = ParseCpuIsa(forced);
-  if (!isa.ok()) return absl::InvalidArgumentError(absl::StrCat("PREFILL_CPU_ISA: ", isa.status().message()));
+  if (!isa.ok())
+    return absl::InvalidArgumentError(absl::StrCat("PREFILL_CPU_ISA: ", isa.status().message()));
   if (!CpuRuns(*isa)) {
     std::vector<std::string> names;
     for (CpuIsa runnable : RunnableCpuIsas()) names.emplace_back(CpuIsaName(runnable));

@@ -24,7 +24,9 @@ constexpr int64_t kConvertChunk = int64_t{1} << 20;  // values per conversion ta
 
 class CpuLayerBackend final : public LayerBackend {
  public:
-  explicit CpuLayerBackend(int threads) : threads_(threads > 0 ? threads : 1) { openblas_set_num_threads(threads_); }
+  explicit CpuLayerBackend(int threads) : threads_(threads > 0 ? threads : 1) {
+    openblas_set_num_threads(threads_);
+  }
 
   std::string_view name() const override { return "cpu"; }
   DType activation_dtype() const override { return DType::kF32; }
@@ -49,7 +51,8 @@ class CpuLayerBackend final : public LayerBackend {
       const int64_t n = source.rows * source.cols;
       cpu::ParallelFor((n + kConvertChunk - 1) / kConvertChunk, threads_, [&](int64_t c) {
         const int64_t begin = c * kConvertChunk, count = std::min(kConvertChunk, n - begin);
-        ConvertToF32(source.dtype, static_cast<const char*>(source.data) + begin * DTypeSize(source.dtype),
+        ConvertToF32(source.dtype,
+                     static_cast<const char*>(source.data) + begin * DTypeSize(source.dtype),
                      copy + begin, count);
       });
       copy += n;
@@ -58,7 +61,8 @@ class CpuLayerBackend final : public LayerBackend {
   }
 
   absl::Status Linear(const LinearParams& p) override {
-    if (!p.w || !p.w->data || !p.x || !p.y || p.rows < 0) return Invalid("Linear", "null pointer or negative rows");
+    if (!p.w || !p.w->data || !p.x || !p.y || p.rows < 0)
+      return Invalid("Linear", "null pointer or negative rows");
     if (p.x == p.y) return Invalid("Linear", "y must not alias x");
     if (p.x_dtype != DType::kF32 || p.y_dtype != DType::kF32) return Invalid("Linear", kF32Only);
     const int64_t in = p.w->cols, out = p.w->rows;
@@ -66,10 +70,10 @@ class CpuLayerBackend final : public LayerBackend {
     if (x_stride < in) return Invalid("Linear", "x_row_stride < w.cols");
     if (p.rows == 0) return absl::OkStatus();
     auto* y = static_cast<float*>(p.y);
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(p.rows), static_cast<int>(out),
-                static_cast<int>(in), 1.0f, static_cast<const float*>(p.x), static_cast<int>(x_stride),
-                static_cast<const float*>(p.w->data), static_cast<int>(in), p.accumulate ? 1.0f : 0.0f, y,
-                static_cast<int>(out));
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(p.rows),
+                static_cast<int>(out), static_cast<int>(in), 1.0f, static_cast<const float*>(p.x),
+                static_cast<int>(x_stride), static_cast<const float*>(p.w->data),
+                static_cast<int>(in), p.accumulate ? 1.0f : 0.0f, y, static_cast<int>(out));
     if (p.bias) {
       cpu::ParallelFor(p.rows, threads_, [&](int64_t r) {
         for (int64_t o = 0; o < out; ++o) y[r * out + o] += p.bias[o];
@@ -79,7 +83,8 @@ class CpuLayerBackend final : public LayerBackend {
   }
 
   absl::Status RmsNorm(const RmsNormParams& p) override {
-    if (!p.x || !p.y || !p.weight || p.rows < 0 || p.features < 1) return Invalid("RmsNorm", "null pointer or bad size");
+    if (!p.x || !p.y || !p.weight || p.rows < 0 || p.features < 1)
+      return Invalid("RmsNorm", "null pointer or bad size");
     if (p.y_dtype != DType::kF32) return Invalid("RmsNorm", kF32Only);
     cpu::ParallelFor(p.rows, threads_, [&](int64_t r) {
       const float* x = p.x + r * p.features;
@@ -93,8 +98,8 @@ class CpuLayerBackend final : public LayerBackend {
   }
 
   absl::Status SplitQkv(const QkvSplitParams& p) override {
-    if (!p.qkv || !p.q || !p.positions || !p.inv_freq || p.rows < 0 || p.heads < 1 || p.kv_heads < 0 ||
-        p.head_dim < 2 || p.head_dim % 2 || (p.kv_heads > 0 && (!p.k || !p.v))) {
+    if (!p.qkv || !p.q || !p.positions || !p.inv_freq || p.rows < 0 || p.heads < 1 ||
+        p.kv_heads < 0 || p.head_dim < 2 || p.head_dim % 2 || (p.kv_heads > 0 && (!p.k || !p.v))) {
       return Invalid("SplitQkv", "null pointer, or heads < 1, kv_heads < 0, or head_dim not even");
     }
     if (p.dtype != DType::kF32) return Invalid("SplitQkv", kF32Only);
@@ -108,7 +113,9 @@ class CpuLayerBackend final : public LayerBackend {
         sin_t[i] = static_cast<float>(std::sin(angle));
       }
       const float* in = static_cast<const float*>(p.qkv) + r * row_in;
-      auto value = [&](int64_t j) { return p.bias ? in[j] + p.bias[j] : in[j]; };  // j: index in the row
+      auto value = [&](int64_t j) {
+        return p.bias ? in[j] + p.bias[j] : in[j];
+      };  // j: index in the row
       auto rotate = [&](int64_t from, float* dst) {
         for (int i = 0; i < half; ++i) {
           const float a = value(from + i), b = value(from + i + half);
@@ -116,9 +123,11 @@ class CpuLayerBackend final : public LayerBackend {
           dst[i + half] = b * cos_t[i] + a * sin_t[i];
         }
       };
-      for (int h = 0; h < p.heads; ++h) rotate(h * d, static_cast<float*>(p.q) + (r * p.heads + h) * d);
+      for (int h = 0; h < p.heads; ++h)
+        rotate(h * d, static_cast<float*>(p.q) + (r * p.heads + h) * d);
       const int64_t k_in = p.heads * d, v_in = k_in + p.kv_heads * d;
-      for (int h = 0; h < p.kv_heads; ++h) rotate(k_in + h * d, static_cast<float*>(p.k) + (r * p.kv_heads + h) * d);
+      for (int h = 0; h < p.kv_heads; ++h)
+        rotate(k_in + h * d, static_cast<float*>(p.k) + (r * p.kv_heads + h) * d);
       float* v = static_cast<float*>(p.v) + r * p.kv_heads * d;
       for (int64_t j = 0; j < p.kv_heads * d; ++j) v[j] = value(v_in + j);
     });
@@ -126,7 +135,8 @@ class CpuLayerBackend final : public LayerBackend {
   }
 
   absl::Status SwiGlu(const SwiGluParams& p) override {
-    if (!p.gate || !p.up || p.n < 0 || p.rows < 0) return Invalid("SwiGlu", "null pointer or negative size");
+    if (!p.gate || !p.up || p.n < 0 || p.rows < 0)
+      return Invalid("SwiGlu", "null pointer or negative size");
     if (p.dtype != DType::kF32) return Invalid("SwiGlu", kF32Only);
     const int64_t stride = p.row_stride ? p.row_stride : p.n;
     cpu::ParallelFor(p.rows, threads_, [&](int64_t r) {
@@ -138,7 +148,8 @@ class CpuLayerBackend final : public LayerBackend {
   }
 
   absl::Status Embed(const EmbedParams& p) override {
-    if (!p.ids || !p.table || !p.table->data || !p.y || p.rows < 0) return Invalid("Embed", "null pointer or negative rows");
+    if (!p.ids || !p.table || !p.table->data || !p.y || p.rows < 0)
+      return Invalid("Embed", "null pointer or negative rows");
     const int64_t hidden = p.table->cols;
     const auto* table = static_cast<const float*>(p.table->data);
     cpu::ParallelFor(p.rows, threads_, [&](int64_t r) {
@@ -159,6 +170,8 @@ class CpuLayerBackend final : public LayerBackend {
 
 }  // namespace
 
-std::unique_ptr<LayerBackend> MakeCpuLayerBackend(int threads) { return std::make_unique<CpuLayerBackend>(threads); }
+std::unique_ptr<LayerBackend> MakeCpuLayerBackend(int threads) {
+  return std::make_unique<CpuLayerBackend>(threads);
+}
 
 }  // namespace prefill

@@ -31,9 +31,10 @@ absl::Status Validate(const PoolKeysParams& p) {
   if (p.k_row_stride < width) {
     return Invalid("k_row_stride (", p.k_row_stride, ") must be >= hkv * head_dim (", width, ")");
   }
-  if (p.heavy != nullptr && (p.block_size < p.stride || p.block_size % p.stride != 0 || p.lk % p.block_size != 0)) {
-    return Invalid("heavy keys need block_size (", p.block_size, ") a multiple of stride (", p.stride,
-                   ") dividing lk (", p.lk, ")");
+  if (p.heavy != nullptr &&
+      (p.block_size < p.stride || p.block_size % p.stride != 0 || p.lk % p.block_size != 0)) {
+    return Invalid("heavy keys need block_size (", p.block_size, ") a multiple of stride (",
+                   p.stride, ") dividing lk (", p.lk, ")");
   }
   return absl::OkStatus();
 }
@@ -49,11 +50,13 @@ void SelectHeavyKeys(const PoolKeysParams& p) {
       double best = -1;
       int64_t best_t = 0;
       for (int64_t t = b * p.block_size; t < (b + 1) * p.block_size; ++t) {
-        ConvertToF32(p.dtype, k + t * row_bytes + g * p.head_dim * DTypeSize(p.dtype), row.data(), p.head_dim);
+        ConvertToF32(p.dtype, k + t * row_bytes + g * p.head_dim * DTypeSize(p.dtype), row.data(),
+                     p.head_dim);
         const float* mean_sum = p.pooled + (t / p.stride) * width + g * p.head_dim;
         double dev = 0;  // -ffp-contract=off: a product, then a sum, as __dmul_rn / __dadd_rn
         for (int e = 0; e < p.head_dim; ++e) {
-          const double d = static_cast<double>(row[e]) - static_cast<double>(mean_sum[e]) / p.stride;
+          const double d =
+              static_cast<double>(row[e]) - static_cast<double>(mean_sum[e]) / p.stride;
           dev += d * d;
         }
         if (dev > best) {

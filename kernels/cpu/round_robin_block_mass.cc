@@ -2,9 +2,9 @@
 #include "kernels/cpu/round_robin_block_mass.h"
 
 #include <algorithm>
+#include <cmath>
 #include <cstddef>
 #include <cstdint>
-#include <cmath>
 #include <numbers>
 
 #include "kernels/block_mask.h"
@@ -31,15 +31,18 @@ PackedKeys PackKeys(const float* rows, int num_rows, int hkv, int head_dim) {
 BlockMassKernel BlockMassKernelFor(CpuIsa isa) {
   switch (isa) {
 #if defined(__x86_64__)
-    case CpuIsa::kAvx512: return &AccumulateBlockMassAvx512;
-    case CpuIsa::kAvx2: return &AccumulateBlockMassAvx2;
+    case CpuIsa::kAvx512:
+      return &AccumulateBlockMassAvx512;
+    case CpuIsa::kAvx2:
+      return &AccumulateBlockMassAvx2;
 #endif
-    default: return &AccumulateBlockMassGeneric;
+    default:
+      return &AccumulateBlockMassGeneric;
   }
 }
 
-void RowBlockMass(const MaskEstimateParams& p, const PackedKeys& keys, const PackedKeys* heavy, int head,
-                  int q_block, BlockMassKernel kernel, std::span<float> mass) {
+void RowBlockMass(const MaskEstimateParams& p, const PackedKeys& keys, const PackedKeys* heavy,
+                  int head, int q_block, BlockMassKernel kernel, std::span<float> mass) {
   const int strides_per_block = p.block_size / p.stride;
   const int num_strides = p.seq_len / p.stride;
   // Absolute key stride of the block's first query stride.

@@ -86,7 +86,7 @@ BlockMassKernel BlockMassKernelFor(CpuIsa isa);
 // mass[J] (size seq_len / block_size) = the softmax mass of KV block J summed over the sampled
 // queries of local query block q_block in query head `head` (p must be valid). `heavy`: the
 // packed p.heavy_k, or null.
-void RowBlockMass(const MaskEstimateParams& p, const PackedKeys& keys, const PackedKeys* heavy, int head,
-                  int q_block, BlockMassKernel kernel, std::span<float> mass);
+void RowBlockMass(const MaskEstimateParams& p, const PackedKeys& keys, const PackedKeys* heavy,
+                  int head, int q_block, BlockMassKernel kernel, std::span<float> mass);
 
 }  // namespace prefill::cpu::round_robin

@@ -129,9 +129,11 @@ BlockMask Assemble(const MaskEstimateParams& p, const std::vector<std::vector<in
 absl::StatusOr<BlockMask> EstimateRoundRobinMask(const MaskEstimateParams& p, int threads) {
   PREFILL_RETURN_IF_ERROR(Validate(p));
   const int num_kv_blocks = p.seq_len / p.block_size;
-  const round_robin::PackedKeys keys = round_robin::PackKeys(p.pooled_k, p.seq_len / p.stride, p.hkv, p.head_dim);
+  const round_robin::PackedKeys keys =
+      round_robin::PackKeys(p.pooled_k, p.seq_len / p.stride, p.hkv, p.head_dim);
   std::optional<round_robin::PackedKeys> heavy;
-  if (p.heavy_k != nullptr) heavy = round_robin::PackKeys(p.heavy_k, num_kv_blocks, p.hkv, p.head_dim);
+  if (p.heavy_k != nullptr)
+    heavy = round_robin::PackKeys(p.heavy_k, num_kv_blocks, p.hkv, p.head_dim);
   const absl::StatusOr<CpuIsa> isa = SelectedCpuIsa();
   if (!isa.ok()) return isa.status();
   const round_robin::BlockMassKernel kernel = round_robin::BlockMassKernelFor(*isa);

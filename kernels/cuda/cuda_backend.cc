@@ -14,12 +14,12 @@
 #include "absl/strings/str_cat.h"
 #include "kernels/cuda/attention/block_sparse_attention.h"
 #include "kernels/cuda/cuda_check.h"
-#include "kernels/cuda/layer_ops.h"
 #include "kernels/cuda/device_memory_ledger.h"
-#include "kernels/cuda/event_phase_timer.h"
 #include "kernels/cuda/estimation/round_robin_mask_estimator.h"
+#include "kernels/cuda/event_phase_timer.h"
 #include "kernels/cuda/gather_rows.h"
 #include "kernels/cuda/key_pooling.h"
+#include "kernels/cuda/layer_ops.h"
 #include "kernels/cuda/lse_merge.h"
 #include "kernels/cuda/staged_download.h"
 #include "kernels/host_arena.h"
@@ -71,7 +71,7 @@ class CudaBackend final : public AttentionBackend {
   ~CudaBackend() override {
     (void)cudaSetDevice(ctx_.device);
     downloader_.reset();  // waits on events of the compute stream: before the stream goes
-    scratch_.reset();  // frees on the stream, before the stream goes
+    scratch_.reset();     // frees on the stream, before the stream goes
     mask_storage_.reset();
     (void)cudaStreamSynchronize(ctx_.stream);
     (void)cudaStreamDestroy(ctx_.stream);
@@ -101,7 +101,8 @@ class CudaBackend final : public AttentionBackend {
   absl::StatusOr<BackendBlockMask> EstimateMaskInBackend(const MaskEstimateParams& p) override {
     CUDA_CHECK(cudaSetDevice(ctx_.device));
     cuda::DeviceMaskCsr csr;
-    absl::StatusOr<BlockMask> mask = cuda::EstimateRoundRobinMaskOnDevice(p, ctx_, *mask_storage_, &csr);
+    absl::StatusOr<BlockMask> mask =
+        cuda::EstimateRoundRobinMaskOnDevice(p, ctx_, *mask_storage_, &csr);
     if (!mask.ok()) return mask.status();
     return BackendBlockMask{*std::move(mask), csr.row_offsets, csr.kv_blocks};
   }
@@ -147,7 +148,9 @@ class CudaBackend final : public AttentionBackend {
 
   // Pageable, 2 MiB aligned and marked for transparent huge pages (fewer first-touch faults
   // for the StagedDownloader's memcpy): page-locking GBs would stall the compute thread.
-  absl::StatusOr<BackendBuffer> AllocateHost(size_t bytes) override { return HostArena::Process().Allocate(bytes); }
+  absl::StatusOr<BackendBuffer> AllocateHost(size_t bytes) override {
+    return HostArena::Process().Allocate(bytes);
+  }
   void ReserveHost(size_t bytes) override { HostArena::Process().Reserve(bytes); }
   // Page-locks at most a quarter of the host's memory: the rest of a larger KV cache goes
   // through the staging ring.
@@ -157,12 +160,14 @@ class CudaBackend final : public AttentionBackend {
     if (!EnsureDownloader().ok()) return 0;
     HostArena& arena = HostArena::Process();
     arena.Reserve(bytes);
-    const size_t quarter = static_cast<size_t>(sysconf(_SC_PHYS_PAGES)) * static_cast<size_t>(sysconf(_SC_PAGE_SIZE)) / 4;
+    const size_t quarter = static_cast<size_t>(sysconf(_SC_PHYS_PAGES)) *
+                           static_cast<size_t>(sysconf(_SC_PAGE_SIZE)) / 4;
     const int device = ctx_.device;
     return arena.Pin(
         std::min(bytes, quarter),
         [device](void* p, size_t n) {
-          return cudaSetDevice(device) == cudaSuccess && cudaHostRegister(p, n, cudaHostRegisterDefault) == cudaSuccess;
+          return cudaSetDevice(device) == cudaSuccess &&
+                 cudaHostRegister(p, n, cudaHostRegisterDefault) == cudaSuccess;
         },
         [](void* p) { (void)cudaHostUnregister(p); });
   }
@@ -175,7 +180,8 @@ class CudaBackend final : public AttentionBackend {
     const size_t bytes = static_cast<size_t>(p.n) * DTypeSize(p.dtype);
     void* staging = nullptr;
     CUDA_CHECK(cudaMallocAsync(&staging, bytes, ctx_.stream));
-    const cuda::ConvertParams convert{.src = p.src, .dst = staging, .n = p.n, .dtype = p.dtype, .src_dtype = p.src_dtype};
+    const cuda::ConvertParams convert{
+        .src = p.src, .dst = staging, .n = p.n, .dtype = p.dtype, .src_dtype = p.src_dtype};
     if (absl::Status s = cuda::LaunchConvert(convert, ctx_); !s.ok()) {
       (void)cudaFreeAsync(staging, ctx_.stream);
       return s;
@@ -184,16 +190,23 @@ class CudaBackend final : public AttentionBackend {
     CUDA_CHECK(cudaEventCreateWithFlags(&converted, cudaEventDisableTiming));
     if (cudaError_t e = cudaEventRecord(converted, ctx_.stream); e != cudaSuccess) {
       (void)cudaEventDestroy(converted);
-      return cuda::CudaErrorStatus(e, "cudaEventRecord(converted, ctx_.stream)", __FILE__, __LINE__);
+      return cuda::CudaErrorStatus(e, "cudaEventRecord(converted, ctx_.stream)", __FILE__,
+                                   __LINE__);
     }
-    downloader_->Start({.src = staging, .bytes = bytes, .host_dst = p.host_dst, .ready = converted, .free_after = staging});
+    downloader_->Start({.src = staging,
+                        .bytes = bytes,
+                        .host_dst = p.host_dst,
+                        .ready = converted,
+                        .free_after = staging});
     return absl::OkStatus();
   }
   int64_t DownloadsStarted() const override { return downloader_ ? downloader_->started() : 0; }
   absl::Status WaitForDownloads(int64_t ticket) override {
     return ticket > 0 && downloader_ ? downloader_->WaitLanded(ticket) : absl::OkStatus();
   }
-  absl::Status FinishDownloads() override { return downloader_ ? downloader_->Finish() : absl::OkStatus(); }
+  absl::Status FinishDownloads() override {
+    return downloader_ ? downloader_->Finish() : absl::OkStatus();
+  }
   absl::StatusOr<std::unique_ptr<PhaseTimer>> NewPhaseTimer() override {
     return cuda::MakeEventPhaseTimer(ctx_.device, ctx_.stream);
   }
@@ -224,8 +237,8 @@ absl::StatusOr<std::unique_ptr<AttentionBackend>> CreateCudaBackend(
   const cudaError_t count_error = cudaGetDeviceCount(&count);
   if (count_error != cudaSuccess || count == 0) {
     return absl::UnavailableError(absl::StrCat(
-        "no CUDA device: ", count_error == cudaSuccess ? "device count 0"
-                                                       : cudaGetErrorString(count_error)));
+        "no CUDA device: ",
+        count_error == cudaSuccess ? "device count 0" : cudaGetErrorString(count_error)));
   }
   if (options.device_id < 0 || options.device_id >= count) {
     return absl::InvalidArgumentError(

@@ -23,7 +23,8 @@ struct CudaBackendOptions {
 
 // Creates the backend (cudaSetDevice, a non-blocking stream). Fails with Unavailable when the
 // device does not exist or the driver is missing.
-absl::StatusOr<std::unique_ptr<AttentionBackend>> CreateCudaBackend(const CudaBackendOptions& options);
+absl::StatusOr<std::unique_ptr<AttentionBackend>> CreateCudaBackend(
+    const CudaBackendOptions& options);
 
 // The factory of the backend table: nullptr when the device cannot be used (the reason is
 // printed to stderr); CreateCudaBackend says why instead.

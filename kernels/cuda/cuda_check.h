@@ -17,18 +17,19 @@ namespace prefill::cuda {
 // Internal: a sticky device error or a bug, not worth retrying on the same context.
 inline absl::Status CudaErrorStatus(cudaError_t error, const char* expr, const char* file,
                                     int line) {
-  std::string message = absl::StrCat(file, ":", line, ": ", expr, " failed: ",
-                                     cudaGetErrorName(error), " (", cudaGetErrorString(error), ")");
+  std::string message =
+      absl::StrCat(file, ":", line, ": ", expr, " failed: ", cudaGetErrorName(error), " (",
+                   cudaGetErrorString(error), ")");
   if (error == cudaErrorMemoryAllocation) return absl::ResourceExhaustedError(message);
   return absl::InternalError(message);
 }
 
 }  // namespace prefill::cuda
 
-#define CUDA_CHECK(expr)                                                                  \
-  do {                                                                                    \
-    const cudaError_t prefill_cuda_error_ = (expr);                                       \
-    if (prefill_cuda_error_ != cudaSuccess) {                                             \
+#define CUDA_CHECK(expr)                                                                       \
+  do {                                                                                         \
+    const cudaError_t prefill_cuda_error_ = (expr);                                            \
+    if (prefill_cuda_error_ != cudaSuccess) {                                                  \
       return ::prefill::cuda::CudaErrorStatus(prefill_cuda_error_, #expr, __FILE__, __LINE__); \
-    }                                                                                     \
+    }                                                                                          \
   } while (0)

@@ -54,7 +54,8 @@ bool IsActivationDType(DType d) { return d == DType::kF32 || d == DType::kBF16; 
 
 absl::Status CheckActivationDType(const char* op, DType d) {
   if (IsActivationDType(d)) return absl::OkStatus();
-  return Invalid(op, absl::StrCat("activations must be f32 or bf16, not ", std::string(DTypeName(d))));
+  return Invalid(op,
+                 absl::StrCat("activations must be f32 or bf16, not ", std::string(DTypeName(d))));
 }
 
 absl::Status ValidateLinear(const LinearParams& p) {
@@ -69,12 +70,15 @@ absl::Status ValidateLinear(const LinearParams& p) {
   }
   const int64_t x_stride = p.x_row_stride ? p.x_row_stride : p.w->cols;
   if (x_stride < p.w->cols || x_stride > kIntMax) {
-    return Invalid("Linear", absl::StrCat("x_row_stride (", x_stride, ") must be in [w.cols, 2^31)"));
+    return Invalid("Linear",
+                   absl::StrCat("x_row_stride (", x_stride, ") must be in [w.cols, 2^31)"));
   }
-  if (x_stride != p.w->cols && p.x_dtype != DType::kBF16) return Invalid("Linear", "a strided x must be bf16");
+  if (x_stride != p.w->cols && p.x_dtype != DType::kBF16)
+    return Invalid("Linear", "a strided x must be bf16");
   if (p.rows == 0) return absl::OkStatus();
   if (!p.x || !p.y) return Invalid("Linear", "null x or y");
-  const int64_t x_bytes = ((p.rows - 1) * x_stride + p.w->cols) * static_cast<int64_t>(DTypeSize(p.x_dtype));
+  const int64_t x_bytes =
+      ((p.rows - 1) * x_stride + p.w->cols) * static_cast<int64_t>(DTypeSize(p.x_dtype));
   const int64_t y_bytes = p.rows * p.w->rows * static_cast<int64_t>(DTypeSize(p.y_dtype));
   if (Overlap(p.x, x_bytes, p.y, y_bytes)) return Invalid("Linear", "y must not alias x");
   if (p.bias && Overlap(p.bias, p.w->rows * int64_t{sizeof(float)}, p.y, y_bytes)) {
@@ -95,7 +99,8 @@ absl::Status ValidateRmsNorm(const RmsNormParams& p) {
   PREFILL_RETURN_IF_ERROR(CheckActivationDType("RmsNorm", p.y_dtype));
   const int64_t bytes = p.rows * p.features * int64_t{sizeof(float)};
   const int64_t y_bytes = p.rows * p.features * static_cast<int64_t>(DTypeSize(p.y_dtype));
-  if (p.y_dtype == DType::kF32 ? PartialOverlap(p.x, p.y, bytes) : Overlap(p.x, bytes, p.y, y_bytes)) {
+  if (p.y_dtype == DType::kF32 ? PartialOverlap(p.x, p.y, bytes)
+                               : Overlap(p.x, bytes, p.y, y_bytes)) {
     return Invalid("RmsNorm", "y must be x (both f32) or not overlap it");
   }
   if (Overlap(p.weight, p.features * int64_t{sizeof(float)}, p.y, y_bytes)) {
@@ -107,7 +112,8 @@ absl::Status ValidateRmsNorm(const RmsNormParams& p) {
 absl::Status ValidateSplitQkv(const QkvSplitParams& p) {
   if (p.rows < 0) return Invalid("SplitQkv", absl::StrCat("rows (", p.rows, ") < 0"));
   if (p.heads < 1 || p.kv_heads < 0) {
-    return Invalid("SplitQkv", absl::StrCat("heads (", p.heads, ") must be >= 1 and kv_heads (", p.kv_heads, ") >= 0"));
+    return Invalid("SplitQkv", absl::StrCat("heads (", p.heads, ") must be >= 1 and kv_heads (",
+                                            p.kv_heads, ") >= 0"));
   }
   if (p.head_dim < 2 || p.head_dim % 2 != 0 || p.head_dim > cuda::kMaxRopeHeadDim) {
     return Invalid("SplitQkv", absl::StrCat("head_dim (", p.head_dim, ") must be even, in [2, ",
@@ -121,7 +127,8 @@ absl::Status ValidateSplitQkv(const QkvSplitParams& p) {
     return Invalid("SplitQkv", "null qkv, q, k, v, positions or inv_freq");
   }
   const int64_t e = static_cast<int64_t>(DTypeSize(p.dtype)), in_bytes = p.rows * row_values * e;
-  const int64_t q_bytes = p.rows * p.heads * p.head_dim * e, kv_bytes = p.rows * p.kv_heads * p.head_dim * e;
+  const int64_t q_bytes = p.rows * p.heads * p.head_dim * e,
+                kv_bytes = p.rows * p.kv_heads * p.head_dim * e;
   if (Overlap(p.qkv, in_bytes, p.q, q_bytes) || Overlap(p.qkv, in_bytes, p.k, kv_bytes) ||
       Overlap(p.qkv, in_bytes, p.v, kv_bytes)) {
     return Invalid("SplitQkv", "q, k and v must not overlap qkv");
@@ -130,8 +137,10 @@ absl::Status ValidateSplitQkv(const QkvSplitParams& p) {
 }
 
 absl::Status ValidateSwiGlu(const SwiGluParams& p) {
-  if (p.n < 0 || p.rows < 0) return Invalid("SwiGlu", absl::StrCat("n (", p.n, ") and rows (", p.rows, ") must be >= 0"));
-  if (p.row_stride != 0 && p.row_stride < p.n) return Invalid("SwiGlu", "row_stride must be 0 or >= n");
+  if (p.n < 0 || p.rows < 0)
+    return Invalid("SwiGlu", absl::StrCat("n (", p.n, ") and rows (", p.rows, ") must be >= 0"));
+  if (p.row_stride != 0 && p.row_stride < p.n)
+    return Invalid("SwiGlu", "row_stride must be 0 or >= n");
   PREFILL_RETURN_IF_ERROR(CheckActivationDType("SwiGlu", p.dtype));
   if (p.n == 0 || p.rows == 0) return absl::OkStatus();
   if (!p.gate || !p.up) return Invalid("SwiGlu", "null gate or up");
@@ -139,8 +148,11 @@ absl::Status ValidateSwiGlu(const SwiGluParams& p) {
   // each row's up in a gap of gate's rows.
   const int64_t e = static_cast<int64_t>(DTypeSize(p.dtype));
   const auto gate = reinterpret_cast<uintptr_t>(p.gate), up = reinterpret_cast<uintptr_t>(p.up);
-  const bool interleaved = p.row_stride >= 2 * p.n && (up == gate + p.n * e || gate == up + p.n * e);
-  if (!interleaved && PartialOverlap(p.gate, p.up, ((p.rows - 1) * (p.row_stride ? p.row_stride : p.n) + p.n) * e)) {
+  const bool interleaved =
+      p.row_stride >= 2 * p.n && (up == gate + p.n * e || gate == up + p.n * e);
+  if (!interleaved &&
+      PartialOverlap(p.gate, p.up,
+                     ((p.rows - 1) * (p.row_stride ? p.row_stride : p.n) + p.n) * e)) {
     return Invalid("SwiGlu", "up must be gate, the other half of a fused row, or not overlap it");
   }
   return absl::OkStatus();
@@ -207,7 +219,8 @@ class CudaLayerBackend final : public LayerBackend {
     if (!rows.ok()) return rows.status();
     const int64_t cols = stacked[0].cols;
     if (*rows > kIntMax || cols > kIntMax) {
-      return Invalid("PrepareMatrix", absl::StrCat("[", *rows, ", ", cols, "]: each side must be in [1, 2^31)"));
+      return Invalid("PrepareMatrix",
+                     absl::StrCat("[", *rows, ", ", cols, "]: each side must be in [1, 2^31)"));
     }
     CUDA_CHECK(cudaSetDevice(ctx_.device));
     void* data = nullptr;
@@ -241,12 +254,14 @@ class CudaLayerBackend final : public LayerBackend {
     const int64_t row_bytes = in * int64_t{sizeof(uint16_t)};
     const bool convert = p.x_dtype != DType::kBF16;
     const int64_t chunk =
-        convert ? std::clamp<int64_t>(static_cast<int64_t>(options_.linear_scratch_bytes) / row_bytes, 1,
-                                      std::min(p.rows, kIntMax))
-                : std::min(p.rows, kIntMax);
+        convert
+            ? std::clamp<int64_t>(static_cast<int64_t>(options_.linear_scratch_bytes) / row_bytes,
+                                  1, std::min(p.rows, kIntMax))
+            : std::min(p.rows, kIntMax);
     void* x16 = const_cast<void*>(p.x);
     if (convert) {
-      absl::StatusOr<void*> scratch = scratch_->Reserve(static_cast<size_t>(chunk * row_bytes), ctx_.stream);
+      absl::StatusOr<void*> scratch =
+          scratch_->Reserve(static_cast<size_t>(chunk * row_bytes), ctx_.stream);
       if (!scratch.ok()) return scratch.status();
       x16 = *scratch;
     }
@@ -257,17 +272,20 @@ class CudaLayerBackend final : public LayerBackend {
       const int64_t count = std::min(chunk, p.rows - begin);
       const void* x_chunk = static_cast<const uint16_t*>(x16) + (convert ? 0 : begin * x_stride);
       if (convert) {
-        const cuda::ConvertParams to_bf16{.src = static_cast<const float*>(p.x) + begin * in, .dst = x16, .n = count * in};
+        const cuda::ConvertParams to_bf16{
+            .src = static_cast<const float*>(p.x) + begin * in, .dst = x16, .n = count * in};
         PREFILL_RETURN_IF_ERROR(cuda::LaunchConvert(to_bf16, ctx_));
       }
-      CUBLAS_CHECK(cublasGemmEx(handle_, CUBLAS_OP_T, CUBLAS_OP_N, static_cast<int>(out), static_cast<int>(count),
-                                static_cast<int>(in), &alpha, p.w->data, CUDA_R_16BF, static_cast<int>(in), x_chunk,
-                                CUDA_R_16BF, static_cast<int>(x_stride), &beta,
-                                static_cast<char*>(p.y) + static_cast<size_t>(begin * out) * y_size, y_type,
-                                static_cast<int>(out), CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+      CUBLAS_CHECK(cublasGemmEx(
+          handle_, CUBLAS_OP_T, CUBLAS_OP_N, static_cast<int>(out), static_cast<int>(count),
+          static_cast<int>(in), &alpha, p.w->data, CUDA_R_16BF, static_cast<int>(in), x_chunk,
+          CUDA_R_16BF, static_cast<int>(x_stride), &beta,
+          static_cast<char*>(p.y) + static_cast<size_t>(begin * out) * y_size, y_type,
+          static_cast<int>(out), CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
     }
     if (p.bias) {
-      const cuda::BiasAddParams bias{.y = p.y, .bias = p.bias, .rows = p.rows, .cols = out, .dtype = p.y_dtype};
+      const cuda::BiasAddParams bias{
+          .y = p.y, .bias = p.bias, .rows = p.rows, .cols = out, .dtype = p.y_dtype};
       PREFILL_RETURN_IF_ERROR(cuda::LaunchBiasAdd(bias, ctx_));
     }
     return absl::OkStatus();
@@ -293,7 +311,8 @@ class CudaLayerBackend final : public LayerBackend {
     if (p.rows == 0) return absl::OkStatus();
     CUDA_CHECK(cudaSetDevice(ctx_.device));
     PREFILL_RETURN_IF_ERROR(CheckDeviceMatrix(*p.table));
-    return cuda::LaunchEmbed({p.ids, p.rows, p.table->data, p.table->rows, p.table->cols, p.y}, ctx_);
+    return cuda::LaunchEmbed({p.ids, p.rows, p.table->data, p.table->rows, p.table->cols, p.y},
+                             ctx_);
   }
 
  private:
@@ -303,7 +322,8 @@ class CudaLayerBackend final : public LayerBackend {
     const bool bf16 = source.dtype == DType::kBF16;
     float* staging = nullptr;  // device fp32 chunk for the sources that are rounded on the device
     if (!bf16) {
-      CUDA_CHECK(cudaMallocAsync(reinterpret_cast<void**>(&staging), upload_chunk_ * sizeof(float), ctx_.stream));
+      CUDA_CHECK(cudaMallocAsync(reinterpret_cast<void**>(&staging), upload_chunk_ * sizeof(float),
+                                 ctx_.stream));
     }
     struct FreeOnStream {
       cudaStream_t stream;
@@ -322,10 +342,12 @@ class CudaLayerBackend final : public LayerBackend {
         ConvertToF32(source.dtype, src + begin * src_size, static_cast<float*>(slot.host), count);
       }
       if (bf16) {
-        CUDA_CHECK(cudaMemcpyAsync(dst + begin, slot.host, count * sizeof(uint16_t), cudaMemcpyHostToDevice, ctx_.stream));
+        CUDA_CHECK(cudaMemcpyAsync(dst + begin, slot.host, count * sizeof(uint16_t),
+                                   cudaMemcpyHostToDevice, ctx_.stream));
       } else {
         // Stream-ordered after the previous chunk's rounding, which read the staging buffer.
-        CUDA_CHECK(cudaMemcpyAsync(staging, slot.host, count * sizeof(float), cudaMemcpyHostToDevice, ctx_.stream));
+        CUDA_CHECK(cudaMemcpyAsync(staging, slot.host, count * sizeof(float),
+                                   cudaMemcpyHostToDevice, ctx_.stream));
         const cuda::ConvertParams convert{.src = staging, .dst = dst + begin, .n = count};
         PREFILL_RETURN_IF_ERROR(cuda::LaunchConvert(convert, ctx_));
       }
@@ -359,7 +381,8 @@ class CudaLayerBackend final : public LayerBackend {
   };
   absl::Status EnsureUploadSlots() {
     if (upload_slots_[0].host) return absl::OkStatus();
-    upload_chunk_ = std::max<int64_t>(4, static_cast<int64_t>(options_.upload_chunk_bytes / sizeof(float)) / 4 * 4);
+    upload_chunk_ = std::max<int64_t>(
+        4, static_cast<int64_t>(options_.upload_chunk_bytes / sizeof(float)) / 4 * 4);
     for (UploadSlot& slot : upload_slots_) {
       CUDA_CHECK(cudaHostAlloc(&slot.host, upload_chunk_ * sizeof(float), cudaHostAllocDefault));
       CUDA_CHECK(cudaEventCreateWithFlags(&slot.done, cudaEventDisableTiming));
@@ -373,7 +396,8 @@ class CudaLayerBackend final : public LayerBackend {
   void* workspace_ = nullptr;
   UploadSlot upload_slots_[2];
   int64_t uploaded_chunks_ = 0;  // alternates the slots
-  int64_t upload_chunk_ = 0;  // values per slot (a multiple of 4: bf16 destinations stay 8-byte aligned)
+  int64_t upload_chunk_ =
+      0;  // values per slot (a multiple of 4: bf16 destinations stay 8-byte aligned)
 };
 
 }  // namespace

@@ -1,12 +1,11 @@
 // GatherRows: dst[i * bytes_each ..] = src[src_offsets[i] ..]. The host offsets go to scratch
 // first (stream-ordered), then one 2-D grid copies: blockIdx.y picks rows, x covers the bytes
 // of a row, 16 bytes per thread when every address is 16-byte aligned.
-#include "kernels/cuda/gather_rows.h"
-
 #include <cstdint>
 
 #include "absl/strings/str_cat.h"
 #include "kernels/cuda/cuda_check.h"
+#include "kernels/cuda/gather_rows.h"
 
 namespace prefill::cuda {
 namespace {
@@ -63,9 +62,11 @@ absl::Status GatherRows(const GatherRowsParams& p, const DeviceContext& ctx) {
   const char* src = static_cast<const char*>(p.src);
   char* dst = static_cast<char*>(p.dst);
   if (vec16) {
-    GatherRowsKernel<uint4><<<grid, kThreads, 0, ctx.stream>>>(src, dst, offsets, p.count, p.bytes_each);
+    GatherRowsKernel<uint4>
+        <<<grid, kThreads, 0, ctx.stream>>>(src, dst, offsets, p.count, p.bytes_each);
   } else {
-    GatherRowsKernel<uint8_t><<<grid, kThreads, 0, ctx.stream>>>(src, dst, offsets, p.count, p.bytes_each);
+    GatherRowsKernel<uint8_t>
+        <<<grid, kThreads, 0, ctx.stream>>>(src, dst, offsets, p.count, p.bytes_each);
   }
   CUDA_CHECK(cudaGetLastError());
   return absl::OkStatus();

@@ -3,13 +3,12 @@
 // consecutive threads read consecutive e, so each key row is read coalesced. Heavy keys
 // (rr+heavy): one warp per (block, KV head), lane l scoring keys l, l + 32, ... with the CPU's
 // fp64 operations in the CPU's order (no contraction), so both pick the same key.
-#include "kernels/cuda/key_pooling.h"
-
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
 #include "absl/strings/str_cat.h"
 #include "kernels/cuda/cuda_check.h"
+#include "kernels/cuda/key_pooling.h"
 
 namespace prefill::cuda {
 namespace {
@@ -87,10 +86,11 @@ cudaError_t LaunchPoolKeys(const PoolKeysParams& p, int sm_count, cudaStream_t s
   const int64_t want = (total + 255) / 256;
   const int64_t cap = static_cast<int64_t>(sm_count) * 16;
   const int blocks = static_cast<int>(want < cap ? want : cap);
-  PoolKeysKernel<T><<<blocks > 0 ? blocks : 1, 256, 0, stream>>>(p);
+  PoolKeysKernel<T><<<(blocks > 0 ? blocks : 1), 256, 0, stream>>>(p);
   if (p.heavy != nullptr) {
     const int64_t items = static_cast<int64_t>(p.lk / p.block_size) * p.hkv;
-    if (items > 0) HeavyKeysKernel<T><<<static_cast<unsigned>((items + 7) / 8), 256, 0, stream>>>(p);
+    if (items > 0)
+      HeavyKeysKernel<T><<<static_cast<unsigned>((items + 7) / 8), 256, 0, stream>>>(p);
   }
   return cudaGetLastError();
 }
@@ -102,25 +102,33 @@ absl::Status PoolKeys(const PoolKeysParams& p, const DeviceContext& ctx) {
     return absl::InvalidArgumentError("PoolKeysParams: null k or pooled");
   }
   if (p.stride <= 0 || p.lk < 0 || p.lk % p.stride != 0) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("PoolKeysParams: lk (", p.lk, ") must be a multiple of stride (", p.stride, ")"));
+    return absl::InvalidArgumentError(absl::StrCat(
+        "PoolKeysParams: lk (", p.lk, ") must be a multiple of stride (", p.stride, ")"));
   }
   if (p.hkv <= 0 || p.head_dim <= 0) {
     return absl::InvalidArgumentError("PoolKeysParams: hkv and head_dim must be positive");
   }
   if (p.k_row_stride < static_cast<int64_t>(p.hkv) * p.head_dim) {
-    return absl::InvalidArgumentError(absl::StrCat("PoolKeysParams.k_row_stride (", p.k_row_stride,
-                                                   ") < hkv * head_dim"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("PoolKeysParams.k_row_stride (", p.k_row_stride, ") < hkv * head_dim"));
   }
-  if (p.heavy != nullptr && (p.block_size < p.stride || p.block_size % p.stride != 0 || p.lk % p.block_size != 0)) {
-    return absl::InvalidArgumentError(absl::StrCat("PoolKeysParams: heavy keys need block_size (", p.block_size,
-                                                   ") a multiple of stride dividing lk (", p.lk, ")"));
+  if (p.heavy != nullptr &&
+      (p.block_size < p.stride || p.block_size % p.stride != 0 || p.lk % p.block_size != 0)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("PoolKeysParams: heavy keys need block_size (", p.block_size,
+                     ") a multiple of stride dividing lk (", p.lk, ")"));
   }
   if (p.lk == 0) return absl::OkStatus();
   switch (p.dtype) {
-    case DType::kF32: CUDA_CHECK(LaunchPoolKeys<float>(p, ctx.sm_count, ctx.stream)); break;
-    case DType::kBF16: CUDA_CHECK(LaunchPoolKeys<__nv_bfloat16>(p, ctx.sm_count, ctx.stream)); break;
-    case DType::kF16: CUDA_CHECK(LaunchPoolKeys<__half>(p, ctx.sm_count, ctx.stream)); break;
+    case DType::kF32:
+      CUDA_CHECK(LaunchPoolKeys<float>(p, ctx.sm_count, ctx.stream));
+      break;
+    case DType::kBF16:
+      CUDA_CHECK(LaunchPoolKeys<__nv_bfloat16>(p, ctx.sm_count, ctx.stream));
+      break;
+    case DType::kF16:
+      CUDA_CHECK(LaunchPoolKeys<__half>(p, ctx.sm_count, ctx.stream));
+      break;
   }
   return absl::OkStatus();
 }

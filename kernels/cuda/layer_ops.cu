@@ -114,10 +114,12 @@ __global__ void __launch_bounds__(kRowThreads) RmsNormKernel(const RmsNormParams
       for (int64_t i = threadIdx.x; i < quads; i += kRowThreads) {
         const float4 v = reinterpret_cast<const float4*>(x)[i];
         const float4 w = reinterpret_cast<const float4*>(p.weight)[i];
-        Quad<Out>::Store(y + 4 * i, make_float4(v.x * inv * w.x, v.y * inv * w.y, v.z * inv * w.z, v.w * inv * w.w));
+        Quad<Out>::Store(y + 4 * i, make_float4(v.x * inv * w.x, v.y * inv * w.y, v.z * inv * w.z,
+                                                v.w * inv * w.w));
       }
     } else {
-      for (int64_t i = threadIdx.x; i < p.features; i += kRowThreads) y[i] = Quad<Out>::One(x[i] * inv * p.weight[i]);
+      for (int64_t i = threadIdx.x; i < p.features; i += kRowThreads)
+        y[i] = Quad<Out>::One(x[i] * inv * p.weight[i]);
     }
   }
 }
@@ -149,7 +151,8 @@ __global__ void __launch_bounds__(kRowThreads) SplitQkvKernel(const QkvSplitPara
   const int half = p.head_dim / 2;
   float* cos_t = reinterpret_cast<float*>(rope_table);
   float* sin_t = cos_t + half;
-  const int all_heads = p.heads + 2 * p.kv_heads;  // fits in int, as heads * head_dim: checked by the entry
+  const int all_heads =
+      p.heads + 2 * p.kv_heads;  // fits in int, as heads * head_dim: checked by the entry
   const int64_t row_in = int64_t{all_heads} * p.head_dim;
   constexpr int kLanes = kVec4 ? 4 : 1;
   const int units = half / kLanes;  // per head
@@ -181,7 +184,8 @@ __global__ void __launch_bounds__(kRowThreads) SplitQkvKernel(const QkvSplitPara
       if constexpr (kVec4) {
         float4 a = Quad<T>::Load(src), b = Quad<T>::Load(src + half);
         if (bias) {
-          const float4 ba = *reinterpret_cast<const float4*>(bias), bb = *reinterpret_cast<const float4*>(bias + half);
+          const float4 ba = *reinterpret_cast<const float4*>(bias),
+                       bb = *reinterpret_cast<const float4*>(bias + half);
           a = make_float4(a.x + ba.x, a.y + ba.y, a.z + ba.z, a.w + ba.w);
           b = make_float4(b.x + bb.x, b.y + bb.y, b.z + bb.z, b.w + bb.w);
         }
@@ -192,8 +196,8 @@ __global__ void __launch_bounds__(kRowThreads) SplitQkvKernel(const QkvSplitPara
         }
         const float4 c = *reinterpret_cast<const float4*>(cos_t + i);
         const float4 s = *reinterpret_cast<const float4*>(sin_t + i);
-        Quad<T>::Store(out + i, make_float4(a.x * c.x - b.x * s.x, a.y * c.y - b.y * s.y, a.z * c.z - b.z * s.z,
-                                            a.w * c.w - b.w * s.w));
+        Quad<T>::Store(out + i, make_float4(a.x * c.x - b.x * s.x, a.y * c.y - b.y * s.y,
+                                            a.z * c.z - b.z * s.z, a.w * c.w - b.w * s.w));
         Quad<T>::Store(out + i + half, make_float4(b.x * c.x + a.x * s.x, b.y * c.y + a.y * s.y,
                                                    b.z * c.z + a.z * s.z, b.w * c.w + a.w * s.w));
       } else {
@@ -223,11 +227,12 @@ __global__ void __launch_bounds__(kElementwiseThreads) SwiGluKernel(const SwiGlu
   for (int64_t row = blockIdx.y; row < p.rows; row += gridDim.y) {
     T* gate = static_cast<T*>(p.gate) + row * stride;
     const T* up = static_cast<const T*>(p.up) + row * stride;
-    for (int64_t u = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; u < units; u += int64_t{gridDim.x} * blockDim.x) {
+    for (int64_t u = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; u < units;
+         u += int64_t{gridDim.x} * blockDim.x) {
       if constexpr (kVec4) {
         const float4 g = Quad<T>::Load(gate + 4 * u), v = Quad<T>::Load(up + 4 * u);
-        Quad<T>::Store(gate + 4 * u, make_float4(SiluTimes(g.x, v.x), SiluTimes(g.y, v.y), SiluTimes(g.z, v.z),
-                                                 SiluTimes(g.w, v.w)));
+        Quad<T>::Store(gate + 4 * u, make_float4(SiluTimes(g.x, v.x), SiluTimes(g.y, v.y),
+                                                 SiluTimes(g.z, v.z), SiluTimes(g.w, v.w)));
       } else {
         gate[u] = Quad<T>::One(SiluTimes(Quad<T>::ToFloat(gate[u]), Quad<T>::ToFloat(up[u])));
       }
@@ -239,8 +244,9 @@ __global__ void __launch_bounds__(kElementwiseThreads) SwiGluKernel(const SwiGlu
 // hidden % 4 == 0 and table, y aligned for four-value accesses. blockIdx.y strides over rows.
 template <bool kVec4>
 __global__ void __launch_bounds__(kElementwiseThreads)
-    EmbedKernel(const int32_t* __restrict__ ids, int64_t rows, const __nv_bfloat16* __restrict__ table,
-                int64_t vocab, int64_t hidden, float* __restrict__ y) {
+    EmbedKernel(const int32_t* __restrict__ ids, int64_t rows,
+                const __nv_bfloat16* __restrict__ table, int64_t vocab, int64_t hidden,
+                float* __restrict__ y) {
   constexpr int kLanes = kVec4 ? 4 : 1;
   const int64_t units = hidden / kLanes;
   for (int64_t row = blockIdx.y; row < rows; row += gridDim.y) {
@@ -248,9 +254,11 @@ __global__ void __launch_bounds__(kElementwiseThreads)
     const bool valid = id >= 0 && id < vocab;
     const __nv_bfloat16* src = table + (valid ? id : 0) * hidden;
     float* dst = y + row * hidden;
-    for (int64_t u = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; u < units; u += int64_t{gridDim.x} * blockDim.x) {
+    for (int64_t u = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; u < units;
+         u += int64_t{gridDim.x} * blockDim.x) {
       if constexpr (kVec4) {
-        reinterpret_cast<float4*>(dst)[u] = valid ? Quad<__nv_bfloat16>::Load(src + 4 * u) : make_float4(0, 0, 0, 0);
+        reinterpret_cast<float4*>(dst)[u] =
+            valid ? Quad<__nv_bfloat16>::Load(src + 4 * u) : make_float4(0, 0, 0, 0);
       } else {
         dst[u] = valid ? __bfloat162float(src[u]) : 0.f;
       }
@@ -262,8 +270,10 @@ __global__ void __launch_bounds__(kElementwiseThreads)
 dim3 RowGrid(int64_t units, int64_t rows, const DeviceContext& ctx) {
   const int64_t x_blocks = (units + kElementwiseThreads - 1) / kElementwiseThreads;
   const int64_t cap = int64_t{std::max(ctx.sm_count, 1)} * kBlocksPerSm;
-  const int64_t y_blocks = std::clamp<int64_t>(cap / std::max<int64_t>(x_blocks, 1), 1, std::min<int64_t>(rows, 65535));
-  return dim3(static_cast<unsigned>(std::clamp<int64_t>(x_blocks, 1, cap)), static_cast<unsigned>(y_blocks));
+  const int64_t y_blocks =
+      std::clamp<int64_t>(cap / std::max<int64_t>(x_blocks, 1), 1, std::min<int64_t>(rows, 65535));
+  return dim3(static_cast<unsigned>(std::clamp<int64_t>(x_blocks, 1, cap)),
+              static_cast<unsigned>(y_blocks));
 }
 
 // y: [rows, cols] of T += bias [cols]. blockIdx.y strides over rows, x over the row's columns
@@ -294,10 +304,12 @@ __global__ void __launch_bounds__(kElementwiseThreads)
   int64_t done = 0;
   if constexpr (kVec4) {
     const int64_t quads = n / 4;
-    for (int64_t i = start; i < quads; i += stride) Quad<Out>::Store(dst + 4 * i, Quad<In>::Load(src + 4 * i));
+    for (int64_t i = start; i < quads; i += stride)
+      Quad<Out>::Store(dst + 4 * i, Quad<In>::Load(src + 4 * i));
     done = quads * 4;
   }
-  for (int64_t i = done + start; i < n; i += stride) dst[i] = Quad<Out>::One(Quad<In>::ToFloat(src[i]));
+  for (int64_t i = done + start; i < n; i += stride)
+    dst[i] = Quad<Out>::One(Quad<In>::ToFloat(src[i]));
 }
 
 // Runs launch(std::true_type) -- the four-value variant of a kernel -- when vec4, else
@@ -327,8 +339,11 @@ absl::Status LaunchRmsNorm(const RmsNormParams& p, const DeviceContext& ctx) {
   const unsigned grid = GridFor(p.rows, 1, ctx);  // one block per row
   return WithActivationType(p.y_dtype, [&](auto* typed) {
     using Out = std::remove_pointer_t<decltype(typed)>;
-    const bool vec4 = p.features % 4 == 0 && Aligned(p.x, 16) && Aligned(p.y, Quad<Out>::kAlign) && Aligned(p.weight, 16);
-    return LaunchVectorised(vec4, [&](auto v) { RmsNormKernel<Out, decltype(v)::value><<<grid, kRowThreads, 0, ctx.stream>>>(p); });
+    const bool vec4 = p.features % 4 == 0 && Aligned(p.x, 16) && Aligned(p.y, Quad<Out>::kAlign) &&
+                      Aligned(p.weight, 16);
+    return LaunchVectorised(vec4, [&](auto v) {
+      RmsNormKernel<Out, decltype(v)::value><<<grid, kRowThreads, 0, ctx.stream>>>(p);
+    });
   });
 }
 
@@ -340,8 +355,11 @@ absl::Status LaunchSplitQkv(const QkvSplitParams& p, const DeviceContext& ctx) {
     using T = std::remove_pointer_t<decltype(typed)>;
     const uintptr_t a = Quad<T>::kAlign;
     const bool vec4 = (p.head_dim / 2) % 4 == 0 && Aligned(p.qkv, a) && Aligned(p.q, a) &&
-                      (p.kv_heads == 0 || (Aligned(p.k, a) && Aligned(p.v, a))) && Aligned(p.bias, 16);
-    return LaunchVectorised(vec4, [&](auto v) { SplitQkvKernel<T, decltype(v)::value><<<grid, kRowThreads, smem, ctx.stream>>>(p); });
+                      (p.kv_heads == 0 || (Aligned(p.k, a) && Aligned(p.v, a))) &&
+                      Aligned(p.bias, 16);
+    return LaunchVectorised(vec4, [&](auto v) {
+      SplitQkvKernel<T, decltype(v)::value><<<grid, kRowThreads, smem, ctx.stream>>>(p);
+    });
   });
 }
 
@@ -352,7 +370,9 @@ absl::Status LaunchSwiGlu(const SwiGluParams& p, const DeviceContext& ctx) {
     const bool vec4 = p.n % 4 == 0 && p.row_stride % 4 == 0 && Aligned(p.gate, Quad<T>::kAlign) &&
                       Aligned(p.up, Quad<T>::kAlign);
     const dim3 grid = RowGrid(vec4 ? p.n / 4 : p.n, p.rows, ctx);
-    return LaunchVectorised(vec4, [&](auto v) { SwiGluKernel<T, decltype(v)::value><<<grid, kElementwiseThreads, 0, ctx.stream>>>(p); });
+    return LaunchVectorised(vec4, [&](auto v) {
+      SwiGluKernel<T, decltype(v)::value><<<grid, kElementwiseThreads, 0, ctx.stream>>>(p);
+    });
   });
 }
 
@@ -362,7 +382,8 @@ absl::Status LaunchEmbed(const EmbedLaunch& p, const DeviceContext& ctx) {
   const dim3 grid = RowGrid(vec4 ? p.hidden / 4 : p.hidden, p.rows, ctx);
   const auto* table = static_cast<const __nv_bfloat16*>(p.table);
   return LaunchVectorised(vec4, [&](auto v) {
-    EmbedKernel<decltype(v)::value><<<grid, kElementwiseThreads, 0, ctx.stream>>>(p.ids, p.rows, table, p.vocab, p.hidden, p.y);
+    EmbedKernel<decltype(v)::value><<<grid, kElementwiseThreads, 0, ctx.stream>>>(
+        p.ids, p.rows, table, p.vocab, p.hidden, p.y);
   });
 }
 
@@ -375,16 +396,21 @@ absl::Status LaunchBiasAdd(const BiasAddParams& p, const DeviceContext& ctx) {
     // Enough x-blocks to cover a row, rows spread over y; the total stays near GridFor's cap.
     const int64_t x_blocks = (units + kElementwiseThreads - 1) / kElementwiseThreads;
     const int64_t cap = int64_t{std::max(ctx.sm_count, 1)} * kBlocksPerSm;
-    const int64_t y_blocks = std::clamp<int64_t>(cap / x_blocks, 1, std::min<int64_t>(p.rows, 65535));
-    const dim3 grid(static_cast<unsigned>(std::min<int64_t>(x_blocks, cap)), static_cast<unsigned>(y_blocks));
-    return LaunchVectorised(vec4, [&](auto v) { BiasAddKernel<T, decltype(v)::value><<<grid, kElementwiseThreads, 0, ctx.stream>>>(p); });
+    const int64_t y_blocks =
+        std::clamp<int64_t>(cap / x_blocks, 1, std::min<int64_t>(p.rows, 65535));
+    const dim3 grid(static_cast<unsigned>(std::min<int64_t>(x_blocks, cap)),
+                    static_cast<unsigned>(y_blocks));
+    return LaunchVectorised(vec4, [&](auto v) {
+      BiasAddKernel<T, decltype(v)::value><<<grid, kElementwiseThreads, 0, ctx.stream>>>(p);
+    });
   });
 }
 
 absl::Status LaunchConvert(const ConvertParams& p, const DeviceContext& ctx) {
   if (p.n == 0) return absl::OkStatus();
   if (p.dtype == p.src_dtype) {
-    CUDA_CHECK(cudaMemcpyAsync(p.dst, p.src, p.n * DTypeSize(p.dtype), cudaMemcpyDeviceToDevice, ctx.stream));
+    CUDA_CHECK(cudaMemcpyAsync(p.dst, p.src, p.n * DTypeSize(p.dtype), cudaMemcpyDeviceToDevice,
+                               ctx.stream));
     return absl::OkStatus();
   }
   auto launch = [&](auto* src, auto* dst) {
@@ -393,7 +419,8 @@ absl::Status LaunchConvert(const ConvertParams& p, const DeviceContext& ctx) {
     const bool vec4 = Aligned(src, Quad<In>::kAlign) && Aligned(dst, Quad<Out>::kAlign);
     const unsigned grid = GridFor(vec4 ? p.n / 4 : p.n, kElementwiseThreads, ctx);
     return LaunchVectorised(vec4, [&](auto v) {
-      ConvertKernel<In, Out, decltype(v)::value><<<grid, kElementwiseThreads, 0, ctx.stream>>>(src, dst, p.n);
+      ConvertKernel<In, Out, decltype(v)::value>
+          <<<grid, kElementwiseThreads, 0, ctx.stream>>>(src, dst, p.n);
     });
   };
   auto to = [&](auto* src) {

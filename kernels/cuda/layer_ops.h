@@ -1,10 +1,10 @@
 // Launchers of the dense layer kernels behind the CUDA LayerBackend
 // (kernels/cuda/cuda_layer_backend.cc): RMSNorm, the QKV split with RoPE, SwiGLU, the embedding
 // gather, the bias add of Linear and the dtype conversion of Linear's fp32 input, of prepared
-// weights and of the KV cache. Activations are fp32 or bf16 (the params' dtype). Each takes its params
-// struct by value, sizes the grid from ctx.sm_count, queues on ctx.stream and checks the launch.
-// The entry validates: a launcher trusts its params (sizes >= 0, non-null pointers, head_dim
-// even and <= kMaxRopeHeadDim, exact aliasing only where the params allow it).
+// weights and of the KV cache. Activations are fp32 or bf16 (the params' dtype). Each takes its
+// params struct by value, sizes the grid from ctx.sm_count, queues on ctx.stream and checks the
+// launch. The entry validates: a launcher trusts its params (sizes >= 0, non-null pointers,
+// head_dim even and <= kMaxRopeHeadDim, exact aliasing only where the params allow it).
 #pragma once
 
 #include <cstdint>

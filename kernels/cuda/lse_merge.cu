@@ -1,11 +1,10 @@
 // LSE merge: one warp per (row, head) entry; every lane reads both log-sum-exps before lane 0
 // overwrites lse_acc, so the update is in place without a race.
-#include "kernels/cuda/lse_merge.h"
-
 #include <cmath>
 
 #include "absl/strings/str_cat.h"
 #include "kernels/cuda/cuda_check.h"
+#include "kernels/cuda/lse_merge.h"
 
 namespace prefill::cuda {
 namespace {
@@ -49,7 +48,8 @@ __global__ void __launch_bounds__(kWarpsPerBlock * 32)
                                   a.w * wa + b.w * wb);
     }
   } else {
-    for (int e = lane; e < p.head_dim; e += 32) o_acc[e] = wa == 0.f ? o_part[e] : o_acc[e] * wa + o_part[e] * wb;
+    for (int e = lane; e < p.head_dim; e += 32)
+      o_acc[e] = wa == 0.f ? o_part[e] : o_acc[e] * wa + o_part[e] * wb;
   }
   __syncwarp();
   if (lane == 0) p.lse_acc[row] = lse;
@@ -70,7 +70,8 @@ absl::Status MergeByLse(const LseMergeParams& p, const DeviceContext& ctx) {
   if (p.rows == 0) return absl::OkStatus();
   if (p.head_dim <= 0) return absl::InvalidArgumentError("LseMergeParams.head_dim <= 0");
   if (!p.o_acc || !p.lse_acc || !p.o_part || !p.lse_part) {
-    return absl::InvalidArgumentError("LseMergeParams: null pointer (o_acc, lse_acc, o_part, lse_part)");
+    return absl::InvalidArgumentError(
+        "LseMergeParams: null pointer (o_acc, lse_acc, o_part, lse_part)");
   }
   if ((p.rows + kWarpsPerBlock - 1) / kWarpsPerBlock > 0x7fffffff) {
     return absl::InvalidArgumentError(absl::StrCat("LseMergeParams.rows too large: ", p.rows));

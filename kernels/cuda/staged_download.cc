@@ -9,8 +9,10 @@
 
 namespace prefill::cuda {
 
-absl::StatusOr<std::unique_ptr<StagedDownloader>> StagedDownloader::Create(int device, size_t slot_bytes) {
-  if (slot_bytes == 0) return absl::InvalidArgumentError("StagedDownloader: slot_bytes must be > 0");
+absl::StatusOr<std::unique_ptr<StagedDownloader>> StagedDownloader::Create(int device,
+                                                                           size_t slot_bytes) {
+  if (slot_bytes == 0)
+    return absl::InvalidArgumentError("StagedDownloader: slot_bytes must be > 0");
   std::unique_ptr<StagedDownloader> d(new StagedDownloader(device, slot_bytes));
   PREFILL_RETURN_IF_ERROR(d->Init());
   d->worker_ = std::thread([p = d.get()] { p->Run(); });
@@ -23,7 +25,8 @@ absl::Status StagedDownloader::Init() {
   for (int i = 0; i < kSlots; ++i) {
     CUDA_CHECK(cudaHostAlloc(&slots_[i], slot_bytes_, cudaHostAllocDefault));
     // Blocking: the worker sleeps on the DMA instead of spinning a core the host needs.
-    CUDA_CHECK(cudaEventCreateWithFlags(&landed_[i], cudaEventDisableTiming | cudaEventBlockingSync));
+    CUDA_CHECK(
+        cudaEventCreateWithFlags(&landed_[i], cudaEventDisableTiming | cudaEventBlockingSync));
   }
   return absl::OkStatus();
 }
@@ -97,8 +100,8 @@ void StagedDownloader::Run() {
 
 absl::Status StagedDownloader::Issue(const StagedDownload& d, size_t chunk, int slot) {
   const size_t begin = chunk * slot_bytes_, bytes = std::min(slot_bytes_, d.bytes - begin);
-  CUDA_CHECK(cudaMemcpyAsync(slots_[slot], static_cast<const char*>(d.src) + begin, bytes, cudaMemcpyDeviceToHost,
-                             stream_));
+  CUDA_CHECK(cudaMemcpyAsync(slots_[slot], static_cast<const char*>(d.src) + begin, bytes,
+                             cudaMemcpyDeviceToHost, stream_));
   CUDA_CHECK(cudaEventRecord(landed_[slot], stream_));
   return absl::OkStatus();
 }
@@ -124,7 +127,8 @@ absl::Status StagedDownloader::Copy(const StagedDownload& d) {
     const int slot = static_cast<int>(i % kSlots);
     CUDA_CHECK(cudaEventSynchronize(landed_[slot]));
     const size_t begin = i * slot_bytes_;
-    std::memcpy(static_cast<char*>(d.host_dst) + begin, slots_[slot], std::min(slot_bytes_, d.bytes - begin));
+    std::memcpy(static_cast<char*>(d.host_dst) + begin, slots_[slot],
+                std::min(slot_bytes_, d.bytes - begin));
   }
   return absl::OkStatus();
 }

@@ -26,7 +26,7 @@ namespace prefill::cuda {
 struct StagedDownload {
   const void* src = nullptr;  // device memory, ready once `ready` has completed
   size_t bytes = 0;
-  void* host_dst = nullptr;   // pageable or page-locked host memory
+  void* host_dst = nullptr;     // pageable or page-locked host memory
   cudaEvent_t ready = nullptr;  // owned by the download: destroyed once waited on
   void* free_after = nullptr;   // stream-ordered device memory freed after the copy (or null)
 };
@@ -48,7 +48,8 @@ class StagedDownloader {
 
  private:
   static constexpr int kSlots = 2;
-  explicit StagedDownloader(int device, size_t slot_bytes) : device_(device), slot_bytes_(slot_bytes) {}
+  explicit StagedDownloader(int device, size_t slot_bytes)
+      : device_(device), slot_bytes_(slot_bytes) {}
   absl::Status Init();
   void Run();
   absl::Status Copy(const StagedDownload& d);

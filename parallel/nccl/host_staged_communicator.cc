@@ -22,8 +22,8 @@ class StagedBytes {
     if (device_ != nullptr) storage_.resize(bytes);
     host_ = device_ != nullptr ? storage_.data() : const_cast<void*>(p);
   }
-  static absl::StatusOr<std::unique_ptr<StagedBytes>> Pinned(const void* p, size_t bytes,
-                                                             std::shared_ptr<PinnedStagingPool> pool) {
+  static absl::StatusOr<std::unique_ptr<StagedBytes>> Pinned(
+      const void* p, size_t bytes, std::shared_ptr<PinnedStagingPool> pool) {
     if (DeviceOrNull(p, bytes) == nullptr) return std::make_unique<StagedBytes>(p, bytes);
     absl::StatusOr<PinnedStagingPool::Buffer> buffer = pool->Take(bytes);
     if (!buffer.ok()) return buffer.status();
@@ -34,8 +34,12 @@ class StagedBytes {
   }
   void* host() const { return host_; }
 
-  absl::Status Download(cudaStream_t stream) { return Copy(host_, device_, cudaMemcpyDeviceToHost, stream); }
-  absl::Status Upload(cudaStream_t stream) { return Copy(device_, host_, cudaMemcpyHostToDevice, stream); }
+  absl::Status Download(cudaStream_t stream) {
+    return Copy(host_, device_, cudaMemcpyDeviceToHost, stream);
+  }
+  absl::Status Upload(cudaStream_t stream) {
+    return Copy(device_, host_, cudaMemcpyHostToDevice, stream);
+  }
   // Page-locked only: uploads on `copy` once `free` (the compute stream at the Recv's
   // posting: the buffer's earlier readers) has passed, makes `compute` wait for it, and
   // returns at once. The staging buffer goes back to the pool with the copy's event.
@@ -49,8 +53,13 @@ class StagedBytes {
   }
 
  private:
-  StagedBytes(const void* p, size_t bytes, std::shared_ptr<PinnedStagingPool> pool, PinnedStagingPool::Buffer pinned)
-      : device_(const_cast<void*>(p)), bytes_(bytes), host_(pinned.data), pool_(std::move(pool)), pinned_(pinned) {}
+  StagedBytes(const void* p, size_t bytes, std::shared_ptr<PinnedStagingPool> pool,
+              PinnedStagingPool::Buffer pinned)
+      : device_(const_cast<void*>(p)),
+        bytes_(bytes),
+        host_(pinned.data),
+        pool_(std::move(pool)),
+        pinned_(pinned) {}
   static void* DeviceOrNull(const void* p, size_t bytes) {
     return p != nullptr && bytes > 0 && !IsHostMemory(p) ? const_cast<void*>(p) : nullptr;
   }
@@ -74,9 +83,13 @@ class StagedBytes {
 class StagedTransfer final : public PendingTransfer {
  public:
   // posted: the compute stream at posting (a receive's; owned).
-  StagedTransfer(std::unique_ptr<StagedBytes> bytes, std::unique_ptr<PendingTransfer> mpi, cudaStream_t compute,
-                 cudaStream_t copy, cudaEvent_t posted)
-      : bytes_(std::move(bytes)), mpi_(std::move(mpi)), compute_(compute), copy_(copy), posted_(posted) {}
+  StagedTransfer(std::unique_ptr<StagedBytes> bytes, std::unique_ptr<PendingTransfer> mpi,
+                 cudaStream_t compute, cudaStream_t copy, cudaEvent_t posted)
+      : bytes_(std::move(bytes)),
+        mpi_(std::move(mpi)),
+        compute_(compute),
+        copy_(copy),
+        posted_(posted) {}
   ~StagedTransfer() override {
     if (posted_ != nullptr) (void)cudaEventDestroy(posted_);
   }
@@ -107,7 +120,8 @@ size_t Extent(std::span<const size_t> counts, std::span<const size_t> displs) {
 
 absl::StatusOr<std::unique_ptr<HostStagedCommunicator>> HostStagedCommunicator::Create(
     std::unique_ptr<Communicator> mpi, int device, cudaStream_t compute_stream) {
-  std::unique_ptr<HostStagedCommunicator> c(new HostStagedCommunicator(std::move(mpi), device, compute_stream));
+  std::unique_ptr<HostStagedCommunicator> c(
+      new HostStagedCommunicator(std::move(mpi), device, compute_stream));
   CUDA_CHECK(cudaSetDevice(device));
   CUDA_CHECK(cudaStreamCreateWithFlags(&c->copy_stream_, cudaStreamNonBlocking));
   return c;
@@ -147,15 +161,18 @@ absl::Status HostStagedCommunicator::AllGatherV(const void* send, size_t bytes, 
   return out.Upload(stream_);
 }
 
-absl::Status HostStagedCommunicator::AllToAllV(const void* send, std::span<const size_t> send_counts,
+absl::Status HostStagedCommunicator::AllToAllV(const void* send,
+                                               std::span<const size_t> send_counts,
                                                std::span<const size_t> send_displs, void* recv,
                                                std::span<const size_t> recv_counts,
                                                std::span<const size_t> recv_displs) {
   PREFILL_RETURN_IF_ERROR(Drain());
-  StagedBytes in(send, Extent(send_counts, send_displs)), out(recv, Extent(recv_counts, recv_displs));
+  StagedBytes in(send, Extent(send_counts, send_displs)),
+      out(recv, Extent(recv_counts, recv_displs));
   PREFILL_RETURN_IF_ERROR(in.Download(stream_));
   PREFILL_RETURN_IF_ERROR(out.Download(stream_));
-  absl::Status s = mpi_->AllToAllV(in.host(), send_counts, send_displs, out.host(), recv_counts, recv_displs);
+  absl::Status s =
+      mpi_->AllToAllV(in.host(), send_counts, send_displs, out.host(), recv_counts, recv_displs);
   if (!s.ok()) return s;
   return out.Upload(stream_);
 }
@@ -177,35 +194,41 @@ absl::Status HostStagedCommunicator::AllReduceMax(double* values, size_t count) 
   return AllReduce(values, count, /*sum=*/false);
 }
 
-absl::StatusOr<std::unique_ptr<PendingTransfer>> HostStagedCommunicator::Send(const void* data, size_t bytes,
+absl::StatusOr<std::unique_ptr<PendingTransfer>> HostStagedCommunicator::Send(const void* data,
+                                                                              size_t bytes,
                                                                               int peer, int tag) {
   PREFILL_RETURN_IF_ERROR(Drain());
   absl::StatusOr<std::unique_ptr<StagedBytes>> pinned = StagedBytes::Pinned(data, bytes, pool_);
   if (!pinned.ok()) return pinned.status();
   std::unique_ptr<StagedBytes> staged = *std::move(pinned);
   PREFILL_RETURN_IF_ERROR(staged->Download(stream_));
-  absl::StatusOr<std::unique_ptr<PendingTransfer>> mpi = mpi_->Send(staged->host(), bytes, peer, tag);
+  absl::StatusOr<std::unique_ptr<PendingTransfer>> mpi =
+      mpi_->Send(staged->host(), bytes, peer, tag);
   if (!mpi.ok()) return mpi.status();
-  return std::make_unique<StagedTransfer>(std::move(staged), *std::move(mpi), stream_, /*copy=*/nullptr,
+  return std::make_unique<StagedTransfer>(std::move(staged), *std::move(mpi), stream_,
+                                          /*copy=*/nullptr,
                                           /*posted=*/nullptr);
 }
 
-absl::StatusOr<std::unique_ptr<PendingTransfer>> HostStagedCommunicator::Recv(void* data, size_t bytes, int peer,
-                                                                              int tag) {
+absl::StatusOr<std::unique_ptr<PendingTransfer>> HostStagedCommunicator::Recv(void* data,
+                                                                              size_t bytes,
+                                                                              int peer, int tag) {
   CUDA_CHECK(cudaSetDevice(device_));
   absl::StatusOr<std::unique_ptr<StagedBytes>> pinned = StagedBytes::Pinned(data, bytes, pool_);
   if (!pinned.ok()) return pinned.status();
   std::unique_ptr<StagedBytes> staged = *std::move(pinned);
   cudaEvent_t posted = nullptr;
   CUDA_CHECK(cudaEventCreateWithFlags(&posted, cudaEventDisableTiming));
-  absl::StatusOr<std::unique_ptr<PendingTransfer>> mpi = mpi_->Recv(staged->host(), bytes, peer, tag);
+  absl::StatusOr<std::unique_ptr<PendingTransfer>> mpi =
+      mpi_->Recv(staged->host(), bytes, peer, tag);
   const cudaError_t recorded = mpi.ok() ? cudaEventRecord(posted, stream_) : cudaSuccess;
   if (!mpi.ok() || recorded != cudaSuccess) {
     (void)cudaEventDestroy(posted);
     if (!mpi.ok()) return mpi.status();
     CUDA_CHECK(recorded);
   }
-  return std::make_unique<StagedTransfer>(std::move(staged), *std::move(mpi), stream_, copy_stream_, posted);
+  return std::make_unique<StagedTransfer>(std::move(staged), *std::move(mpi), stream_, copy_stream_,
+                                          posted);
 }
 
 absl::Status HostStagedCommunicator::Barrier() {
@@ -216,14 +239,16 @@ absl::Status HostStagedCommunicator::Barrier() {
 absl::StatusOr<std::unique_ptr<Communicator>> HostStagedCommunicator::Split(int color, int key) {
   absl::StatusOr<std::unique_ptr<Communicator>> split = mpi_->Split(color, key);
   if (!split.ok() || *split == nullptr) return split;
-  absl::StatusOr<std::unique_ptr<HostStagedCommunicator>> staged = Create(*std::move(split), device_, stream_);
+  absl::StatusOr<std::unique_ptr<HostStagedCommunicator>> staged =
+      Create(*std::move(split), device_, stream_);
   if (!staged.ok()) return staged.status();
   return std::unique_ptr<Communicator>(*std::move(staged));
 }
 
 void HostStagedCommunicator::Abort(int exit_code, std::string_view reason) {
   mpi_->Abort(exit_code, reason);
-  std::abort();  // not reached: the call above ends the job (a virtual's [[noreturn]] is not seen here)
+  std::abort();  // not reached: the call above ends the job (a virtual's [[noreturn]] is not seen
+                 // here)
 }
 
 }  // namespace prefill

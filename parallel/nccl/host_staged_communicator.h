@@ -28,23 +28,27 @@ class HostStagedCommunicator final : public Communicator {
  public:
   // Moves bytes through `mpi` (a communicator over host memory); device buffers are on
   // `device`, written and read by work on `compute_stream`.
-  static absl::StatusOr<std::unique_ptr<HostStagedCommunicator>> Create(std::unique_ptr<Communicator> mpi, int device,
-                                                                        cudaStream_t compute_stream);
+  static absl::StatusOr<std::unique_ptr<HostStagedCommunicator>> Create(
+      std::unique_ptr<Communicator> mpi, int device, cudaStream_t compute_stream);
   ~HostStagedCommunicator() override;
 
   int rank() const override { return mpi_->rank(); }
   int size() const override { return mpi_->size(); }
 
   absl::Status AllGather(const void* send, size_t bytes, void* recv) override;
-  absl::Status AllGatherV(const void* send, size_t bytes, void* recv, std::span<const size_t> recv_counts,
+  absl::Status AllGatherV(const void* send, size_t bytes, void* recv,
+                          std::span<const size_t> recv_counts,
                           std::span<const size_t> recv_displs) override;
   absl::Status AllToAllV(const void* send, std::span<const size_t> send_counts,
-                         std::span<const size_t> send_displs, void* recv, std::span<const size_t> recv_counts,
+                         std::span<const size_t> send_displs, void* recv,
+                         std::span<const size_t> recv_counts,
                          std::span<const size_t> recv_displs) override;
   absl::Status AllReduceSum(double* values, size_t count) override;
   absl::Status AllReduceMax(double* values, size_t count) override;
-  absl::StatusOr<std::unique_ptr<PendingTransfer>> Send(const void* data, size_t bytes, int peer, int tag) override;
-  absl::StatusOr<std::unique_ptr<PendingTransfer>> Recv(void* data, size_t bytes, int peer, int tag) override;
+  absl::StatusOr<std::unique_ptr<PendingTransfer>> Send(const void* data, size_t bytes, int peer,
+                                                        int tag) override;
+  absl::StatusOr<std::unique_ptr<PendingTransfer>> Recv(void* data, size_t bytes, int peer,
+                                                        int tag) override;
   absl::Status Barrier() override;
   // The MPI communicator's split, staged the same way (same device and stream).
   absl::StatusOr<std::unique_ptr<Communicator>> Split(int color, int key) override;

@@ -8,8 +8,9 @@ namespace prefill {
 
 absl::Status NcclError(ncclResult_t result, const char* call, const char* file, int line) {
   const char* last = ncclGetLastError(nullptr);
-  std::string message = absl::StrCat(file, ":", line, ": ", call, " failed: ", ncclGetErrorString(result),
-                                     last && *last ? absl::StrCat(" (", last, ")") : std::string());
+  std::string message =
+      absl::StrCat(file, ":", line, ": ", call, " failed: ", ncclGetErrorString(result),
+                   last && *last ? absl::StrCat(" (", last, ")") : std::string());
   switch (result) {
     case ncclRemoteError:
     case ncclSystemError:

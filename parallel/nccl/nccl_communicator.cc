@@ -38,12 +38,12 @@ struct NcclCommunicator::PendingBatch {
 
 namespace {
 
-
 using Clock = std::chrono::steady_clock;
 
 class NcclPendingTransfer final : public PendingTransfer {
  public:
-  NcclPendingTransfer(std::shared_ptr<NcclCommunicator::PendingBatch> batch, std::function<absl::Status()> flush)
+  NcclPendingTransfer(std::shared_ptr<NcclCommunicator::PendingBatch> batch,
+                      std::function<absl::Status()> flush)
       : batch_(std::move(batch)), flush_(std::move(flush)) {}
   absl::Status Wait() override {
     if (!batch_->flushed) {
@@ -100,8 +100,8 @@ absl::StatusOr<std::unique_ptr<NcclCommunicator>> NcclCommunicator::Prepare(
   CUDA_CHECK(cudaGetDeviceCount(&count));
   c->device_ = ChooseLocalDevice(device_id, count);
   if (c->device_ >= count) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("rank ", c->rank_, ": device ", c->device_, " but only ", count, " CUDA devices"));
+    return absl::InvalidArgumentError(absl::StrCat("rank ", c->rank_, ": device ", c->device_,
+                                                   " but only ", count, " CUDA devices"));
   }
   CUDA_CHECK(cudaSetDevice(c->device_));
   CUDA_CHECK(cudaStreamCreateWithFlags(&c->comm_stream_, cudaStreamNonBlocking));
@@ -295,7 +295,8 @@ absl::Status NcclCommunicator::FlushPending() {
     }
     if (self_sends.size() != self_recvs.size()) {
       return absl::InvalidArgumentError(absl::StrCat("rank ", rank_, ": ", self_sends.size(),
-                                                     " sends to self but ", self_recvs.size(), " receives"));
+                                                     " sends to self but ", self_recvs.size(),
+                                                     " receives"));
     }
     for (size_t i = 0; i < self_sends.size(); ++i) {
       if (self_sends[i]->bytes != self_recvs[i]->bytes) {
@@ -304,15 +305,18 @@ absl::Status NcclCommunicator::FlushPending() {
       CUDA_CHECK(cudaMemcpyAsync(self_recvs[i]->data, self_sends[i]->data, self_sends[i]->bytes,
                                  cudaMemcpyDeviceToDevice, comm_stream_));
     }
-    absl::StatusOr<cudaEvent_t> done = FinishOnCommStream(absl::StrCat(batch->ops.size(), " send/recv"));
+    absl::StatusOr<cudaEvent_t> done =
+        FinishOnCommStream(absl::StrCat(batch->ops.size(), " send/recv"));
     return done.status();
   }();
   return batch->status;
 }
 
-absl::StatusOr<std::unique_ptr<PendingTransfer>> NcclCommunicator::Send(const void* data, size_t bytes,
-                                                                        int peer, int /*tag*/) {
-  if (peer < 0 || peer >= size_) return absl::InvalidArgumentError(absl::StrCat("Send: peer ", peer, " out of range"));
+absl::StatusOr<std::unique_ptr<PendingTransfer>> NcclCommunicator::Send(const void* data,
+                                                                        size_t bytes, int peer,
+                                                                        int /*tag*/) {
+  if (peer < 0 || peer >= size_)
+    return absl::InvalidArgumentError(absl::StrCat("Send: peer ", peer, " out of range"));
   CUDA_CHECK(cudaSetDevice(device_));
   if (!pending_) {
     pending_ = std::make_shared<PendingBatch>();
@@ -320,12 +324,14 @@ absl::StatusOr<std::unique_ptr<PendingTransfer>> NcclCommunicator::Send(const vo
   }
   pending_->ops.push_back({true, const_cast<void*>(data), bytes, peer});
   CUDA_CHECK(cudaEventRecord(pending_->posted, compute_stream_));
-  return std::unique_ptr<PendingTransfer>(new NcclPendingTransfer(pending_, [this] { return FlushPending(); }));
+  return std::unique_ptr<PendingTransfer>(
+      new NcclPendingTransfer(pending_, [this] { return FlushPending(); }));
 }
 
-absl::StatusOr<std::unique_ptr<PendingTransfer>> NcclCommunicator::Recv(void* data, size_t bytes, int peer,
-                                                                        int /*tag*/) {
-  if (peer < 0 || peer >= size_) return absl::InvalidArgumentError(absl::StrCat("Recv: peer ", peer, " out of range"));
+absl::StatusOr<std::unique_ptr<PendingTransfer>> NcclCommunicator::Recv(void* data, size_t bytes,
+                                                                        int peer, int /*tag*/) {
+  if (peer < 0 || peer >= size_)
+    return absl::InvalidArgumentError(absl::StrCat("Recv: peer ", peer, " out of range"));
   CUDA_CHECK(cudaSetDevice(device_));
   if (!pending_) {
     pending_ = std::make_shared<PendingBatch>();
@@ -333,7 +339,8 @@ absl::StatusOr<std::unique_ptr<PendingTransfer>> NcclCommunicator::Recv(void* da
   }
   pending_->ops.push_back({false, data, bytes, peer});
   CUDA_CHECK(cudaEventRecord(pending_->posted, compute_stream_));
-  return std::unique_ptr<PendingTransfer>(new NcclPendingTransfer(pending_, [this] { return FlushPending(); }));
+  return std::unique_ptr<PendingTransfer>(
+      new NcclPendingTransfer(pending_, [this] { return FlushPending(); }));
 }
 
 absl::StatusOr<char*> NcclCommunicator::Stage(size_t bytes) {
@@ -366,7 +373,8 @@ absl::Status NcclCommunicator::StagedAllGather(const void* send, size_t bytes, v
 absl::Status NcclCommunicator::StagedExchange(const void* send, std::span<const size_t> send_counts,
                                               std::span<const size_t> send_displs, void* recv,
                                               std::span<const size_t> recv_counts,
-                                              std::span<const size_t> recv_displs, const char* what) {
+                                              std::span<const size_t> recv_displs,
+                                              const char* what) {
   size_t send_bytes = 0, recv_bytes = 0;
   for (int p = 0; p < size_; ++p) {
     send_bytes = std::max(send_bytes, send_displs[p] + send_counts[p]);
@@ -378,10 +386,13 @@ absl::Status NcclCommunicator::StagedExchange(const void* send, std::span<const 
   if (!stage.ok()) return stage.status();
   char* dev_send = *stage;
   char* dev_recv = *stage + recv_at;
-  if (send_bytes > 0) CUDA_CHECK(cudaMemcpyAsync(dev_send, send, send_bytes, cudaMemcpyDefault, comm_stream_));
-  absl::Status s = GroupedExchange(dev_send, send_counts, send_displs, dev_recv, recv_counts, recv_displs, what);
+  if (send_bytes > 0)
+    CUDA_CHECK(cudaMemcpyAsync(dev_send, send, send_bytes, cudaMemcpyDefault, comm_stream_));
+  absl::Status s =
+      GroupedExchange(dev_send, send_counts, send_displs, dev_recv, recv_counts, recv_displs, what);
   if (!s.ok()) return s;
-  if (recv_bytes > 0) CUDA_CHECK(cudaMemcpyAsync(recv, dev_recv, recv_bytes, cudaMemcpyDefault, comm_stream_));
+  if (recv_bytes > 0)
+    CUDA_CHECK(cudaMemcpyAsync(recv, dev_recv, recv_bytes, cudaMemcpyDefault, comm_stream_));
   absl::StatusOr<cudaEvent_t> done = FinishOnCommStream(what);
   if (!done.ok()) return done.status();
   return HostWait(*done, what);
@@ -399,10 +410,12 @@ absl::Status NcclCommunicator::AllGather(const void* send, size_t bytes, void* r
   return FinishOnCommStream("AllGather").status();
 }
 
-absl::Status NcclCommunicator::GroupedExchange(const void* send, std::span<const size_t> send_counts,
+absl::Status NcclCommunicator::GroupedExchange(const void* send,
+                                               std::span<const size_t> send_counts,
                                                std::span<const size_t> send_displs, void* recv,
                                                std::span<const size_t> recv_counts,
-                                               std::span<const size_t> recv_displs, const char* what) {
+                                               std::span<const size_t> recv_displs,
+                                               const char* what) {
   PREFILL_RETURN_IF_ERROR(FlushPending());
   if (IsHostMemory(send) || IsHostMemory(recv)) {
     return StagedExchange(send, send_counts, send_displs, recv, recv_counts, recv_displs, what);
@@ -416,10 +429,12 @@ absl::Status NcclCommunicator::GroupedExchange(const void* send, std::span<const
   for (int peer = 0; peer < size_ && r == ncclSuccess; ++peer) {
     if (peer == rank_) continue;
     if (send_counts[peer] > 0) {
-      r = ncclSend(src + send_displs[peer], send_counts[peer], ncclUint8, peer, comm_, comm_stream_);
+      r = ncclSend(src + send_displs[peer], send_counts[peer], ncclUint8, peer, comm_,
+                   comm_stream_);
     }
     if (r == ncclSuccess && recv_counts[peer] > 0) {
-      r = ncclRecv(dst + recv_displs[peer], recv_counts[peer], ncclUint8, peer, comm_, comm_stream_);
+      r = ncclRecv(dst + recv_displs[peer], recv_counts[peer], ncclUint8, peer, comm_,
+                   comm_stream_);
     }
   }
   const ncclResult_t end = ncclGroupEnd();
@@ -427,12 +442,13 @@ absl::Status NcclCommunicator::GroupedExchange(const void* send, std::span<const
   NCCL_CHECK(r);
   NCCL_CHECK(end);
   if (send_counts[rank_] != recv_counts[rank_]) {
-    return absl::InvalidArgumentError(absl::StrCat(what, ": rank ", rank_, " sends ", send_counts[rank_],
-                                                   " bytes to itself but expects ", recv_counts[rank_]));
+    return absl::InvalidArgumentError(
+        absl::StrCat(what, ": rank ", rank_, " sends ", send_counts[rank_],
+                     " bytes to itself but expects ", recv_counts[rank_]));
   }
   if (send_counts[rank_] > 0) {
-    CUDA_CHECK(cudaMemcpyAsync(dst + recv_displs[rank_], src + send_displs[rank_], send_counts[rank_],
-                               cudaMemcpyDeviceToDevice, comm_stream_));
+    CUDA_CHECK(cudaMemcpyAsync(dst + recv_displs[rank_], src + send_displs[rank_],
+                               send_counts[rank_], cudaMemcpyDeviceToDevice, comm_stream_));
   }
   return FinishOnCommStream(what).status();
 }
@@ -442,7 +458,8 @@ absl::Status NcclCommunicator::AllGatherV(const void* send, size_t bytes, void* 
                                           std::span<const size_t> recv_displs) {
   PREFILL_RETURN_IF_ERROR(CheckSpans(recv_counts, recv_displs, size_, "AllGatherV"));
   const std::vector<size_t> send_counts(size_, bytes), send_displs(size_, 0);
-  return GroupedExchange(send, send_counts, send_displs, recv, recv_counts, recv_displs, "AllGatherV");
+  return GroupedExchange(send, send_counts, send_displs, recv, recv_counts, recv_displs,
+                         "AllGatherV");
 }
 
 absl::Status NcclCommunicator::AllToAllV(const void* send, std::span<const size_t> send_counts,
@@ -451,7 +468,8 @@ absl::Status NcclCommunicator::AllToAllV(const void* send, std::span<const size_
                                          std::span<const size_t> recv_displs) {
   PREFILL_RETURN_IF_ERROR(CheckSpans(send_counts, send_displs, size_, "AllToAllV"));
   PREFILL_RETURN_IF_ERROR(CheckSpans(recv_counts, recv_displs, size_, "AllToAllV"));
-  return GroupedExchange(send, send_counts, send_displs, recv, recv_counts, recv_displs, "AllToAllV");
+  return GroupedExchange(send, send_counts, send_displs, recv, recv_counts, recv_displs,
+                         "AllToAllV");
 }
 
 absl::Status NcclCommunicator::AllReduce(double* values, size_t count, ncclRedOp_t op) {
@@ -465,14 +483,16 @@ absl::Status NcclCommunicator::AllReduce(double* values, size_t count, ncclRedOp
     absl::StatusOr<char*> stage = Stage(count * sizeof(double));
     if (!stage.ok()) return stage.status();
     buffer = reinterpret_cast<double*>(*stage);
-    CUDA_CHECK(cudaMemcpyAsync(buffer, values, count * sizeof(double), cudaMemcpyHostToDevice, comm_stream_));
+    CUDA_CHECK(cudaMemcpyAsync(buffer, values, count * sizeof(double), cudaMemcpyHostToDevice,
+                               comm_stream_));
   }
   BeginBlocking("ncclAllReduce");
   const ncclResult_t r = ncclAllReduce(buffer, buffer, count, ncclFloat64, op, comm_, comm_stream_);
   EndBlocking();
   NCCL_CHECK(r);
   if (!on_device) {
-    CUDA_CHECK(cudaMemcpyAsync(values, buffer, count * sizeof(double), cudaMemcpyDeviceToHost, comm_stream_));
+    CUDA_CHECK(cudaMemcpyAsync(values, buffer, count * sizeof(double), cudaMemcpyDeviceToHost,
+                               comm_stream_));
   }
   absl::StatusOr<cudaEvent_t> done = FinishOnCommStream("AllReduce");
   if (!done.ok()) return done.status();
@@ -511,8 +531,8 @@ void NcclCommunicator::Abort(int exit_code, std::string_view reason) {
 }
 
 void NcclCommunicator::AbortFromWatchdog(const std::string& reason) {
-  std::fprintf(stderr, "prefill: rank %d (GPU %d) NCCL watchdog: %s; aborting the job\n", rank_, device_,
-               reason.c_str());
+  std::fprintf(stderr, "prefill: rank %d (GPU %d) NCCL watchdog: %s; aborting the job\n", rank_,
+               device_, reason.c_str());
   std::fflush(stderr);
   if (comm_ != nullptr) (void)ncclCommAbort(comm_);
   // MPI_Abort from a second thread is not promised by the standard below MPI_THREAD_MULTIPLE;
@@ -528,7 +548,9 @@ void NcclCommunicator::WatchdogLoop() {
     stop_cv_.wait_for(lock, std::chrono::milliseconds(100));
     if (stop_) break;
     const Clock::time_point now = Clock::now();
-    auto age = [&](Clock::time_point since) { return std::chrono::duration<double>(now - since).count(); };
+    auto age = [&](Clock::time_point since) {
+      return std::chrono::duration<double>(now - since).count();
+    };
     if (blocking_ && age(blocking_since_) > timeout_seconds_) {
       const std::string what = blocking_what_;
       lock.unlock();
@@ -556,7 +578,8 @@ void NcclCommunicator::WatchdogLoop() {
     }
     if (comm_ != nullptr) {
       ncclResult_t async = ncclSuccess;
-      if (ncclCommGetAsyncError(comm_, &async) == ncclSuccess && async != ncclSuccess && async != ncclInProgress) {
+      if (ncclCommGetAsyncError(comm_, &async) == ncclSuccess && async != ncclSuccess &&
+          async != ncclInProgress) {
         lock.unlock();
         AbortFromWatchdog(absl::StrCat("asynchronous NCCL error: ", ncclGetErrorString(async)));
       }

@@ -52,8 +52,8 @@ namespace prefill {
 int ChooseLocalDevice(int device_id_flag, int device_count);
 
 struct NcclOptions {
-  MPI_Comm mpi_comm = MPI_COMM_WORLD;  // ranks of the NCCL communicator (rank 0 makes the id)
-  int device_id = -1;                  // -1: ChooseLocalDevice
+  MPI_Comm mpi_comm = MPI_COMM_WORLD;     // ranks of the NCCL communicator (rank 0 makes the id)
+  int device_id = -1;                     // -1: ChooseLocalDevice
   cudaStream_t compute_stream = nullptr;  // the CUDA backend's stream (nullptr: legacy default)
   double comm_timeout_seconds = 600.0;    // in flight this long: abort the job
 };
@@ -71,18 +71,22 @@ class NcclCommunicator final : public Communicator {
   cudaStream_t comm_stream() const { return comm_stream_; }
 
   absl::Status AllGather(const void* send, size_t bytes, void* recv) override;
-  absl::Status AllGatherV(const void* send, size_t bytes, void* recv, std::span<const size_t> recv_counts,
+  absl::Status AllGatherV(const void* send, size_t bytes, void* recv,
+                          std::span<const size_t> recv_counts,
                           std::span<const size_t> recv_displs) override;
   absl::Status AllToAllV(const void* send, std::span<const size_t> send_counts,
-                         std::span<const size_t> send_displs, void* recv, std::span<const size_t> recv_counts,
+                         std::span<const size_t> send_displs, void* recv,
+                         std::span<const size_t> recv_counts,
                          std::span<const size_t> recv_displs) override;
   // Every collective takes host or device memory: host buffers (the plans' small metadata,
   // e.g. the lists of requested KV blocks) go through a device staging buffer and the call
   // returns with the result in place; device buffers are stream-ordered as above.
   absl::Status AllReduceSum(double* values, size_t count) override;
   absl::Status AllReduceMax(double* values, size_t count) override;
-  absl::StatusOr<std::unique_ptr<PendingTransfer>> Send(const void* data, size_t bytes, int peer, int tag) override;
-  absl::StatusOr<std::unique_ptr<PendingTransfer>> Recv(void* data, size_t bytes, int peer, int tag) override;
+  absl::StatusOr<std::unique_ptr<PendingTransfer>> Send(const void* data, size_t bytes, int peer,
+                                                        int tag) override;
+  absl::StatusOr<std::unique_ptr<PendingTransfer>> Recv(void* data, size_t bytes, int peer,
+                                                        int tag) override;
   // Issues the pending batch as one group now, on the comm stream (see the file comment).
   absl::Status StartPosted() override { return FlushPending(); }
   // Returns when every rank has reached it and this rank's queued compute work is done.
@@ -126,12 +130,12 @@ class NcclCommunicator final : public Communicator {
   absl::Status StagedAllGather(const void* send, size_t bytes, void* recv);
   absl::Status StagedExchange(const void* send, std::span<const size_t> send_counts,
                               std::span<const size_t> send_displs, void* recv,
-                              std::span<const size_t> recv_counts, std::span<const size_t> recv_displs,
-                              const char* what);
+                              std::span<const size_t> recv_counts,
+                              std::span<const size_t> recv_displs, const char* what);
   absl::Status GroupedExchange(const void* send, std::span<const size_t> send_counts,
                                std::span<const size_t> send_displs, void* recv,
-                               std::span<const size_t> recv_counts, std::span<const size_t> recv_displs,
-                               const char* what);
+                               std::span<const size_t> recv_counts,
+                               std::span<const size_t> recv_displs, const char* what);
   // Marks a blocking NCCL call for the watchdog (cleared by EndBlocking).
   void BeginBlocking(const std::string& what);
   void EndBlocking();

@@ -30,7 +30,8 @@ absl::StatusOr<PinnedStagingPool::Buffer> PinnedStagingPool::Take(size_t bytes) 
   Buffer b;
   b.bytes = bytes;
   CUDA_CHECK(cudaHostAlloc(&b.data, bytes, cudaHostAllocPortable));
-  if (const cudaError_t e = cudaEventCreateWithFlags(&b.last_copy, cudaEventDisableTiming); e != cudaSuccess) {
+  if (const cudaError_t e = cudaEventCreateWithFlags(&b.last_copy, cudaEventDisableTiming);
+      e != cudaSuccess) {
     (void)cudaFreeHost(b.data);
     CUDA_CHECK(e);
   }

@@ -27,8 +27,7 @@ uint32_t Crc32cPortable(uint32_t crc, const uint8_t* p, size_t n) {
 
 #if defined(__x86_64__)
 // The SSE4.2 crc32 instruction: about 8 bytes per cycle-triple, ~8 GB/s on one core.
-__attribute__((target("sse4.2"))) uint32_t Crc32cSse42(uint32_t crc, const uint8_t* p,
-                                                              size_t n) {
+__attribute__((target("sse4.2"))) uint32_t Crc32cSse42(uint32_t crc, const uint8_t* p, size_t n) {
   uint64_t c = crc;
   while (n >= 8) {
     uint64_t word;

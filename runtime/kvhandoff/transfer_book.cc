@@ -45,27 +45,32 @@ const char* KindName(size_t index) { return index % 2 == 0 ? "key" : "value"; }
 std::string BeginProblem(const wire::BeginMessage& m, const KvTransfer& t) {
   const uint32_t rank = m.prefix.rank;
   const absl::StatusOr<DType> dtype = ParseDType(m.dtype);
-  if (m.world_size == 0 || m.world_size > 65536 || m.world_size != t.world_size || rank >= m.world_size) {
-    return absl::StrCat("rank ", rank, " of ", m.world_size, " does not fit a group of ", t.world_size);
+  if (m.world_size == 0 || m.world_size > 65536 || m.world_size != t.world_size ||
+      rank >= m.world_size) {
+    return absl::StrCat("rank ", rank, " of ", m.world_size, " does not fit a group of ",
+                        t.world_size);
   }
   if (t.parts.count(rank) != 0) return absl::StrCat("rank ", rank, " began twice");
-  if (!dtype.ok() || m.num_layers == 0 || m.num_layers > 100000 || m.kv_heads == 0 || m.head_dim == 0 ||
-      m.seq_len <= 0 || m.local_rows <= 0 || m.layout.empty() ||
+  if (!dtype.ok() || m.num_layers == 0 || m.num_layers > 100000 || m.kv_heads == 0 ||
+      m.head_dim == 0 || m.seq_len <= 0 || m.local_rows <= 0 || m.layout.empty() ||
       m.local_rows * int64_t{m.kv_heads} * m.head_dim > (int64_t{1} << 36)) {
     return absl::StrCat("rank ", rank, " declares a geometry that cannot be right");
   }
   if (!t.parts.empty()) {
     const wire::BeginMessage& first = t.parts.begin()->second.begin;
-    if (first.seq_len != m.seq_len || first.num_layers != m.num_layers || first.kv_heads != m.kv_heads ||
-        first.head_dim != m.head_dim || first.dtype != m.dtype || first.layout != m.layout) {
-      return absl::StrCat("rank ", rank, "'s geometry differs from rank ", t.parts.begin()->first, "'s");
+    if (first.seq_len != m.seq_len || first.num_layers != m.num_layers ||
+        first.kv_heads != m.kv_heads || first.head_dim != m.head_dim || first.dtype != m.dtype ||
+        first.layout != m.layout) {
+      return absl::StrCat("rank ", rank, "'s geometry differs from rank ", t.parts.begin()->first,
+                          "'s");
     }
   }
   for (const KvTokenRange& r : m.ranges) {
     if (r.length <= 0 || r.start < 0 || r.start + r.length > m.seq_len || r.row < 0 ||
         r.row + r.length > m.local_rows) {
-      return absl::StrCat("rank ", rank, " declares tokens [", r.start, ", ", r.start + r.length, ") at rows [",
-                          r.row, ", ", r.row + r.length, ") outside the sequence or its shard");
+      return absl::StrCat("rank ", rank, " declares tokens [", r.start, ", ", r.start + r.length,
+                          ") at rows [", r.row, ", ", r.row + r.length,
+                          ") outside the sequence or its shard");
     }
   }
   return "";
@@ -82,7 +87,8 @@ absl::Status CheckCoverage(const std::map<uint32_t, KvRankPart>& parts) {
     std::sort(rows.begin(), rows.end(), [](auto& a, auto& b) { return a.row < b.row; });
     for (size_t i = 1; i < rows.size(); ++i) {
       if (rows[i].row < rows[i - 1].row + rows[i - 1].length) {
-        return absl::InvalidArgumentError(absl::StrCat("rank ", rank, "'s token ranges share shard rows"));
+        return absl::InvalidArgumentError(
+            absl::StrCat("rank ", rank, "'s token ranges share shard rows"));
       }
     }
     all.insert(all.end(), part.begin.ranges.begin(), part.begin.ranges.end());
@@ -91,25 +97,27 @@ absl::Status CheckCoverage(const std::map<uint32_t, KvRankPart>& parts) {
   int64_t next = 0;
   for (const KvTokenRange& r : all) {
     if (r.start != next) {
-      return absl::InvalidArgumentError(absl::StrCat("token ranges do not cover the sequence exactly once: ",
-                                                     r.start < next ? "overlap" : "gap", " at token ",
-                                                     std::min(r.start, next)));
+      return absl::InvalidArgumentError(
+          absl::StrCat("token ranges do not cover the sequence exactly once: ",
+                       r.start < next ? "overlap" : "gap", " at token ", std::min(r.start, next)));
     }
     next = r.start + r.length;
   }
   if (next != seq_len) {
-    return absl::InvalidArgumentError(absl::StrCat("token ranges end at ", next, ", the sequence at ", seq_len));
+    return absl::InvalidArgumentError(
+        absl::StrCat("token ranges end at ", next, ", the sequence at ", seq_len));
   }
   return absl::OkStatus();
 }
 
 }  // namespace
 
-KvTransferBook::KvTransferBook(Options options, Hooks hooks) : options_(std::move(options)), hooks_(std::move(hooks)) {}
+KvTransferBook::KvTransferBook(Options options, Hooks hooks)
+    : options_(std::move(options)), hooks_(std::move(hooks)) {}
 KvTransferBook::~KvTransferBook() = default;
 
-std::optional<KvTransferBook::PayloadSlot> KvTransferBook::OnMessage(KvPeer peer, std::span<const std::byte> header,
-                                                                     size_t payload_length) {
+std::optional<KvTransferBook::PayloadSlot> KvTransferBook::OnMessage(
+    KvPeer peer, std::span<const std::byte> header, size_t payload_length) {
   switch (static_cast<wire::MessageType>(wire::PeekType(header))) {
     case wire::MessageType::kBegin:
       OnBegin(peer, header);
@@ -135,7 +143,8 @@ void KvTransferBook::OnBegin(KvPeer peer, std::span<const std::byte> header) {
     if (it->second->transfer_id == m->prefix.transfer_id) {
       t = it->second;
     } else {
-      Drop(it->second, absl::StrCat("superseded by a newer attempt (transfer ", absl::Hex(m->prefix.transfer_id), ")"));
+      Drop(it->second, absl::StrCat("superseded by a newer attempt (transfer ",
+                                    absl::Hex(m->prefix.transfer_id), ")"));
     }
   }
   if (t == nullptr) {
@@ -153,7 +162,8 @@ void KvTransferBook::OnBegin(KvPeer peer, std::span<const std::byte> header) {
   part.peer = peer;
   part.begin = std::move(*m);
   const DType dtype = *ParseDType(part.begin.dtype);
-  const std::vector<int64_t> shape = {part.begin.local_rows, part.begin.kv_heads, part.begin.head_dim};
+  const std::vector<int64_t> shape = {part.begin.local_rows, part.begin.kv_heads,
+                                      part.begin.head_dim};
   for (uint32_t l = 0; l < part.begin.num_layers; ++l) {
     part.keys.push_back(Tensor::Zeros(dtype, shape));
     part.values.push_back(Tensor::Zeros(dtype, shape));
@@ -162,15 +172,16 @@ void KvTransferBook::OnBegin(KvPeer peer, std::span<const std::byte> header) {
   part.crcs.assign(2 * part.begin.num_layers, 0);
 }
 
-std::optional<KvTransferBook::PayloadSlot> KvTransferBook::OnLayer(KvPeer peer, std::span<const std::byte> header,
-                                                                   size_t payload_length) {
+std::optional<KvTransferBook::PayloadSlot> KvTransferBook::OnLayer(
+    KvPeer peer, std::span<const std::byte> header, size_t payload_length) {
   absl::StatusOr<wire::LayerMessage> m = wire::DecodeLayer(header);
   if (!m.ok()) {
     Reject(peer, m.status());
     return std::nullopt;
   }
   std::shared_ptr<KvTransfer> t = Find(m->prefix);
-  if (t == nullptr) return std::nullopt;  // a dropped or superseded attempt: its ranks already heard why
+  if (t == nullptr)
+    return std::nullopt;  // a dropped or superseded attempt: its ranks already heard why
   const uint32_t rank = m->prefix.rank;
   auto it = t->parts.find(rank);
   if (it == t->parts.end() || it->second.peer != peer) {
@@ -179,11 +190,12 @@ std::optional<KvTransferBook::PayloadSlot> KvTransferBook::OnLayer(KvPeer peer, 
   }
   KvRankPart& part = it->second;
   const size_t index = 2 * size_t{m->layer} + m->kind;
-  const std::vector<int64_t> shape = {part.begin.local_rows, part.begin.kv_heads, part.begin.head_dim};
+  const std::vector<int64_t> shape = {part.begin.local_rows, part.begin.kv_heads,
+                                      part.begin.head_dim};
   std::string problem;
   if (m->layer >= part.begin.num_layers || m->kind > 1) {
-    problem = absl::StrCat("rank ", rank, " sent layer ", m->layer, " kind ", int{m->kind}, " of a ",
-                           part.begin.num_layers, "-layer cache");
+    problem = absl::StrCat("rank ", rank, " sent layer ", m->layer, " kind ", int{m->kind},
+                           " of a ", part.begin.num_layers, "-layer cache");
   } else if (part.state[index] != 0) {
     problem = absl::StrCat("rank ", rank, " sent layer ", m->layer, " ", KindName(index), " twice");
   } else if (m->dtype != part.begin.dtype || m->shape != shape || m->ranges != part.begin.ranges ||
@@ -198,19 +210,26 @@ std::optional<KvTransferBook::PayloadSlot> KvTransferBook::OnLayer(KvPeer peer, 
   Tensor& dst = m->kind == 0 ? part.keys[m->layer] : part.values[m->layer];
   part.state[index] = 1;
   ++t->arriving;
-  return PayloadSlot{t, rank, index, reinterpret_cast<std::byte*>(dst.bytes.data()), payload_length, m->payload_crc};
+  return PayloadSlot{t,
+                     rank,
+                     index,
+                     reinterpret_cast<std::byte*>(dst.bytes.data()),
+                     payload_length,
+                     m->payload_crc};
 }
 
 void KvTransferBook::Arrived(const PayloadSlot& slot, const absl::Status& status) {
   KvTransfer& t = *slot.transfer;
   --t.arriving;
   if (t.dropped) return;
-  const std::string what = absl::StrCat("rank ", slot.rank, "'s layer ", slot.index / 2, " ", KindName(slot.index));
-  if (!status.ok()) return Drop(slot.transfer, absl::StrCat(what, " did not arrive: ", status.message()));
+  const std::string what =
+      absl::StrCat("rank ", slot.rank, "'s layer ", slot.index / 2, " ", KindName(slot.index));
+  if (!status.ok())
+    return Drop(slot.transfer, absl::StrCat(what, " did not arrive: ", status.message()));
   const uint32_t got = wire::Crc32c(slot.dst, slot.length);
   if (got != slot.crc) {
-    return Drop(slot.transfer, absl::StrCat(what, " arrived with checksum ", absl::Hex(got), ", its header says ",
-                                            absl::Hex(slot.crc)));
+    return Drop(slot.transfer, absl::StrCat(what, " arrived with checksum ", absl::Hex(got),
+                                            ", its header says ", absl::Hex(slot.crc)));
   }
   KvRankPart& part = t.parts.at(slot.rank);
   part.state[slot.index] = 2;
@@ -247,8 +266,8 @@ void KvTransferBook::PeerLost(KvPeer peer, const std::string& reason) {
       if (part.peer == peer) rank = r;
       held += part.bytes;
     }
-    Drop(t, absl::StrCat("the connection from rank ", rank, " (", hooks_.peer_name(peer), ") was lost (", reason,
-                         ") with ", held, " bytes held"));
+    Drop(t, absl::StrCat("the connection from rank ", rank, " (", hooks_.peer_name(peer),
+                         ") was lost (", reason, ") with ", held, " bytes held"));
   }
 }
 
@@ -291,15 +310,16 @@ absl::Status KvTransferBook::Check(const KvTransfer& t) const {
   for (const auto& [rank, part] : t.parts) {
     for (size_t index = 0; index < part.state.size(); ++index) {
       if (part.state[index] != 2) {
-        return absl::DataLossError(
-            absl::StrCat("rank ", rank, " committed without layer ", index / 2, " ", KindName(index)));
+        return absl::DataLossError(absl::StrCat("rank ", rank, " committed without layer ",
+                                                index / 2, " ", KindName(index)));
       }
     }
     const wire::CommitMessage& c = *part.commit;
     if (c.messages != part.state.size() || c.payload_bytes != part.bytes ||
         c.payload_crc != wire::CombineCrcs(part.crcs)) {
-      return absl::DataLossError(absl::StrCat("rank ", rank, " committed ", c.messages, " messages / ",
-                                              c.payload_bytes, " bytes, the receiver holds ", part.state.size(),
+      return absl::DataLossError(absl::StrCat("rank ", rank, " committed ", c.messages,
+                                              " messages / ", c.payload_bytes,
+                                              " bytes, the receiver holds ", part.state.size(),
                                               " / ", part.bytes, " with other checksums"));
     }
   }
@@ -346,11 +366,12 @@ void KvTransferBook::Acknowledge(const KvTransfer& t) {
   }
   const wire::BeginMessage& b = t.parts.begin()->second.begin;
   const double seconds = std::chrono::duration<double>(Clock::now() - t.start).count();
-  hooks_.log(absl::StrFormat("%s acknowledged: %u ranks, %u layers, %d tokens, %s, %.2f MiB in %.3f s (%.2f GB/s)%s",
-                             t.request_id, t.world_size, b.num_layers, b.seq_len, b.dtype, bytes / 1048576.0, seconds,
-                             seconds > 0 ? bytes / seconds / 1e9 : 0.0,
-                             options_.out.empty() ? ", checksums verified"
-                                                  : absl::StrCat(", written to ", KvDir(t.request_id))));
+  hooks_.log(absl::StrFormat(
+      "%s acknowledged: %u ranks, %u layers, %d tokens, %s, %.2f MiB in %.3f s (%.2f GB/s)%s",
+      t.request_id, t.world_size, b.num_layers, b.seq_len, b.dtype, bytes / 1048576.0, seconds,
+      seconds > 0 ? bytes / seconds / 1e9 : 0.0,
+      options_.out.empty() ? ", checksums verified"
+                           : absl::StrCat(", written to ", KvDir(t.request_id))));
 }
 
 // Drops an unacknowledged attempt and tells each of its ranks why (a refusal, not an ack).
@@ -365,7 +386,8 @@ void KvTransferBook::Drop(const std::shared_ptr<KvTransfer>& t, const std::strin
     nack.message = why.substr(0, 1000);
     hooks_.send_ack(part.peer, nack);
   }
-  if (auto it = transfers_.find(t->request_id); it != transfers_.end() && it->second == t) transfers_.erase(it);
+  if (auto it = transfers_.find(t->request_id); it != transfers_.end() && it->second == t)
+    transfers_.erase(it);
 }
 
 // A message that cannot be parsed: its attempt is unknown, so the peer is refused.

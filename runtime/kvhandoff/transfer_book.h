@@ -32,12 +32,12 @@ struct KvTransfer;  // one attempt (transfer id) at one request
 class KvTransferBook {
  public:
   struct Options {
-    std::string out;           // publish under out/kv/<request>/; empty: verify only
+    std::string out;  // publish under out/kv/<request>/; empty: verify only
   };
   struct Hooks {
     std::function<void(KvPeer, const kvwire::AckMessage&)> send_ack;  // an ack or a refusal
-    std::function<void(const std::string&)> log;                     // one line for the operator
-    std::function<std::string(KvPeer)> peer_name;                    // "10.0.0.7:40122"
+    std::function<void(const std::string&)> log;                      // one line for the operator
+    std::function<std::string(KvPeer)> peer_name;                     // "10.0.0.7:40122"
   };
   // Where an accepted layer's payload goes: the transport writes `length` bytes at `dst`, then
   // calls Arrived(slot, ...). The slot keeps its attempt alive until then.
@@ -55,7 +55,8 @@ class KvTransferBook {
 
   // One message of `peer` (a header, and the length of the payload that comes with a layer).
   // A layer that is accepted gets its slot; anything else is handled here (nullopt).
-  std::optional<PayloadSlot> OnMessage(KvPeer peer, std::span<const std::byte> header, size_t payload_length);
+  std::optional<PayloadSlot> OnMessage(KvPeer peer, std::span<const std::byte> header,
+                                       size_t payload_length);
   // `slot`'s payload is in place (OK: its checksum is checked now) or did not arrive.
   void Arrived(const PayloadSlot& slot, const absl::Status& status);
   // The connection of `peer` is gone: every attempt it was part of is dropped.
@@ -69,7 +70,8 @@ class KvTransferBook {
 
  private:
   void OnBegin(KvPeer peer, std::span<const std::byte> header);
-  std::optional<PayloadSlot> OnLayer(KvPeer peer, std::span<const std::byte> header, size_t payload_length);
+  std::optional<PayloadSlot> OnLayer(KvPeer peer, std::span<const std::byte> header,
+                                     size_t payload_length);
   void OnCommit(KvPeer peer, std::span<const std::byte> header);
   std::shared_ptr<KvTransfer> Find(const kvwire::Prefix& p) const;
   absl::Status Check(const KvTransfer& t) const;

@@ -58,8 +58,8 @@ class UcxKvReceiver {
  public:
   explicit UcxKvReceiver(const KvReceiverOptions& o)
       : o_(o),
-        book_({o.out}, {[this](KvPeer peer, const wire::AckMessage& ack) { SendAck(peer, ack); }, &Say,
-                        [this](KvPeer peer) { return PeerName(peer); }}) {}
+        book_({o.out}, {[this](KvPeer peer, const wire::AckMessage& ack) { SendAck(peer, ack); },
+                        &Say, [this](KvPeer peer) { return PeerName(peer); }}) {}
 
   absl::Status Run(const volatile std::sig_atomic_t* stop) {
     PREFILL_RETURN_IF_ERROR(Listen());
@@ -91,16 +91,19 @@ class UcxKvReceiver {
     absl::StatusOr<std::unique_ptr<UcxWorker>> w = UcxWorker::Create();
     if (!w.ok()) return w.status();
     worker_ = std::move(*w);
-    for (wire::MessageType type : {wire::MessageType::kBegin, wire::MessageType::kLayer, wire::MessageType::kCommit}) {
+    for (wire::MessageType type :
+         {wire::MessageType::kBegin, wire::MessageType::kLayer, wire::MessageType::kCommit}) {
       ucp_am_handler_param_t h{};
-      h.field_mask = UCP_AM_HANDLER_PARAM_FIELD_ID | UCP_AM_HANDLER_PARAM_FIELD_CB | UCP_AM_HANDLER_PARAM_FIELD_ARG;
+      h.field_mask = UCP_AM_HANDLER_PARAM_FIELD_ID | UCP_AM_HANDLER_PARAM_FIELD_CB |
+                     UCP_AM_HANDLER_PARAM_FIELD_ARG;
       h.id = static_cast<unsigned>(type);
       h.cb = &UcxKvReceiver::OnMessage;
       h.arg = this;
       UCS_CHECK(ucp_worker_set_am_recv_handler(worker_->worker(), &h));
     }
     absl::StatusOr<SocketAddress> address = ResolveHostPort(o_.listen, true);
-    if (!address.ok()) return absl::InvalidArgumentError(absl::StrCat("--listen ", address.status().message()));
+    if (!address.ok())
+      return absl::InvalidArgumentError(absl::StrCat("--listen ", address.status().message()));
     ucp_listener_params_t lp{};
     lp.field_mask = UCP_LISTENER_PARAM_FIELD_SOCK_ADDR | UCP_LISTENER_PARAM_FIELD_CONN_HANDLER;
     lp.sockaddr.addr = reinterpret_cast<const sockaddr*>(&address->addr);
@@ -113,7 +116,8 @@ class UcxKvReceiver {
     UCS_CHECK(ucp_listener_query(listener_, &la));
     const std::string bound = SocketAddressText(la.sockaddr);
     Say(absl::StrCat("listening on ", bound, " (",
-                     o_.out.empty() ? "verify only" : absl::StrCat("writing to ", o_.out, "/kv"), ")"));
+                     o_.out.empty() ? "verify only" : absl::StrCat("writing to ", o_.out, "/kv"),
+                     ")"));
     if (!o_.port_file.empty()) {
       const std::string port = bound.substr(bound.rfind(':') + 1);
       PREFILL_RETURN_IF_ERROR(WriteFileAtomically(o_.port_file, port + "\n"));
@@ -145,19 +149,20 @@ class UcxKvReceiver {
     ucp_request_free(request);
   }
 
-  static ucs_status_t OnMessage(void* arg, const void* header, size_t header_length, void* data, size_t length,
-                                const ucp_am_recv_param_t* param) {
+  static ucs_status_t OnMessage(void* arg, const void* header, size_t header_length, void* data,
+                                size_t length, const ucp_am_recv_param_t* param) {
     auto* self = static_cast<UcxKvReceiver*>(arg);
     Connection* conn = nullptr;
     if ((param->recv_attr & UCP_AM_RECV_ATTR_FIELD_REPLY_EP) != 0) {
-      if (auto it = self->connections_.find(param->reply_ep); it != self->connections_.end()) conn = it->second.get();
+      if (auto it = self->connections_.find(param->reply_ep); it != self->connections_.end())
+        conn = it->second.get();
     }
     if (conn == nullptr) {
       std::fprintf(stderr, "kv-receiver: a message from an unknown endpoint was dropped\n");
       return UCS_OK;
     }
-    std::optional<KvTransferBook::PayloadSlot> slot =
-        self->book_.OnMessage(conn->id, {static_cast<const std::byte*>(header), header_length}, length);
+    std::optional<KvTransferBook::PayloadSlot> slot = self->book_.OnMessage(
+        conn->id, {static_cast<const std::byte*>(header), header_length}, length);
     if (!slot.has_value()) return UCS_OK;
     if ((param->recv_attr & UCP_AM_RECV_ATTR_FLAG_RNDV) != 0) {
       self->arriving_.push_back(std::make_unique<ArrivingPayload>());
@@ -173,7 +178,8 @@ class UcxKvReceiver {
   void Arrived(const KvTransferBook::PayloadSlot& slot, const absl::Status& status) {
     if (status.ok()) total_bytes_ += slot.length;
     if (o_.die_after_bytes >= 0 && total_bytes_ >= static_cast<uint64_t>(o_.die_after_bytes)) {
-      std::fprintf(stderr, "kv-receiver: --die-after-bytes %lld reached: exiting without acknowledging\n",
+      std::fprintf(stderr,
+                   "kv-receiver: --die-after-bytes %lld reached: exiting without acknowledging\n",
                    static_cast<long long>(o_.die_after_bytes));
       std::fflush(stderr);
       _exit(3);
@@ -193,7 +199,9 @@ class UcxKvReceiver {
       conn->id = ++last_peer_;
       ucp_conn_request_attr_t attr{};
       attr.field_mask = UCP_CONN_REQUEST_ATTR_FIELD_CLIENT_ADDR;
-      conn->peer = ucp_conn_request_query(request, &attr) == UCS_OK ? SocketAddressText(attr.client_address) : "?";
+      conn->peer = ucp_conn_request_query(request, &attr) == UCS_OK
+                       ? SocketAddressText(attr.client_address)
+                       : "?";
       ucp_ep_params_t ep{};
       ep.field_mask = UCP_EP_PARAM_FIELD_CONN_REQUEST | UCP_EP_PARAM_FIELD_ERR_HANDLER |
                       UCP_EP_PARAM_FIELD_ERR_HANDLING_MODE;
@@ -202,7 +210,8 @@ class UcxKvReceiver {
       ep.err_handler.cb = &UcxKvReceiver::OnEndpointError;
       ep.err_handler.arg = conn.get();
       if (const ucs_status_t s = ucp_ep_create(worker_->worker(), &ep, &conn->ep); s != UCS_OK) {
-        std::fprintf(stderr, "kv-receiver: cannot accept %s: %s\n", conn->peer.c_str(), ucs_status_string(s));
+        std::fprintf(stderr, "kv-receiver: cannot accept %s: %s\n", conn->peer.c_str(),
+                     ucs_status_string(s));
         continue;
       }
       peers_[conn->id] = conn.get();
@@ -222,7 +231,8 @@ class UcxKvReceiver {
         rp.op_attr_mask = UCP_OP_ATTR_FIELD_CALLBACK | UCP_OP_ATTR_FIELD_USER_DATA;
         rp.cb.recv_am = &UcxKvReceiver::OnPayload;
         rp.user_data = &p;
-        ucs_status_ptr_t req = ucp_am_recv_data_nbx(worker_->worker(), p.desc, p.slot.dst, p.slot.length, &rp);
+        ucs_status_ptr_t req =
+            ucp_am_recv_data_nbx(worker_->worker(), p.desc, p.slot.dst, p.slot.length, &rp);
         if (req == nullptr) {
           p.done = true;
         } else if (UCS_PTR_IS_ERR(req)) {
@@ -235,7 +245,8 @@ class UcxKvReceiver {
         continue;
       }
       any = true;
-      Arrived(p.slot, p.status == UCS_OK ? absl::OkStatus() : UcsError(p.status, "receive", __FILE__, __LINE__));
+      Arrived(p.slot, p.status == UCS_OK ? absl::OkStatus()
+                                         : UcsError(p.status, "receive", __FILE__, __LINE__));
       it = arriving_.erase(it);
     }
     return any;
@@ -273,8 +284,9 @@ class UcxKvReceiver {
     p.op_attr_mask = UCP_OP_ATTR_FIELD_CALLBACK | UCP_OP_ATTR_FIELD_USER_DATA;
     p.cb.send = &UcxKvReceiver::OnAckSent;
     p.user_data = &a;
-    ucs_status_ptr_t req = ucp_am_send_nbx(it->second->ep, static_cast<unsigned>(wire::MessageType::kAck),
-                                           a.header.data(), a.header.size(), nullptr, 0, &p);
+    ucs_status_ptr_t req =
+        ucp_am_send_nbx(it->second->ep, static_cast<unsigned>(wire::MessageType::kAck),
+                        a.header.data(), a.header.size(), nullptr, 0, &p);
     if (req == nullptr || UCS_PTR_IS_ERR(req)) a.done = true;
   }
 
@@ -310,7 +322,8 @@ class UcxKvReceiver {
   std::unique_ptr<UcxWorker> worker_;
   ucp_listener_h listener_ = nullptr;
   std::deque<ucp_conn_request_h> conn_requests_;
-  std::map<ucp_ep_h, std::unique_ptr<Connection>> connections_;  // the endpoint error handler holds the address
+  std::map<ucp_ep_h, std::unique_ptr<Connection>>
+      connections_;  // the endpoint error handler holds the address
   std::map<KvPeer, Connection*> peers_;
   KvPeer last_peer_ = 0;
   std::list<std::unique_ptr<ArrivingPayload>> arriving_;
@@ -321,7 +334,8 @@ class UcxKvReceiver {
 
 }  // namespace
 
-absl::Status RunUcxKvReceiver(const KvReceiverOptions& options, const volatile std::sig_atomic_t* stop) {
+absl::Status RunUcxKvReceiver(const KvReceiverOptions& options,
+                              const volatile std::sig_atomic_t* stop) {
   return UcxKvReceiver(options).Run(stop);
 }
 

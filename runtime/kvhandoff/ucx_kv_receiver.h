@@ -22,6 +22,7 @@ struct KvReceiverOptions {
 
 // Runs until *stop becomes non-zero (a signal handler sets it) or exit_after requests were
 // acknowledged; live attempts are then dropped and their ranks told why.
-absl::Status RunUcxKvReceiver(const KvReceiverOptions& options, const volatile std::sig_atomic_t* stop);
+absl::Status RunUcxKvReceiver(const KvReceiverOptions& options,
+                              const volatile std::sig_atomic_t* stop);
 
 }  // namespace prefill

@@ -17,7 +17,9 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
-double SecondsSince(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
+double SecondsSince(Clock::time_point t) {
+  return std::chrono::duration<double>(Clock::now() - t).count();
+}
 
 // One posted active message: its header, and its payload's registration.
 struct PendingSend {
@@ -31,8 +33,7 @@ struct PendingSend {
 
 class UcxKvSink final : public KvSink {
  public:
-  UcxKvSink(Communicator& comm, KvTarget target)
-      : comm_(comm), target_(std::move(target)) {}
+  UcxKvSink(Communicator& comm, KvTarget target) : comm_(comm), target_(std::move(target)) {}
   ~UcxKvSink() override { Shutdown(true); }
 
   std::string_view name() const override { return "ucx"; }
@@ -100,7 +101,8 @@ class UcxKvSink final : public KvSink {
     }
     // Sent before returning: during the prefill this runs on the streamer's thread, under the
     // compute of the next layers, and nothing else would progress the worker meanwhile.
-    if (absl::Status s = WaitForSends(absl::StrCat("sending KV layer ", layer)); !s.ok()) return Fail(s);
+    if (absl::Status s = WaitForSends(absl::StrCat("sending KV layer ", layer)); !s.ok())
+      return Fail(s);
     return absl::OkStatus();
   }
 
@@ -217,8 +219,8 @@ class UcxKvSink final : public KvSink {
     }
     if (!s.ok()) {
       return absl::UnavailableError(absl::StrCat("cannot reach the ", Where(),
-                                                 ": no connection within ",
-                                                 target_.timeout_seconds, " s (--kv-timeout)"));
+                                                 ": no connection within ", target_.timeout_seconds,
+                                                 " s (--kv-timeout)"));
     }
     if (ep_failed_ || flushed != UCS_OK) {
       return absl::UnavailableError(absl::StrCat(

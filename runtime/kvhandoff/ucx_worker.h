@@ -36,7 +36,8 @@ namespace prefill {
 // for one thread; SERIALIZED where several threads take turns (never at once).
 class UcxWorker {
  public:
-  static absl::StatusOr<std::unique_ptr<UcxWorker>> Create(ucs_thread_mode_t thread_mode = UCS_THREAD_MODE_SINGLE);
+  static absl::StatusOr<std::unique_ptr<UcxWorker>> Create(
+      ucs_thread_mode_t thread_mode = UCS_THREAD_MODE_SINGLE);
   ~UcxWorker();
   UcxWorker(const UcxWorker&) = delete;
   UcxWorker& operator=(const UcxWorker&) = delete;

@@ -119,7 +119,8 @@ const char* TypeName(MessageType type) {  // with its article
   return "an unknown";
 }
 
-absl::StatusOr<Prefix> ReadPrefix(std::span<const std::byte> header, MessageType expected, Reader& r) {
+absl::StatusOr<Prefix> ReadPrefix(std::span<const std::byte> header, MessageType expected,
+                                  Reader& r) {
   auto bad = [&](const std::string& why) {
     return absl::InvalidArgumentError(
         absl::StrCat("KV handoff header (", header.size(), " bytes): ", why));
@@ -131,7 +132,9 @@ absl::StatusOr<Prefix> ReadPrefix(std::span<const std::byte> header, MessageType
     return bad(absl::StrCat("protocol version ", version, ", this build speaks ", kVersion));
   Prefix p;
   p.type = static_cast<MessageType>(r.Get<uint16_t>());
-  if (p.type != expected) return bad(absl::StrCat(TypeName(p.type), " message where ", TypeName(expected), " one was expected"));
+  if (p.type != expected)
+    return bad(
+        absl::StrCat(TypeName(p.type), " message where ", TypeName(expected), " one was expected"));
   const uint32_t length = r.Get<uint32_t>();
   const uint32_t crc = r.Get<uint32_t>();
   if (length != header.size()) return bad(absl::StrCat("declares ", length, " bytes"));
@@ -206,7 +209,8 @@ std::string Encode(const AckMessage& m) {
 
 uint16_t PeekType(std::span<const std::byte> header) {
   if (header.size() < kPrefixBytes) return 0;
-  return static_cast<uint16_t>(static_cast<uint8_t>(header[6]) | static_cast<uint8_t>(header[7]) << 8);
+  return static_cast<uint16_t>(static_cast<uint8_t>(header[6]) | static_cast<uint8_t>(header[7])
+                                                                     << 8);
 }
 
 absl::StatusOr<BeginMessage> DecodeBegin(std::span<const std::byte> header) {

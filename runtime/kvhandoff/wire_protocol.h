@@ -1,5 +1,6 @@
 // The KV handoff wire protocol (version 1): what a prefill rank (UcxKvSink) and a decode
-// server (the receiver (KvTransferBook)) say to each other over a UCX endpoint. docs/kv-handoff.md explains it.
+// server (the receiver (KvTransferBook)) say to each other over a UCX endpoint. docs/kv-handoff.md
+// explains it.
 //
 // Every message is one UCP active message whose id is its type; its AM header is encoded
 // here, and only Layer messages carry data (the tensor's bytes, sent from registered memory

@@ -25,7 +25,8 @@ std::string Reseal(std::string h) {
 
 template <typename Decode>
 void RoundTrip(const std::string& h, Decode decode) {
-  auto m = decode(std::span<const std::byte>(reinterpret_cast<const std::byte*>(h.data()), h.size()));
+  auto m =
+      decode(std::span<const std::byte>(reinterpret_cast<const std::byte*>(h.data()), h.size()));
   if (m.ok() && wire::Encode(*m) != h) std::abort();  // decoded something these bytes do not say
 }
 

@@ -6,8 +6,10 @@
 #include "tests/fuzz/fuzz_target.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
-  std::vector<std::byte> bytes(reinterpret_cast<const std::byte*>(data), reinterpret_cast<const std::byte*>(data) + size);
-  absl::StatusOr<std::unique_ptr<prefill::SafetensorsFile>> file = prefill::SafetensorsFile::FromBytes("fuzz", std::move(bytes));
+  std::vector<std::byte> bytes(reinterpret_cast<const std::byte*>(data),
+                               reinterpret_cast<const std::byte*>(data) + size);
+  absl::StatusOr<std::unique_ptr<prefill::SafetensorsFile>> file =
+      prefill::SafetensorsFile::FromBytes("fuzz", std::move(bytes));
   if (!file.ok()) return 0;
   for (const auto& [name, entry] : (*file)->entries()) {
     if (entry.shape.empty()) continue;

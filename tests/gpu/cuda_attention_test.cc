@@ -36,7 +36,8 @@ float RoundBf16(float x) { return Bf16ToF32(F32ToBf16(x)); }
 
 // fp32 attention with each probability rounded to bf16 before it multiplies V (the sum uses
 // the unrounded value, as the kernels do); fp32 inputs are first rounded to bf16 as well.
-void NaiveRoundedPAttention(const AttentionParams& p, std::vector<float>* o, std::vector<float>* lse) {
+void NaiveRoundedPAttention(const AttentionParams& p, std::vector<float>* o,
+                            std::vector<float>* lse) {
   const int b = p.block_size, d = p.head_dim, group = p.hq / p.hkv;
   const size_t elem = DTypeSize(p.dtype);
   auto load = [&](const void* base, int64_t index) {
@@ -73,7 +74,8 @@ void NaiveRoundedPAttention(const AttentionParams& p, std::vector<float>* o, std
         const float prob = std::exp(scores[n] - max);
         sum += prob;
         const float rounded = RoundBf16(prob);
-        for (int c = 0; c < d; ++c) out[c] += rounded * load(p.v, g * p.kv_head_stride + keys[n] * p.kv_row_stride + c);
+        for (int c = 0; c < d; ++c)
+          out[c] += rounded * load(p.v, g * p.kv_head_stride + keys[n] * p.kv_row_stride + c);
       }
       for (int c = 0; c < d; ++c) out[c] /= sum;
       (*lse)[static_cast<size_t>(i) * p.hq + h] = max + std::log(sum);
@@ -160,9 +162,12 @@ double Bf16InputRoundingLseError(const AttentionParams& hp, const std::vector<do
     for (int64_t i = 0; i < n; ++i) out[i] = F32ToBf16(f[i]);
     return out;
   };
-  const int64_t q_n = int64_t{hp.lq - 1} * hp.q_row_stride + int64_t{hp.hq - 1} * hp.q_head_stride + hp.head_dim;
-  const int64_t kv_n = int64_t{hp.hkv - 1} * hp.kv_head_stride + int64_t{hp.lk - 1} * hp.kv_row_stride + hp.head_dim;
-  const std::vector<uint16_t> q = rounded(hp.q, q_n), k = rounded(hp.k, kv_n), v = rounded(hp.v, kv_n);
+  const int64_t q_n =
+      int64_t{hp.lq - 1} * hp.q_row_stride + int64_t{hp.hq - 1} * hp.q_head_stride + hp.head_dim;
+  const int64_t kv_n =
+      int64_t{hp.hkv - 1} * hp.kv_head_stride + int64_t{hp.lk - 1} * hp.kv_row_stride + hp.head_dim;
+  const std::vector<uint16_t> q = rounded(hp.q, q_n), k = rounded(hp.k, kv_n),
+                              v = rounded(hp.v, kv_n);
   AttentionParams p = hp;
   p.dtype = DType::kBF16;
   p.q = q.data();
@@ -180,34 +185,44 @@ void CheckProblem(AttentionProblem& problem, DType out_dtype = DType::kF32) {
   ASSERT_TRUE(cpu::ReferenceAttention(hp, &ref_o, &ref_lse, 0).ok());
   std::vector<float> naive_o, naive_lse;
   NaiveRoundedPAttention(hp, &naive_o, &naive_lse);
-  const AttentionErrors naive = attention_test::MeasureErrors(naive_o, naive_lse, ref_o, ref_lse, hp.head_dim);
+  const AttentionErrors naive =
+      attention_test::MeasureErrors(naive_o, naive_lse, ref_o, ref_lse, hp.head_dim);
   std::vector<float> f32_o, f32_lse;
   attention_test::NaiveF32Attention(hp, &f32_o, &f32_lse);
-  const AttentionErrors naive_f32 = attention_test::MeasureErrors(f32_o, f32_lse, ref_o, ref_lse, hp.head_dim);
+  const AttentionErrors naive_f32 =
+      attention_test::MeasureErrors(f32_o, f32_lse, ref_o, ref_lse, hp.head_dim);
   ASSERT_TRUE(cpu::BlockSparseAttention(problem.Params(), 0).ok());
   const std::vector<float> cpu_o = problem.o, cpu_lse = problem.lse;
-  const AttentionErrors cpu = attention_test::MeasureErrors(cpu_o, cpu_lse, ref_o, ref_lse, hp.head_dim);
+  const AttentionErrors cpu =
+      attention_test::MeasureErrors(cpu_o, cpu_lse, ref_o, ref_lse, hp.head_dim);
 
   const double out_rounding = out_dtype == DType::kF32 ? 0.0 : 0x1p-8 * MaxAbs(ref_o);
   const double o_tolerance = 3.0 * naive.o + out_rounding + 1e-6 * problem.max_abs_value();
-  const double lse_tolerance = 8.0 * naive_f32.lse + 2.0 * Bf16InputRoundingLseError(hp, ref_o, ref_lse) + 2e-5;
+  const double lse_tolerance =
+      8.0 * naive_f32.lse + 2.0 * Bf16InputRoundingLseError(hp, ref_o, ref_lse) + 2e-5;
   for (cuda::AttentionPath path : DevicePaths()) {
     SCOPED_TRACE(PathName(path));
     auto backend = gpu_test::MakeBackend(path);
     ASSERT_NE(backend, nullptr);
     const GpuResult gpu = RunOnGpu(*backend, problem, out_dtype);
-    const AttentionErrors e = attention_test::MeasureErrors(gpu.o, gpu.lse, ref_o, ref_lse, hp.head_dim);
+    const AttentionErrors e =
+        attention_test::MeasureErrors(gpu.o, gpu.lse, ref_o, ref_lse, hp.head_dim);
     EXPECT_TRUE(e.empty_rows_exact) << e.empty_rows << " rows without a visible key";
     EXPECT_LE(e.o, o_tolerance) << "naive rounded-P error " << naive.o;
     EXPECT_LE(e.lse, lse_tolerance) << "naive fp32 LSE error " << naive_f32.lse;
     // Against the CPU kernel directly: within the GPU's tolerance plus the CPU's own error.
     double o_vs_cpu = 0, lse_vs_cpu = 0;
     for (size_t i = 0; i < gpu.o.size(); ++i) {
-      o_vs_cpu = std::max(o_vs_cpu, std::isnan(gpu.o[i]) ? INFINITY : static_cast<double>(std::fabs(gpu.o[i] - cpu_o[i])));
+      o_vs_cpu = std::max(o_vs_cpu, std::isnan(gpu.o[i])
+                                        ? INFINITY
+                                        : static_cast<double>(std::fabs(gpu.o[i] - cpu_o[i])));
     }
     for (size_t i = 0; i < gpu.lse.size(); ++i) {
       if (cpu_lse[i] == -INFINITY) continue;
-      lse_vs_cpu = std::max(lse_vs_cpu, std::isnan(gpu.lse[i]) ? INFINITY : static_cast<double>(std::fabs(gpu.lse[i] - cpu_lse[i])));
+      lse_vs_cpu =
+          std::max(lse_vs_cpu, std::isnan(gpu.lse[i])
+                                   ? INFINITY
+                                   : static_cast<double>(std::fabs(gpu.lse[i] - cpu_lse[i])));
     }
     EXPECT_LE(o_vs_cpu, o_tolerance + cpu.o);
     EXPECT_LE(lse_vs_cpu, lse_tolerance + cpu.lse);
@@ -249,14 +264,16 @@ TEST_P(CudaAttentionTest, MatchesCpuAndReference) {
 
 std::string GpuCaseName(const ::testing::TestParamInfo<GpuCase>& info) {
   const auto [dtype, head_dim, causal, gqa, density] = info.param;
-  return std::string(DTypeName(dtype)) + "_d" + std::to_string(head_dim) + (causal ? "_causal" : "_full") +
-         (gqa ? "_gqa" : "_mha") + (density == 1.0 ? "_dense" : "_sparse");
+  return std::string(DTypeName(dtype)) + "_d" + std::to_string(head_dim) +
+         (causal ? "_causal" : "_full") + (gqa ? "_gqa" : "_mha") +
+         (density == 1.0 ? "_dense" : "_sparse");
 }
 
 INSTANTIATE_TEST_SUITE_P(Grid, CudaAttentionTest,
-                         ::testing::Combine(::testing::Values(DType::kBF16, DType::kF16, DType::kF32),
-                                            ::testing::Values(64, 128), ::testing::Bool(), ::testing::Bool(),
-                                            ::testing::Values(1.0, 0.4)),
+                         ::testing::Combine(::testing::Values(DType::kBF16, DType::kF16,
+                                                              DType::kF32),
+                                            ::testing::Values(64, 128), ::testing::Bool(),
+                                            ::testing::Bool(), ::testing::Values(1.0, 0.4)),
                          GpuCaseName);
 
 class CudaAttention : public ::testing::Test {
@@ -324,7 +341,8 @@ TEST_F(CudaAttention, PerKvHeadKeyPositions) {
   problem.k_pos.resize(2 * spec.lk);
   problem.k_pos_head_stride = spec.lk;
   for (int g = 0; g < 2; ++g) {
-    for (int j = 0; j < spec.lk; ++j) problem.k_pos[g * spec.lk + j] = absolute_blocks[g][j / b] * b + j % b;
+    for (int j = 0; j < spec.lk; ++j)
+      problem.k_pos[g * spec.lk + j] = absolute_blocks[g][j / b] * b + j % b;
   }
   for (int i = 0; i < b; ++i) {
     problem.q_pos[i] = 2 * b + i;
@@ -355,7 +373,8 @@ TEST_F(CudaAttention, RowsWithoutVisibleKeys) {
       if (h % 3 == 0) {
         // empty row
       } else if (qb == 0) {
-        problem.kv_blocks_ids.push_back(2);  // keys 256..383: invisible to positions 200..327 in part
+        problem.kv_blocks_ids.push_back(
+            2);  // keys 256..383: invisible to positions 200..327 in part
         problem.kv_blocks_ids.push_back(3);  // keys 384..511: invisible to all of q block 0
       } else {
         problem.kv_blocks_ids.push_back(0);

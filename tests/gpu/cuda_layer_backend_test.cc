@@ -301,8 +301,8 @@ TEST_F(CudaLayerBackendTest, RmsNormMatchesFp64Reference) {
 }
 
 // Counts values outside want +- tol, reporting the first few (defined below).
-int CountOutside(std::span<const double> got, std::span<const double> want, std::span<const double> tol,
-                 const char* what);
+int CountOutside(std::span<const double> got, std::span<const double> want,
+                 std::span<const double> tol, const char* what);
 
 // What SplitQkv must write for one fused row layout: want[i] and, per value, the scale of its
 // rounding bound (|a| + |b| of its rotation; 0 for v, copied exactly). Outputs are q, then k,
@@ -310,8 +310,9 @@ int CountOutside(std::span<const double> got, std::span<const double> want, std:
 struct SplitQkvExpectation {
   std::vector<double> want, scale;
 };
-SplitQkvExpectation SplitQkvReference(const std::vector<double>& qkv, int64_t rows, int heads, int kv_heads,
-                                      int head_dim, const std::vector<int32_t>& positions,
+SplitQkvExpectation SplitQkvReference(const std::vector<double>& qkv, int64_t rows, int heads,
+                                      int kv_heads, int head_dim,
+                                      const std::vector<int32_t>& positions,
                                       const std::vector<double>& inv_freq) {
   const int half = head_dim / 2, all = heads + 2 * kv_heads;
   SplitQkvExpectation e;
@@ -322,7 +323,8 @@ SplitQkvExpectation SplitQkvReference(const std::vector<double>& qkv, int64_t ro
     const int block = hh < heads ? 0 : hh < heads + kv_heads ? 1 : 2;
     const int h = block == 0 ? hh : block == 1 ? hh - heads : hh - heads - kv_heads;
     const int block_heads = block == 0 ? heads : kv_heads;
-    const int64_t base = block == 0 ? 0 : rows * heads * head_dim + (block - 1) * rows * kv_heads * head_dim;
+    const int64_t base =
+        block == 0 ? 0 : rows * heads * head_dim + (block - 1) * rows * kv_heads * head_dim;
     for (int64_t r = 0; r < rows; ++r) {
       const int64_t in = (r * all + hh) * int64_t{head_dim};
       const int64_t out = base + (r * block_heads + h) * int64_t{head_dim};
@@ -354,9 +356,10 @@ TEST_F(CudaLayerBackendTest, SplitQkvMatchesFp64ReferenceAtLongPositions) {
     int heads, kv_heads, head_dim, offset;
   };
   // 128 and 64: the float4 path; 6 (half 3): the scalar path; offset 1: unaligned qkv.
-  for (const Shape s : {Shape{8, 2, 128, 0}, Shape{3, 0, 64, 0}, Shape{5, 1, 6, 0}, Shape{4, 4, 128, 1}}) {
-    SCOPED_TRACE(testing::Message() << "heads " << s.heads << " kv_heads " << s.kv_heads << " head_dim "
-                                    << s.head_dim << " offset " << s.offset);
+  for (const Shape s :
+       {Shape{8, 2, 128, 0}, Shape{3, 0, 64, 0}, Shape{5, 1, 6, 0}, Shape{4, 4, 128, 1}}) {
+    SCOPED_TRACE(testing::Message() << "heads " << s.heads << " kv_heads " << s.kv_heads
+                                    << " head_dim " << s.head_dim << " offset " << s.offset);
     const int half = s.head_dim / 2;
     std::vector<double> inv_freq(half);
     for (int i = 0; i < half; ++i) inv_freq[i] = std::pow(500000.0, -2.0 * i / s.head_dim);
@@ -373,7 +376,8 @@ TEST_F(CudaLayerBackendTest, SplitQkvMatchesFp64ReferenceAtLongPositions) {
     const std::vector<float> x = Normal(q_elems + 2 * kv_elems, 1.f, 17);
     std::vector<float> padded(s.offset);
     padded.insert(padded.end(), x.begin(), x.end());
-    DeviceBuffer d_x(*attention_, padded), d_pos(*attention_, positions), d_freq(*attention_, inv_freq);
+    DeviceBuffer d_x(*attention_, padded), d_pos(*attention_, positions),
+        d_freq(*attention_, inv_freq);
     DeviceBuffer d_out(*attention_, std::vector<float>(x.size(), std::nanf("")));
     QkvSplitParams p;
     p.qkv = d_x.as<float>() + s.offset;
@@ -388,8 +392,9 @@ TEST_F(CudaLayerBackendTest, SplitQkvMatchesFp64ReferenceAtLongPositions) {
     p.v = d_out.as<float>() + q_elems + kv_elems;
     ASSERT_TRUE(layer_->SplitQkv(p).ok());
     const std::vector<float> y = d_out.Download<float>(*attention_);
-    const SplitQkvExpectation e = SplitQkvReference(std::vector<double>(x.begin(), x.end()), rows, s.heads,
-                                                    s.kv_heads, s.head_dim, positions, inv_freq);
+    const SplitQkvExpectation e =
+        SplitQkvReference(std::vector<double>(x.begin(), x.end()), rows, s.heads, s.kv_heads,
+                          s.head_dim, positions, inv_freq);
     std::vector<double> got(y.begin(), y.end()), tol(y.size());
     for (size_t i = 0; i < tol.size(); ++i) tol[i] = 8 * kF32Unit * e.scale[i];
     EXPECT_EQ(CountOutside(got, e.want, tol, "q|k|v"), 0);
@@ -400,7 +405,8 @@ TEST_F(CudaLayerBackendTest, SplitQkvMatchesFp64ReferenceAtLongPositions) {
         const int64_t lo = r * s.heads * s.head_dim + i;  // q head 0
         const float angle32 = static_cast<float>(positions[r]) * static_cast<float>(inv_freq[i]);
         const double lo32 = x[lo] * std::cos(angle32) - x[lo + half] * std::sin(angle32);
-        fp32_angle_worst = std::max(fp32_angle_worst, std::abs(lo32 - e.want[lo]) / (tol[lo] + 1e-300));
+        fp32_angle_worst =
+            std::max(fp32_angle_worst, std::abs(lo32 - e.want[lo]) / (tol[lo] + 1e-300));
       }
     }
     EXPECT_GT(fp32_angle_worst, 100.0) << "the tolerance would not catch fp32 angles";
@@ -455,31 +461,34 @@ std::vector<double> FromBf16(const std::vector<uint16_t>& bits) {
 }
 
 // Counts values outside want +- tol, reporting the first few.
-int CountOutside(std::span<const double> got, std::span<const double> want, std::span<const double> tol,
-                 const char* what) {
+int CountOutside(std::span<const double> got, std::span<const double> want,
+                 std::span<const double> tol, const char* what) {
   int bad = 0;
   for (size_t i = 0; i < got.size(); ++i) {
     if (!(std::abs(got[i] - want[i]) <= tol[i]) && bad++ < 5) {
-      ADD_FAILURE() << what << "[" << i << "] = " << got[i] << ", want " << want[i] << ", tolerance " << tol[i];
+      ADD_FAILURE() << what << "[" << i << "] = " << got[i] << ", want " << want[i]
+                    << ", tolerance " << tol[i];
     }
   }
   return bad;
 }
 
-// bf16 x in; y in bf16 (rounded once by the GEMM, once after the bias), and y fp32 accumulated onto its
-// previous values (beta = 1: the previous value enters the sum, one more fp32 rounding).
+// bf16 x in; y in bf16 (rounded once by the GEMM, once after the bias), and y fp32 accumulated onto
+// its previous values (beta = 1: the previous value enters the sum, one more fp32 rounding).
 TEST_F(CudaLayerBackendTest, LinearWithBf16ActivationsAndAccumulate) {
   for (const LinearShape& s : kLinearShapes) {
     SCOPED_TRACE(testing::Message() << "rows " << s.rows << " in " << s.in << " out " << s.out);
     const std::vector<uint16_t> x = ToBf16(Normal(s.rows * s.in, 1.f, 51));
-    const std::vector<float> w = Normal(s.out * s.in, 1.f / std::sqrt(static_cast<float>(s.in)), 52);
+    const std::vector<float> w =
+        Normal(s.out * s.in, 1.f / std::sqrt(static_cast<float>(s.in)), 52);
     const std::vector<float> bias = Normal(s.out, 1.f, 53);
     const std::vector<float> acc = Normal(s.rows * s.out, 4.f, 54);
     absl::StatusOr<WeightMatrix> matrix = layer_->PrepareMatrix(w, s.out, s.in);
     ASSERT_TRUE(matrix.ok()) << matrix.status();
     DeviceBuffer d_x(*attention_, x), d_bias(*attention_, bias), d_acc(*attention_, acc);
     DeviceBuffer d_y(*attention_, s.rows * s.out * sizeof(uint16_t));
-    LinearParams p{d_x.get(), DType::kBF16, s.rows, &*matrix, d_bias.as<float>(), d_y.get(), DType::kBF16};
+    LinearParams p{d_x.get(),          DType::kBF16, s.rows,      &*matrix,
+                   d_bias.as<float>(), d_y.get(),    DType::kBF16};
     ASSERT_TRUE(layer_->Linear(p).ok());
     p.y = d_acc.get();
     p.y_dtype = DType::kF32;
@@ -502,8 +511,8 @@ TEST_F(CudaLayerBackendTest, LinearWithBf16ActivationsAndAccumulate) {
         want16.push_back(sum);
         // The bias is added after the GEMM has rounded its output to bf16: two roundings.
         const double dot = sum - bias[o];
-        tol16.push_back(fp32_sum * (1 + kBf16Unit) + kBf16Unit * (std::abs(dot) + (1 + kBf16Unit) * std::abs(sum)) +
-                        1e-30);
+        tol16.push_back(fp32_sum * (1 + kBf16Unit) +
+                        kBf16Unit * (std::abs(dot) + (1 + kBf16Unit) * std::abs(sum)) + 1e-30);
         const double a = acc[r * s.out + o];
         want32.push_back(a + sum);
         tol32.push_back(fp32_sum + 2 * kF32Unit * (std::abs(a) + std::abs(a + sum)) + 1e-30);
@@ -524,13 +533,15 @@ TEST_F(CudaLayerBackendTest, RmsNormWritesBf16) {
     for (float& v : weight) v += 1.f;
     DeviceBuffer d_x(*attention_, x), d_w(*attention_, weight);
     DeviceBuffer d_y(*attention_, rows * features * sizeof(uint16_t));
-    RmsNormParams p{d_x.as<float>(), d_w.as<float>(), rows, features, 1e-5f, d_y.get(), DType::kBF16};
+    RmsNormParams p{d_x.as<float>(), d_w.as<float>(), rows,        features,
+                    1e-5f,           d_y.get(),       DType::kBF16};
     ASSERT_TRUE(layer_->RmsNorm(p).ok());
     const std::vector<double> got = FromBf16(d_y.Download<uint16_t>(*attention_));
     std::vector<double> want, tol;
     for (int64_t r = 0; r < rows; ++r) {
       double sum = 0;
-      for (int64_t i = 0; i < features; ++i) sum += double{x[r * features + i]} * x[r * features + i];
+      for (int64_t i = 0; i < features; ++i)
+        sum += double{x[r * features + i]} * x[r * features + i];
       const double inv = 1.0 / std::sqrt(sum / static_cast<double>(features) + 1e-5);
       for (int64_t i = 0; i < features; ++i) {
         want.push_back(double{x[r * features + i]} * inv * weight[i]);
@@ -561,13 +572,24 @@ TEST_F(CudaLayerBackendTest, SplitQkvInBf16) {
     DeviceBuffer d_bias(*attention_, bias);
     DeviceBuffer d_out(*attention_, std::vector<uint16_t>(x.size(), 0x7fc0));  // NaN
     auto* out = static_cast<uint16_t*>(d_out.get());
-    QkvSplitParams p{d_x.get(), DType::kBF16, rows, heads, kv_heads, head_dim, d_pos.as<int32_t>(),
-                     d_freq.as<double>(), out, out + q_elems, out + q_elems + kv_elems, d_bias.as<float>()};
+    QkvSplitParams p{d_x.get(),
+                     DType::kBF16,
+                     rows,
+                     heads,
+                     kv_heads,
+                     head_dim,
+                     d_pos.as<int32_t>(),
+                     d_freq.as<double>(),
+                     out,
+                     out + q_elems,
+                     out + q_elems + kv_elems,
+                     d_bias.as<float>()};
     ASSERT_TRUE(layer_->SplitQkv(p).ok());
     const std::vector<double> got = FromBf16(d_out.Download<uint16_t>(*attention_));
     std::vector<double> biased = FromBf16(x);
     for (size_t i = 0; i < biased.size(); ++i) biased[i] += bias[i % row_in];
-    const SplitQkvExpectation e = SplitQkvReference(biased, rows, heads, kv_heads, head_dim, positions, inv_freq);
+    const SplitQkvExpectation e =
+        SplitQkvReference(biased, rows, heads, kv_heads, head_dim, positions, inv_freq);
     std::vector<double> tol(got.size());
     for (size_t i = 0; i < tol.size(); ++i) {
       tol[i] = 8 * kF32Unit * (e.scale[i] + std::abs(e.want[i])) + kBf16Unit * std::abs(e.want[i]);
@@ -585,7 +607,8 @@ TEST_F(CudaLayerBackendTest, SwiGluOnFusedRowsInBf16) {
     DeviceBuffer d_fused(*attention_, fused);
     auto* base = static_cast<uint16_t*>(d_fused.get());
     ASSERT_TRUE(layer_->SwiGlu({base, base + n, DType::kBF16, n, rows, 2 * n}).ok());
-    const std::vector<double> got = FromBf16(d_fused.Download<uint16_t>(*attention_)), x = FromBf16(fused);
+    const std::vector<double> got = FromBf16(d_fused.Download<uint16_t>(*attention_)),
+                              x = FromBf16(fused);
     std::vector<double> want(x), tol(x.size(), 0.0);
     for (int64_t r = 0; r < rows; ++r) {
       for (int64_t i = 0; i < n; ++i) {
@@ -607,13 +630,17 @@ TEST_F(CudaLayerBackendTest, EmbedGathersBf16Rows) {
     absl::StatusOr<WeightMatrix> w = layer_->PrepareMatrix(table, vocab, hidden);
     ASSERT_TRUE(w.ok()) << w.status();
     const std::vector<int32_t> ids = {3, 0, 49, -1, 50, 7, 3};
-    DeviceBuffer d_ids(*attention_, ids), d_y(*attention_, std::vector<float>(ids.size() * hidden, std::nanf("")));
-    ASSERT_TRUE(layer_->Embed({d_ids.as<int32_t>(), static_cast<int64_t>(ids.size()), &*w, d_y.as<float>()}).ok());
+    DeviceBuffer d_ids(*attention_, ids),
+        d_y(*attention_, std::vector<float>(ids.size() * hidden, std::nanf("")));
+    ASSERT_TRUE(
+        layer_->Embed({d_ids.as<int32_t>(), static_cast<int64_t>(ids.size()), &*w, d_y.as<float>()})
+            .ok());
     const std::vector<float> y = d_y.Download<float>(*attention_);
     for (size_t r = 0; r < ids.size(); ++r) {
       for (int64_t c = 0; c < hidden; ++c) {
         const bool valid = ids[r] >= 0 && ids[r] < vocab;
-        const float want = valid ? static_cast<float>(Bf16Value(Bf16Bits(table[ids[r] * hidden + c]))) : 0.f;
+        const float want =
+            valid ? static_cast<float>(Bf16Value(Bf16Bits(table[ids[r] * hidden + c]))) : 0.f;
         ASSERT_EQ(y[r * hidden + c], want) << "row " << r << " (id " << ids[r] << ") col " << c;
       }
     }

@@ -58,7 +58,9 @@ class ScopedPrecision {
 };
 class ScopedMmaPath {
  public:
-  explicit ScopedMmaPath(EstimatorMmaPath p) : saved_(cuda::GetEstimatorMmaPath()) { cuda::SetEstimatorMmaPath(p); }
+  explicit ScopedMmaPath(EstimatorMmaPath p) : saved_(cuda::GetEstimatorMmaPath()) {
+    cuda::SetEstimatorMmaPath(p);
+  }
   ~ScopedMmaPath() { cuda::SetEstimatorMmaPath(saved_); }
 
  private:
@@ -76,7 +78,7 @@ class ScopedTuning {
 };
 
 struct EstimatorProblem {
-  MaskEstimateParams p;  // host pointers
+  MaskEstimateParams p;    // host pointers
   std::vector<uint8_t> q;  // stored in p.dtype
   std::vector<float> q32;  // the stored values as fp32
   std::vector<float> pooled;
@@ -88,8 +90,8 @@ struct EstimatorProblem {
 // Keys of block J carry c_J times a shared direction u (c_J random in [0, 3)), queries carry
 // 2u: block masses then differ by orders of magnitude, as in real attention, instead of being
 // nearly uniform (which would make every row a pile of near-ties).
-EstimatorProblem MakeProblem(DType dtype, int head_dim, int stride, bool causal, float tau, uint32_t seed,
-                             bool plant_heavy = false) {
+EstimatorProblem MakeProblem(DType dtype, int head_dim, int stride, bool causal, float tau,
+                             uint32_t seed, bool plant_heavy = false) {
   EstimatorProblem e;
   MaskEstimateParams& p = e.p;
   p.dtype = dtype;
@@ -122,14 +124,16 @@ EstimatorProblem MakeProblem(DType dtype, int head_dim, int stride, bool causal,
   for (int t = 0; t < p.seq_len; ++t) {
     for (int g = 0; g < p.hkv; ++g) {
       for (int d = 0; d < head_dim; ++d) {
-        k[(static_cast<size_t>(t) * p.hkv + g) * head_dim + d] = normal(rng) + c[t / p.block_size] * u[d] * (g + 1);
+        k[(static_cast<size_t>(t) * p.hkv + g) * head_dim + d] =
+            normal(rng) + c[t / p.block_size] * u[d] * (g + 1);
       }
     }
   }
   // Isolated heavy keys (rr+heavy): one key of every third block leans hard towards u.
   for (int b = 1; b < nkb && plant_heavy; b += 3) {
     for (int g = 0; g < p.hkv; ++g) {
-      for (int d = 0; d < head_dim; ++d) k[(static_cast<size_t>(b * p.block_size + 37) * p.hkv + g) * head_dim + d] += 4.f * u[d];
+      for (int d = 0; d < head_dim; ++d)
+        k[(static_cast<size_t>(b * p.block_size + 37) * p.hkv + g) * head_dim + d] += 4.f * u[d];
     }
   }
   std::vector<uint8_t>& k_stored = e.k_stored;
@@ -156,7 +160,8 @@ EstimatorProblem MakeProblem(DType dtype, int head_dim, int stride, bool causal,
   std::vector<float> q(static_cast<size_t>(lq) * p.q_row_stride, 0.f);
   for (int r = 0; r < lq; ++r) {
     for (int h = 0; h < p.hq; ++h) {
-      for (int d = 0; d < head_dim; ++d) q[r * p.q_row_stride + h * p.q_head_stride + d] = normal(rng) + 2.f * u[d];
+      for (int d = 0; d < head_dim; ++d)
+        q[r * p.q_row_stride + h * p.q_head_stride + d] = normal(rng) + 2.f * u[d];
     }
   }
   e.q.resize(q.size() * DTypeSize(dtype));
@@ -178,7 +183,8 @@ std::vector<double> BlockMasses(const EstimatorProblem& e, int h, int qb) {
   const int absolute = e.q_block_ids[qb];
   std::vector<double> mass(nkb, 0.0);
   for (int i = 0; i < r_per_block; ++i) {
-    const int64_t row = static_cast<int64_t>(qb) * p.block_size + i * p.stride + (p.rotate_offsets ? h % p.stride : 0);
+    const int64_t row = static_cast<int64_t>(qb) * p.block_size + i * p.stride +
+                        (p.rotate_offsets ? h % p.stride : 0);
     const int visible = p.causal ? absolute * r_per_block + i + 1 : strides;
     std::vector<double> z(visible);
     double m = -INFINITY;
@@ -236,12 +242,15 @@ std::string CheckRow(const EstimatorProblem& e, const std::vector<double>& mass,
     double heavier = 0, tied = 0;
     for (int a = 0; a < visible; ++a) {
       if (a == b) continue;
-      if (mass[a] > mass[b] + eps) heavier += mass[a];
-      else if (mass[a] >= mass[b] - eps) tied += mass[a];
+      if (mass[a] > mass[b] + eps)
+        heavier += mass[a];
+      else if (mass[a] >= mass[b] - eps)
+        tied += mass[a];
     }
     const bool surely_kept = heavier + tied < p.tau * total - eps;
     const bool surely_dropped = heavier >= p.tau * total + eps;
-    if (surely_kept && !selected.count(b)) return "block " + std::to_string(b) + " must be selected";
+    if (surely_kept && !selected.count(b))
+      return "block " + std::to_string(b) + " must be selected";
     if (surely_dropped && selected.count(b) && !forced.count(b)) {
       return "block " + std::to_string(b) + " must not be selected";
     }
@@ -258,7 +267,8 @@ double SelectedFraction(const std::vector<double>& mass, std::span<const int32_t
 
 // The GPU mask of e (host params) through the backend.
 absl::StatusOr<BlockMask> GpuMask(AttentionBackend& backend, const EstimatorProblem& e) {
-  DeviceBuffer q(backend, e.q), ids(backend, e.q_block_ids), pooled(backend, e.pooled), heavy(backend, e.heavy);
+  DeviceBuffer q(backend, e.q), ids(backend, e.q_block_ids), pooled(backend, e.pooled),
+      heavy(backend, e.heavy);
   MaskEstimateParams dp = e.p;
   dp.q = q.get();
   dp.q_block_ids = ids.as<int32_t>();
@@ -292,16 +302,18 @@ void ExpectValidAndCloseToCpu(const EstimatorProblem& e, const BlockMask& gpu, c
     }
   }
   const int rows = e.p.hq * e.p.num_q_blocks;
-  std::printf("  rows differing from the CPU: %d of %d, mean selected-mass gap %.2e\n", differing, rows,
-              fraction_gap / rows);
+  std::printf("  rows differing from the CPU: %d of %d, mean selected-mass gap %.2e\n", differing,
+              rows, fraction_gap / rows);
   EXPECT_LE(fraction_gap / rows, 1e-3);
-  const int allowed = precision == EstimatorPrecision::kBf16 ? std::max(2, rows / 20) : std::max(1, rows / 50);
+  const int allowed =
+      precision == EstimatorPrecision::kBf16 ? std::max(2, rows / 20) : std::max(1, rows / 50);
   EXPECT_LE(differing, allowed) << differing << " of " << rows << " rows differ";
 }
 
 // dtype of q/k, head dim, stride, causal, tau, precision, MMA path (kAuto is wgmma on an sm_90
 // device for the precisions without q_lo; kMmaSync the sm_80 path on any device).
-using EstimatorCase = std::tuple<DType, int, int, bool, float, EstimatorPrecision, EstimatorMmaPath>;
+using EstimatorCase =
+    std::tuple<DType, int, int, bool, float, EstimatorPrecision, EstimatorMmaPath>;
 
 class CudaMaskEstimatorTest : public ::testing::TestWithParam<EstimatorCase> {
  protected:
@@ -312,7 +324,8 @@ TEST_P(CudaMaskEstimatorTest, ValidAndAgreesWithCpu) {
   const auto [dtype, head_dim, stride, causal, tau, precision, path] = GetParam();
   const ScopedPrecision scoped(precision);
   const ScopedMmaPath scoped_path(path);
-  const EstimatorProblem e = MakeProblem(dtype, head_dim, stride, causal, tau, 11 + head_dim + stride);
+  const EstimatorProblem e =
+      MakeProblem(dtype, head_dim, stride, causal, tau, 11 + head_dim + stride);
   absl::StatusOr<BlockMask> cpu_mask = cpu::EstimateRoundRobinMask(e.p, 0);
   ASSERT_TRUE(cpu_mask.ok()) << cpu_mask.status();
 
@@ -325,19 +338,21 @@ TEST_P(CudaMaskEstimatorTest, ValidAndAgreesWithCpu) {
 
 std::string EstimatorCaseName(const ::testing::TestParamInfo<EstimatorCase>& info) {
   const auto [dtype, head_dim, stride, causal, tau, precision, path] = info.param;
-  return std::string(DTypeName(dtype)) + "_d" + std::to_string(head_dim) + "_s" + std::to_string(stride) +
-         (causal ? "_causal" : "_full") + "_tau" + std::to_string(static_cast<int>(tau * 100)) +
+  return std::string(DTypeName(dtype)) + "_d" + std::to_string(head_dim) + "_s" +
+         std::to_string(stride) + (causal ? "_causal" : "_full") + "_tau" +
+         std::to_string(static_cast<int>(tau * 100)) +
          (precision == EstimatorPrecision::kBf16 ? "_bf16" : "_split") +
          (path == EstimatorMmaPath::kAuto ? "" : "_mmasync");
 }
 
-INSTANTIATE_TEST_SUITE_P(Grid, CudaMaskEstimatorTest,
-                         ::testing::Combine(::testing::Values(DType::kBF16, DType::kF32, DType::kF16),
-                                            ::testing::Values(64, 128), ::testing::Values(4, 8, 16),
-                                            ::testing::Bool(), ::testing::Values(0.9f, 0.95f),
-                                            ::testing::Values(EstimatorPrecision::kBf16, EstimatorPrecision::kSplit),
-                                            ::testing::Values(EstimatorMmaPath::kAuto, EstimatorMmaPath::kMmaSync)),
-                         EstimatorCaseName);
+INSTANTIATE_TEST_SUITE_P(
+    Grid, CudaMaskEstimatorTest,
+    ::testing::Combine(::testing::Values(DType::kBF16, DType::kF32, DType::kF16),
+                       ::testing::Values(64, 128), ::testing::Values(4, 8, 16), ::testing::Bool(),
+                       ::testing::Values(0.9f, 0.95f),
+                       ::testing::Values(EstimatorPrecision::kBf16, EstimatorPrecision::kSplit),
+                       ::testing::Values(EstimatorMmaPath::kAuto, EstimatorMmaPath::kMmaSync)),
+    EstimatorCaseName);
 
 // The unrotated baseline (every head samples offset 0) is the same function on the GPU.
 TEST(CudaMaskEstimator, UnrotatedOffsetsAgreeWithCpu) {
@@ -372,12 +387,21 @@ TEST(CudaMaskEstimator, HeavyVariantAgreesWithCpu) {
       absl::StatusOr<BackendBuffer> pooled = backend->Allocate(e.pooled.size() * sizeof(float));
       absl::StatusOr<BackendBuffer> heavy = backend->Allocate(e.heavy.size() * sizeof(float));
       ASSERT_TRUE(pooled.ok() && heavy.ok());
-      PoolKeysParams pk{dtype, k.get(), static_cast<int64_t>(e.p.hkv) * e.p.head_dim, e.p.seq_len, e.p.hkv,
-                        e.p.head_dim, e.p.stride, static_cast<float*>(pooled->get()), e.p.block_size,
+      PoolKeysParams pk{dtype,
+                        k.get(),
+                        static_cast<int64_t>(e.p.hkv) * e.p.head_dim,
+                        e.p.seq_len,
+                        e.p.hkv,
+                        e.p.head_dim,
+                        e.p.stride,
+                        static_cast<float*>(pooled->get()),
+                        e.p.block_size,
                         static_cast<float*>(heavy->get())};
       ASSERT_TRUE(backend->PoolKeys(pk).ok());
       std::vector<float> gpu_heavy(e.heavy.size());
-      ASSERT_TRUE(backend->CopyToHost(gpu_heavy.data(), heavy->get(), gpu_heavy.size() * sizeof(float)).ok());
+      ASSERT_TRUE(
+          backend->CopyToHost(gpu_heavy.data(), heavy->get(), gpu_heavy.size() * sizeof(float))
+              .ok());
       EXPECT_EQ(gpu_heavy, e.heavy);
 
       absl::StatusOr<BlockMask> cpu_mask = cpu::EstimateRoundRobinMask(e.p, 0);
@@ -448,7 +472,8 @@ TEST(CudaMaskEstimator, RejectsQueryBlockIdsOutOfRange) {
   for (const int bad : {-1, 16, 1000}) {
     e.q_block_ids[2] = bad;
     absl::StatusOr<BlockMask> mask = GpuMask(*backend, e);
-    EXPECT_EQ(mask.status().code(), absl::StatusCode::kInvalidArgument) << bad << ": " << mask.status();
+    EXPECT_EQ(mask.status().code(), absl::StatusCode::kInvalidArgument)
+        << bad << ": " << mask.status();
   }
 }
 
@@ -519,18 +544,21 @@ void ExpectSelectionMatches(const SelectionCase& c) {
   options.keep_sink = true;
   options.keep_recent = true;
   DeviceBuffer masses(*backend, c.masses), ids(*backend, c.ids);
-  DeviceBuffer selected(*backend, static_cast<size_t>(c.hq) * nq * words * 4), counts(*backend, static_cast<size_t>(c.hq) * nq * 4);
+  DeviceBuffer selected(*backend, static_cast<size_t>(c.hq) * nq * words * 4),
+      counts(*backend, static_cast<size_t>(c.hq) * nq * 4);
   int max_smem = 0;
-  ASSERT_EQ(cudaDeviceGetAttribute(&max_smem, cudaDevAttrMaxSharedMemoryPerBlockOptin, 0), cudaSuccess);
+  ASSERT_EQ(cudaDeviceGetAttribute(&max_smem, cudaDevAttrMaxSharedMemoryPerBlockOptin, 0),
+            cudaSuccess);
   std::vector<int32_t> want_counts;
   const std::vector<uint32_t> want = ReferenceSelection(c, &want_counts);
   for (const int variant : {0, 1}) {
     SCOPED_TRACE(::testing::Message() << "select variant " << variant);
     options.variant = variant;
-    ASSERT_EQ(cuda::LaunchSelectFromMasses(masses.as<float>(), ids.as<int32_t>(), shape, options,
-                                           selected.as<uint32_t>(), words, counts.as<int32_t>(),
-                                           static_cast<size_t>(max_smem), CudaBackendStream(*backend)),
-              cudaSuccess);
+    ASSERT_EQ(
+        cuda::LaunchSelectFromMasses(masses.as<float>(), ids.as<int32_t>(), shape, options,
+                                     selected.as<uint32_t>(), words, counts.as<int32_t>(),
+                                     static_cast<size_t>(max_smem), CudaBackendStream(*backend)),
+        cudaSuccess);
     EXPECT_EQ(selected.Download<uint32_t>(*backend), want);
     EXPECT_EQ(counts.Download<int32_t>(*backend), want_counts);
   }
@@ -542,7 +570,8 @@ TEST(CudaMaskEstimator, SelectFromMassesTiesAndThresholds) {
   for (const int nkb : {5, 40, 300, 5000}) {
     for (const bool causal : {false, true}) {
       for (const float tau : {0.5f, 0.9f, 0.95f, 1.0f}) {
-        SCOPED_TRACE(::testing::Message() << "nkb " << nkb << " causal " << causal << " tau " << tau);
+        SCOPED_TRACE(::testing::Message()
+                     << "nkb " << nkb << " causal " << causal << " tau " << tau);
         SelectionCase c;
         c.hq = 4;
         c.nkb = nkb;
@@ -555,14 +584,17 @@ TEST(CudaMaskEstimator, SelectFromMassesTiesAndThresholds) {
           float* m = c.masses.data() + static_cast<size_t>(r) * nkb;
           switch (r % 4) {
             case 0:  // few distinct values, many exact ties (powers of two and thirds)
-              for (int j = 0; j < nkb; ++j) m[j] = std::ldexp(1.f / 3.f, -static_cast<int>(rng() % 4));
+              for (int j = 0; j < nkb; ++j)
+                m[j] = std::ldexp(1.f / 3.f, -static_cast<int>(rng() % 4));
               break;
             case 1:  // all equal: the threshold falls inside one tie class
               for (int j = 0; j < nkb; ++j) m[j] = 0.0625f;
               break;
             case 2:  // wide dynamic range with zeros
               for (int j = 0; j < nkb; ++j) {
-                m[j] = rng() % 5 == 0 ? 0.f : std::ldexp(static_cast<float>(rng() % 1000 + 1) / 1000.f, -static_cast<int>(rng() % 30));
+                m[j] = rng() % 5 == 0 ? 0.f
+                                      : std::ldexp(static_cast<float>(rng() % 1000 + 1) / 1000.f,
+                                                   -static_cast<int>(rng() % 30));
               }
               break;
             default:  // a zero-mass row keeps only the forced blocks
@@ -583,8 +615,8 @@ TEST(CudaMaskEstimatorChecker, CpuMasksAreValid) {
     for (int stride : {4, 8, 16}) {
       for (bool causal : {false, true}) {
         for (float tau : {0.9f, 0.95f}) {
-          SCOPED_TRACE(::testing::Message() << DTypeName(dtype) << " stride " << stride << " causal " << causal
-                                            << " tau " << tau);
+          SCOPED_TRACE(::testing::Message() << DTypeName(dtype) << " stride " << stride
+                                            << " causal " << causal << " tau " << tau);
           const EstimatorProblem e = MakeProblem(dtype, 64, stride, causal, tau, 11 + 64 + stride);
           absl::StatusOr<BlockMask> mask = cpu::EstimateRoundRobinMask(e.p, 0);
           ASSERT_TRUE(mask.ok()) << mask.status();

@@ -9,11 +9,11 @@
 #include <thread>
 #include <vector>
 
-#include "kernels/host_arena.h"
 #include "kernels/cpu/key_pooling.h"
 #include "kernels/cpu/lse_merge.h"
 #include "kernels/cuda/attention/attention_kernel_params.h"
 #include "kernels/cuda/device_memory_ledger.h"
+#include "kernels/host_arena.h"
 #include "tests/gpu/gpu_test_util.h"
 
 namespace prefill {
@@ -74,7 +74,8 @@ TEST_F(CudaOps, LseMergeMatchesCpu) {
     const int rows = 1000;
     std::mt19937 rng(head_dim);
     std::normal_distribution<float> normal;
-    std::vector<float> o_acc(rows * head_dim), o_part(rows * head_dim), lse_acc(rows), lse_part(rows);
+    std::vector<float> o_acc(rows * head_dim), o_part(rows * head_dim), lse_acc(rows),
+        lse_part(rows);
     for (auto& x : o_acc) x = normal(rng);
     for (auto& x : o_part) x = normal(rng);
     for (int r = 0; r < rows; ++r) {
@@ -90,8 +91,8 @@ TEST_F(CudaOps, LseMergeMatchesCpu) {
         if (lse_part[r] == -INFINITY) o_part[r * head_dim + d] = 0.f;
       }
     }
-    DeviceBuffer d_o_acc(*backend_, o_acc), d_o_part(*backend_, o_part), d_lse_acc(*backend_, lse_acc),
-        d_lse_part(*backend_, lse_part);
+    DeviceBuffer d_o_acc(*backend_, o_acc), d_o_part(*backend_, o_part),
+        d_lse_acc(*backend_, lse_acc), d_lse_part(*backend_, lse_part);
     LseMergeParams p;
     p.rows = rows;
     p.head_dim = head_dim;
@@ -117,7 +118,8 @@ TEST_F(CudaOps, LseMergeMatchesCpu) {
       }
       for (int d = 0; d < head_dim; ++d) {
         const float cpu_v = o_acc[r * head_dim + d];
-        EXPECT_NEAR(gpu_o[r * head_dim + d], cpu_v, 1e-5f * (1.f + std::fabs(cpu_v))) << r << "," << d;
+        EXPECT_NEAR(gpu_o[r * head_dim + d], cpu_v, 1e-5f * (1.f + std::fabs(cpu_v)))
+            << r << "," << d;
       }
     }
   }
@@ -163,7 +165,8 @@ TEST_F(CudaOps, GatherRowsAlignedAndUnaligned) {
   for (int64_t bytes_each : {int64_t{4096}, int64_t{100}}) {
     SCOPED_TRACE(bytes_each);
     std::vector<int64_t> offsets;
-    for (int64_t off : {int64_t{8192}, int64_t{0}, int64_t{4096 * 3}, int64_t{4096 * 3}, int64_t{50000}}) {
+    for (int64_t off :
+         {int64_t{8192}, int64_t{0}, int64_t{4096 * 3}, int64_t{4096 * 3}, int64_t{50000}}) {
       offsets.push_back(bytes_each == 100 ? off + 3 : off);
     }
     DeviceBuffer d_dst(*backend_, offsets.size() * bytes_each);
@@ -176,7 +179,8 @@ TEST_F(CudaOps, GatherRowsAlignedAndUnaligned) {
     ASSERT_TRUE(backend_->GatherRows(p).ok());
     const std::vector<uint8_t> got = d_dst.Download<uint8_t>(*backend_);
     for (size_t i = 0; i < offsets.size(); ++i) {
-      ASSERT_EQ(std::memcmp(got.data() + i * bytes_each, src.data() + offsets[i], bytes_each), 0) << i;
+      ASSERT_EQ(std::memcmp(got.data() + i * bytes_each, src.data() + offsets[i], bytes_each), 0)
+          << i;
     }
   }
 }
@@ -204,7 +208,8 @@ void CheckDownloadsLandExactly(AttentionBackend& backend, bool pinned) {
   ASSERT_TRUE(as_bf16.ok() && as_f32.ok());
   EXPECT_EQ(HostArena::Process().Pinned(as_bf16->get(), n * sizeof(uint16_t)), pinned);
   EXPECT_EQ(HostArena::Process().Pinned(as_f32->get(), n * sizeof(float)), pinned);
-  ASSERT_TRUE(backend.StartDownload({src.get(), n, DType::kBF16, as_bf16->get(), DType::kBF16}).ok());
+  ASSERT_TRUE(
+      backend.StartDownload({src.get(), n, DType::kBF16, as_bf16->get(), DType::kBF16}).ok());
   ASSERT_TRUE(backend.StartDownload({src.get(), n, DType::kF32, as_f32->get(), DType::kBF16}).ok());
   const std::vector<uint16_t> zeros(n, 0);
   src.Upload(backend, zeros.data(), n * sizeof(uint16_t));  // queued after both conversions
@@ -216,25 +221,32 @@ void CheckDownloadsLandExactly(AttentionBackend& backend, bool pinned) {
 }
 
 // Through the staging slots (no arena region yet: the buffers come from the heap).
-TEST_F(CudaOps, DownloadsLandExactlyWhileTheSourceIsReused) { CheckDownloadsLandExactly(*backend_, false); }
+TEST_F(CudaOps, DownloadsLandExactlyWhileTheSourceIsReused) {
+  CheckDownloadsLandExactly(*backend_, false);
+}
 
 // Straight into page-locked arena memory, one DMA each.
-TEST_F(CudaOps, DownloadsIntoThePageLockedArenaLandExactly) { CheckDownloadsLandExactly(*backend_, true); }
+TEST_F(CudaOps, DownloadsIntoThePageLockedArenaLandExactly) {
+  CheckDownloadsLandExactly(*backend_, true);
+}
 
 // The tickets a KV streamer waits on: one per download, in order, and a wait from another
 // thread returns once that download (and the ones before it) has landed.
 TEST_F(CudaOps, DownloadTicketsLandInOrderForAnotherThread) {
   const int64_t n = 3'000'001;
   std::vector<uint16_t> bits(n);
-  for (int64_t i = 0; i < n; ++i) bits[i] = static_cast<uint16_t>(0x3f80 + i % 113);  // bf16 in [1, 2)
+  for (int64_t i = 0; i < n; ++i)
+    bits[i] = static_cast<uint16_t>(0x3f80 + i % 113);  // bf16 in [1, 2)
   DeviceBuffer src(*backend_, bits);
   absl::StatusOr<BackendBuffer> first = backend_->AllocateHost(n * sizeof(uint16_t));
   absl::StatusOr<BackendBuffer> second = backend_->AllocateHost(n * sizeof(uint16_t));
   ASSERT_TRUE(first.ok() && second.ok());
   const int64_t before = backend_->DownloadsStarted();
-  ASSERT_TRUE(backend_->StartDownload({src.get(), n, DType::kBF16, first->get(), DType::kBF16}).ok());
+  ASSERT_TRUE(
+      backend_->StartDownload({src.get(), n, DType::kBF16, first->get(), DType::kBF16}).ok());
   const int64_t ticket1 = backend_->DownloadsStarted();
-  ASSERT_TRUE(backend_->StartDownload({src.get(), n, DType::kBF16, second->get(), DType::kBF16}).ok());
+  ASSERT_TRUE(
+      backend_->StartDownload({src.get(), n, DType::kBF16, second->get(), DType::kBF16}).ok());
   const int64_t ticket2 = backend_->DownloadsStarted();
   EXPECT_EQ(ticket1, before + 1);
   EXPECT_EQ(ticket2, before + 2);
@@ -256,12 +268,14 @@ TEST_F(CudaOps, WorkScheduleIsLongestFirstAndGroupsKvHeads) {
   const int num_items = hq * num_q_blocks;  // several 1024-row chunks
   std::mt19937 rng(5);
   std::vector<int32_t> offsets(num_items + 1, 0);
-  for (int i = 0; i < num_items; ++i) offsets[i + 1] = offsets[i] + static_cast<int32_t>(rng() % (max_len + 1));
+  for (int i = 0; i < num_items; ++i)
+    offsets[i + 1] = offsets[i] + static_cast<int32_t>(rng() % (max_len + 1));
   DeviceBuffer d_offsets(*backend_, offsets);
   DeviceBuffer d_schedule(*backend_, num_items * sizeof(int32_t));
   auto build = [&] {
-    EXPECT_EQ(cuda::LaunchBuildWorkSchedule(d_offsets.as<int32_t>(), num_items, num_q_blocks, group, max_len,
-                                            d_schedule.as<int32_t>(), CudaBackendStream(*backend_)),
+    EXPECT_EQ(cuda::LaunchBuildWorkSchedule(d_offsets.as<int32_t>(), num_items, num_q_blocks, group,
+                                            max_len, d_schedule.as<int32_t>(),
+                                            CudaBackendStream(*backend_)),
               cudaSuccess);
     return d_schedule.Download<int32_t>(*backend_);
   };

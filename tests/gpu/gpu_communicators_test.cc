@@ -10,8 +10,8 @@
 
 #include <cstdint>
 #include <cstdlib>
-#include <string>
 #include <memory>
+#include <string>
 #include <vector>
 
 #include "parallel/mpi_communicator.h"
@@ -32,8 +32,8 @@ class GpuCommunicatorTest : public ::testing::TestWithParam<Transport> {
     if (cudaGetDeviceCount(&count) != cudaSuccess) count = 0;
     const bool nccl = GetParam() == Transport::kNccl;
     if (world < 2 || count < (nccl ? world : 1)) {
-      GTEST_SKIP() << "needs at least 2 ranks and " << (nccl ? "one GPU per rank" : "a GPU") << " (" << world
-                   << " ranks, " << count << " GPUs)";
+      GTEST_SKIP() << "needs at least 2 ranks and " << (nccl ? "one GPU per rank" : "a GPU") << " ("
+                   << world << " ranks, " << count << " GPUs)";
     }
     const int device = rank % count;  // one node: world rank = local rank
     ASSERT_EQ(cudaSetDevice(device), cudaSuccess);
@@ -64,14 +64,17 @@ class GpuCommunicatorTest : public ::testing::TestWithParam<Transport> {
   T* Upload(const std::vector<T>& host) {
     void* p = nullptr;
     EXPECT_EQ(cudaMalloc(&p, host.size() * sizeof(T) + 1), cudaSuccess);
-    EXPECT_EQ(cudaMemcpyAsync(p, host.data(), host.size() * sizeof(T), cudaMemcpyHostToDevice, stream_), cudaSuccess);
+    EXPECT_EQ(
+        cudaMemcpyAsync(p, host.data(), host.size() * sizeof(T), cudaMemcpyHostToDevice, stream_),
+        cudaSuccess);
     buffers_.push_back(p);
     return static_cast<T*>(p);
   }
   template <typename T>
   std::vector<T> Download(const T* device, size_t n) {
     std::vector<T> host(n);
-    EXPECT_EQ(cudaMemcpyAsync(host.data(), device, n * sizeof(T), cudaMemcpyDeviceToHost, stream_), cudaSuccess);
+    EXPECT_EQ(cudaMemcpyAsync(host.data(), device, n * sizeof(T), cudaMemcpyDeviceToHost, stream_),
+              cudaSuccess);
     EXPECT_EQ(cudaStreamSynchronize(stream_), cudaSuccess);
     return host;
   }
@@ -79,7 +82,9 @@ class GpuCommunicatorTest : public ::testing::TestWithParam<Transport> {
     for (void* p : buffers_) cudaFree(p);
   }
 
-  static uint8_t Pattern(int from, int to, size_t i) { return static_cast<uint8_t>(from * 31 + to * 7 + i * 13); }
+  static uint8_t Pattern(int from, int to, size_t i) {
+    return static_cast<uint8_t>(from * 31 + to * 7 + i * 13);
+  }
 
   cudaStream_t stream_ = nullptr;
   std::unique_ptr<Communicator> comm_;
@@ -104,10 +109,12 @@ TEST_P(GpuCommunicatorTest, AllToAllV) {
   }
   uint8_t* d_send = Upload(send);
   uint8_t* d_recv = Upload(std::vector<uint8_t>(recv_total, 0));
-  ASSERT_TRUE(comm_->AllToAllV(d_send, send_counts, send_displs, d_recv, recv_counts, recv_displs).ok());
+  ASSERT_TRUE(
+      comm_->AllToAllV(d_send, send_counts, send_displs, d_recv, recv_counts, recv_displs).ok());
   const std::vector<uint8_t> recv = Download(d_recv, recv_total);
   for (int p = 0; p < n; ++p) {
-    for (size_t i = 0; i < recv_counts[p]; ++i) ASSERT_EQ(recv[recv_displs[p] + i], Pattern(p, r, i)) << p << " " << i;
+    for (size_t i = 0; i < recv_counts[p]; ++i)
+      ASSERT_EQ(recv[recv_displs[p] + i], Pattern(p, r, i)) << p << " " << i;
   }
 }
 
@@ -178,7 +185,8 @@ TEST_P(GpuCommunicatorTest, SplitIntoSingletonsAndReversedGroup) {
       EXPECT_EQ(nccl->device(), dynamic_cast<NcclCommunicator&>(*comm_).device());
       EXPECT_NE(nccl->comm_stream(), dynamic_cast<NcclCommunicator&>(*comm_).comm_stream());
     } else {
-      EXPECT_NE(dynamic_cast<HostStagedCommunicator*>(alone), nullptr) << "a split stages device memory too";
+      EXPECT_NE(dynamic_cast<HostStagedCommunicator*>(alone), nullptr)
+          << "a split stages device memory too";
     }
     EXPECT_EQ(alone->size(), 1);
     EXPECT_EQ(alone->rank(), 0);
@@ -220,7 +228,8 @@ TEST_P(GpuCommunicatorTest, SplitIntoSingletonsAndReversedGroup) {
 INSTANTIATE_TEST_SUITE_P(Transports, GpuCommunicatorTest,
                          ::testing::Values(Transport::kNccl, Transport::kHostStaged),
                          [](const ::testing::TestParamInfo<Transport>& info) {
-                           return std::string(info.param == Transport::kNccl ? "Nccl" : "HostStaged");
+                           return std::string(info.param == Transport::kNccl ? "Nccl"
+                                                                             : "HostStaged");
                          });
 
 TEST(ChooseLocalDevice, FlagWinsThenLocalRank) {

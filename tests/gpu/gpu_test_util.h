@@ -13,14 +13,15 @@
 namespace prefill::gpu_test {
 
 // GTEST_SKIP() returns from the calling function: call it at the top of a TEST body or SetUp.
-#define PREFILL_SKIP_WITHOUT_GPU()                                            \
-  do {                                                                        \
-    if (!::prefill::CudaDeviceAvailable()) {                                  \
-      GTEST_SKIP() << "no CUDA device (cudaGetDeviceCount failed or is 0)";   \
-    }                                                                         \
+#define PREFILL_SKIP_WITHOUT_GPU()                                          \
+  do {                                                                      \
+    if (!::prefill::CudaDeviceAvailable()) {                                \
+      GTEST_SKIP() << "no CUDA device (cudaGetDeviceCount failed or is 0)"; \
+    }                                                                       \
   } while (0)
 
-inline std::unique_ptr<AttentionBackend> MakeBackend(cuda::AttentionPath path = cuda::AttentionPath::kAuto) {
+inline std::unique_ptr<AttentionBackend> MakeBackend(
+    cuda::AttentionPath path = cuda::AttentionPath::kAuto) {
   CudaBackendOptions options;
   options.attention_path = path;
   auto backend = CreateCudaBackend(options);

@@ -102,7 +102,8 @@ void CheckOnEveryIsa(AttentionProblem& problem) {
       continue;
     }
     constexpr double kEps = 0x1p-24;
-    EXPECT_LE(MaxAbsDifference(problem.o, portable_o), 2 * c.naive.o + kEps * problem.max_abs_value());
+    EXPECT_LE(MaxAbsDifference(problem.o, portable_o),
+              2 * c.naive.o + kEps * problem.max_abs_value());
     EXPECT_LE(MaxAbsDifference(problem.lse, portable_lse), 2 * c.naive.lse + kEps);
   }
 }
@@ -330,7 +331,8 @@ TEST(BlockSparseAttention, ReportsAndForcesTheIsaVariant) {
   ScopedCpuIsa automatic("");
   const CpuIsa best = cpu::BestCpuIsa();
   std::printf("CPU ISA variants: best %s, runnable:", std::string(CpuIsaName(best)).c_str());
-  for (CpuIsa isa : cpu::RunnableCpuIsas()) std::printf(" %s", std::string(CpuIsaName(isa)).c_str());
+  for (CpuIsa isa : cpu::RunnableCpuIsas())
+    std::printf(" %s", std::string(CpuIsaName(isa)).c_str());
   std::printf("\n");
   ::testing::Test::RecordProperty("cpu_isa", std::string(CpuIsaName(best)));
 #if defined(__x86_64__)

@@ -32,7 +32,8 @@ TEST(HostArena, ReservesReusesAndGrows) {
   absl::StatusOr<BackendBuffer> b = arena.Allocate(30 * kMiB);
   ASSERT_TRUE(a.ok() && b.ok());
   EXPECT_EQ(arena.live_buffers(), 2);
-  EXPECT_EQ(static_cast<char*>(b->get()) - static_cast<char*>(a->get()), static_cast<ptrdiff_t>(30 * kMiB));
+  EXPECT_EQ(static_cast<char*>(b->get()) - static_cast<char*>(a->get()),
+            static_cast<ptrdiff_t>(30 * kMiB));
   std::vector<uint32_t> pattern(30 * kMiB / sizeof(uint32_t));
   std::iota(pattern.begin(), pattern.end(), 7u);
   std::memcpy(a->get(), pattern.data(), 30 * kMiB);
@@ -110,7 +111,8 @@ TEST(HostArena, PinsOncePerRegionAndUnpinsWhenReplaced) {
   // Replaced once nothing is alive: the old region is unpinned before it goes. A request that
   // fills the new one gets all of it locked, slack included (Allocate rounds buffers up).
   arena.Reserve(400 * kMiB);
-  for (int i = 0; i < 1000 && unpins.load() == 0; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  for (int i = 0; i < 1000 && unpins.load() == 0; ++i)
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
   ASSERT_EQ(unpins.load(), 1);
   EXPECT_EQ(arena.Pin(400 * kMiB, pin, unpin), 402 * kMiB);
   absl::StatusOr<BackendBuffer> c = arena.Allocate(400 * kMiB - 1);

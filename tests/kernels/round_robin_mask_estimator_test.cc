@@ -4,6 +4,7 @@
 #include "kernels/cpu/round_robin_mask_estimator.h"
 
 #include <gtest/gtest.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cmath>
@@ -21,8 +22,6 @@
 #include <string>
 #include <utility>
 #include <vector>
-
-#include <unistd.h>
 
 #include "absl/strings/str_cat.h"
 #include "kernels/cpu/key_pooling.h"
@@ -347,7 +346,8 @@ Reference RunNumpy(const Problem& pb, const MaskEstimateParams& p, bool heavy = 
       " --k ", k_path, " --out ", out_path, " --seq_len ", pb.seq_len, " --hq ", pb.hq, " --hkv ",
       pb.hkv, " --head_dim ", pb.head_dim, " --block ", pb.block_size, " --stride ", pb.stride,
       " --tau ", Exact(p.tau), " --scale ", Exact(p.scale), " --causal ", int{p.causal},
-      " --keep_sink ", int{p.keep_sink}, " --keep_recent ", int{p.keep_recent}, " --heavy ", int{heavy});
+      " --keep_sink ", int{p.keep_sink}, " --keep_recent ", int{p.keep_recent}, " --heavy ",
+      int{heavy});
   EXPECT_EQ(std::system(cmd.c_str()), 0) << cmd;
 
   Reference ref;
@@ -423,13 +423,15 @@ TEST(RoundRobinMaskEstimator, MatchesNumpyReferenceExactly) {
       ASSERT_GT(ref.margin, 1e-5) << where << ": pick another seed, this input is fragile";
 
       const BlockMask m = Estimate(p);
-      const round_robin::PackedKeys keys = round_robin::PackKeys(p.pooled_k, p.seq_len / p.stride, p.hkv, p.head_dim);
+      const round_robin::PackedKeys keys =
+          round_robin::PackKeys(p.pooled_k, p.seq_len / p.stride, p.hkv, p.head_dim);
       const int strides_per_block = geo.block_size / geo.stride;
       std::vector<float> mass(pb.num_blocks());
       for (int h = 0; h < pb.hq; ++h) {
         for (int qb = 0; qb < pb.num_blocks(); ++qb) {
           ASSERT_EQ(Row(m, h, qb), ref.mask.at({h, qb})) << where << " row " << h << " " << qb;
-          round_robin::RowBlockMass(p, keys, nullptr, h, qb, round_robin::BlockMassKernelFor(cpu::BestCpuIsa()), mass);
+          round_robin::RowBlockMass(p, keys, nullptr, h, qb,
+                                    round_robin::BlockMassKernelFor(cpu::BestCpuIsa()), mass);
           const std::vector<float>& want = ref.mass.at({h, qb});
           // Masses sum to the number of sampled queries; fp32 logits of magnitude up to ~20
           // and a polynomial exp stay well within 1e-5 of that sum.
@@ -454,27 +456,33 @@ TEST(RoundRobinMaskEstimator, HeavyVariantMatchesNumpyReference) {
     for (int flags = 0; flags < 8; ++flags) {
       Problem pb = StructuredProblem(geo);
       // One isolated heavy key per fourth block, away from stride boundaries.
-      for (int b = 1; b < pb.num_blocks(); b += 4) Plant(&pb.K(b * geo.block_size + 5, 0, 0), pb.head_dim, 3, kPlanted);
+      for (int b = 1; b < pb.num_blocks(); b += 4)
+        Plant(&pb.K(b * geo.block_size + 5, 0, 0), pb.head_dim, 3, kPlanted);
       MaskEstimateParams p = pb.Params(/*with_heavy=*/true);
       p.tau = geo.tau;
       p.causal = flags & 1;
       p.keep_sink = flags & 2;
       p.keep_recent = flags & 4;
-      const std::string where = absl::StrCat("L=", geo.seq_len, " S=", geo.stride, " flags=", flags);
+      const std::string where =
+          absl::StrCat("L=", geo.seq_len, " S=", geo.stride, " flags=", flags);
       const Reference ref = RunNumpy(pb, p, /*heavy=*/true);
       if (ref.margin <= 1e-5) continue;  // a decision within rounding of flipping
       ++compared;
       const BlockMask m = Estimate(p);
-      const round_robin::PackedKeys keys = round_robin::PackKeys(p.pooled_k, p.seq_len / p.stride, p.hkv, p.head_dim);
-      const round_robin::PackedKeys heavy = round_robin::PackKeys(p.heavy_k, pb.num_blocks(), p.hkv, p.head_dim);
+      const round_robin::PackedKeys keys =
+          round_robin::PackKeys(p.pooled_k, p.seq_len / p.stride, p.hkv, p.head_dim);
+      const round_robin::PackedKeys heavy =
+          round_robin::PackKeys(p.heavy_k, pb.num_blocks(), p.hkv, p.head_dim);
       std::vector<float> mass(pb.num_blocks());
       for (int h = 0; h < pb.hq; ++h) {
         for (int qb = 0; qb < pb.num_blocks(); ++qb) {
           ASSERT_EQ(Row(m, h, qb), ref.mask.at({h, qb})) << where << " row " << h << " " << qb;
-          round_robin::RowBlockMass(p, keys, &heavy, h, qb, round_robin::BlockMassKernelFor(cpu::BestCpuIsa()), mass);
+          round_robin::RowBlockMass(p, keys, &heavy, h, qb,
+                                    round_robin::BlockMassKernelFor(cpu::BestCpuIsa()), mass);
           const std::vector<float>& want = ref.mass.at({h, qb});
           for (int b = 0; b < pb.num_blocks(); ++b) {
-            EXPECT_NEAR(mass[b], want[b], 1e-5 * geo.block_size / geo.stride) << where << " block " << b;
+            EXPECT_NEAR(mass[b], want[b], 1e-5 * geo.block_size / geo.stride)
+                << where << " block " << b;
           }
         }
       }
@@ -505,11 +513,13 @@ TEST(RoundRobinMaskEstimator, HeavyVariantFindsTheIsolatedKeyPoolingDilutes) {
     MaskEstimateParams p = pb.Params(with_heavy);
     p.tau = 0.9f;
     if (with_heavy) {  // the pooling picked the planted key for its block
-      for (int e = 0; e < pb.head_dim; ++e) EXPECT_EQ(pb.heavy[(3 * pb.hkv + 0) * pb.head_dim + e], pb.K(key_pos, 0, e));
+      for (int e = 0; e < pb.head_dim; ++e)
+        EXPECT_EQ(pb.heavy[(3 * pb.hkv + 0) * pb.head_dim + e], pb.K(key_pos, 0, e));
     }
     const BlockMask m = Estimate(p);
     for (int h = 0; h < pb.hq / pb.hkv; ++h) {
-      EXPECT_EQ(Contains(m, h, asking, 3), with_heavy) << "head " << h << (with_heavy ? " rr+heavy" : " rr");
+      EXPECT_EQ(Contains(m, h, asking, 3), with_heavy)
+          << "head " << h << (with_heavy ? " rr+heavy" : " rr");
     }
   }
 }
@@ -526,7 +536,8 @@ TEST(RoundRobinMaskEstimator, ZigzagShardsReproduceTheSingleRankRowsBitwise) {
   for (bool causal : {true, false}) {
     full.causal = causal;
     const BlockMask whole = Estimate(full, 1);
-    const round_robin::PackedKeys keys = round_robin::PackKeys(full.pooled_k, full.seq_len / full.stride, full.hkv, full.head_dim);
+    const round_robin::PackedKeys keys =
+        round_robin::PackKeys(full.pooled_k, full.seq_len / full.stride, full.hkv, full.head_dim);
     const round_robin::BlockMassKernel kernel = round_robin::BlockMassKernelFor(cpu::BestCpuIsa());
     for (int ranks : {2, 4}) {
       const int chunk_blocks = pb.num_blocks() / (2 * ranks);
@@ -573,16 +584,18 @@ TEST(RoundRobinMaskEstimator, EveryIsaKernelAgreesBitwiseWithTheGenericOne) {
   MaskEstimateParams p = pb.Params();
   for (bool causal : {true, false}) {
     p.causal = causal;
-    const round_robin::PackedKeys keys = round_robin::PackKeys(p.pooled_k, p.seq_len / p.stride, p.hkv, p.head_dim);
+    const round_robin::PackedKeys keys =
+        round_robin::PackKeys(p.pooled_k, p.seq_len / p.stride, p.hkv, p.head_dim);
     const BlockMask best = Estimate(p);
     for (cpu::CpuIsa isa : cpu::RunnableCpuIsas()) {
       SCOPED_TRACE(cpu::CpuIsaName(isa));
       std::vector<float> generic(pb.num_blocks()), variant(pb.num_blocks());
       for (int h = 0; h < pb.hq; ++h) {
         for (int qb = 0; qb < pb.num_blocks(); ++qb) {
-          round_robin::RowBlockMass(p, keys, nullptr, h, qb, &round_robin::AccumulateBlockMassGeneric,
-                                    generic);
-          round_robin::RowBlockMass(p, keys, nullptr, h, qb, round_robin::BlockMassKernelFor(isa), variant);
+          round_robin::RowBlockMass(p, keys, nullptr, h, qb,
+                                    &round_robin::AccumulateBlockMassGeneric, generic);
+          round_robin::RowBlockMass(p, keys, nullptr, h, qb, round_robin::BlockMassKernelFor(isa),
+                                    variant);
           EXPECT_EQ(0, std::memcmp(generic.data(), variant.data(), generic.size() * sizeof(float)))
               << h << " " << qb;
         }

@@ -5,12 +5,12 @@
 #include "runtime/kvhandoff/transfer_book.h"
 
 #include <gtest/gtest.h>
+#include <unistd.h>
 
 #include <cstdlib>
 #include <filesystem>
 #include <map>
 #include <string>
-#include <unistd.h>
 #include <vector>
 
 namespace prefill {
@@ -30,9 +30,10 @@ struct Recorded {
 class Book {
  public:
   explicit Book(std::string out = "")
-      : book_({std::move(out)}, {[this](KvPeer p, const wire::AckMessage& a) { seen_.acks[p].push_back(a); },
-                                 [this](const std::string& line) { seen_.log.push_back(line); },
-                                 [](KvPeer p) { return "peer" + std::to_string(p); }}) {}
+      : book_({std::move(out)},
+              {[this](KvPeer p, const wire::AckMessage& a) { seen_.acks[p].push_back(a); },
+               [this](const std::string& line) { seen_.log.push_back(line); },
+               [](KvPeer p) { return "peer" + std::to_string(p); }}) {}
   KvTransferBook* operator->() { return &book_; }
   Recorded& seen() { return seen_; }
 
@@ -44,7 +45,8 @@ class Book {
 // One rank of a 2-rank group sending an 8-token sequence (4 rows each, contiguous).
 class Rank {
  public:
-  Rank(uint32_t rank, std::string id = "req", uint64_t transfer = 7) : rank_(rank), id_(std::move(id)), transfer_(transfer) {
+  Rank(uint32_t rank, std::string id = "req", uint64_t transfer = 7)
+      : rank_(rank), id_(std::move(id)), transfer_(transfer) {
     ranges_ = {{4 * int64_t{rank}, kRows, 0}};
   }
   KvPeer peer() const { return 100 + rank_; }
@@ -80,8 +82,8 @@ class Rank {
     bytes_ += payload.size();
     if (corrupt) payload[0] ^= std::byte{1};
     const std::string h = wire::Encode(m);
-    std::optional<KvTransferBook::PayloadSlot> slot =
-        book->OnMessage(peer(), {reinterpret_cast<const std::byte*>(h.data()), h.size()}, payload.size());
+    std::optional<KvTransferBook::PayloadSlot> slot = book->OnMessage(
+        peer(), {reinterpret_cast<const std::byte*>(h.data()), h.size()}, payload.size());
     if (!slot) return;
     std::copy(payload.begin(), payload.end(), slot->dst);
     book->Arrived(*slot, absl::OkStatus());
@@ -111,7 +113,8 @@ class Rank {
  private:
   wire::Prefix Prefix(wire::MessageType type) const { return {type, transfer_, id_, rank_}; }
   void Send(KvTransferBook* book, const std::string& h, size_t payload) {
-    EXPECT_FALSE(book->OnMessage(peer(), {reinterpret_cast<const std::byte*>(h.data()), h.size()}, payload));
+    EXPECT_FALSE(
+        book->OnMessage(peer(), {reinterpret_cast<const std::byte*>(h.data()), h.size()}, payload));
   }
   uint32_t rank_;
   std::string id_;
@@ -150,7 +153,8 @@ TEST(KvTransferBook, AcknowledgesACompleteRequestToEachRank) {
     EXPECT_EQ(ack.prefix.transfer_id, 7u);
   }
   ASSERT_FALSE(book.seen().log.empty());
-  EXPECT_NE(book.seen().log.back().find("req acknowledged: 2 ranks, 2 layers, 8 tokens"), std::string::npos);
+  EXPECT_NE(book.seen().log.back().find("req acknowledged: 2 ranks, 2 layers, 8 tokens"),
+            std::string::npos);
 }
 
 TEST(KvTransferBook, PublishesTheKvOutLayout) {
@@ -193,7 +197,8 @@ TEST(KvTransferBook, TokensNotCoveredExactlyOnceDropTheRequest) {
   r1.ranges() = {{5, 3, 0}};  // token 4 is nobody's
   r0.SendAll(book.operator->());
   r1.SendAll(book.operator->());
-  ExpectDropped(book, {r0.peer(), r1.peer()}, "do not cover the sequence exactly once: gap at token 4");
+  ExpectDropped(book, {r0.peer(), r1.peer()},
+                "do not cover the sequence exactly once: gap at token 4");
 }
 
 TEST(KvTransferBook, ACommitThatDisagreesDropsTheRequest) {
@@ -236,9 +241,11 @@ TEST(KvTransferBook, ANewerAttemptSupersedesTheOldOne) {
 TEST(KvTransferBook, AnUnreadableMessageIsRefusedToItsPeer) {
   Book book;
   const std::string junk = "not a KV handoff message at all";
-  EXPECT_FALSE(book->OnMessage(5, {reinterpret_cast<const std::byte*>(junk.data()), junk.size()}, 0));
+  EXPECT_FALSE(
+      book->OnMessage(5, {reinterpret_cast<const std::byte*>(junk.data()), junk.size()}, 0));
   ASSERT_EQ(book.seen().acks[5].size(), 1u);
-  EXPECT_EQ(book.seen().acks[5][0].status, static_cast<int32_t>(absl::StatusCode::kInvalidArgument));
+  EXPECT_EQ(book.seen().acks[5][0].status,
+            static_cast<int32_t>(absl::StatusCode::kInvalidArgument));
   EXPECT_EQ(book.seen().acks[5][0].prefix.transfer_id, 0u);
   EXPECT_TRUE(book->empty());
 }

@@ -130,8 +130,8 @@ TEST(WireProtocol, MalformedHeadersAreRefusedWithTheirFault) {
   h = good;
   h[h.size() - 1] ^= 1;
   ExpectRefused(h, "header checksum mismatch");
-  ExpectRefused(good + "x", "declares");                          // length field disagrees
-  ExpectRefused(Reseal(good + "x"), "truncated or overlong");     // one byte too many
+  ExpectRefused(good + "x", "declares");                       // length field disagrees
+  ExpectRefused(Reseal(good + "x"), "truncated or overlong");  // one byte too many
   ExpectRefused(Reseal(good.substr(0, good.size() - 3)), "truncated or overlong");
   BeginMessage bad_id = SampleBegin();
   bad_id.prefix.request_id = "../etc";
@@ -143,7 +143,8 @@ TEST(WireProtocol, MalformedHeadersAreRefusedWithTheirFault) {
 
 TEST(WireProtocol, EveryTruncationIsRefused) {
   const std::string h = Encode(SampleBegin());
-  for (size_t n = 0; n < kPrefixBytes; ++n) EXPECT_FALSE(DecodeBegin(Bytes(h.substr(0, n))).ok()) << n;
+  for (size_t n = 0; n < kPrefixBytes; ++n)
+    EXPECT_FALSE(DecodeBegin(Bytes(h.substr(0, n))).ok()) << n;
   for (size_t n = kPrefixBytes; n < h.size(); ++n) {
     EXPECT_FALSE(DecodeBegin(Bytes(Reseal(h.substr(0, n)))).ok()) << "first " << n << " bytes";
   }
@@ -155,7 +156,9 @@ TEST(WireProtocol, ADecoderRefusesAnotherType) {
   ExpectRefused(Encode(c), "a commit message where a begin one was expected");
   absl::StatusOr<AckMessage> a = DecodeAck(Bytes(Encode(SampleBegin())));
   ASSERT_FALSE(a.ok());
-  EXPECT_NE(a.status().message().find("a begin message where an acknowledgement one was expected"), std::string_view::npos) << a.status();
+  EXPECT_NE(a.status().message().find("a begin message where an acknowledgement one was expected"),
+            std::string_view::npos)
+      << a.status();
   EXPECT_EQ(PeekType({}), 0);
 }
 

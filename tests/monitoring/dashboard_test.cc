@@ -43,12 +43,15 @@ ExprNames NamesInExpr(std::string expr) {
   ExprNames names;
   std::smatch m;
   // Label matchers {name op "value", ...} and grouping by/without (a, b).
-  static const std::regex matcher(R"re(([a-zA-Z_][a-zA-Z0-9_]*)\s*(=~|!~|!=|=)\s*"(?:[^"\\]|\\.)*")re");
+  static const std::regex matcher(
+      R"re(([a-zA-Z_][a-zA-Z0-9_]*)\s*(=~|!~|!=|=)\s*"(?:[^"\\]|\\.)*")re");
   static const std::regex grouping(R"(\b(by|without|on|ignoring)\s*\(([^)]*)\))");
-  for (auto it = std::sregex_iterator(expr.begin(), expr.end(), matcher); it != std::sregex_iterator(); ++it) {
+  for (auto it = std::sregex_iterator(expr.begin(), expr.end(), matcher);
+       it != std::sregex_iterator(); ++it) {
     names.labels.insert((*it)[1]);
   }
-  for (auto it = std::sregex_iterator(expr.begin(), expr.end(), grouping); it != std::sregex_iterator(); ++it) {
+  for (auto it = std::sregex_iterator(expr.begin(), expr.end(), grouping);
+       it != std::sregex_iterator(); ++it) {
     std::stringstream list((*it)[2].str());
     std::string label;
     while (std::getline(list, label, ',')) {
@@ -65,13 +68,15 @@ ExprNames NamesInExpr(std::string expr) {
   expr = std::regex_replace(expr, std::regex(R"(\[[^\]]*\])"), " ");
   expr = std::regex_replace(expr, std::regex(R"(\$[a-zA-Z_]+)"), " ");
   static const std::regex identifier(R"(([a-zA-Z_:][a-zA-Z0-9_:]*)(\s*\()?)");
-  static const std::set<std::string> keywords = {"and", "or", "unless", "bool", "offset", "group_left",
-                                                 "group_right"};
-  for (auto it = std::sregex_iterator(expr.begin(), expr.end(), identifier); it != std::sregex_iterator(); ++it) {
+  static const std::set<std::string> keywords = {"and",    "or",         "unless",     "bool",
+                                                 "offset", "group_left", "group_right"};
+  for (auto it = std::sregex_iterator(expr.begin(), expr.end(), identifier);
+       it != std::sregex_iterator(); ++it) {
     const std::string name = (*it)[1];
     if ((*it)[2].matched || keywords.count(name)) continue;
     // A number like 0.99 or 1e3 does not start an identifier, but its exponent part could.
-    if (it->position() > 0 && std::isdigit(static_cast<unsigned char>(expr[it->position() - 1]))) continue;
+    if (it->position() > 0 && std::isdigit(static_cast<unsigned char>(expr[it->position() - 1])))
+      continue;
     names.metrics.insert(name);
   }
   return names;
@@ -79,7 +84,8 @@ ExprNames NamesInExpr(std::string expr) {
 
 TEST(DashboardTest, ExprParserFindsNames) {
   ExprNames n = NamesInExpr(
-      "histogram_quantile(0.99, sum by (le, phase) (rate(x_bucket{job_id=~\"$job_id\",a=\"}\"}[$__rate_interval]))) "
+      "histogram_quantile(0.99, sum by (le, phase) "
+      "(rate(x_bucket{job_id=~\"$job_id\",a=\"}\"}[$__rate_interval]))) "
       "/ ignoring(b) y");
   EXPECT_EQ(n.metrics, (std::set<std::string>{"x_bucket", "y"}));
   EXPECT_EQ(n.labels, (std::set<std::string>{"a", "b", "job_id", "le", "phase"}));
@@ -133,23 +139,26 @@ TEST(DashboardTest, QueriesUseOnlyExportedMetricsAndLabels) {
       const std::string expr = t["expr"];
       const ExprNames names = NamesInExpr(expr);
       for (const std::string& metric : names.metrics) {
-        EXPECT_TRUE(exported.samples.count(metric)) << "panel '" << p["title"] << "' queries " << metric
-                                                    << ", which PrefillMetrics does not export: " << expr;
+        EXPECT_TRUE(exported.samples.count(metric))
+            << "panel '" << p["title"] << "' queries " << metric
+            << ", which PrefillMetrics does not export: " << expr;
         used.insert(metric);
       }
       for (const std::string& label : names.labels) {
-        EXPECT_TRUE(exported.labels.count(label)) << "panel '" << p["title"] << "' uses label " << label;
+        EXPECT_TRUE(exported.labels.count(label))
+            << "panel '" << p["title"] << "' uses label " << label;
       }
     }
   }
   // The panels the issue asks for are there.
-  for (const char* needed : {"prefill_prompt_tokens_total", "prefill_request_prefill_time_seconds_bucket",
-                             "prefill_attention_density_bucket", "prefill_attention_density_sum",
-                             "prefill_kv_bytes_dense_ring_total", "prefill_kv_bytes_sent_total",
-                             "prefill_phase_seconds_total", "prefill_requests_total", "prefill_num_requests_waiting",
-                             "prefill_num_requests_running", "prefill_process_resident_memory_bytes",
-                             "prefill_gpu_memory_used_bytes", "prefill_request_queue_time_seconds_bucket",
-                             "prefill_time_to_kv_handoff_seconds_bucket", "prefill_kv_transfer_bytes_total"}) {
+  for (const char* needed :
+       {"prefill_prompt_tokens_total", "prefill_request_prefill_time_seconds_bucket",
+        "prefill_attention_density_bucket", "prefill_attention_density_sum",
+        "prefill_kv_bytes_dense_ring_total", "prefill_kv_bytes_sent_total",
+        "prefill_phase_seconds_total", "prefill_requests_total", "prefill_num_requests_waiting",
+        "prefill_num_requests_running", "prefill_process_resident_memory_bytes",
+        "prefill_gpu_memory_used_bytes", "prefill_request_queue_time_seconds_bucket",
+        "prefill_time_to_kv_handoff_seconds_bucket", "prefill_kv_transfer_bytes_total"}) {
     EXPECT_TRUE(used.count(needed)) << needed << " is on no panel";
   }
 }

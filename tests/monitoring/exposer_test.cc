@@ -33,12 +33,14 @@ TEST(ExposerTest, ServesMetricsOnAPortTheKernelChose) {
   ASSERT_TRUE(exposer.ok()) << exposer.status();
   (*exposer)->RegisterCollectable(registry);
   ASSERT_GT((*exposer)->port(), 0);
-  EXPECT_EQ((*exposer)->url(), "http://127.0.0.1:" + std::to_string((*exposer)->port()) + "/metrics");
+  EXPECT_EQ((*exposer)->url(),
+            "http://127.0.0.1:" + std::to_string((*exposer)->port()) + "/metrics");
 
   const auto r = HttpRequest((*exposer)->port(), "GET", "/metrics");
   EXPECT_EQ(r.status, 200) << r.headers;
   EXPECT_EQ(r.Header("Content-Type"), "text/plain; version=0.0.4; charset=utf-8");
-  EXPECT_EQ(r.body, "# HELP demo_total A counter.\n# TYPE demo_total counter\ndemo_total{rank=\"0\"} 42\n");
+  EXPECT_EQ(r.body,
+            "# HELP demo_total A counter.\n# TYPE demo_total counter\ndemo_total{rank=\"0\"} 42\n");
   EXPECT_EQ(r.Header("Content-Length"), std::to_string(r.body.size()));
 }
 
@@ -63,7 +65,8 @@ TEST(ExposerTest, TakenPortIsAClearError) {
   int port = 0;
   const int holder = testing::ListenOnFreePort(&port);
   ASSERT_GE(holder, 0);
-  absl::StatusOr<std::unique_ptr<Exposer>> exposer = Exposer::Create("127.0.0.1:" + std::to_string(port));
+  absl::StatusOr<std::unique_ptr<Exposer>> exposer =
+      Exposer::Create("127.0.0.1:" + std::to_string(port));
   close(holder);
   ASSERT_FALSE(exposer.ok());
   EXPECT_EQ(exposer.status().code(), absl::StatusCode::kUnavailable);
@@ -73,11 +76,12 @@ TEST(ExposerTest, TakenPortIsAClearError) {
 }
 
 TEST(ExposerTest, MalformedAddressesAreInvalidArgument) {
-  for (const char* bad : {"9400", ":9400", "127.0.0.1:", "127.0.0.1:http", "127.0.0.1:70000", "::1:9400",
-                          "[::1:9400", "127.0.0.1:-1"}) {
+  for (const char* bad : {"9400", ":9400", "127.0.0.1:", "127.0.0.1:http", "127.0.0.1:70000",
+                          "::1:9400", "[::1:9400", "127.0.0.1:-1"}) {
     auto exposer = Exposer::Create(bad);
     ASSERT_FALSE(exposer.ok()) << bad;
-    EXPECT_EQ(exposer.status().code(), absl::StatusCode::kInvalidArgument) << bad << ": " << exposer.status();
+    EXPECT_EQ(exposer.status().code(), absl::StatusCode::kInvalidArgument)
+        << bad << ": " << exposer.status();
   }
 }
 
@@ -95,7 +99,8 @@ TEST(ExposerTest, DestructorClosesThePortPromptly) {
   EXPECT_EQ(HttpRequest(port, "GET", "/metrics").status, 200);
   const auto start = std::chrono::steady_clock::now();
   exposer->reset();
-  EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::milliseconds(500));  // not civetweb's 2 s poll
+  EXPECT_LT(std::chrono::steady_clock::now() - start,
+            std::chrono::milliseconds(500));                  // not civetweb's 2 s poll
   EXPECT_EQ(HttpRequest(port, "GET", "/metrics").status, 0);  // connection refused
   // And the port can be bound again at once.
   auto again = Exposer::Create("127.0.0.1:" + std::to_string(port));
@@ -127,7 +132,8 @@ TEST(ExposerTest, CollectablesAreHeldWeaklyAndMergedByName) {
   (*exposer)->RegisterCollectable(c);
   EXPECT_EQ(HttpRequest((*exposer)->port(), "GET", "/metrics").body,
             "# HELP a_total A counter.\n# TYPE a_total counter\na_total{rank=\"0\"} 2\n"
-            "# HELP b_total A counter.\n# TYPE b_total counter\nb_total{rank=\"0\"} 1\nb_total{rank=\"1\"} 3\n");
+            "# HELP b_total A counter.\n# TYPE b_total counter\nb_total{rank=\"0\"} "
+            "1\nb_total{rank=\"1\"} 3\n");
   b.reset();
   (*exposer)->RemoveCollectable(c);
   EXPECT_EQ(HttpRequest((*exposer)->port(), "GET", "/metrics").body,
@@ -148,7 +154,8 @@ TEST(ExposerTest, ConcurrentScrapesWhileCounting) {
   std::vector<std::thread> scrapers;
   for (int t = 0; t < 4; ++t) {
     scrapers.emplace_back([&] {
-      for (int i = 0; i < 20; ++i) EXPECT_EQ(HttpRequest((*exposer)->port(), "GET", "/metrics").status, 200);
+      for (int i = 0; i < 20; ++i)
+        EXPECT_EQ(HttpRequest((*exposer)->port(), "GET", "/metrics").status, 200);
     });
   }
   writer.join();

@@ -57,7 +57,8 @@ TEST(MetricsEndpointTest, PortForRank) {
 
 TEST(MetricsEndpointTest, BasePortZeroIsOff) {
   auto registry = std::make_shared<Registry>();
-  absl::StatusOr<MetricsEndpoint> endpoint = MetricsEndpoint::Start(MetricsEndpointOptions{}, registry);
+  absl::StatusOr<MetricsEndpoint> endpoint =
+      MetricsEndpoint::Start(MetricsEndpointOptions{}, registry);
   ASSERT_TRUE(endpoint.ok());
   EXPECT_FALSE(endpoint->enabled());
   EXPECT_EQ(endpoint->port(), 0);
@@ -82,7 +83,8 @@ TEST(MetricsEndpointTest, ServesOnBasePlusLocalRank) {
   EXPECT_TRUE(endpoint->enabled());
   EXPECT_EQ(endpoint->port(), free_port);
   EXPECT_EQ(endpoint->url(), "http://127.0.0.1:" + std::to_string(free_port) + "/metrics");
-  EXPECT_EQ(testing::HttpRequest(free_port, "GET", "/metrics").body, "# HELP up_gauge g\n# TYPE up_gauge gauge\nup_gauge 1\n");
+  EXPECT_EQ(testing::HttpRequest(free_port, "GET", "/metrics").body,
+            "# HELP up_gauge g\n# TYPE up_gauge gauge\nup_gauge 1\n");
 
   // A second rank computing the same port (a wrong local rank) gets a clear error.
   options.base_port = free_port;

@@ -64,10 +64,13 @@ TEST(PrefillMetricsTest, ExportsTheServiceMetricsWithTheirTypes) {
   }
   EXPECT_TRUE(Contains(text, "le=\"2560\""));
   EXPECT_TRUE(Contains(text, "le=\"0.001\""));
-  EXPECT_TRUE(Contains(text, "prefill_attention_density_bucket{host=\"node07\",job_id=\"1234\",local_rank=\"1\","
-                             "model_name=\"llama-3-8b\",rank=\"5\",le=\"0.05\"} 0\n"));
+  EXPECT_TRUE(
+      Contains(text,
+               "prefill_attention_density_bucket{host=\"node07\",job_id=\"1234\",local_rank=\"1\","
+               "model_name=\"llama-3-8b\",rank=\"5\",le=\"0.05\"} 0\n"));
   EXPECT_TRUE(Contains(text, "le=\"0.15\""));
-  EXPECT_TRUE(std::regex_search(text, std::regex("prefill_build_info\\{[^}]*revision=\"[^\"]+\",version=\"[^\"]+\"\\} 1\n")));
+  EXPECT_TRUE(std::regex_search(
+      text, std::regex("prefill_build_info\\{[^}]*revision=\"[^\"]+\",version=\"[^\"]+\"\\} 1\n")));
 }
 
 TEST(PrefillMetricsTest, EverySampleCarriesTheConstantLabels) {
@@ -80,7 +83,9 @@ TEST(PrefillMetricsTest, EverySampleCarriesTheConstantLabels) {
   while (std::getline(in, line)) {
     if (line[0] == '#') continue;
     ++samples;
-    ASSERT_TRUE(Contains(line, "host=\"node07\",job_id=\"1234\",local_rank=\"1\",model_name=\"llama-3-8b\"")) << line;
+    ASSERT_TRUE(Contains(
+        line, "host=\"node07\",job_id=\"1234\",local_rank=\"1\",model_name=\"llama-3-8b\""))
+        << line;
     ASSERT_TRUE(Contains(line, "rank=\"5\"")) << line;
     ASSERT_EQ(line.rfind("prefill_", 0), 0u) << line;
   }
@@ -150,8 +155,10 @@ TEST(PrefillMetricsTest, RecordRequestUpdatesEveryMetric) {
   const std::string text = Exposition(*registry);
   EXPECT_TRUE(Contains(text, "model_name=\"llama-3-8b\",rank=\"5\",status=\"unavailable\"} 1\n"));
   EXPECT_TRUE(Contains(text, "model_name=\"llama-3-8b\",rank=\"5\",status=\"ok\"} 2\n"));
-  EXPECT_TRUE(Contains(text, "prefill_prompt_tokens_total{host=\"node07\",job_id=\"1234\",local_rank=\"1\","
-                             "model_name=\"llama-3-8b\",rank=\"5\"} 16394\n"));
+  EXPECT_TRUE(
+      Contains(text,
+               "prefill_prompt_tokens_total{host=\"node07\",job_id=\"1234\",local_rank=\"1\","
+               "model_name=\"llama-3-8b\",rank=\"5\"} 16394\n"));
 }
 
 TEST(PrefillMetricsTest, GaugesAndProcessMemory) {
@@ -194,7 +201,8 @@ TEST(PrefillMetricsTest, CreateTwiceSharesFamiliesAndClashesAreErrors) {
   auto clash = PrefillMetrics::Create(taken, TestIdentity());
   ASSERT_FALSE(clash.ok());
   EXPECT_EQ(clash.status().code(), absl::StatusCode::kAlreadyExists);
-  EXPECT_EQ(PrefillMetrics::Create(nullptr, TestIdentity()).status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(PrefillMetrics::Create(nullptr, TestIdentity()).status().code(),
+            absl::StatusCode::kInvalidArgument);
 }
 
 TEST(PrefillMetricsTest, IdentityFromEnvironment) {
@@ -212,8 +220,11 @@ TEST(PrefillMetricsTest, IdentityFromEnvironment) {
   auto plain = PrefillMetricsIdentity::FromEnvironment(0, "m");
   ASSERT_TRUE(plain.ok());
   EXPECT_EQ(plain->job_id, "none");
-  EXPECT_EQ(plain->ToLabels(), (Labels{{"host", plain->host}, {"job_id", "none"}, {"local_rank", "0"},
-                                       {"model_name", "m"}, {"rank", "0"}}));
+  EXPECT_EQ(plain->ToLabels(), (Labels{{"host", plain->host},
+                                       {"job_id", "none"},
+                                       {"local_rank", "0"},
+                                       {"model_name", "m"},
+                                       {"rank", "0"}}));
 }
 
 }  // namespace

@@ -20,7 +20,8 @@ TEST(MetricNamesTest, MetricNames) {
 }
 
 TEST(MetricNamesTest, LabelNames) {
-  for (const char* ok : {"rank", "_x", "a1", "local_rank", "_"}) EXPECT_TRUE(ValidateLabelName(ok).ok()) << ok;
+  for (const char* ok : {"rank", "_x", "a1", "local_rank", "_"})
+    EXPECT_TRUE(ValidateLabelName(ok).ok()) << ok;
   for (const char* bad : {"", "1a", "a:b", "__name__", "__x", "a-b"}) {
     EXPECT_EQ(ValidateLabelName(bad).code(), absl::StatusCode::kInvalidArgument) << bad;
   }
@@ -48,13 +49,18 @@ TEST(RegistryTest, RegisterRejectsBadDefinitionsWithoutCrashing) {
   expect_invalid(BuildGauge().Name("").Help("h").Register(registry), "empty");
   expect_invalid(BuildCounter().Name("requests").Help("h").Register(registry), "_total");
   expect_invalid(BuildGauge().Name("g").Help("h").Labels({{"a:b", "1"}}).Register(registry), "a:b");
-  expect_invalid(BuildGauge().Name("g").Help("h").Labels({{"__meta", "1"}}).Register(registry), "reserved");
-  expect_invalid(BuildGauge().Name("g").Help("h").Labels({{"a", "\xff"}}).Register(registry), "UTF-8");
+  expect_invalid(BuildGauge().Name("g").Help("h").Labels({{"__meta", "1"}}).Register(registry),
+                 "reserved");
+  expect_invalid(BuildGauge().Name("g").Help("h").Labels({{"a", "\xff"}}).Register(registry),
+                 "UTF-8");
   expect_invalid(BuildGauge().Name("g").Help("\xff").Register(registry), "UTF-8");
-  expect_invalid(BuildHistogram().Name("h").Help("h").Buckets({1, 0.5}).Register(registry), "ascend");
-  expect_invalid(BuildHistogram().Name("h").Help("h").Buckets({1, NAN}).Register(registry), "bound");
-  expect_invalid(BuildHistogram().Name("h").Help("h").Labels({{"le", "1"}}).Buckets({1}).Register(registry),
-                 "le");
+  expect_invalid(BuildHistogram().Name("h").Help("h").Buckets({1, 0.5}).Register(registry),
+                 "ascend");
+  expect_invalid(BuildHistogram().Name("h").Help("h").Buckets({1, NAN}).Register(registry),
+                 "bound");
+  expect_invalid(
+      BuildHistogram().Name("h").Help("h").Labels({{"le", "1"}}).Buckets({1}).Register(registry),
+      "le");
   EXPECT_EQ(SerializeText(registry.Collect()), "");
 }
 
@@ -75,8 +81,9 @@ TEST(RegistryTest, HistogramSeriesNamesCannotBeReused) {
   ASSERT_TRUE(BuildHistogram().Name("lat_seconds").Help("h").Buckets({1}).Register(registry).ok());
   EXPECT_EQ(BuildGauge().Name("lat_seconds_count").Help("h").Register(registry).status().code(),
             absl::StatusCode::kAlreadyExists);
-  EXPECT_EQ(BuildCounter().Name("lat_seconds_bucket_total").Help("h").Register(registry).status().code(),
-            absl::StatusCode::kOk);  // not a series of the histogram
+  EXPECT_EQ(
+      BuildCounter().Name("lat_seconds_bucket_total").Help("h").Register(registry).status().code(),
+      absl::StatusCode::kOk);  // not a series of the histogram
   ASSERT_TRUE(BuildGauge().Name("size_sum").Help("h").Register(registry).ok());
   EXPECT_EQ(BuildHistogram().Name("size").Help("h").Buckets({1}).Register(registry).status().code(),
             absl::StatusCode::kAlreadyExists);
@@ -98,7 +105,8 @@ TEST(RegistryTest, BadChildLabelsAreErrorsAtTryAddAndDetachedAtAdd) {
   auto family = BuildCounter().Name("c_total").Help("c").Labels({{"rank", "0"}}).Register(registry);
   ASSERT_TRUE(family.ok());
   EXPECT_EQ((*family)->TryAdd({{"rank", "1"}}).status().code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_EQ((*family)->TryAdd({{"bad-name", "1"}}).status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ((*family)->TryAdd({{"bad-name", "1"}}).status().code(),
+            absl::StatusCode::kInvalidArgument);
   EXPECT_EQ((*family)->TryAdd({{"__x", "1"}}).status().code(), absl::StatusCode::kInvalidArgument);
   Counter& detached = (*family)->Add({{"bad-name", "1"}});
   detached.Increment();  // usable, but not exported
@@ -108,7 +116,8 @@ TEST(RegistryTest, BadChildLabelsAreErrorsAtTryAddAndDetachedAtAdd) {
   auto hist = BuildHistogram().Name("h").Help("h").Register(registry);  // no default buckets
   ASSERT_TRUE(hist.ok());
   EXPECT_EQ((*hist)->TryAdd({}).status().code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_EQ((*hist)->TryAdd({{"le", "1"}}, {1}).status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ((*hist)->TryAdd({{"le", "1"}}, {1}).status().code(),
+            absl::StatusCode::kInvalidArgument);
   EXPECT_EQ((*hist)->TryAdd({}, {2, 1}).status().code(), absl::StatusCode::kInvalidArgument);
   ASSERT_TRUE((*hist)->TryAdd({}, {1, 2}).ok());
   EXPECT_TRUE((*hist)->TryAdd({}, {1, 2, INFINITY}).ok());  // the same buckets

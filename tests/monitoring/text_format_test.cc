@@ -54,7 +54,8 @@ TEST(TextFormatTest, GoldenCounterGaugeHistogram) {
 
 TEST(TextFormatTest, ConstantLabelsMergeSortedWithChildLabels) {
   Registry registry;
-  auto family = BuildGauge().Name("g").Help("h").Labels({{"b", "2"}, {"z", "9"}}).Register(registry);
+  auto family =
+      BuildGauge().Name("g").Help("h").Labels({{"b", "2"}, {"z", "9"}}).Register(registry);
   ASSERT_TRUE(family.ok());
   (*family)->Add({{"a", "1"}}).Set(1);
   (*family)->Add({{"c", "3"}}).Set(2);

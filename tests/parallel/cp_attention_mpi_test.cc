@@ -43,7 +43,8 @@ RankInputs Inputs(const Job& job, const CpLayout& layout, int rank) {
   const WorkloadSpec spec{job.workload, layout.seq_len(), kHeads, kKvHeads, kDim, 7};
   QkvRows rows = GenerateQkvRows(spec, pos);
   const int64_t n = static_cast<int64_t>(pos.size());
-  return {FromF32(rows.q, job.dtype, {n, kHeads, kDim}), FromF32(rows.k, job.dtype, {n, kKvHeads, kDim}),
+  return {FromF32(rows.q, job.dtype, {n, kHeads, kDim}),
+          FromF32(rows.k, job.dtype, {n, kKvHeads, kDim}),
           FromF32(rows.v, job.dtype, {n, kKvHeads, kDim})};
 }
 
@@ -54,34 +55,45 @@ struct Outcome {
 };
 
 // dense_above: SparseOptions' (by default above any density: the sparse exchange always runs).
-Outcome RunJob(Communicator& comm, const Job& job, const CpLayout& layout, bool sparse, double dense_above = 2.0,
-               BalanceMode balance = BalanceMode::kAuto, MaskEstimator estimator = MaskEstimator::kRoundRobin) {
+Outcome RunJob(Communicator& comm, const Job& job, const CpLayout& layout, bool sparse,
+               double dense_above = 2.0, BalanceMode balance = BalanceMode::kAuto,
+               MaskEstimator estimator = MaskEstimator::kRoundRobin) {
   const RankInputs in = Inputs(job, layout, comm.rank());
   std::unique_ptr<AttentionBackend> backend = MakeCpuBackend(1);
   const int64_t rows = layout.local_len();
   Outcome out;
   out.o.resize(rows * kHeads * kDim);
   std::vector<float> lse(rows * kHeads);
-  const CpAttentionShard shard{job.dtype, in.q.bytes.data(), in.k.bytes.data(), in.v.bytes.data(), kHeads,
-                               kKvHeads, kDim, job.causal, 1.0f / std::sqrt(float{kDim})};
+  const CpAttentionShard shard{job.dtype,
+                               in.q.bytes.data(),
+                               in.k.bytes.data(),
+                               in.v.bytes.data(),
+                               kHeads,
+                               kKvHeads,
+                               kDim,
+                               job.causal,
+                               1.0f / std::sqrt(float{kDim})};
   if (sparse) {
     SparseOptions options{8, 0.9f, true, true, true, dense_above, balance};
     options.estimator = estimator;
-    absl::StatusOr<SparseCpResult> r = SparseCpAttention(comm, *backend, layout, shard, options, {out.o.data(), lse.data()});
+    absl::StatusOr<SparseCpResult> r =
+        SparseCpAttention(comm, *backend, layout, shard, options, {out.o.data(), lse.data()});
     EXPECT_TRUE(r.ok()) << r.status();
     if (r.ok()) {
       out.stats = r->stats;
       out.mask = std::move(r->mask);
     }
   } else {
-    absl::StatusOr<CpAttentionStats> r = RingAttention(comm, *backend, layout, shard, {out.o.data(), lse.data()});
+    absl::StatusOr<CpAttentionStats> r =
+        RingAttention(comm, *backend, layout, shard, {out.o.data(), lse.data()});
     EXPECT_TRUE(r.ok()) << r.status();
     if (r.ok()) out.stats = *r;
   }
   return out;
 }
 
-class CpAttentionTest : public ::testing::TestWithParam<std::tuple<LayoutKind, bool, WorkloadKind, DType>> {
+class CpAttentionTest
+    : public ::testing::TestWithParam<std::tuple<LayoutKind, bool, WorkloadKind, DType>> {
  protected:
   void SetUp() override {
     world_ = *MpiCommunicator::Create(MPI_COMM_WORLD);
@@ -89,19 +101,23 @@ class CpAttentionTest : public ::testing::TestWithParam<std::tuple<LayoutKind, b
     auto [layout, causal, workload, dtype] = GetParam();
     job_ = {layout, causal, workload, dtype};
     seq_len_ = 2 * 4 * kBlock * 4;  // 4096: zigzag chunks of 4 blocks on 4 ranks
-    layout_ = std::make_unique<CpLayout>(*CpLayout::Create(layout, seq_len_, world_->size(), kBlock));
+    layout_ =
+        std::make_unique<CpLayout>(*CpLayout::Create(layout, seq_len_, world_->size(), kBlock));
     single_ = std::make_unique<CpLayout>(*CpLayout::Create(layout, seq_len_, 1, kBlock));
   }
 
   // The single-rank row of absolute position p.
-  const float* SingleRow(const Outcome& single, int32_t p) const { return &single.o[static_cast<size_t>(p) * kHeads * kDim]; }
+  const float* SingleRow(const Outcome& single, int32_t p) const {
+    return &single.o[static_cast<size_t>(p) * kHeads * kDim];
+  }
 
   void ExpectSameRows(const Outcome& mine, const Outcome& single, double tol) const {
     const std::vector<int32_t> pos = layout_->Positions(world_->rank());
     double worst = 0;
     for (size_t i = 0; i < pos.size(); ++i) {
       for (int e = 0; e < kHeads * kDim; ++e) {
-        worst = std::max(worst, std::abs(double{mine.o[i * kHeads * kDim + e]} - SingleRow(single, pos[i])[e]));
+        worst = std::max(
+            worst, std::abs(double{mine.o[i * kHeads * kDim + e]} - SingleRow(single, pos[i])[e]));
       }
     }
     EXPECT_LE(worst, tol) << "rank " << world_->rank() << " of " << world_->size();
@@ -155,8 +171,10 @@ TEST_P(CpAttentionTest, SparseMaskAndOutputEqualSingleRank) {
 // rr+heavy: the heavy keys are pooled per rank and all-gathered in absolute block order, so
 // every rank's rows are the single rank's, as with plain round robin.
 TEST_P(CpAttentionTest, HeavyEstimatorMaskAndOutputEqualSingleRank) {
-  const Outcome mine = RunJob(*world_, job_, *layout_, true, 2.0, BalanceMode::kAuto, MaskEstimator::kRoundRobinHeavy);
-  const Outcome single = RunJob(*self_, job_, *single_, true, 2.0, BalanceMode::kAuto, MaskEstimator::kRoundRobinHeavy);
+  const Outcome mine = RunJob(*world_, job_, *layout_, true, 2.0, BalanceMode::kAuto,
+                              MaskEstimator::kRoundRobinHeavy);
+  const Outcome single = RunJob(*self_, job_, *single_, true, 2.0, BalanceMode::kAuto,
+                                MaskEstimator::kRoundRobinHeavy);
   ExpectSameMaskRows(mine, single, world_->rank());
   ExpectSameRows(mine, single, kMergeTolerance);
 }
@@ -174,9 +192,11 @@ TEST_P(CpAttentionTest, SparseSendsExactlyTheSelectedRemoteBlocks) {
     }
   }
   const double block_bytes = 2.0 * kBlock * kDim * DTypeSize(job_.dtype);  // K and V
-  double totals[3] = {static_cast<double>(remote.size()) * block_bytes, static_cast<double>(mine.stats.kv_bytes_sent),
+  double totals[3] = {static_cast<double>(remote.size()) * block_bytes,
+                      static_cast<double>(mine.stats.kv_bytes_sent),
                       static_cast<double>(mine.stats.selected_blocks) / mine.stats.visible_blocks};
-  ASSERT_EQ(MPI_Allreduce(MPI_IN_PLACE, totals, 3, MPI_DOUBLE, MPI_SUM, MPI_COMM_WORLD), MPI_SUCCESS);
+  ASSERT_EQ(MPI_Allreduce(MPI_IN_PLACE, totals, 3, MPI_DOUBLE, MPI_SUM, MPI_COMM_WORLD),
+            MPI_SUCCESS);
   EXPECT_EQ(totals[0], totals[1]) << "bytes received as needed vs bytes sent";
   const double ring = static_cast<double>(DenseRingKvBytes(*layout_, kKvHeads, kDim, job_.dtype));
   if (world_->size() > 1) {
@@ -202,7 +222,8 @@ TEST_P(CpAttentionTest, SparseAboveDenseThresholdRunsTheRing) {
     return;
   }
   EXPECT_TRUE(mine.stats.ran_dense);
-  EXPECT_EQ(mine.stats.kv_bytes_sent * world_->size(), DenseRingKvBytes(*layout_, kKvHeads, kDim, job_.dtype));
+  EXPECT_EQ(mine.stats.kv_bytes_sent * world_->size(),
+            DenseRingKvBytes(*layout_, kKvHeads, kDim, job_.dtype));
   ExpectSameRows(mine, dense, kMergeTolerance);
   for (int qb = 0; qb < mine.mask.num_q_blocks; ++qb) {
     auto a = mine.mask.row(0, qb), b = sparse.mask.row(0, mine.mask.q_block_ids[qb]);
@@ -215,21 +236,32 @@ TEST_P(CpAttentionTest, SparseAboveDenseThresholdRunsTheRing) {
 TEST(CpAttentionOutputDType, Bf16OutputOnlyWhereNothingMerges) {
   std::unique_ptr<MpiCommunicator> world = *MpiCommunicator::Create(MPI_COMM_WORLD);
   const Job job{LayoutKind::kContiguous, true, WorkloadKind::kRandom, DType::kBF16};
-  const CpLayout layout = *CpLayout::Create(job.layout, 4 * kBlock * world->size(), world->size(), kBlock);
+  const CpLayout layout =
+      *CpLayout::Create(job.layout, 4 * kBlock * world->size(), world->size(), kBlock);
   const RankInputs in = Inputs(job, layout, world->rank());
   std::unique_ptr<AttentionBackend> backend = MakeCpuBackend(1);
   std::vector<float> o(layout.local_len() * kHeads * kDim), lse(layout.local_len() * kHeads);
-  const CpAttentionShard shard{job.dtype, in.q.bytes.data(), in.k.bytes.data(), in.v.bytes.data(), kHeads,
-                               kKvHeads, kDim, job.causal, 1.0f / std::sqrt(float{kDim})};
+  const CpAttentionShard shard{job.dtype,
+                               in.q.bytes.data(),
+                               in.k.bytes.data(),
+                               in.v.bytes.data(),
+                               kHeads,
+                               kKvHeads,
+                               kDim,
+                               job.causal,
+                               1.0f / std::sqrt(float{kDim})};
   const CpAttentionOutput bf16_out{o.data(), lse.data(), DType::kBF16};
-  absl::StatusOr<SparseCpResult> sparse = SparseCpAttention(*world, *backend, layout, shard, SparseOptions{}, bf16_out);
+  absl::StatusOr<SparseCpResult> sparse =
+      SparseCpAttention(*world, *backend, layout, shard, SparseOptions{}, bf16_out);
   // The CPU backend writes fp32 only (its activations are fp32), so one rank's request goes
   // through to it and fails there; several ranks refuse it before any work, for the merge.
   // (One rank's bf16 O on the GPU: tests/gpu/model_on_gpu.sh, sparse against numpy.)
   EXPECT_EQ(sparse.status().code(), absl::StatusCode::kInvalidArgument) << sparse.status();
-  EXPECT_EQ(sparse.status().message().find("merge") != std::string_view::npos, world->size() > 1) << sparse.status();
+  EXPECT_EQ(sparse.status().message().find("merge") != std::string_view::npos, world->size() > 1)
+      << sparse.status();
   if (world->size() > 1) {
-    absl::StatusOr<CpAttentionStats> ring = RingAttention(*world, *backend, layout, shard, bf16_out);
+    absl::StatusOr<CpAttentionStats> ring =
+        RingAttention(*world, *backend, layout, shard, bf16_out);
     EXPECT_EQ(ring.status().code(), absl::StatusCode::kInvalidArgument) << ring.status();
     EXPECT_NE(ring.status().message().find("fp32"), std::string_view::npos) << ring.status();
   }
@@ -237,11 +269,12 @@ TEST(CpAttentionOutputDType, Bf16OutputOnlyWhereNothingMerges) {
 
 INSTANTIATE_TEST_SUITE_P(
     Layouts, CpAttentionTest,
-    ::testing::Values(std::make_tuple(LayoutKind::kZigzag, true, WorkloadKind::kNeedle, DType::kF32),
-                      std::make_tuple(LayoutKind::kContiguous, true, WorkloadKind::kStripes, DType::kF32),
-                      std::make_tuple(LayoutKind::kZigzag, false, WorkloadKind::kVideo, DType::kF32),
-                      std::make_tuple(LayoutKind::kZigzag, true, WorkloadKind::kHeavy, DType::kF32),
-                      std::make_tuple(LayoutKind::kZigzag, true, WorkloadKind::kRandom, DType::kBF16)));
+    ::testing::Values(
+        std::make_tuple(LayoutKind::kZigzag, true, WorkloadKind::kNeedle, DType::kF32),
+        std::make_tuple(LayoutKind::kContiguous, true, WorkloadKind::kStripes, DType::kF32),
+        std::make_tuple(LayoutKind::kZigzag, false, WorkloadKind::kVideo, DType::kF32),
+        std::make_tuple(LayoutKind::kZigzag, true, WorkloadKind::kHeavy, DType::kF32),
+        std::make_tuple(LayoutKind::kZigzag, true, WorkloadKind::kRandom, DType::kBF16)));
 
 // Balanced against unbalanced sparse attention, 1 to 4 ranks (3 included: 3072 tokens split
 // into whole blocks for every world size up to 4, zigzag too).
@@ -264,7 +297,8 @@ std::vector<T> Gathered(T x) {
   int n = 0;
   MPI_Comm_size(MPI_COMM_WORLD, &n);
   std::vector<T> all(n);
-  EXPECT_EQ(MPI_Allgather(&x, sizeof(T), MPI_BYTE, all.data(), sizeof(T), MPI_BYTE, MPI_COMM_WORLD), MPI_SUCCESS);
+  EXPECT_EQ(MPI_Allgather(&x, sizeof(T), MPI_BYTE, all.data(), sizeof(T), MPI_BYTE, MPI_COMM_WORLD),
+            MPI_SUCCESS);
   return all;
 }
 
@@ -273,16 +307,19 @@ TEST_P(SparseBalanceTest, BalancedEqualsUnbalancedWithTheSameMaskAndPlan) {
   const Outcome on = RunJob(*world_, job_, *layout_, true, 2.0, BalanceMode::kAuto);
   EXPECT_EQ(on.mask, off.mask) << "rank " << world_->rank();
   double worst = 0;
-  for (size_t i = 0; i < on.o.size(); ++i) worst = std::max(worst, std::abs(double{on.o[i]} - off.o[i]));
+  for (size_t i = 0; i < on.o.size(); ++i)
+    worst = std::max(worst, std::abs(double{on.o[i]} - off.o[i]));
   EXPECT_LE(worst, kMergeTolerance) << "rank " << world_->rank() << " of " << world_->size();
 
   const std::vector<uint64_t> hashes = Gathered(on.stats.balance_plan_hash);
   const std::vector<int64_t> moves = Gathered(on.stats.balance_moves);
   const std::vector<int64_t> selected = Gathered(on.stats.selected_blocks);
   const std::vector<int64_t> computed = Gathered(on.stats.computed_blocks);
-  const std::vector<int64_t> kv_on = Gathered(on.stats.kv_bytes_sent), kv_off = Gathered(off.stats.kv_bytes_sent);
+  const std::vector<int64_t> kv_on = Gathered(on.stats.kv_bytes_sent),
+                             kv_off = Gathered(off.stats.kv_bytes_sent);
   EXPECT_EQ(selected, Gathered(off.stats.selected_blocks));
-  EXPECT_EQ(Gathered(off.stats.computed_blocks), selected) << "unbalanced ranks compute what they select";
+  EXPECT_EQ(Gathered(off.stats.computed_blocks), selected)
+      << "unbalanced ranks compute what they select";
   EXPECT_EQ(std::accumulate(computed.begin(), computed.end(), int64_t{0}),
             std::accumulate(selected.begin(), selected.end(), int64_t{0}));
   EXPECT_LE(Imbalance(computed), Imbalance(selected));
@@ -307,8 +344,8 @@ TEST_P(SparseBalanceTest, BalancedEqualsUnbalancedWithTheSameMaskAndPlan) {
 INSTANTIATE_TEST_SUITE_P(
     Workloads, SparseBalanceTest,
     ::testing::Combine(::testing::Values(LayoutKind::kContiguous, LayoutKind::kZigzag),
-                       ::testing::Values(WorkloadKind::kNeedle, WorkloadKind::kStripes, WorkloadKind::kSinks,
-                                         WorkloadKind::kVideo)));
+                       ::testing::Values(WorkloadKind::kNeedle, WorkloadKind::kStripes,
+                                         WorkloadKind::kSinks, WorkloadKind::kVideo)));
 
 }  // namespace
 }  // namespace prefill

@@ -42,7 +42,8 @@ TEST(CpLayout, RejectsLengthsThatDoNotSplitIntoBlocks) {
   absl::StatusOr<CpLayout> bad = CpLayout::Create(LayoutKind::kZigzag, 1000, 4, 128);
   ASSERT_FALSE(bad.ok());
   EXPECT_EQ(bad.status().code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_NE(std::string(bad.status().message()).find("--seq-len 1000 must be a multiple of 2 x world_size x block"),
+  EXPECT_NE(std::string(bad.status().message())
+                .find("--seq-len 1000 must be a multiple of 2 x world_size x block"),
             std::string::npos)
       << bad.status();
 }

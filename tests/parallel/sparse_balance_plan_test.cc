@@ -37,14 +37,14 @@ TEST(SparseBalancePlan, MovesTheSegmentThatLowersTheMaximumMost) {
 TEST(SparseBalancePlan, TakesTheLargestSegmentThatFits) {
   // Rank 0 holds one heavy dense row spread over its peers, as the forced-dense last query
   // block of a zigzag layout does: 30 entries on each of ranks 1..3.
-  const std::vector<SegmentCosts> ranks = {Costs(4, {{40, 0, 0, 0}, {30, 30, 30, 30}}),
-                                           Costs(4, {{20, 40, 0, 0}, {0, 0, 0, 0}}),
-                                           Costs(4, {{20, 0, 40, 0}, {0, 0, 0, 0}}),
-                                           Costs(4, {{20, 0, 0, 40}, {0, 0, 0, 0}})};
+  const std::vector<SegmentCosts> ranks = {
+      Costs(4, {{40, 0, 0, 0}, {30, 30, 30, 30}}), Costs(4, {{20, 40, 0, 0}, {0, 0, 0, 0}}),
+      Costs(4, {{20, 0, 40, 0}, {0, 0, 0, 0}}), Costs(4, {{20, 0, 0, 40}, {0, 0, 0, 0}})};
   absl::StatusOr<SparseBalancePlan> plan = PlanSparseBalance(ranks, {});
   ASSERT_TRUE(plan.ok()) << plan.status();
   // 160 / 60 / 60 / 60, mean 85: each peer takes its 30 (ties of cost: lowest owner first).
-  EXPECT_EQ(plan->moves, (std::vector<BalanceMove>{{0, 0, 1, 1, 30}, {0, 0, 1, 2, 30}, {0, 0, 1, 3, 30}}));
+  EXPECT_EQ(plan->moves,
+            (std::vector<BalanceMove>{{0, 0, 1, 1, 30}, {0, 0, 1, 2, 30}, {0, 0, 1, 3, 30}}));
   EXPECT_EQ(plan->computed, (std::vector<int64_t>{70, 90, 90, 90}));
   EXPECT_LT(Imbalance(plan->computed), 1.06);
   EXPECT_GT(Imbalance(plan->selected), 1.88);
@@ -84,7 +84,8 @@ TEST(SparseBalancePlan, RandomLoadsKeepTotalsAndLowerTheMaximum) {
     const int world = 2 + trial % 7, hkv = 1 + trial % 3, q_blocks = 1 + trial % 5;
     std::vector<SegmentCosts> ranks(world, SegmentCosts{hkv, q_blocks, world, {}});
     for (SegmentCosts& c : ranks) {
-      for (int i = 0; i < hkv * q_blocks * world; ++i) c.counts.push_back(static_cast<int32_t>(rng() % (1 + rng() % 200)));
+      for (int i = 0; i < hkv * q_blocks * world; ++i)
+        c.counts.push_back(static_cast<int32_t>(rng() % (1 + rng() % 200)));
     }
     absl::StatusOr<SparseBalancePlan> plan = PlanSparseBalance(ranks, {});
     ASSERT_TRUE(plan.ok()) << plan.status();

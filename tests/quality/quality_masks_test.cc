@@ -15,11 +15,11 @@
 #include <vector>
 
 #include "bench/quality/baselines/antidiagonal_mask_estimator.h"
-#include "kernels/cpu/key_pooling.h"
 #include "bench/quality/baselines/oracle_mask.h"
+#include "bench/quality/baselines/static_window_mask.h"
+#include "kernels/cpu/key_pooling.h"
 #include "kernels/cpu/reference_attention.h"
 #include "kernels/cpu/round_robin_mask_estimator.h"
-#include "bench/quality/baselines/static_window_mask.h"
 #include "runtime/synthetic_workload.h"
 
 namespace prefill {

@@ -95,8 +95,8 @@ TEST_P(QualityMpiTest, FourRanksEqualOneRank) {
     EXPECT_GT(a.density, 0) << what;
     EXPECT_GE(a.recall_mean, a.recall_p1) << what;
   }
-  EXPECT_EQ(estimators, (std::set<std::string>{"rr", "rr_unrotated", "rr+heavy", "antidiagonal", "oracle",
-                                               "static_window"}));
+  EXPECT_EQ(estimators, (std::set<std::string>{"rr", "rr_unrotated", "rr+heavy", "antidiagonal",
+                                               "oracle", "static_window"}));
   if (GetParam() == WorkloadKind::kNeedle) {
     for (const EstimatorPoint& p : mine->points) {
       EXPECT_GE(p.needle_recall, 0) << p.estimator;

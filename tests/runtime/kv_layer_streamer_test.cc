@@ -1,6 +1,8 @@
 // The KV cache streamed into the file sink during a prefill: layers handed over on the
 // streamer's thread land in every rank's shard exactly, and a request that never commits
 // leaves nothing behind. Runs under mpirun (2 ranks: shards of both, rank 0 publishes).
+#include "runtime/kv_layer_streamer.h"
+
 #include <mpi.h>
 #include <unistd.h>
 
@@ -14,7 +16,6 @@
 #include "kernels/backend.h"
 #include "parallel/mpi_communicator.h"
 #include "runtime/kv_file_sink.h"
-#include "runtime/kv_layer_streamer.h"
 #include "runtime/safetensors.h"
 
 namespace prefill {
@@ -87,7 +88,8 @@ TEST_F(KvLayerStreamerTest, StreamedLayersLandInEveryShardExactly) {
     KvLayerStreamer streamer(*backend, {sink.get()}, g);
     for (int l = 0; l < kLayers; ++l) {
       keys.push_back(std::make_shared<std::vector<std::byte>>(LayerBytes(comm_->rank(), l, true)));
-      values.push_back(std::make_shared<std::vector<std::byte>>(LayerBytes(comm_->rank(), l, false)));
+      values.push_back(
+          std::make_shared<std::vector<std::byte>>(LayerBytes(comm_->rank(), l, false)));
       streamer.Push(l, *keys.back(), *values.back(), keys.back(), backend->DownloadsStarted());
     }
     first_key = keys[0];
@@ -100,7 +102,8 @@ TEST_F(KvLayerStreamerTest, StreamedLayersLandInEveryShardExactly) {
   ASSERT_TRUE(std::filesystem::exists(dir + "/index.json"));
   EXPECT_FALSE(std::filesystem::exists(dir + ".partial"));
   for (int r = 0; r < comm_->size(); ++r) {
-    absl::StatusOr<std::unique_ptr<SafetensorsFile>> shard = SafetensorsFile::Open(dir + "/" + KvShardFileName(r));
+    absl::StatusOr<std::unique_ptr<SafetensorsFile>> shard =
+        SafetensorsFile::Open(dir + "/" + KvShardFileName(r));
     ASSERT_TRUE(shard.ok()) << shard.status();
     for (int l = 0; l < kLayers; ++l) {
       for (bool key : {true, false}) {
@@ -109,7 +112,8 @@ TEST_F(KvLayerStreamerTest, StreamedLayersLandInEveryShardExactly) {
         ASSERT_TRUE(e.ok()) << e.status();
         const std::vector<std::byte> want = LayerBytes(r, l, key);
         ASSERT_EQ((*e)->size, want.size()) << name;
-        EXPECT_EQ(std::memcmp((*e)->data, want.data(), want.size()), 0) << "rank " << r << " " << name;
+        EXPECT_EQ(std::memcmp((*e)->data, want.data(), want.size()), 0)
+            << "rank " << r << " " << name;
       }
     }
   }
@@ -123,9 +127,12 @@ TEST_F(KvLayerStreamerTest, UncommittedRequestLeavesNothing) {
   {
     std::unique_ptr<KvSink> sink = MakeKvFileSink(*comm_, dir);
     ASSERT_TRUE(sink->Begin("r", g).ok());
-    const std::vector<std::byte> k = LayerBytes(comm_->rank(), 0, true), v = LayerBytes(comm_->rank(), 0, false);
+    const std::vector<std::byte> k = LayerBytes(comm_->rank(), 0, true),
+                                 v = LayerBytes(comm_->rank(), 0, false);
     const std::vector<int64_t> shape = {kRows, kKvHeads, kHeadDim};
-    ASSERT_TRUE(sink->PutLayer(0, TensorView(g.dtype, shape, k), TensorView(g.dtype, shape, v), g.ranges[g.rank]).ok());
+    ASSERT_TRUE(sink->PutLayer(0, TensorView(g.dtype, shape, k), TensorView(g.dtype, shape, v),
+                               g.ranges[g.rank])
+                    .ok());
     ASSERT_TRUE(comm_->Barrier().ok());
   }
   ASSERT_TRUE(comm_->Barrier().ok());

@@ -13,7 +13,8 @@ namespace prefill {
 namespace {
 
 std::string TempDir() {
-  std::string pattern = (std::filesystem::temp_directory_path() / "safetensors_write_XXXXXX").string();
+  std::string pattern =
+      (std::filesystem::temp_directory_path() / "safetensors_write_XXXXXX").string();
   return ::mkdtemp(pattern.data()) ? pattern : "";
 }
 

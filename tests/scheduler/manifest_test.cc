@@ -10,8 +10,8 @@ namespace prefill {
 namespace {
 
 TEST(ManifestLine, ParsesEveryField) {
-  absl::StatusOr<BatchRequest> r =
-      ParseManifestLine(R"({"id": "a-1", "tokens": "x.npy", "mode": "dense", "tau": 0.9, "priority": 2})", 4);
+  absl::StatusOr<BatchRequest> r = ParseManifestLine(
+      R"({"id": "a-1", "tokens": "x.npy", "mode": "dense", "tau": 0.9, "priority": 2})", 4);
   ASSERT_TRUE(r.ok()) << r.status();
   EXPECT_EQ(r->id, "a-1");
   EXPECT_EQ(r->tokens_path, "x.npy");
@@ -36,7 +36,8 @@ TEST(ManifestLine, RejectsWithAReason) {
   for (const auto& [text, want] : cases) {
     absl::StatusOr<BatchRequest> r = ParseManifestLine(text, 1);
     ASSERT_FALSE(r.ok()) << text;
-    EXPECT_NE(std::string(r.status().message()).find(want), std::string::npos) << text << " -> " << r.status();
+    EXPECT_NE(std::string(r.status().message()).find(want), std::string::npos)
+        << text << " -> " << r.status();
   }
 }
 
@@ -44,12 +45,16 @@ TEST(Manifest, ListsEveryBadLineAndKeepsTheGoodOnes) {
   const std::filesystem::path dir = std::filesystem::temp_directory_path() / "manifest_test";
   std::filesystem::create_directories(dir);
   std::ofstream(dir / "a.npy") << "x";
-  std::ofstream(dir / "m.jsonl") << R"({"id": "a", "tokens": "a.npy"})" "\n"
-                                  << "\n"
-                                  << R"({"id": "a", "tokens": "a.npy"})" "\n"
-                                  << R"({"id": "b", "tokens": "missing.npy"})" "\n"
-                                  << "oops\n"
-                                  << R"({"id": "c", "tokens": "a.npy", "priority": 1})" "\n";
+  std::ofstream(dir / "m.jsonl") << R"({"id": "a", "tokens": "a.npy"})"
+                                    "\n"
+                                 << "\n"
+                                 << R"({"id": "a", "tokens": "a.npy"})"
+                                    "\n"
+                                 << R"({"id": "b", "tokens": "missing.npy"})"
+                                    "\n"
+                                 << "oops\n"
+                                 << R"({"id": "c", "tokens": "a.npy", "priority": 1})"
+                                    "\n";
   absl::StatusOr<Manifest> m = LoadManifest((dir / "m.jsonl").string());
   ASSERT_TRUE(m.ok()) << m.status();
   ASSERT_EQ(m->requests.size(), 2u);

@@ -24,13 +24,14 @@ TEST(GroupSize, LongVideosTakeEveryRank) {
 
 TEST(GroupSize, MemoryBudgetSetsTheFloor) {
   const PlacementPolicy tight{64, 8192, 4096};
-  EXPECT_EQ(GroupSize(8192 * 3, tight), 8);  // needs 6 ranks at 4K: rounded up to 8
+  EXPECT_EQ(GroupSize(8192 * 3, tight), 8);   // needs 6 ranks at 4K: rounded up to 8
   EXPECT_EQ(GroupSize(4096 * 65, tight), 0);  // more than 64 ranks' budget
 }
 
 TEST(PlanPlacement, WavesTileTheWorldWithoutOverlap) {
-  const std::vector<PlacementInput> requests = {{70000, 0}, {4000, 0}, {300000, 0}, {20000, 0}, {9000, 0},
-                                                {1000, 0}, {40000, 0}, {500, 0}, {16384, 0}};
+  const std::vector<PlacementInput> requests = {{70000, 0}, {4000, 0}, {300000, 0},
+                                                {20000, 0}, {9000, 0}, {1000, 0},
+                                                {40000, 0}, {500, 0},  {16384, 0}};
   const Placement plan = PlanPlacement(requests, Policy(8));
   std::set<int> placed;
   for (const Wave& w : plan.waves) {
@@ -67,7 +68,8 @@ TEST(PlanPlacement, TooLongIsRefusedWithTheFigure) {
   const Placement plan = PlanPlacement({{1 << 22, 0}, {100, 0}}, PlacementPolicy{4, 8192, 131072});
   ASSERT_EQ(plan.refused.size(), 1u);
   EXPECT_EQ(plan.refused[0].first, 0);
-  EXPECT_EQ(plan.refused[0].second, "4194304 tokens need 32 ranks at --max-tokens-per-rank 131072; the job has 4");
+  EXPECT_EQ(plan.refused[0].second,
+            "4194304 tokens need 32 ranks at --max-tokens-per-rank 131072; the job has 4");
   ASSERT_EQ(plan.waves.size(), 1u);
 }
 

@@ -20,14 +20,16 @@ class ServeRequestTest : public ::testing::Test {
     limits_ = {root_, 8};
   }
   void TearDown() override { std::filesystem::remove_all(root_); }
-  absl::StatusOr<ServeRequest> Parse(const std::string& body) { return ParseServeRequest(body, limits_); }
+  absl::StatusOr<ServeRequest> Parse(const std::string& body) {
+    return ParseServeRequest(body, limits_);
+  }
   std::filesystem::path root_;
   ServeRequestLimits limits_;
 };
 
 TEST_F(ServeRequestTest, ResolvesFilesUnderTheRoot) {
-  absl::StatusOr<ServeRequest> r =
-      Parse(R"({"id": "a-1", "tokens_file": "in/./a.npy", "kv_out": "kv/a", "mode": "dense", "tau": 0.5, "priority": 2})");
+  absl::StatusOr<ServeRequest> r = Parse(
+      R"({"id": "a-1", "tokens_file": "in/./a.npy", "kv_out": "kv/a", "mode": "dense", "tau": 0.5, "priority": 2})");
   ASSERT_TRUE(r.ok()) << r.status();
   EXPECT_EQ(r->tokens_path, (root_ / "in" / "a.npy").string());
   EXPECT_EQ(r->kv_out, (root_ / "kv" / "a").string());
@@ -61,7 +63,8 @@ TEST_F(ServeRequestTest, RefusesWhatLeavesTheRootOrIsMalformed) {
     absl::StatusOr<ServeRequest> r = Parse(body);
     ASSERT_FALSE(r.ok()) << body;
     EXPECT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument) << body;
-    EXPECT_NE(std::string(r.status().message()).find(why), std::string::npos) << body << ": " << r.status();
+    EXPECT_NE(std::string(r.status().message()).find(why), std::string::npos)
+        << body << ": " << r.status();
   }
 }
 

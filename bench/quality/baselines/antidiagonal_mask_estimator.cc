@@ -26,7 +26,8 @@ absl::Status Invalid(const auto&... parts) {
 
 absl::Status Validate(const AntidiagonalMaskParams& p) {
   if (p.block_size < 1 || p.stride < 1 || p.block_size % p.stride != 0) {
-    return Invalid("stride (", p.stride, ") must be >= 1 and divide block_size (", p.block_size, ")");
+    return Invalid("stride (", p.stride, ") must be >= 1 and divide block_size (", p.block_size,
+                   ")");
   }
   if (!(p.tau > 0.f && p.tau <= 1.f)) return Invalid("tau (", p.tau, ") must be in (0, 1]");
   return ValidateQueryBlocksAgainstKeys(p, "EstimateAntidiagonalMask");

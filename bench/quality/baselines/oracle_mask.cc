@@ -17,7 +17,9 @@
 namespace prefill::cpu {
 namespace {
 
-absl::Status Validate(const TrueMassParams& p) { return ValidateQueryBlocksAgainstKeys(p, "ComputeTrueBlockMass"); }
+absl::Status Validate(const TrueMassParams& p) {
+  return ValidateQueryBlocksAgainstKeys(p, "ComputeTrueBlockMass");
+}
 
 // `rows` rows of head_dim values at src (row stride in elements) as doubles, [rows][head_dim].
 std::vector<double> ToDouble(DType dtype, const void* src, int64_t row_stride, int64_t rows,

@@ -15,8 +15,8 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
-#include "kernels/block_mask.h"
 #include "bench/quality/baselines/query_blocks_against_keys.h"
+#include "kernels/block_mask.h"
 #include "kernels/dtype.h"
 #include "kernels/mask_estimation_params.h"
 

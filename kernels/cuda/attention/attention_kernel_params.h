@@ -12,7 +12,8 @@ namespace prefill::cuda {
 
 struct AttentionKernelParams {
   AttentionParams p;                  // q/k/v are 16-bit (bf16 or f16) here
-  const int32_t* schedule = nullptr;  // [num_items] mask rows (head * num_q_blocks + q_block), longest first (LaunchBuildWorkSchedule)
+  const int32_t* schedule = nullptr;  // [num_items] mask rows (head * num_q_blocks + q_block),
+                                      // longest first (LaunchBuildWorkSchedule)
   int num_items = 0;                  // hq * num_q_blocks
   int num_q_blocks = 0;               // lq / block_size
   int group = 1;                      // hq / hkv
@@ -29,15 +30,17 @@ struct AttentionKernelParams {
 template <int kHeadDim, typename Element>
 cudaError_t LaunchAttentionSm80(const AttentionKernelParams& kp, cudaStream_t stream);
 
-// range[(g * num_blocks + b) * 2 + {0, 1}] = min / max of k_pos[g * head_stride + b*block ..+block).
-cudaError_t LaunchKvBlockRange(const int32_t* k_pos, int64_t k_pos_head_stride, int hkv, int num_blocks,
-                               int block, int32_t* range, cudaStream_t stream);
+// range[(g * num_blocks + b) * 2 + {0, 1}] = min / max of k_pos[g * head_stride + b*block
+// ..+block).
+cudaError_t LaunchKvBlockRange(const int32_t* k_pos, int64_t k_pos_head_stride, int hkv,
+                               int num_blocks, int block, int32_t* range, cudaStream_t stream);
 
 // Fills schedule[0 .. num_items) with the mask rows, longest first in buckets of similar
 // length (kWorkScheduleMaxBuckets of width ceil((max_row_length + 1) / kWorkScheduleMaxBuckets)
 // at most), rows sharing a KV head and query block together inside a bucket; deterministic.
 inline constexpr int kWorkScheduleMaxBuckets = 128;
-cudaError_t LaunchBuildWorkSchedule(const int32_t* row_offsets, int num_items, int num_q_blocks, int group,
-                                    int max_row_length, int32_t* schedule, cudaStream_t stream);
+cudaError_t LaunchBuildWorkSchedule(const int32_t* row_offsets, int num_items, int num_q_blocks,
+                                    int group, int max_row_length, int32_t* schedule,
+                                    cudaStream_t stream);
 
 }  // namespace prefill::cuda

@@ -33,8 +33,8 @@ struct Sm80AttentionTraits {
   static constexpr int kKStepsPV = kBlockN / 16;
   static constexpr int kQElems = kBlockM * kHeadDim;
   static constexpr int kKvElems = kBlockN * kHeadDim;
-  static constexpr size_t kSmemBytes =
-      static_cast<size_t>(kQElems + 2 * kStages * kKvElems) * 2 + kStages * kBlockN * sizeof(int32_t);
+  static constexpr size_t kSmemBytes = static_cast<size_t>(kQElems + 2 * kStages * kKvElems) * 2 +
+                                       kStages * kBlockN * sizeof(int32_t);
   static_assert(kHeadDim == 64 || kHeadDim == 128, "head dims 64 and 128");
   static_assert(kBlockM == kWarps * 16, "one m16 row tile per warp");
 };
@@ -49,10 +49,11 @@ __global__ void __launch_bounds__(Traits::kThreads, 1)
   constexpr int kChunks = Traits::kChunks;
 
   extern __shared__ __align__(128) unsigned char smem_raw[];
-  Element* s_q = reinterpret_cast<Element*>(smem_raw);            // [kBlockM][D] swizzled
-  Element* s_k = s_q + Traits::kQElems;                           // [stage][kBlockN][D]
-  Element* s_v = s_k + Traits::kStages * Traits::kKvElems;        // [stage][kBlockN][D]
-  int32_t* s_kpos = reinterpret_cast<int32_t*>(s_v + Traits::kStages * Traits::kKvElems);  // [stage][kBlockN]
+  Element* s_q = reinterpret_cast<Element*>(smem_raw);      // [kBlockM][D] swizzled
+  Element* s_k = s_q + Traits::kQElems;                     // [stage][kBlockN][D]
+  Element* s_v = s_k + Traits::kStages * Traits::kKvElems;  // [stage][kBlockN][D]
+  int32_t* s_kpos =
+      reinterpret_cast<int32_t*>(s_v + Traits::kStages * Traits::kKvElems);  // [stage][kBlockN]
 
   const AttentionParams& p = kp.p;
   const int item = kp.schedule[blockIdx.x];
@@ -71,14 +72,18 @@ __global__ void __launch_bounds__(Traits::kThreads, 1)
   const Element* q_tile = static_cast<const Element*>(p.q) +
                           static_cast<int64_t>(q_block) * Traits::kBlockM * p.q_row_stride +
                           static_cast<int64_t>(head) * p.q_head_stride;
-  const Element* k_head = static_cast<const Element*>(p.k) + static_cast<int64_t>(kv_head) * p.kv_head_stride;
-  const Element* v_head = static_cast<const Element*>(p.v) + static_cast<int64_t>(kv_head) * p.kv_head_stride;
-  const int32_t* kpos_head = p.causal ? p.k_pos + static_cast<int64_t>(kv_head) * p.k_pos_head_stride : nullptr;
+  const Element* k_head =
+      static_cast<const Element*>(p.k) + static_cast<int64_t>(kv_head) * p.kv_head_stride;
+  const Element* v_head =
+      static_cast<const Element*>(p.v) + static_cast<int64_t>(kv_head) * p.kv_head_stride;
+  const int32_t* kpos_head =
+      p.causal ? p.k_pos + static_cast<int64_t>(kv_head) * p.k_pos_head_stride : nullptr;
 
   // Tile t of the row: KV block mask_kv_blocks[row_begin + t / 2], keys [sub * 64, sub * 64 + 64).
   auto load_kv_tile = [&](int t, int stage) {
     const int block = p.mask_kv_blocks[row_begin + t / Traits::kTilesPerKvBlock];
-    const int64_t key0 = static_cast<int64_t>(block) * Traits::kKvBlock + (t % Traits::kTilesPerKvBlock) * kBlockN;
+    const int64_t key0 =
+        static_cast<int64_t>(block) * Traits::kKvBlock + (t % Traits::kTilesPerKvBlock) * kBlockN;
     Element* s_k_stage = s_k + stage * Traits::kKvElems;
     Element* s_v_stage = s_v + stage * Traits::kKvElems;
 #pragma unroll
@@ -99,7 +104,8 @@ __global__ void __launch_bounds__(Traits::kThreads, 1)
     for (int idx = tid; idx < Traits::kBlockM * kChunks; idx += Traits::kThreads) {
       const int r = idx / kChunks;
       const int c = idx % kChunks;
-      sm80::CpAsync16(sm80::SmemAddress(s_q + Swizzle::Offset(r, c)), q_tile + r * p.q_row_stride + c * 8);
+      sm80::CpAsync16(sm80::SmemAddress(s_q + Swizzle::Offset(r, c)),
+                      q_tile + r * p.q_row_stride + c * 8);
     }
     load_kv_tile(0, 0);
   }
@@ -125,9 +131,10 @@ __global__ void __launch_bounds__(Traits::kThreads, 1)
 
   float acc_o[Traits::kNTilesO][4];
 #pragma unroll
-  for (int i = 0; i < Traits::kNTilesO; ++i) acc_o[i][0] = acc_o[i][1] = acc_o[i][2] = acc_o[i][3] = 0.f;
+  for (int i = 0; i < Traits::kNTilesO; ++i)
+    acc_o[i][0] = acc_o[i][1] = acc_o[i][2] = acc_o[i][3] = 0.f;
   float row_max[2] = {-INFINITY, -INFINITY};  // running max of logit * scale_log2
-  float row_sum[2] = {0.f, 0.f};              // this thread's partial sums (quad-reduced at the end)
+  float row_sum[2] = {0.f, 0.f};  // this thread's partial sums (quad-reduced at the end)
   uint32_t q_frag[Traits::kKStepsQK][4];
   const float scale_log2 = kp.scale_log2;
 
@@ -144,8 +151,8 @@ __global__ void __launch_bounds__(Traits::kThreads, 1)
         const int mi = lane / 8;
         const int r = warp * 16 + (mi % 2) * 8 + lane % 8;
         const int c = 2 * kk + mi / 2;
-        sm80::LdMatrixX4(sm80::SmemAddress(s_q + Swizzle::Offset(r, c)), q_frag[kk][0], q_frag[kk][1],
-                         q_frag[kk][2], q_frag[kk][3]);
+        sm80::LdMatrixX4(sm80::SmemAddress(s_q + Swizzle::Offset(r, c)), q_frag[kk][0],
+                         q_frag[kk][1], q_frag[kk][2], q_frag[kk][3]);
       }
     }
 
@@ -172,9 +179,10 @@ __global__ void __launch_bounds__(Traits::kThreads, 1)
       const Element* s_v_stage = s_v + stage * Traits::kKvElems;
       float acc_s[Traits::kNTilesS][4];
 #pragma unroll
-      for (int j = 0; j < Traits::kNTilesS; ++j) acc_s[j][0] = acc_s[j][1] = acc_s[j][2] = acc_s[j][3] = 0.f;
+      for (int j = 0; j < Traits::kNTilesS; ++j)
+        acc_s[j][0] = acc_s[j][1] = acc_s[j][2] = acc_s[j][3] = 0.f;
 
-      // S = Q K^T: B fragments straight from K rows (keys = n, head dim = k).
+        // S = Q K^T: B fragments straight from K rows (keys = n, head dim = k).
 #pragma unroll
       for (int kk = 0; kk < Traits::kKStepsQK; ++kk) {
 #pragma unroll
@@ -245,7 +253,8 @@ __global__ void __launch_bounds__(Traits::kThreads, 1)
           const int r = 16 * kk + (mi % 2) * 8 + lane % 8;
           const int c = dn + mi / 2;
           uint32_t b0, b1, b2, b3;
-          sm80::LdMatrixX4Trans(sm80::SmemAddress(s_v_stage + Swizzle::Offset(r, c)), b0, b1, b2, b3);
+          sm80::LdMatrixX4Trans(sm80::SmemAddress(s_v_stage + Swizzle::Offset(r, c)), b0, b1, b2,
+                                b3);
           sm80::Mma16816<Element>(acc_o[dn], a, b0, b1);
           sm80::Mma16816<Element>(acc_o[dn + 1], a, b2, b3);
         }

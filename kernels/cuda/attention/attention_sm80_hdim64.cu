@@ -3,7 +3,8 @@
 
 namespace prefill::cuda {
 
-template cudaError_t LaunchAttentionSm80<64, __nv_bfloat16>(const AttentionKernelParams&, cudaStream_t);
+template cudaError_t LaunchAttentionSm80<64, __nv_bfloat16>(const AttentionKernelParams&,
+                                                            cudaStream_t);
 template cudaError_t LaunchAttentionSm80<64, __half>(const AttentionKernelParams&, cudaStream_t);
 
 }  // namespace prefill::cuda

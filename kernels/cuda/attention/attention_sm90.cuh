@@ -46,7 +46,7 @@ struct Sm90AttentionTraits {
   // Two stages for head dim 128 (Q + 2 x (K + V) = 160 KiB): a third (224 KiB) measured
   // within noise on the H200 (bench/gpu/attention_kernel_notes.md).
   static constexpr int kStages = Sm90KvStages(kHeadDim);
-  static constexpr int kChunks = kHeadDim / 64;      // 128-byte TMA boxes per row
+  static constexpr int kChunks = kHeadDim / 64;       // 128-byte TMA boxes per row
   static constexpr int kChunkBytesQ = kBlockM * 128;  // one 64-column box of Q
   static constexpr int kChunkBytesKv = kBlockN * 128;
   static constexpr int kTileBytesQ = kBlockM * kHeadDim * 2;
@@ -75,8 +75,10 @@ __device__ __forceinline__ void IssueScores(float (&acc_s)[Traits::kNTilesS * 4]
 #pragma unroll
   for (int kk = 0; kk < Traits::kKStepsQK; ++kk) {
     // K-major, 128B swizzle: 8-row groups 1024 bytes apart; k16 steps 32 bytes into the row.
-    const uint64_t desc_q = sm90::MakeSmemDesc(q_base + (kk / 4) * Traits::kChunkBytesQ + (kk % 4) * 32, 16, 1024);
-    const uint64_t desc_k = sm90::MakeSmemDesc(k_stage + (kk / 4) * Traits::kChunkBytesKv + (kk % 4) * 32, 16, 1024);
+    const uint64_t desc_q =
+        sm90::MakeSmemDesc(q_base + (kk / 4) * Traits::kChunkBytesQ + (kk % 4) * 32, 16, 1024);
+    const uint64_t desc_k =
+        sm90::MakeSmemDesc(k_stage + (kk / 4) * Traits::kChunkBytesKv + (kk % 4) * 32, 16, 1024);
     sm90::WgmmaSS128<typename Traits::Element>(acc_s, desc_q, desc_k, kk > 0 ? 1 : 0);
   }
   sm90::WgmmaCommit();
@@ -84,7 +86,8 @@ __device__ __forceinline__ void IssueScores(float (&acc_s)[Traits::kNTilesS * 4]
 
 // O[64 x D] += P[64 x 128] (registers) V[128 x D] (shared memory, MN-major), asynchronous.
 template <typename Traits>
-__device__ __forceinline__ void IssuePv(float (&acc_o)[Traits::kNTilesO * 4], const uint32_t (&p_frag)[Traits::kKStepsPV][4],
+__device__ __forceinline__ void IssuePv(float (&acc_o)[Traits::kNTilesO * 4],
+                                        const uint32_t (&p_frag)[Traits::kKStepsPV][4],
                                         uint32_t v_stage) {
   sm90::FenceOperands(acc_o);
   sm90::WgmmaFence();
@@ -93,7 +96,8 @@ __device__ __forceinline__ void IssuePv(float (&acc_o)[Traits::kNTilesO * 4], co
     // MN-major (V rows are keys, head dim contiguous), 128B swizzle: 8-key groups 1024 bytes
     // apart (stride), 64-column chunks kChunkBytesKv apart (leading); k16 step = 16 keys =
     // 2048 bytes.
-    const uint64_t desc_v = sm90::MakeSmemDesc(v_stage + kk * 16 * 128, Traits::kChunkBytesKv, 1024);
+    const uint64_t desc_v =
+        sm90::MakeSmemDesc(v_stage + kk * 16 * 128, Traits::kChunkBytesKv, 1024);
     if constexpr (Traits::kHeadDim == 128) {
       sm90::WgmmaRS128<typename Traits::Element>(acc_o, p_frag[kk], desc_v, 1);
     } else {
@@ -104,7 +108,8 @@ __device__ __forceinline__ void IssuePv(float (&acc_o)[Traits::kNTilesO * 4], co
 }
 
 template <typename Traits>
-__device__ __forceinline__ void RescaleOutput(float (&acc_o)[Traits::kNTilesO * 4], const float (&alpha)[2]) {
+__device__ __forceinline__ void RescaleOutput(float (&acc_o)[Traits::kNTilesO * 4],
+                                              const float (&alpha)[2]) {
 #pragma unroll
   for (int i = 0; i < Traits::kNTilesO; ++i) {
 #pragma unroll
@@ -118,8 +123,9 @@ __device__ __forceinline__ void RescaleOutput(float (&acc_o)[Traits::kNTilesO * 
 // Online softmax of one tile in place: scores become unnormalised probabilities against the
 // new running max; alpha = how much the previous output must shrink.
 template <typename Traits>
-__device__ __forceinline__ void SoftmaxTile(float (&acc_s)[Traits::kNTilesS * 4], float (&row_max)[2],
-                                            float (&row_sum)[2], float (&alpha)[2], float scale_log2) {
+__device__ __forceinline__ void SoftmaxTile(float (&acc_s)[Traits::kNTilesS * 4],
+                                            float (&row_max)[2], float (&row_sum)[2],
+                                            float (&alpha)[2], float scale_log2) {
 #pragma unroll
   for (int r = 0; r < 2; ++r) {
     float tile_max = -INFINITY;
@@ -155,16 +161,19 @@ __device__ __forceinline__ void PackProbabilities(const float (&acc_s)[Traits::k
   for (int kk = 0; kk < Traits::kKStepsPV; ++kk) {
     p_frag[kk][0] = sm80::PackPair<Element>(acc_s[(2 * kk) * 4 + 0], acc_s[(2 * kk) * 4 + 1]);
     p_frag[kk][1] = sm80::PackPair<Element>(acc_s[(2 * kk) * 4 + 2], acc_s[(2 * kk) * 4 + 3]);
-    p_frag[kk][2] = sm80::PackPair<Element>(acc_s[(2 * kk + 1) * 4 + 0], acc_s[(2 * kk + 1) * 4 + 1]);
-    p_frag[kk][3] = sm80::PackPair<Element>(acc_s[(2 * kk + 1) * 4 + 2], acc_s[(2 * kk + 1) * 4 + 3]);
+    p_frag[kk][2] =
+        sm80::PackPair<Element>(acc_s[(2 * kk + 1) * 4 + 0], acc_s[(2 * kk + 1) * 4 + 1]);
+    p_frag[kk][3] =
+        sm80::PackPair<Element>(acc_s[(2 * kk + 1) * 4 + 2], acc_s[(2 * kk + 1) * 4 + 3]);
   }
 }
 
 // Normalises and writes O [lq, hq, D] in out_dtype and LSE [lq, hq] (natural log).
 template <typename Traits>
-__device__ __forceinline__ void StoreOutput(const AttentionParams& p, const float (&acc_o)[Traits::kNTilesO * 4],
-                                            const float (&row_max)[2], const float (&row_sum)[2], int64_t q_row0,
-                                            int head, int quad_col) {
+__device__ __forceinline__ void StoreOutput(const AttentionParams& p,
+                                            const float (&acc_o)[Traits::kNTilesO * 4],
+                                            const float (&row_max)[2], const float (&row_sum)[2],
+                                            int64_t q_row0, int head, int quad_col) {
 #pragma unroll
   for (int r = 0; r < 2; ++r) {
     const sm80::FinishedRow fin = sm80::FinishRow(row_max[r], row_sum[r]);
@@ -188,7 +197,8 @@ __device__ __forceinline__ void StoreOutput(const AttentionParams& p, const floa
 // round-robin would give CTA 0 the longest row of every round (on causal masks ~3% more
 // work than the last CTA); alternating cancels that drift.
 __device__ __forceinline__ int Sm90ItemIndex(int round) {
-  const int lane = (round & 1) ? static_cast<int>(gridDim.x - 1 - blockIdx.x) : static_cast<int>(blockIdx.x);
+  const int lane =
+      (round & 1) ? static_cast<int>(gridDim.x - 1 - blockIdx.x) : static_cast<int>(blockIdx.x);
   return round * static_cast<int>(gridDim.x) + lane;
 }
 
@@ -201,10 +211,11 @@ __global__ void __launch_bounds__(Traits::kThreads, 1)
 
   extern __shared__ unsigned char smem_raw[];
   // 128-byte swizzled tiles and wgmma descriptors with base offset 0 need 1024-byte alignment.
-  unsigned char* smem = reinterpret_cast<unsigned char*>((reinterpret_cast<uintptr_t>(smem_raw) + 1023) & ~uintptr_t{1023});
-  unsigned char* s_q = smem;                                     // [chunk][128 rows][64]
-  unsigned char* s_k = s_q + Traits::kTileBytesQ;                // [stage][chunk][128 keys][64]
-  unsigned char* s_v = s_k + kStages * Traits::kTileBytesKv;     // [stage][chunk][128 keys][64]
+  unsigned char* smem = reinterpret_cast<unsigned char*>(
+      (reinterpret_cast<uintptr_t>(smem_raw) + 1023) & ~uintptr_t{1023});
+  unsigned char* s_q = smem;                                  // [chunk][128 rows][64]
+  unsigned char* s_k = s_q + Traits::kTileBytesQ;             // [stage][chunk][128 keys][64]
+  unsigned char* s_v = s_k + kStages * Traits::kTileBytesKv;  // [stage][chunk][128 keys][64]
   uint64_t* bars = reinterpret_cast<uint64_t*>(s_v + kStages * Traits::kTileBytesKv);
   uint64_t* q_full = bars;
   uint64_t* q_empty = bars + 1;
@@ -254,13 +265,15 @@ __global__ void __launch_bounds__(Traits::kThreads, 1)
       const int begin = p.mask_row_offsets[item];
       const int end = p.mask_row_offsets[item + 1];
       const int32_t* range_head =
-          p.causal ? kp.kv_block_range + static_cast<int64_t>(kv_head) * kp.num_kv_blocks * 2 : nullptr;
+          p.causal ? kp.kv_block_range + static_cast<int64_t>(kv_head) * kp.num_kv_blocks * 2
+                   : nullptr;
       // Q of the previous item released by both consumers (passes at once the first time).
       sm90::BarrierWait(q_empty, q_phase ^ 1);
       sm90::BarrierArriveExpectTx(q_full, Traits::kTileBytesQ);
 #pragma unroll
       for (int c = 0; c < Traits::kChunks; ++c) {
-        sm90::TmaLoad3d(s_q + c * Traits::kChunkBytesQ, &params.tma_q, q_full, c * 64, head, q_block * Traits::kBlockM);
+        sm90::TmaLoad3d(s_q + c * Traits::kChunkBytesQ, &params.tma_q, q_full, c * 64, head,
+                        q_block * Traits::kBlockM);
       }
       q_phase ^= 1;
       for (int e = begin; e < end; ++e) {
@@ -271,15 +284,15 @@ __global__ void __launch_bounds__(Traits::kThreads, 1)
         sm90::BarrierArriveExpectTx(&k_full[stage], Traits::kTileBytesKv);
 #pragma unroll
         for (int c = 0; c < Traits::kChunks; ++c) {
-          sm90::TmaLoad3d(s_k + stage * Traits::kTileBytesKv + c * Traits::kChunkBytesKv, &params.tma_k, &k_full[stage],
-                          c * 64, block * Traits::kBlockN, kv_head);
+          sm90::TmaLoad3d(s_k + stage * Traits::kTileBytesKv + c * Traits::kChunkBytesKv,
+                          &params.tma_k, &k_full[stage], c * 64, block * Traits::kBlockN, kv_head);
         }
         sm90::BarrierWait(&v_empty[stage], phase ^ 1);
         sm90::BarrierArriveExpectTx(&v_full[stage], Traits::kTileBytesKv);
 #pragma unroll
         for (int c = 0; c < Traits::kChunks; ++c) {
-          sm90::TmaLoad3d(s_v + stage * Traits::kTileBytesKv + c * Traits::kChunkBytesKv, &params.tma_v, &v_full[stage],
-                          c * 64, block * Traits::kBlockN, kv_head);
+          sm90::TmaLoad3d(s_v + stage * Traits::kTileBytesKv + c * Traits::kChunkBytesKv,
+                          &params.tma_v, &v_full[stage], c * 64, block * Traits::kBlockN, kv_head);
         }
         if (++stage == kStages) {
           stage = 0;

@@ -3,7 +3,8 @@
 
 namespace prefill::cuda {
 
-template cudaError_t LaunchAttentionSm90<128, __nv_bfloat16>(const Sm90KernelParams&, int, cudaStream_t);
+template cudaError_t LaunchAttentionSm90<128, __nv_bfloat16>(const Sm90KernelParams&, int,
+                                                             cudaStream_t);
 template cudaError_t LaunchAttentionSm90<128, __half>(const Sm90KernelParams&, int, cudaStream_t);
 
 }  // namespace prefill::cuda

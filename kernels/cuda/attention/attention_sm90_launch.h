@@ -25,7 +25,8 @@ struct Sm90KernelParams {
 constexpr int Sm90KvStages(int head_dim) { return head_dim == 128 ? 2 : 4; }
 constexpr int Sm90NumBarriers(int stages) { return 2 + 4 * stages; }
 constexpr size_t Sm90SmemBytes(int head_dim, int stages) {
-  return 1024 + 128 * head_dim * 2 + 2 * stages * 128 * head_dim * 2 + Sm90NumBarriers(stages) * 8 + stages * 8;
+  return 1024 + 128 * head_dim * 2 + 2 * stages * 128 * head_dim * 2 + Sm90NumBarriers(stages) * 8 +
+         stages * 8;
 }
 
 // Persistent launch: `grid` CTAs (at most one per SM) walk kp.schedule round-robin.

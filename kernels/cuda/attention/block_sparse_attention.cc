@@ -30,27 +30,34 @@ bool Aligned16(const void* ptr) { return reinterpret_cast<uintptr_t>(ptr) % 16 =
 
 absl::Status Validate(const AttentionParams& p) {
   if (p.lq < 0 || p.lk < 0) return Invalid("lq and lk must be >= 0");
-  if (p.hq <= 0 || p.hkv <= 0) return Invalid(absl::StrCat("hq (", p.hq, ") and hkv (", p.hkv, ") must be positive"));
-  if (p.hq % p.hkv != 0) return Invalid(absl::StrCat("hq (", p.hq, ") must be a multiple of hkv (", p.hkv, ")"));
+  if (p.hq <= 0 || p.hkv <= 0)
+    return Invalid(absl::StrCat("hq (", p.hq, ") and hkv (", p.hkv, ") must be positive"));
+  if (p.hq % p.hkv != 0)
+    return Invalid(absl::StrCat("hq (", p.hq, ") must be a multiple of hkv (", p.hkv, ")"));
   if (p.head_dim != 64 && p.head_dim != 128) {
     return Invalid(absl::StrCat("head_dim ", p.head_dim, " unsupported on CUDA (64 or 128)"));
   }
   if (p.block_size != kBlockSize) {
     return Invalid(absl::StrCat("block_size ", p.block_size, " unsupported on CUDA (128)"));
   }
-  if (p.lq % kBlockSize != 0) return Invalid(absl::StrCat("lq (", p.lq, ") must be a multiple of block_size"));
-  if (p.lk % kBlockSize != 0) return Invalid(absl::StrCat("lk (", p.lk, ") must be a multiple of block_size"));
-  if (!(p.scale > 0.f) || !std::isfinite(p.scale)) return Invalid("scale must be positive and finite");
+  if (p.lq % kBlockSize != 0)
+    return Invalid(absl::StrCat("lq (", p.lq, ") must be a multiple of block_size"));
+  if (p.lk % kBlockSize != 0)
+    return Invalid(absl::StrCat("lk (", p.lk, ") must be a multiple of block_size"));
+  if (!(p.scale > 0.f) || !std::isfinite(p.scale))
+    return Invalid("scale must be positive and finite");
   if (!p.q || !p.k || !p.v) return Invalid("null q, k or v");
   if (!p.o || !p.lse) return Invalid("null o or lse");
-  if (!p.mask_row_offsets || !p.mask_kv_blocks) return Invalid("null mask_row_offsets or mask_kv_blocks");
+  if (!p.mask_row_offsets || !p.mask_kv_blocks)
+    return Invalid("null mask_row_offsets or mask_kv_blocks");
   if (p.causal && (!p.q_pos || !p.k_pos)) return Invalid("causal needs q_pos and k_pos");
   if (p.k_pos_head_stride < 0) return Invalid("k_pos_head_stride < 0");
   if (p.q_row_stride < p.head_dim || p.q_head_stride < p.head_dim) {
     return Invalid("q_row_stride and q_head_stride must be >= head_dim");
   }
   if (p.kv_row_stride < p.head_dim) return Invalid("kv_row_stride must be >= head_dim");
-  if (p.hkv > 1 && p.kv_head_stride < p.head_dim) return Invalid("kv_head_stride must be >= head_dim");
+  if (p.hkv > 1 && p.kv_head_stride < p.head_dim)
+    return Invalid("kv_head_stride must be >= head_dim");
   if (p.dtype != DType::kF32) {
     // 16-byte cp.async / TMA loads of 8 elements: bases and strides in multiples of 8 elements.
     if (!Aligned16(p.q) || !Aligned16(p.k) || !Aligned16(p.v)) {
@@ -68,7 +75,8 @@ absl::Status Validate(const AttentionParams& p) {
 }
 
 template <typename Element>
-absl::Status DispatchHeadDim(const AttentionKernelParams& kp, bool use_sm90, const DeviceContext& ctx) {
+absl::Status DispatchHeadDim(const AttentionKernelParams& kp, bool use_sm90,
+                             const DeviceContext& ctx) {
   if (use_sm90) return RunAttentionSm90(kp, ctx);
   if (kp.p.head_dim == 64) {
     CUDA_CHECK((LaunchAttentionSm80<64, Element>(kp, ctx.stream)));
@@ -113,12 +121,15 @@ absl::Status BlockSparseAttention(const AttentionParams& p, const DeviceContext&
 
   if (f32) {
     // Packed bf16 copies: Q [lq][hq][D], K/V [hkv][lk][D].
-    CUDA_CHECK(LaunchConvertF32ToBf16(static_cast<const float*>(p.q), p.q_row_stride, p.q_head_stride,
-                                      p.lq, p.hq, p.head_dim, q16, ctx.sm_count, ctx.stream));
-    CUDA_CHECK(LaunchConvertF32ToBf16(static_cast<const float*>(p.k), p.kv_head_stride, p.kv_row_stride,
-                                      p.hkv, p.lk, p.head_dim, k16, ctx.sm_count, ctx.stream));
-    CUDA_CHECK(LaunchConvertF32ToBf16(static_cast<const float*>(p.v), p.kv_head_stride, p.kv_row_stride,
-                                      p.hkv, p.lk, p.head_dim, v16, ctx.sm_count, ctx.stream));
+    CUDA_CHECK(LaunchConvertF32ToBf16(static_cast<const float*>(p.q), p.q_row_stride,
+                                      p.q_head_stride, p.lq, p.hq, p.head_dim, q16, ctx.sm_count,
+                                      ctx.stream));
+    CUDA_CHECK(LaunchConvertF32ToBf16(static_cast<const float*>(p.k), p.kv_head_stride,
+                                      p.kv_row_stride, p.hkv, p.lk, p.head_dim, k16, ctx.sm_count,
+                                      ctx.stream));
+    CUDA_CHECK(LaunchConvertF32ToBf16(static_cast<const float*>(p.v), p.kv_head_stride,
+                                      p.kv_row_stride, p.hkv, p.lk, p.head_dim, v16, ctx.sm_count,
+                                      ctx.stream));
     kp.p.dtype = DType::kBF16;
     kp.p.q = q16;
     kp.p.k = k16;
@@ -128,8 +139,8 @@ absl::Status BlockSparseAttention(const AttentionParams& p, const DeviceContext&
     kp.p.kv_row_stride = p.head_dim;
     kp.p.kv_head_stride = static_cast<int64_t>(p.lk) * p.head_dim;
   }
-  CUDA_CHECK(LaunchBuildWorkSchedule(p.mask_row_offsets, kp.num_items, kp.num_q_blocks, kp.group, p.lk / kBlockSize, schedule,
-                                     ctx.stream));
+  CUDA_CHECK(LaunchBuildWorkSchedule(p.mask_row_offsets, kp.num_items, kp.num_q_blocks, kp.group,
+                                     p.lk / kBlockSize, schedule, ctx.stream));
 
   bool use_sm90 = false;
   if (ctx.attention_path != AttentionPath::kSm80 && ctx.cc_major == 9) {
@@ -138,8 +149,8 @@ absl::Status BlockSparseAttention(const AttentionParams& p, const DeviceContext&
     use_sm90 = eligible.ok();
   }
   if (use_sm90 && p.causal) {
-    CUDA_CHECK(LaunchKvBlockRange(p.k_pos, p.k_pos_head_stride, p.hkv, kp.num_kv_blocks, kBlockSize, kv_range,
-                                  ctx.stream));
+    CUDA_CHECK(LaunchKvBlockRange(p.k_pos, p.k_pos_head_stride, p.hkv, kp.num_kv_blocks, kBlockSize,
+                                  kv_range, ctx.stream));
     kp.kv_block_range = kv_range;
   }
   if (kp.p.dtype == DType::kF16) return DispatchHeadDim<__half>(kp, use_sm90, ctx);

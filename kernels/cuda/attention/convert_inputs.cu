@@ -10,7 +10,8 @@ namespace {
 
 __global__ void __launch_bounds__(256)
     ConvertF32ToBf16Kernel(const float* __restrict__ src, int64_t stride_a, int64_t stride_b,
-                           int64_t count_a, int64_t count_b, int dim, __nv_bfloat16* __restrict__ dst) {
+                           int64_t count_a, int64_t count_b, int dim,
+                           __nv_bfloat16* __restrict__ dst) {
   const int64_t total = count_a * count_b * dim;
   for (int64_t idx = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; idx < total;
        idx += int64_t{gridDim.x} * blockDim.x) {

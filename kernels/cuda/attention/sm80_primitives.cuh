@@ -3,9 +3,9 @@
 // register packing between them. All of it is plain sm_80 PTX and runs on Hopper too.
 //
 // Fragment layouts (PTX ISA, "Matrix fragments for mma.m16n8k16"), lane l, g = l/4, c = l%4:
-//   A (16x16, row-major): a0 = (g, 2c..2c+1), a1 = (g+8, 2c..), a2 = (g, 8+2c..), a3 = (g+8, 8+2c..)
-//   B (16x8, "col"):      b0 = (k 2c..2c+1, n g), b1 = (k 8+2c.., n g)
-//   C/D (16x8 fp32):      d0,d1 = (g, 2c..2c+1), d2,d3 = (g+8, 2c..2c+1)
+//   A (16x16, row-major): a0 = (g, 2c..2c+1), a1 = (g+8, 2c..), a2 = (g, 8+2c..), a3 = (g+8,
+//   8+2c..) B (16x8, "col"):      b0 = (k 2c..2c+1, n g), b1 = (k 8+2c.., n g) C/D (16x8 fp32):
+//   d0,d1 = (g, 2c..2c+1), d2,d3 = (g+8, 2c..2c+1)
 #pragma once
 
 #include <cuda_bf16.h>
@@ -24,12 +24,15 @@ __device__ __forceinline__ uint32_t SmemAddress(const void* ptr) {
 
 // 16-byte global -> shared copy that bypasses L1 (streamed tiles).
 __device__ __forceinline__ void CpAsync16(uint32_t smem_addr, const void* gmem) {
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(smem_addr), "l"(gmem) : "memory");
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(smem_addr), "l"(gmem)
+               : "memory");
 }
 __device__ __forceinline__ void CpAsync4(uint32_t smem_addr, const void* gmem) {
   asm volatile("cp.async.ca.shared.global [%0], [%1], 4;\n" ::"r"(smem_addr), "l"(gmem) : "memory");
 }
-__device__ __forceinline__ void CpAsyncCommit() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
+__device__ __forceinline__ void CpAsyncCommit() {
+  asm volatile("cp.async.commit_group;\n" ::: "memory");
+}
 template <int kPending>
 __device__ __forceinline__ void CpAsyncWait() {
   asm volatile("cp.async.wait_group %0;\n" ::"n"(kPending) : "memory");
@@ -103,11 +106,13 @@ __device__ __forceinline__ FinishedRow FinishRow(float row_max, float quad_parti
 }
 
 // O[index], O[index + 1] = x0, x1 in p.out_dtype (the epilogue of both attention kernels).
-__device__ __forceinline__ void StoreOutputPair(const AttentionParams& p, int64_t index, float x0, float x1) {
+__device__ __forceinline__ void StoreOutputPair(const AttentionParams& p, int64_t index, float x0,
+                                                float x1) {
   if (p.out_dtype == DType::kF32) {
     *reinterpret_cast<float2*>(static_cast<float*>(p.o) + index) = make_float2(x0, x1);
   } else if (p.out_dtype == DType::kBF16) {
-    *reinterpret_cast<__nv_bfloat162*>(static_cast<__nv_bfloat16*>(p.o) + index) = __floats2bfloat162_rn(x0, x1);
+    *reinterpret_cast<__nv_bfloat162*>(static_cast<__nv_bfloat16*>(p.o) + index) =
+        __floats2bfloat162_rn(x0, x1);
   } else {
     *reinterpret_cast<__half2*>(static_cast<__half*>(p.o) + index) = __floats2half2_rn(x0, x1);
   }

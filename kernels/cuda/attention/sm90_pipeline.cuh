@@ -15,7 +15,8 @@ __device__ __forceinline__ uint32_t SmemAddr(const void* p) {
 
 __device__ __forceinline__ void BarrierInit(uint64_t* bar, uint32_t count) {
 #ifdef PREFILL_SM90A_ENABLED
-  asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;\n" ::"r"(SmemAddr(bar)), "r"(count) : "memory");
+  asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;\n" ::"r"(SmemAddr(bar)), "r"(count)
+               : "memory");
 #endif
 }
 // Makes barrier initialisation visible to the async proxy (TMA) and the other threads.
@@ -26,17 +27,19 @@ __device__ __forceinline__ void BarrierInitFence() {
 }
 __device__ __forceinline__ void BarrierArrive(uint64_t* bar) {
 #ifdef PREFILL_SM90A_ENABLED
-  asm volatile("{\n.reg .b64 state;\nmbarrier.arrive.shared::cta.b64 state, [%0];\n}\n" ::"r"(SmemAddr(bar))
-               : "memory");
+  asm volatile(
+      "{\n.reg .b64 state;\nmbarrier.arrive.shared::cta.b64 state, [%0];\n}\n" ::"r"(SmemAddr(bar))
+      : "memory");
 #endif
 }
 // One arrival that also announces `bytes` of TMA traffic completing on this phase.
 __device__ __forceinline__ void BarrierArriveExpectTx(uint64_t* bar, uint32_t bytes) {
 #ifdef PREFILL_SM90A_ENABLED
-  asm volatile("{\n.reg .b64 state;\nmbarrier.arrive.expect_tx.shared::cta.b64 state, [%0], %1;\n}\n" ::"r"(
-                   SmemAddr(bar)),
-               "r"(bytes)
-               : "memory");
+  asm volatile(
+      "{\n.reg .b64 state;\nmbarrier.arrive.expect_tx.shared::cta.b64 state, [%0], %1;\n}\n" ::"r"(
+          SmemAddr(bar)),
+      "r"(bytes)
+      : "memory");
 #endif
 }
 // Blocks until the phase of parity `parity` has completed.
@@ -55,11 +58,12 @@ __device__ __forceinline__ void BarrierWait(uint64_t* bar, uint32_t parity) {
 }
 
 // 3-D tiled TMA load of one box into shared memory, completing on `bar`.
-__device__ __forceinline__ void TmaLoad3d(void* smem_dst, const void* tensor_map, uint64_t* bar, int c0, int c1,
-                                          int c2) {
+__device__ __forceinline__ void TmaLoad3d(void* smem_dst, const void* tensor_map, uint64_t* bar,
+                                          int c0, int c1, int c2) {
 #ifdef PREFILL_SM90A_ENABLED
   asm volatile(
-      "cp.async.bulk.tensor.3d.shared::cluster.global.tile.mbarrier::complete_tx::bytes [%0], [%1, {%3, %4, %5}], "
+      "cp.async.bulk.tensor.3d.shared::cluster.global.tile.mbarrier::complete_tx::bytes [%0], [%1, "
+      "{%3, %4, %5}], "
       "[%2];\n" ::"r"(SmemAddr(smem_dst)),
       "l"(reinterpret_cast<uint64_t>(tensor_map)), "r"(SmemAddr(bar)), "r"(c0), "r"(c1), "r"(c2)
       : "memory");
@@ -67,7 +71,8 @@ __device__ __forceinline__ void TmaLoad3d(void* smem_dst, const void* tensor_map
 }
 __device__ __forceinline__ void TmaPrefetchDescriptor(const void* tensor_map) {
 #ifdef PREFILL_SM90A_ENABLED
-  asm volatile("prefetch.tensormap [%0];\n" ::"l"(reinterpret_cast<uint64_t>(tensor_map)) : "memory");
+  asm volatile("prefetch.tensormap [%0];\n" ::"l"(reinterpret_cast<uint64_t>(tensor_map))
+               : "memory");
 #endif
 }
 

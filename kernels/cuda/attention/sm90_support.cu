@@ -18,8 +18,8 @@ __global__ void Sm90aProbeKernel(int* flag) {
 
 // One warp per (KV head, block): min and max of the block's key positions.
 __global__ void __launch_bounds__(256)
-    KvBlockRangeKernel(const int32_t* __restrict__ k_pos, int64_t head_stride, int hkv, int num_blocks, int block,
-                       int32_t* __restrict__ range) {
+    KvBlockRangeKernel(const int32_t* __restrict__ k_pos, int64_t head_stride, int hkv,
+                       int num_blocks, int block, int32_t* __restrict__ range) {
   const int64_t w = blockIdx.x * 8LL + threadIdx.x / 32;
   const int lane = threadIdx.x % 32;
   if (w >= static_cast<int64_t>(hkv) * num_blocks) return;
@@ -57,12 +57,12 @@ cudaError_t ProbeSm90aKernels(bool* available) {
   return e;
 }
 
-cudaError_t LaunchKvBlockRange(const int32_t* k_pos, int64_t k_pos_head_stride, int hkv, int num_blocks, int block,
-                               int32_t* range, cudaStream_t stream) {
+cudaError_t LaunchKvBlockRange(const int32_t* k_pos, int64_t k_pos_head_stride, int hkv,
+                               int num_blocks, int block, int32_t* range, cudaStream_t stream) {
   const int64_t warps = static_cast<int64_t>(hkv) * num_blocks;
   if (warps == 0) return cudaSuccess;
-  KvBlockRangeKernel<<<static_cast<unsigned>((warps + 7) / 8), 256, 0, stream>>>(k_pos, k_pos_head_stride, hkv,
-                                                                                  num_blocks, block, range);
+  KvBlockRangeKernel<<<static_cast<unsigned>((warps + 7) / 8), 256, 0, stream>>>(
+      k_pos, k_pos_head_stride, hkv, num_blocks, block, range);
   return cudaGetLastError();
 }
 

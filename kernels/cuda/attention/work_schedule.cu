@@ -28,19 +28,22 @@ __device__ __forceinline__ int RowAt(int c, const ScheduleShape& s) {
   return (kv_head * s.group + g) * s.num_q_blocks + q_block;
 }
 
-__device__ __forceinline__ int BucketOf(const int32_t* row_offsets, int row, const ScheduleShape& s) {
+__device__ __forceinline__ int BucketOf(const int32_t* row_offsets, int row,
+                                        const ScheduleShape& s) {
   return min((row_offsets[row + 1] - row_offsets[row]) / s.bucket_width, s.num_buckets - 1);
 }
 
 __global__ void __launch_bounds__(kThreads)
-    BuildWorkScheduleKernel(const int32_t* __restrict__ row_offsets, ScheduleShape s, int32_t* __restrict__ schedule) {
+    BuildWorkScheduleKernel(const int32_t* __restrict__ row_offsets, ScheduleShape s,
+                            int32_t* __restrict__ schedule) {
   __shared__ int32_t next_slot[kMaxBuckets];          // first free slot of each bucket
   __shared__ int32_t warp_slot[kWarps][kMaxBuckets];  // per chunk: count, then first slot, per warp
   const int lane = threadIdx.x % 32;
   const int warp = threadIdx.x / 32;
   for (int b = threadIdx.x; b < kMaxBuckets; b += kThreads) next_slot[b] = 0;
   __syncthreads();
-  for (int c = threadIdx.x; c < s.num_items; c += kThreads) atomicAdd(&next_slot[BucketOf(row_offsets, c, s)], 1);
+  for (int c = threadIdx.x; c < s.num_items; c += kThreads)
+    atomicAdd(&next_slot[BucketOf(row_offsets, c, s)], 1);
   __syncthreads();
   if (threadIdx.x == 0) {  // descending buckets: slot = rows in longer buckets
     int running = 0;
@@ -81,8 +84,9 @@ __global__ void __launch_bounds__(kThreads)
 
 }  // namespace
 
-cudaError_t LaunchBuildWorkSchedule(const int32_t* row_offsets, int num_items, int num_q_blocks, int group,
-                                    int max_row_length, int32_t* schedule, cudaStream_t stream) {
+cudaError_t LaunchBuildWorkSchedule(const int32_t* row_offsets, int num_items, int num_q_blocks,
+                                    int group, int max_row_length, int32_t* schedule,
+                                    cudaStream_t stream) {
   if (num_items == 0) return cudaSuccess;
   ScheduleShape s{num_items, num_q_blocks, group, 1, 1};
   s.bucket_width = (max_row_length + kMaxBuckets) / kMaxBuckets;  // ceil((max + 1) / kMaxBuckets)

@@ -43,14 +43,20 @@ __device__ __forceinline__ float FastLog2(float x) {
 // wgmma m64n64k16, A (64 x 16) from registers (each warp's 16 rows in the mma.m16n8k16 A
 // layout), B (16 x 64) from shared memory, K-major (no transpose: pooled keys are rows of D
 // contiguous values), fp32 accumulators in the m16n8 C layout per warp. sm_90a only.
-__device__ __forceinline__ void WgmmaRS64KMajor(float (&d)[32], const uint32_t (&a)[4], uint64_t desc_b,
-                                                int scale_d) {
+__device__ __forceinline__ void WgmmaRS64KMajor(float (&d)[32], const uint32_t (&a)[4],
+                                                uint64_t desc_b, int scale_d) {
 #ifdef PREFILL_SM90A_ENABLED
   asm volatile(
       "{\n.reg .pred p;\nsetp.ne.b32 p, %37, 0;\n"
       "wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16 "
-      "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31}, {%32, %33, %34, %35}, %36, p, 1, 1, 0;\n}\n"
-      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31])
+      "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, "
+      "%20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31}, {%32, %33, %34, %35}, %36, p, "
+      "1, 1, 0;\n}\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]),
+        "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]),
+        "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]),
+        "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]),
+        "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31])
       : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc_b), "r"(scale_d));
 #endif
 }
@@ -79,14 +85,14 @@ struct BlockScoreTraits {
   static constexpr int kRowsPerThread = 2 * kMTiles;
   static constexpr int kBlockM = kWarps * kWarpRows;  // 256 (128) sampled rows per CTA
   static constexpr int kGroupRows = kBlockM / 2;
-  static constexpr int kBlockN = 64;  // key strides per tile
+  static constexpr int kBlockN = 64;            // key strides per tile
   static constexpr int kChunks = kHeadDim / 8;  // 16-byte chunks per row
   static constexpr int kNTiles = kBlockN / 8;
   static constexpr int kKSteps = kHeadDim / 16;
   static constexpr int kBlocksPerTile = kBlockN / kRowsPerBlock;
   static constexpr int kNTilesPerBlock = kRowsPerBlock / 8;
   static constexpr int kKPlanes = kTerms >= 2 ? 2 : 1;  // k_hi [+ k_lo]
-  static constexpr int kKElems = kBlockN * kHeadDim;   // one plane of one stage
+  static constexpr int kKElems = kBlockN * kHeadDim;    // one plane of one stage
   static constexpr int kStageElems = kKPlanes * kKElems;
   static constexpr int kQElems = kBlockM * kHeadDim;
   static constexpr int kStages = kTerms == 1 ? 4 : (kTerms == 2 ? 3 : 2);
@@ -174,9 +180,11 @@ __global__ void __launch_bounds__(Traits::kThreads, 1)
 #endif
 
   extern __shared__ unsigned char smem_raw[];
-  uint16_t* s_q = reinterpret_cast<uint16_t*>((reinterpret_cast<uintptr_t>(smem_raw) + 1023) & ~uintptr_t{1023});
+  uint16_t* s_q = reinterpret_cast<uint16_t*>((reinterpret_cast<uintptr_t>(smem_raw) + 1023) &
+                                              ~uintptr_t{1023});
   uint16_t* s_qlo = s_q + Traits::kQElems;  // kTerms 3 only
-  uint16_t* s_ring = s_qlo + (kTerms == 3 ? Traits::kQElems : 0);  // [stage][plane][panel][64 rows][64]
+  uint16_t* s_ring =
+      s_qlo + (kTerms == 3 ? Traits::kQElems : 0);  // [stage][plane][panel][64 rows][64]
   __shared__ int s_warp_last[Traits::kWarps];
 
   const int num_row_tiles = (chunk_rows + kBlockM - 1) / kBlockM;
@@ -194,7 +202,8 @@ __global__ void __launch_bounds__(Traits::kThreads, 1)
   // First row (within the CTA) of this warp's m16 slice of m tile mt: wgmma tiles are 64 rows
   // of a warpgroup (warp w % 4 holds rows 16 (w % 4) ..), mma.sync tiles 16 rows of a warp.
   auto slice_row = [&](int mt) {
-    return use_wgmma ? group * Traits::kGroupRows + mt * 64 + (warp % 4) * 16 : warp * Traits::kWarpRows + mt * 16;
+    return use_wgmma ? group * Traits::kGroupRows + mt * 64 + (warp % 4) * 16
+                     : warp * Traits::kWarpRows + mt * 16;
   };
   // This thread's rows: r = 2 * mt + half -> slice_row(mt) + half * 8 + quad_row.
   // last[r]: last visible key stride (-1: padding row, or a dense keep_recent row nobody reads).
@@ -206,7 +215,8 @@ __global__ void __launch_bounds__(Traits::kThreads, 1)
     last[r] = -1;
     if (t < chunk_rows) {
       const int qb = q_block_begin + t / (R * shape.group);
-      const int id = min(max(q_block_ids[qb], 0), shape.num_kv_blocks - 1);  // the host rejects bad ids
+      const int id =
+          min(max(q_block_ids[qb], 0), shape.num_kv_blocks - 1);  // the host rejects bad ids
       if (!(skip_dense_rows && id == shape.num_kv_blocks - 1)) {
         last[r] = shape.causal ? id * R + t % R : shape.num_strides - 1;
       }
@@ -263,8 +273,8 @@ __global__ void __launch_bounds__(Traits::kThreads, 1)
     for (int kk = 0; kk < Traits::kKSteps; ++kk) {
       const int mi = lane / 8;
       const int r = slice_row(mt) + (mi % 2) * 8 + lane % 8;
-      sm80::LdMatrixX4(sm80::SmemAddress(s_q + PanelOffset<kBlockM>(r, 2 * kk + mi / 2)), qf[mt][kk][0],
-                       qf[mt][kk][1], qf[mt][kk][2], qf[mt][kk][3]);
+      sm80::LdMatrixX4(sm80::SmemAddress(s_q + PanelOffset<kBlockM>(r, 2 * kk + mi / 2)),
+                       qf[mt][kk][0], qf[mt][kk][1], qf[mt][kk][2], qf[mt][kk][3]);
     }
   }
 
@@ -288,9 +298,10 @@ __global__ void __launch_bounds__(Traits::kThreads, 1)
       const int64_t off = k_base + static_cast<int64_t>(in ? j : 0) * kHeadDim + c * 8;
       const int bytes = in ? 16 : 0;
       const int so = stage * Traits::kStageElems + PanelOffset<kBlockN>(r, c);
-      asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(sm80::SmemAddress(s_ring + so)),
-                   "l"(k_hi + off), "r"(bytes)
-                   : "memory");
+      asm volatile(
+          "cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(sm80::SmemAddress(s_ring + so)),
+          "l"(k_hi + off), "r"(bytes)
+          : "memory");
       if constexpr (Traits::kKPlanes == 2) {
         asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(
                          sm80::SmemAddress(s_ring + so + Traits::kKElems)),
@@ -330,7 +341,8 @@ __global__ void __launch_bounds__(Traits::kThreads, 1)
 
   for (int kt = 0; kt < num_k_tiles; ++kt) {
     const int first_stride = kt * kBlockN;
-    const bool active = first_stride <= warp_last;  // warp-uniform: some row of this warp sees the tile
+    const bool active =
+        first_stride <= warp_last;  // warp-uniform: some row of this warp sees the tile
     if (group_b) {
       asm volatile("bar.sync %0, %1;" ::"n"(kBarB), "n"(kBarThreads) : "memory");
     } else {
@@ -349,24 +361,28 @@ __global__ void __launch_bounds__(Traits::kThreads, 1)
             for (int kk = 0; kk < Traits::kKSteps; ++kk) {
               // K-major, 128B swizzle: 8-row groups 1024 bytes apart; k16 steps 32 bytes into
               // the 128-byte row, 64-column panels kBlockN * 128 bytes apart.
-              const uint64_t desc = sm90::MakeSmemDesc(k_addr + (kk / 4) * (kBlockN * 128) + (kk % 4) * 32, 16, 1024);
+              const uint64_t desc =
+                  sm90::MakeSmemDesc(k_addr + (kk / 4) * (kBlockN * 128) + (kk % 4) * 32, 16, 1024);
 #pragma unroll
               for (int mt = 0; mt < kMTiles; ++mt) {
-                WgmmaRS64KMajor(reinterpret_cast<float(&)[32]>(acc[mt]), qf[mt][kk], desc, plane + kk > 0 ? 1 : 0);
+                WgmmaRS64KMajor(reinterpret_cast<float(&)[32]>(acc[mt]), qf[mt][kk], desc,
+                                plane + kk > 0 ? 1 : 0);
               }
             }
           }
           sm90::WgmmaCommit();
           sm90::WgmmaWait<0>();
 #pragma unroll
-          for (int mt = 0; mt < kMTiles; ++mt) sm90::FenceOperands(reinterpret_cast<float(&)[32]>(acc[mt]));
+          for (int mt = 0; mt < kMTiles; ++mt)
+            sm90::FenceOperands(reinterpret_cast<float(&)[32]>(acc[mt]));
         }
       }
     } else if (active) {
 #pragma unroll
       for (int mt = 0; mt < kMTiles; ++mt) {
 #pragma unroll
-        for (int j = 0; j < Traits::kNTiles; ++j) acc[mt][j][0] = acc[mt][j][1] = acc[mt][j][2] = acc[mt][j][3] = 0.f;
+        for (int j = 0; j < Traits::kNTiles; ++j)
+          acc[mt][j][0] = acc[mt][j][1] = acc[mt][j][2] = acc[mt][j][3] = 0.f;
       }
 #pragma unroll
       for (int kk = 0; kk < Traits::kKSteps; ++kk) {
@@ -374,8 +390,8 @@ __global__ void __launch_bounds__(Traits::kThreads, 1)
         uint32_t qlo[4];
         if constexpr (kTerms == 3) {
           const int r = slice_row(0) + (mi % 2) * 8 + lane % 8;
-          sm80::LdMatrixX4(sm80::SmemAddress(s_qlo + PanelOffset<kBlockM>(r, 2 * kk + mi / 2)), qlo[0], qlo[1],
-                           qlo[2], qlo[3]);
+          sm80::LdMatrixX4(sm80::SmemAddress(s_qlo + PanelOffset<kBlockM>(r, 2 * kk + mi / 2)),
+                           qlo[0], qlo[1], qlo[2], qlo[3]);
         }
 #pragma unroll
         for (int j = 0; j < Traits::kNTiles; j += 2) {
@@ -390,7 +406,8 @@ __global__ void __launch_bounds__(Traits::kThreads, 1)
           }
           if constexpr (Traits::kKPlanes == 2) {
             uint32_t l0, l1, l2, l3;
-            sm80::LdMatrixX4(sm80::SmemAddress(s_k + Traits::kKElems + PanelOffset<kBlockN>(r, c)), l0, l1, l2, l3);
+            sm80::LdMatrixX4(sm80::SmemAddress(s_k + Traits::kKElems + PanelOffset<kBlockN>(r, c)),
+                             l0, l1, l2, l3);
 #pragma unroll
             for (int mt = 0; mt < kMTiles; ++mt) {
               sm80::Mma16816<Element>(acc[mt][j], qf[mt][kk], l0, l1);
@@ -405,12 +422,14 @@ __global__ void __launch_bounds__(Traits::kThreads, 1)
       }
     }
     if (group_b) {
-      const int next = kt + Traits::kStages - 1;  // into the stage of tile kt - 1, read by both groups
+      const int next =
+          kt + Traits::kStages - 1;  // into the stage of tile kt - 1, read by both groups
       if (next < num_k_tiles) load_k_tile(next, next % Traits::kStages);
       sm80::CpAsyncCommit();
       sm80::CpAsyncWait<Traits::kStages - 2>();  // tile kt + 1 landed (this thread's part)
       if (use_wgmma) proxy_fence();
-      if (kt + 1 < num_k_tiles) asm volatile("bar.arrive %0, %1;" ::"n"(kBarA), "n"(kBarThreads) : "memory");
+      if (kt + 1 < num_k_tiles)
+        asm volatile("bar.arrive %0, %1;" ::"n"(kBarA), "n"(kBarThreads) : "memory");
     } else {
       asm volatile("bar.arrive %0, %1;" ::"n"(kBarB), "n"(kBarThreads) : "memory");
     }
@@ -442,7 +461,8 @@ __global__ void __launch_bounds__(Traits::kThreads, 1)
           float s = 0.f;
 #pragma unroll
           for (int j = b * Traits::kNTilesPerBlock; j < (b + 1) * Traits::kNTilesPerBlock; ++j) {
-            s += FastExp2(fmaf(acc[mt][j][h2], scale, -ref[r])) + FastExp2(fmaf(acc[mt][j][h2 + 1], scale, -ref[r]));
+            s += FastExp2(fmaf(acc[mt][j][h2], scale, -ref[r])) +
+                 FastExp2(fmaf(acc[mt][j][h2 + 1], scale, -ref[r]));
           }
           part[r][b] = s;
           total += s;
@@ -481,7 +501,8 @@ __global__ void __launch_bounds__(Traits::kThreads, 1)
       for (int r = 0; r < kRows; ++r) mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 2));
 #pragma unroll
       for (int r = 0; r < kRows; ++r) {
-        const float m_new = fmaxf(m_run[r], mx[r] * scale);  // scale > 0: the max of the scaled logits
+        const float m_new =
+            fmaxf(m_run[r], mx[r] * scale);  // scale > 0: the max of the scaled logits
         ref[r] = m_new == -INFINITY ? 0.f : m_new;
         l_run[r] *= FastExp2(m_run[r] - ref[r]);
         m_run[r] = m_new;
@@ -500,7 +521,8 @@ __global__ void __launch_bounds__(Traits::kThreads, 1)
           bool writer;
           const int J = kt * NB + Scatter::BlockOf(lane, k, writer);
           // lg2(0) = -inf: an all-masked block stays -inf.
-          if (writer && J * R <= last[r]) row_out[r][static_cast<int64_t>(J) * R] = ref[r] + FastLog2(mine[k]);
+          if (writer && J * R <= last[r])
+            row_out[r][static_cast<int64_t>(J) * R] = ref[r] + FastLog2(mine[k]);
         }
       }
     }
@@ -519,9 +541,10 @@ __global__ void __launch_bounds__(Traits::kThreads, 1)
 
 template <int kHeadDim, int kRowsPerBlock, int kTerms>
 cudaError_t LaunchBlockScores(const uint16_t* q_hi, const uint16_t* q_lo, const uint16_t* k_hi,
-                              const uint16_t* k_lo, const int32_t* q_block_ids, const EstimatorShape& shape,
-                              bool skip_dense_rows, bool use_wgmma, int q_block_begin, int q_block_end,
-                              float* block_lse, float* row_lse, cudaStream_t stream) {
+                              const uint16_t* k_lo, const int32_t* q_block_ids,
+                              const EstimatorShape& shape, bool skip_dense_rows, bool use_wgmma,
+                              int q_block_begin, int q_block_end, float* block_lse, float* row_lse,
+                              cudaStream_t stream) {
   using Traits = BlockScoreTraits<kHeadDim, kRowsPerBlock, kTerms>;
   auto kernel = BlockScoresKernel<Traits>;
   // Always: 48 KiB of dynamic memory plus the static bytes is already over the default limit.
@@ -532,8 +555,8 @@ cudaError_t LaunchBlockScores(const uint16_t* q_hi, const uint16_t* q_lo, const 
   if (chunk_rows == 0) return cudaSuccess;
   const int row_tiles = (chunk_rows + Traits::kBlockM - 1) / Traits::kBlockM;
   kernel<<<row_tiles * shape.hkv, Traits::kThreads, Traits::kSmemBytes, stream>>>(
-      q_hi, q_lo, k_hi, k_lo, q_block_ids, shape, skip_dense_rows, use_wgmma, q_block_begin, chunk_rows, block_lse,
-      row_lse);
+      q_hi, q_lo, k_hi, k_lo, q_block_ids, shape, skip_dense_rows, use_wgmma, q_block_begin,
+      chunk_rows, block_lse, row_lse);
   return cudaGetLastError();
 }
 

@@ -45,9 +45,10 @@ struct RowSum {
 template <int kHeadDim>
 __global__ void __launch_bounds__(kWarps * 32)
     HeavyScoresKernel(const uint16_t* __restrict__ q_hi, const uint16_t* __restrict__ kh_hi,
-                      const int32_t* __restrict__ q_block_ids, const EstimatorShape shape, bool skip_dense_rows,
-                      int q_block_begin, int chunk_rows, float heavy_scale, float heavy_bias,
-                      float* __restrict__ block_lse, float* __restrict__ row_lse) {
+                      const int32_t* __restrict__ q_block_ids, const EstimatorShape shape,
+                      bool skip_dense_rows, int q_block_begin, int chunk_rows, float heavy_scale,
+                      float heavy_bias, float* __restrict__ block_lse,
+                      float* __restrict__ row_lse) {
   constexpr int kSteps = kHeadDim / 16;
   const int g = blockIdx.y;
   const int lane = threadIdx.x % 32, quad_row = lane / 4, quad_col = lane % 4;
@@ -70,25 +71,29 @@ __global__ void __launch_bounds__(kWarps * 32)
   }
   if (warp_visible == 0) return;
 
-  const uint32_t* q = reinterpret_cast<const uint32_t*>(q_hi + static_cast<int64_t>(g) * chunk_rows * kHeadDim);
+  const uint32_t* q =
+      reinterpret_cast<const uint32_t*>(q_hi + static_cast<int64_t>(g) * chunk_rows * kHeadDim);
   uint32_t a[kSteps][4];
 #pragma unroll
   for (int kk = 0; kk < kSteps; ++kk) {
     for (int h = 0; h < 2; ++h) {
       const bool in = t[h] < chunk_rows;
-      const int64_t base = (static_cast<int64_t>(in ? t[h] : 0) * kHeadDim + kk * 16 + 2 * quad_col) / 2;
+      const int64_t base =
+          (static_cast<int64_t>(in ? t[h] : 0) * kHeadDim + kk * 16 + 2 * quad_col) / 2;
       a[kk][h] = in ? q[base] : 0u;
       a[kk][2 + h] = in ? q[base + 4] : 0u;
     }
   }
-  const uint32_t* keys = reinterpret_cast<const uint32_t*>(kh_hi + static_cast<int64_t>(g) * nkb * kHeadDim);
+  const uint32_t* keys =
+      reinterpret_cast<const uint32_t*>(kh_hi + static_cast<int64_t>(g) * nkb * kHeadDim);
   RowSum sums[2];
   for (int j0 = 0; j0 < warp_visible; j0 += 8) {
     const int n = j0 + quad_row;  // this lane's key column of the B fragment
     float acc[4] = {0.f, 0.f, 0.f, 0.f};
 #pragma unroll
     for (int kk = 0; kk < kSteps; ++kk) {
-      const int64_t base = (static_cast<int64_t>(n < nkb ? n : 0) * kHeadDim + kk * 16 + 2 * quad_col) / 2;
+      const int64_t base =
+          (static_cast<int64_t>(n < nkb ? n : 0) * kHeadDim + kk * 16 + 2 * quad_col) / 2;
       const uint32_t b0 = n < nkb ? keys[base] : 0u, b1 = n < nkb ? keys[base + 4] : 0u;
       sm80::Mma16816<__nv_bfloat16>(acc, a[kk], b0, b1);
     }
@@ -97,7 +102,8 @@ __global__ void __launch_bounds__(kWarps * 32)
       const int h = i / 2, j = j0 + 2 * quad_col + i % 2;
       if (j >= visible[h]) continue;
       const float x = acc[i] * heavy_scale - heavy_bias;
-      const int64_t idx = ((static_cast<int64_t>(g) * (chunk_rows / R) + t[h] / R) * nkb + j) * R + t[h] % R;
+      const int64_t idx =
+          ((static_cast<int64_t>(g) * (chunk_rows / R) + t[h] / R) * nkb + j) * R + t[h] % R;
       block_lse[idx] = Log2Add(block_lse[idx], x);
       sums[h].Add(x);
     }
@@ -118,16 +124,18 @@ __global__ void __launch_bounds__(kWarps * 32)
 
 }  // namespace
 
-cudaError_t LaunchHeavyScores(const uint16_t* q_hi, const uint16_t* kh_hi, const int32_t* q_block_ids,
-                              const EstimatorShape& shape, bool skip_dense_rows, int q_block_begin, int q_block_end,
+cudaError_t LaunchHeavyScores(const uint16_t* q_hi, const uint16_t* kh_hi,
+                              const int32_t* q_block_ids, const EstimatorShape& shape,
+                              bool skip_dense_rows, int q_block_begin, int q_block_end,
                               float heavy_scale, float heavy_bias, float* block_lse, float* row_lse,
                               cudaStream_t stream) {
   const int chunk_rows = (q_block_end - q_block_begin) * shape.group * shape.rows_per_block;
   const dim3 grid((chunk_rows + 16 * kWarps - 1) / (16 * kWarps), shape.hkv);
   if (chunk_rows <= 0) return cudaSuccess;
   auto kernel = shape.head_dim == 64 ? HeavyScoresKernel<64> : HeavyScoresKernel<128>;
-  kernel<<<grid, kWarps * 32, 0, stream>>>(q_hi, kh_hi, q_block_ids, shape, skip_dense_rows, q_block_begin,
-                                           chunk_rows, heavy_scale, heavy_bias, block_lse, row_lse);
+  kernel<<<grid, kWarps * 32, 0, stream>>>(q_hi, kh_hi, q_block_ids, shape, skip_dense_rows,
+                                           q_block_begin, chunk_rows, heavy_scale, heavy_bias,
+                                           block_lse, row_lse);
   return cudaGetLastError();
 }
 

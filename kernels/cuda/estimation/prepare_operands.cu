@@ -43,8 +43,10 @@ __global__ void __launch_bounds__(256)
     const float* src = pooled + jg * dim + c * 8;
     float x[8];
     if (aligned) {
-      const float4 a = reinterpret_cast<const float4*>(src)[0], b = reinterpret_cast<const float4*>(src)[1];
-      x[0] = a.x, x[1] = a.y, x[2] = a.z, x[3] = a.w, x[4] = b.x, x[5] = b.y, x[6] = b.z, x[7] = b.w;
+      const float4 a = reinterpret_cast<const float4*>(src)[0],
+                   b = reinterpret_cast<const float4*>(src)[1];
+      x[0] = a.x, x[1] = a.y, x[2] = a.z, x[3] = a.w, x[4] = b.x, x[5] = b.y, x[6] = b.z,
+      x[7] = b.w;
     } else {
 #pragma unroll
       for (int k = 0; k < 8; ++k) x[k] = src[k];
@@ -108,8 +110,8 @@ cudaError_t LaunchSplitPooledKeys(const float* pooled, const EstimatorShape& sha
                                   uint16_t* k_lo, int sm_count, cudaStream_t stream) {
   const int64_t total = static_cast<int64_t>(shape.num_strides) * shape.hkv * shape.head_dim / 8;
   SplitPooledKeysKernel<<<GridFor(total, sm_count), 256, 0, stream>>>(
-      pooled, shape.num_strides, shape.hkv, shape.head_dim, reinterpret_cast<uintptr_t>(pooled) % 16 == 0, k_hi,
-      k_lo);
+      pooled, shape.num_strides, shape.hkv, shape.head_dim,
+      reinterpret_cast<uintptr_t>(pooled) % 16 == 0, k_hi, k_lo);
   return cudaGetLastError();
 }
 
@@ -122,17 +124,19 @@ cudaError_t LaunchGatherSampledQueries(DType dtype, const void* q, int64_t q_row
   const unsigned grid = GridFor(total, sm_count);
   switch (dtype) {
     case DType::kF32:
-      GatherSampledQueriesKernel<float><<<grid, 256, 0, stream>>>(
-          static_cast<const float*>(q), q_row_stride, q_head_stride, shape, q_block_begin, chunk_rows, q_hi, q_lo);
+      GatherSampledQueriesKernel<float>
+          <<<grid, 256, 0, stream>>>(static_cast<const float*>(q), q_row_stride, q_head_stride,
+                                     shape, q_block_begin, chunk_rows, q_hi, q_lo);
       break;
     case DType::kBF16:
-      GatherSampledQueriesKernel<__nv_bfloat16><<<grid, 256, 0, stream>>>(
-          static_cast<const __nv_bfloat16*>(q), q_row_stride, q_head_stride, shape, q_block_begin,
-          chunk_rows, q_hi, q_lo);
+      GatherSampledQueriesKernel<__nv_bfloat16>
+          <<<grid, 256, 0, stream>>>(static_cast<const __nv_bfloat16*>(q), q_row_stride,
+                                     q_head_stride, shape, q_block_begin, chunk_rows, q_hi, q_lo);
       break;
     case DType::kF16:
-      GatherSampledQueriesKernel<__half><<<grid, 256, 0, stream>>>(
-          static_cast<const __half*>(q), q_row_stride, q_head_stride, shape, q_block_begin, chunk_rows, q_hi, q_lo);
+      GatherSampledQueriesKernel<__half>
+          <<<grid, 256, 0, stream>>>(static_cast<const __half*>(q), q_row_stride, q_head_stride,
+                                     shape, q_block_begin, chunk_rows, q_hi, q_lo);
       break;
   }
   return cudaGetLastError();

@@ -34,8 +34,10 @@ struct DeviceMaskCsr {
 // the returned mask holds everything but the ids (kv_blocks empty; row_offsets, q_block_ids
 // and visible_blocks filled). One host wait, for the row offsets (they size the ids); the ids
 // are complete in stream order on ctx.stream, where the attention that reads them runs.
-absl::StatusOr<BlockMask> EstimateRoundRobinMaskOnDevice(const MaskEstimateParams& p, const DeviceContext& ctx,
-                                                         DeviceScratch& storage, DeviceMaskCsr* csr);
+absl::StatusOr<BlockMask> EstimateRoundRobinMaskOnDevice(const MaskEstimateParams& p,
+                                                         const DeviceContext& ctx,
+                                                         DeviceScratch& storage,
+                                                         DeviceMaskCsr* csr);
 
 // Logit precision of the tensor-core GEMM (process-wide; read at each call).
 //   kBf16:  bf16 queries and bf16 pooled keys, fp32 accumulation: one MMA per product. Logits
@@ -73,8 +75,8 @@ EstimatorTuning GetEstimatorTuning();
 // intervals on the stream; host_ms is the wall time of the whole call. Not thread-safe.
 struct EstimatorProfile {
   int chunks = 0;
-  int terms = 0;  // MMAs per product (1 bf16, 2/3 split)
-  bool wgmma = false;  // the scores ran on wgmma
+  int terms = 0;          // MMAs per product (1 bf16, 2/3 split)
+  bool wgmma = false;     // the scores ran on wgmma
   double prepare_ms = 0;  // key split + query gathers
   double scores_ms = 0;   // BlockScores kernels
   double select_ms = 0;   // SelectBlocks kernels

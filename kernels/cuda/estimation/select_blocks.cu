@@ -29,7 +29,9 @@ struct RadixPlan;
 template <>
 struct RadixPlan<0> {
   static constexpr int kThreads = 256, kPasses = 3, kMaxBuckets = 2048;
-  __device__ static int Shift(int pass) { return pass == 0 ? 20 : (pass == 1 ? 10 : 0); }  // [30:20] [19:10] [9:0]
+  __device__ static int Shift(int pass) {
+    return pass == 0 ? 20 : (pass == 1 ? 10 : 0);
+  }  // [30:20] [19:10] [9:0]
   __device__ static int Buckets(int pass) { return pass == 0 ? 2048 : 1024; }
 };
 template <>
@@ -41,7 +43,9 @@ struct RadixPlan<1> {
 
 constexpr double kFixed = 1099511627776.0;  // 2^40; masses are <= R <= 32, sums < 2^46
 
-__device__ __forceinline__ long long Fixed(float m) { return llrint(static_cast<double>(m) * kFixed); }
+__device__ __forceinline__ long long Fixed(float m) {
+  return llrint(static_cast<double>(m) * kFixed);
+}
 
 __device__ __forceinline__ float Exp2Approx(float x) {
   float y;
@@ -55,11 +59,12 @@ __device__ __forceinline__ float Exp2Approx(float x) {
 // atomic pair. Later passes look at mantissa bits within one bucket, where a warp's digits
 // are mostly distinct and the aggregation loop would run once per lane: plain atomics there.
 // Integer sums: the order does not change a bit of the result.
-__device__ __forceinline__ void WarpHistAdd(long long* hsum, int* hcnt, bool valid, int d, long long v,
-                                            bool aggregate) {
+__device__ __forceinline__ void WarpHistAdd(long long* hsum, int* hcnt, bool valid, int d,
+                                            long long v, bool aggregate) {
   if (!aggregate) {
     if (valid) {
-      atomicAdd(reinterpret_cast<unsigned long long*>(&hsum[d]), static_cast<unsigned long long>(v));
+      atomicAdd(reinterpret_cast<unsigned long long*>(&hsum[d]),
+                static_cast<unsigned long long>(v));
       atomicAdd(&hcnt[d], 1);
     }
     return;
@@ -75,7 +80,8 @@ __device__ __forceinline__ void WarpHistAdd(long long* hsum, int* hcnt, bool val
 #pragma unroll
     for (int o = 16; o >= 1; o /= 2) sum += __shfl_xor_sync(0xffffffffu, sum, o);
     if (lane == leader) {
-      atomicAdd(reinterpret_cast<unsigned long long*>(&hsum[leader_d]), static_cast<unsigned long long>(sum));
+      atomicAdd(reinterpret_cast<unsigned long long*>(&hsum[leader_d]),
+                static_cast<unsigned long long>(sum));
       atomicAdd(&hcnt[leader_d], __popc(members));
     }
     pending &= ~members;
@@ -94,16 +100,16 @@ template <bool kFromMasses, int kVariant>
 __global__ void __launch_bounds__(RadixPlan<kVariant>::kThreads, 1)
     SelectBlocksKernel(const float* __restrict__ block_lse, const float* __restrict__ row_lse,
                        const float* __restrict__ masses_in, const int32_t* __restrict__ q_block_ids,
-                       const EstimatorShape shape, const SelectionOptions options, int q_block_begin,
-                       int chunk_q_blocks, uint32_t* __restrict__ selected, int words_per_row,
-                       int32_t* __restrict__ counts) {
+                       const EstimatorShape shape, const SelectionOptions options,
+                       int q_block_begin, int chunk_q_blocks, uint32_t* __restrict__ selected,
+                       int words_per_row, int32_t* __restrict__ counts) {
   using Plan = RadixPlan<kVariant>;
   constexpr int kSelectThreads = Plan::kThreads;
   constexpr int kMaxBuckets = Plan::kMaxBuckets;
   extern __shared__ __align__(16) unsigned char smem_raw[];
-  long long* hsum = reinterpret_cast<long long*>(smem_raw);  // [kMaxBuckets]
-  int* hcnt = reinterpret_cast<int*>(hsum + kMaxBuckets);    // [kMaxBuckets]
-  float* mass = reinterpret_cast<float*>(hcnt + kMaxBuckets);  // [words_per_row * 32]
+  long long* hsum = reinterpret_cast<long long*>(smem_raw);                // [kMaxBuckets]
+  int* hcnt = reinterpret_cast<int*>(hsum + kMaxBuckets);                  // [kMaxBuckets]
+  float* mass = reinterpret_cast<float*>(hcnt + kMaxBuckets);              // [words_per_row * 32]
   uint8_t* flags = reinterpret_cast<uint8_t*>(mass + words_per_row * 32);  // [words_per_row * 32]
   __shared__ int64_t warp_sums[32];
   __shared__ float s_row_lse[32];
@@ -127,7 +133,8 @@ __global__ void __launch_bounds__(RadixPlan<kVariant>::kThreads, 1)
   if (tid == 0) s_count = 0;
   if (!kFromMasses && !dense && tid < R) {
     const int64_t chunk_rows = static_cast<int64_t>(chunk_q_blocks) * shape.group * R;
-    const int64_t first_row = (static_cast<int64_t>(blockIdx.x % chunk_q_blocks) * shape.group + head_in_group) * R;
+    const int64_t first_row =
+        (static_cast<int64_t>(blockIdx.x % chunk_q_blocks) * shape.group + head_in_group) * R;
     s_row_lse[tid] = row_lse[g * chunk_rows + first_row + tid];
   }
   __syncthreads();
@@ -145,7 +152,8 @@ __global__ void __launch_bounds__(RadixPlan<kVariant>::kThreads, 1)
       }
     } else {
       const int64_t chunk_items = static_cast<int64_t>(chunk_q_blocks) * shape.group;
-      const int64_t item = static_cast<int64_t>(blockIdx.x % chunk_q_blocks) * shape.group + head_in_group;
+      const int64_t item =
+          static_cast<int64_t>(blockIdx.x % chunk_q_blocks) * shape.group + head_in_group;
       const float* base = block_lse + (static_cast<int64_t>(g) * chunk_items + item) * nkb * R;
       for (int J = tid; J < visible; J += kSelectThreads) {
         const float4* col = reinterpret_cast<const float4*>(base + static_cast<int64_t>(J) * R);
@@ -244,7 +252,8 @@ __global__ void __launch_bounds__(RadixPlan<kVariant>::kThreads, 1)
       if (found) {
         const unsigned vstar = prefix;
         if (tid == 0) {
-          // Ties at v* kept: the ranks n in [0, ties) with above + n * v* < threshold (n = 0 holds).
+          // Ties at v* kept: the ranks n in [0, ties) with above + n * v* < threshold (n = 0
+          // holds).
           const long long v = Fixed(__uint_as_float(vstar));
           long long n = ties;
           if (v > 0) {
@@ -259,7 +268,8 @@ __global__ void __launch_bounds__(RadixPlan<kVariant>::kThreads, 1)
         __syncthreads();
         const long long keep_ties = s_keep_ties;
         if (keep_ties >= ties) {
-          for (int J = tid; J < visible; J += kSelectThreads) flags[J] = __float_as_uint(mass[J]) >= vstar;
+          for (int J = tid; J < visible; J += kSelectThreads)
+            flags[J] = __float_as_uint(mass[J]) >= vstar;
         } else {
           // Ties by ascending id: a block scan of the tie flags in id order.
           long long carry = 0;
@@ -300,7 +310,8 @@ __global__ void __launch_bounds__(RadixPlan<kVariant>::kThreads, 1)
 }
 
 __global__ void __launch_bounds__(1024)
-    ScanRowCountsKernel(const int32_t* __restrict__ counts, int num_rows, int32_t* __restrict__ offsets) {
+    ScanRowCountsKernel(const int32_t* __restrict__ counts, int num_rows,
+                        int32_t* __restrict__ offsets) {
   __shared__ int64_t warp_sums[32];
   int64_t carry = 0;
   for (int base = 0; base < num_rows; base += blockDim.x) {
@@ -319,8 +330,9 @@ __global__ void __launch_bounds__(1024)
 // staged ids contiguously: lanes writing their own bits straight out would touch 32 lines
 // per store.
 __global__ void __launch_bounds__(256)
-    FillCsrKernel(const uint32_t* __restrict__ selected, int words_per_row, const int32_t* __restrict__ offsets,
-                  int row_begin, int row_end, int32_t base_offset, int32_t* __restrict__ kv_blocks) {
+    FillCsrKernel(const uint32_t* __restrict__ selected, int words_per_row,
+                  const int32_t* __restrict__ offsets, int row_begin, int row_end,
+                  int32_t base_offset, int32_t* __restrict__ kv_blocks) {
   __shared__ int32_t staged[8][32 * 32];
   const int warp = static_cast<int>(threadIdx.x) / 32;
   const int row = row_begin + static_cast<int>(blockIdx.x) * 8 + warp;
@@ -355,56 +367,65 @@ __global__ void __launch_bounds__(256)
 
 template <bool kFromMasses, int kVariant>
 cudaError_t LaunchSelectPlan(const float* block_lse, const float* row_lse, const float* masses,
-                             const int32_t* q_block_ids, const EstimatorShape& shape, const SelectionOptions& options,
-                             int q_block_begin, int chunk_q_blocks, uint32_t* selected, int words_per_row,
-                             int32_t* counts, size_t max_smem, cudaStream_t stream) {
+                             const int32_t* q_block_ids, const EstimatorShape& shape,
+                             const SelectionOptions& options, int q_block_begin, int chunk_q_blocks,
+                             uint32_t* selected, int words_per_row, int32_t* counts,
+                             size_t max_smem, cudaStream_t stream) {
   using Plan = RadixPlan<kVariant>;
   const size_t smem = SelectSmemBytes(Plan::kMaxBuckets, words_per_row);
   if (smem + 1024 > max_smem) return cudaErrorInvalidConfiguration;  // + the static shared bytes
   // Always: dynamic bytes just under 48 KiB plus the static ones are over the default limit.
-  const cudaError_t e = cudaFuncSetAttribute(SelectBlocksKernel<kFromMasses, kVariant>,
-                                             cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem));
+  const cudaError_t e =
+      cudaFuncSetAttribute(SelectBlocksKernel<kFromMasses, kVariant>,
+                           cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem));
   if (e != cudaSuccess) return e;
-  SelectBlocksKernel<kFromMasses, kVariant><<<chunk_q_blocks * shape.hq, Plan::kThreads, smem, stream>>>(
-      block_lse, row_lse, masses, q_block_ids, shape, options, q_block_begin, chunk_q_blocks, selected,
-      words_per_row, counts);
+  SelectBlocksKernel<kFromMasses, kVariant>
+      <<<chunk_q_blocks * shape.hq, Plan::kThreads, smem, stream>>>(
+          block_lse, row_lse, masses, q_block_ids, shape, options, q_block_begin, chunk_q_blocks,
+          selected, words_per_row, counts);
   return cudaGetLastError();
 }
 
 template <bool kFromMasses>
 cudaError_t LaunchSelect(const float* block_lse, const float* row_lse, const float* masses,
-                         const int32_t* q_block_ids, const EstimatorShape& shape, const SelectionOptions& options,
-                         int q_block_begin, int q_block_end, uint32_t* selected, int words_per_row,
-                         int32_t* counts, size_t max_smem, cudaStream_t stream) {
+                         const int32_t* q_block_ids, const EstimatorShape& shape,
+                         const SelectionOptions& options, int q_block_begin, int q_block_end,
+                         uint32_t* selected, int words_per_row, int32_t* counts, size_t max_smem,
+                         cudaStream_t stream) {
   const int chunk_q_blocks = q_block_end - q_block_begin;
   if (chunk_q_blocks <= 0) return cudaSuccess;
   if (options.variant == 0) {
-    return LaunchSelectPlan<kFromMasses, 0>(block_lse, row_lse, masses, q_block_ids, shape, options, q_block_begin,
-                                            chunk_q_blocks, selected, words_per_row, counts, max_smem, stream);
+    return LaunchSelectPlan<kFromMasses, 0>(block_lse, row_lse, masses, q_block_ids, shape, options,
+                                            q_block_begin, chunk_q_blocks, selected, words_per_row,
+                                            counts, max_smem, stream);
   }
-  return LaunchSelectPlan<kFromMasses, 1>(block_lse, row_lse, masses, q_block_ids, shape, options, q_block_begin,
-                                          chunk_q_blocks, selected, words_per_row, counts, max_smem, stream);
+  return LaunchSelectPlan<kFromMasses, 1>(block_lse, row_lse, masses, q_block_ids, shape, options,
+                                          q_block_begin, chunk_q_blocks, selected, words_per_row,
+                                          counts, max_smem, stream);
 }
 
 }  // namespace
 
-cudaError_t LaunchSelectBlocks(const float* block_lse, const float* row_lse, const int32_t* q_block_ids,
-                               const EstimatorShape& shape, const SelectionOptions& options,
-                               int q_block_begin, int q_block_end, uint32_t* selected,
-                               int words_per_row, int32_t* counts, size_t max_smem,
-                               cudaStream_t stream) {
-  return LaunchSelect<false>(block_lse, row_lse, nullptr, q_block_ids, shape, options, q_block_begin, q_block_end,
-                             selected, words_per_row, counts, max_smem, stream);
+cudaError_t LaunchSelectBlocks(const float* block_lse, const float* row_lse,
+                               const int32_t* q_block_ids, const EstimatorShape& shape,
+                               const SelectionOptions& options, int q_block_begin, int q_block_end,
+                               uint32_t* selected, int words_per_row, int32_t* counts,
+                               size_t max_smem, cudaStream_t stream) {
+  return LaunchSelect<false>(block_lse, row_lse, nullptr, q_block_ids, shape, options,
+                             q_block_begin, q_block_end, selected, words_per_row, counts, max_smem,
+                             stream);
 }
 
-cudaError_t LaunchSelectFromMasses(const float* masses, const int32_t* q_block_ids, const EstimatorShape& shape,
-                                   const SelectionOptions& options, uint32_t* selected, int words_per_row,
-                                   int32_t* counts, size_t max_smem, cudaStream_t stream) {
-  return LaunchSelect<true>(nullptr, nullptr, masses, q_block_ids, shape, options, 0, shape.num_q_blocks, selected,
-                            words_per_row, counts, max_smem, stream);
+cudaError_t LaunchSelectFromMasses(const float* masses, const int32_t* q_block_ids,
+                                   const EstimatorShape& shape, const SelectionOptions& options,
+                                   uint32_t* selected, int words_per_row, int32_t* counts,
+                                   size_t max_smem, cudaStream_t stream) {
+  return LaunchSelect<true>(nullptr, nullptr, masses, q_block_ids, shape, options, 0,
+                            shape.num_q_blocks, selected, words_per_row, counts, max_smem, stream);
 }
 
-cudaError_t LaunchScanRowCounts(const int32_t* counts, int num_rows, int32_t* offsets, cudaStream_t stream) {
+cudaError_t LaunchScanRowCounts(const int32_t* counts, int num_rows, int32_t* offsets,
+                                cudaStream_t stream) {
   ScanRowCountsKernel<<<1, 1024, 0, stream>>>(counts, num_rows, offsets);
   return cudaGetLastError();
 }
@@ -413,8 +434,8 @@ cudaError_t LaunchFillCsr(const uint32_t* selected, int words_per_row, const int
                           int row_begin, int row_end, int32_t base, int32_t* kv_blocks,
                           cudaStream_t stream) {
   if (row_end <= row_begin) return cudaSuccess;
-  FillCsrKernel<<<(row_end - row_begin + 7) / 8, 256, 0, stream>>>(selected, words_per_row, offsets, row_begin,
-                                                                   row_end, base, kv_blocks);
+  FillCsrKernel<<<(row_end - row_begin + 7) / 8, 256, 0, stream>>>(
+      selected, words_per_row, offsets, row_begin, row_end, base, kv_blocks);
   return cudaGetLastError();
 }
 
