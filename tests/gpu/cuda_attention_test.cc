@@ -22,6 +22,7 @@
 #include "kernels/cpu/block_sparse_attention.h"
 #include "kernels/cpu/reference_attention.h"
 #include "tests/gpu/gpu_test_util.h"
+#include "tests/kernels/attention_cases.h"
 #include "tests/kernels/attention_test_problem.h"
 
 namespace prefill {
@@ -241,40 +242,18 @@ ProblemSpec GpuSpec() {
   return spec;
 }
 
-// dtype, head_dim, causal, GQA (hq = 8 over hkv = 2) or MHA, mask density.
-using GpuCase = std::tuple<DType, int, bool, bool, double>;
-
-class CudaAttentionTest : public ::testing::TestWithParam<GpuCase> {
+class CudaAttentionTest : public ::testing::TestWithParam<attention_test::AttentionCase> {
  protected:
   void SetUp() override { PREFILL_SKIP_WITHOUT_GPU(); }
 };
 
 TEST_P(CudaAttentionTest, MatchesCpuAndReference) {
-  const auto [dtype, head_dim, causal, gqa, density] = GetParam();
-  ProblemSpec spec = GpuSpec();
-  spec.dtype = dtype;
-  spec.head_dim = head_dim;
-  spec.causal = causal;
-  spec.hkv = gqa ? 2 : spec.hq;
-  spec.density = density;
-  spec.seed = 7 + head_dim + (causal ? 1 : 0) + (gqa ? 2 : 0);
-  AttentionProblem problem(spec);
+  AttentionProblem problem(attention_test::ApplyCase(GpuSpec(), GetParam()));
   CheckProblem(problem);
 }
 
-std::string GpuCaseName(const ::testing::TestParamInfo<GpuCase>& info) {
-  const auto [dtype, head_dim, causal, gqa, density] = info.param;
-  return std::string(DTypeName(dtype)) + "_d" + std::to_string(head_dim) +
-         (causal ? "_causal" : "_full") + (gqa ? "_gqa" : "_mha") +
-         (density == 1.0 ? "_dense" : "_sparse");
-}
-
-INSTANTIATE_TEST_SUITE_P(Grid, CudaAttentionTest,
-                         ::testing::Combine(::testing::Values(DType::kBF16, DType::kF16,
-                                                              DType::kF32),
-                                            ::testing::Values(64, 128), ::testing::Bool(),
-                                            ::testing::Bool(), ::testing::Values(1.0, 0.4)),
-                         GpuCaseName);
+INSTANTIATE_TEST_SUITE_P(Grid, CudaAttentionTest, attention_test::AllAttentionCases(),
+                         attention_test::AttentionCaseName);
 
 class CudaAttention : public ::testing::Test {
  protected:

@@ -17,6 +17,7 @@
 
 #include "kernels/cpu/cpu_isa.h"
 #include "kernels/cpu/reference_attention.h"
+#include "tests/kernels/attention_cases.h"
 #include "tests/kernels/attention_test_problem.h"
 
 namespace prefill {
@@ -108,36 +109,15 @@ void CheckOnEveryIsa(AttentionProblem& problem) {
   }
 }
 
-// dtype, head_dim, causal, GQA (hq = 8 over hkv = 2) or not, mask density.
-using KernelCase = std::tuple<DType, int, bool, bool, double>;
-
-class BlockSparseAttentionTest : public ::testing::TestWithParam<KernelCase> {};
+class BlockSparseAttentionTest : public ::testing::TestWithParam<attention_test::AttentionCase> {};
 
 TEST_P(BlockSparseAttentionTest, MatchesReference) {
-  const auto [dtype, head_dim, causal, gqa, density] = GetParam();
-  ProblemSpec spec;
-  spec.dtype = dtype;
-  spec.head_dim = head_dim;
-  spec.causal = causal;
-  spec.hkv = gqa ? 2 : spec.hq;
-  spec.density = density;
-  AttentionProblem problem(spec);
+  AttentionProblem problem(attention_test::ApplyCase(ProblemSpec{}, GetParam()));
   CheckOnEveryIsa(problem);
 }
 
-std::string KernelCaseName(const ::testing::TestParamInfo<KernelCase>& info) {
-  const auto [dtype, head_dim, causal, gqa, density] = info.param;
-  return std::string(DTypeName(dtype)) + "_d" + std::to_string(head_dim) +
-         (causal ? "_causal" : "_full") + (gqa ? "_gqa" : "_mha") +
-         (density == 1.0 ? "_dense" : "_sparse");
-}
-
-INSTANTIATE_TEST_SUITE_P(Grid, BlockSparseAttentionTest,
-                         ::testing::Combine(::testing::Values(DType::kF32, DType::kBF16,
-                                                              DType::kF16),
-                                            ::testing::Values(64, 128), ::testing::Bool(),
-                                            ::testing::Bool(), ::testing::Values(1.0, 0.5)),
-                         KernelCaseName);
+INSTANTIATE_TEST_SUITE_P(Grid, BlockSparseAttentionTest, attention_test::AllAttentionCases(),
+                         attention_test::AttentionCaseName);
 
 TEST(BlockSparseAttention, ProductionBlockSize) {
   ProblemSpec spec;
