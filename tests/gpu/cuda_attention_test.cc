@@ -292,6 +292,24 @@ TEST_F(CudaAttention, LargeLogits) {
   CheckProblem(problem);
 }
 
+// Row maxima that grow by more than the sm90 kernel's rescaling threshold (2^8) from one tile
+// to the next, with and without causality, dense and sparse: O must be rescaled then.
+TEST_F(CudaAttention, GrowingRowMaxima) {
+  for (bool causal : {false, true}) {
+    for (double density : {1.0, 0.5}) {
+      SCOPED_TRACE(testing::Message() << (causal ? "causal" : "full") << " density " << density);
+      ProblemSpec spec = GpuSpec();
+      spec.lk = 1024;
+      spec.logit_gain = 4.f;
+      spec.key_ramp = 4.f;
+      spec.causal = causal;
+      spec.density = density;
+      AttentionProblem problem(spec);
+      CheckProblem(problem);
+    }
+  }
+}
+
 // Zigzag context parallelism: a rank holds query chunks 1 and 6 of 8 (chunk = 128 tokens).
 TEST_F(CudaAttention, ZigzagPositions) {
   ProblemSpec spec = GpuSpec();

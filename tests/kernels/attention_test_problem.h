@@ -56,6 +56,9 @@ struct ProblemSpec {
   bool causal = false;
   double density = 1.0;    // probability of keeping each visible block of a row
   float logit_gain = 1.f;  // scale = logit_gain / sqrt(head_dim)
+  // Key row j scaled by 1 + key_ramp * j / lk: row maxima that keep growing from tile to tile
+  // (kernels that rescale O only when the max moves far must still rescale then).
+  float key_ramp = 0.f;
   uint32_t seed = 1;
 };
 
@@ -84,7 +87,7 @@ class AttentionProblem {
       for (int r = 0; r < spec.lk; ++r) {
         for (int d = 0; d < spec.head_dim; ++d) {
           const size_t i = g * kv_head_stride_ + r * kv_row_stride_ + d;
-          k_.Set(i, normal(rng_));
+          k_.Set(i, normal(rng_) * (1.f + spec.key_ramp * static_cast<float>(r) / spec.lk));
           v_.Set(i, normal(rng_));
         }
       }

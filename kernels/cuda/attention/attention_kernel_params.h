@@ -18,6 +18,9 @@ struct AttentionKernelParams {
   int num_q_blocks = 0;               // lq / block_size
   int group = 1;                      // hq / hkv
   float scale_log2 = 0.f;             // p.scale * log2(e): logits go through exp2
+  // sm90: the running max of a row moves only when a tile passes it by more than this (log2
+  // units), so most tiles leave O unscaled; 0 rescales whenever the max grows.
+  float rescale_threshold_log2 = 8.f;
   // Causal only (sm90): [hkv][num_kv_blocks][2] smallest and largest key position of each KV
   // block, so visibility of a whole tile is decided without reading its positions.
   const int32_t* kv_block_range = nullptr;

@@ -121,11 +121,15 @@ __device__ __forceinline__ void RescaleOutput(float (&acc_o)[Traits::kNTilesO * 
 }
 
 // Online softmax of one tile in place: scores become unnormalised probabilities against the
-// new running max; alpha = how much the previous output must shrink.
+// running max; alpha = how much the previous output must shrink. The running max moves only
+// when a tile's max passes it by more than `threshold` (log2 units; 0: whenever it grows), so
+// probabilities stay below 2^threshold (fp32 sums and bf16/f16 P hold that) and, after a row's
+// first tiles, alpha is 1 and O keeps its scale (FlashAttention-4's conditional rescaling).
+// Returns whether any row of the warp must rescale O (warp-uniform).
 template <typename Traits>
-__device__ __forceinline__ void SoftmaxTile(float (&acc_s)[Traits::kNTilesS * 4],
+__device__ __forceinline__ bool SoftmaxTile(float (&acc_s)[Traits::kNTilesS * 4],
                                             float (&row_max)[2], float (&row_sum)[2],
-                                            float (&alpha)[2], float scale_log2) {
+                                            float (&alpha)[2], float scale_log2, float threshold) {
 #pragma unroll
   for (int r = 0; r < 2; ++r) {
     float tile_max = -INFINITY;
@@ -133,11 +137,12 @@ __device__ __forceinline__ void SoftmaxTile(float (&acc_s)[Traits::kNTilesS * 4]
     for (int j = 0; j < Traits::kNTilesS; ++j) {
       tile_max = fmaxf(tile_max, fmaxf(acc_s[j * 4 + 2 * r], acc_s[j * 4 + 2 * r + 1]));
     }
-    tile_max = sm80::WarpQuadMax(tile_max);
-    const float new_max = fmaxf(row_max[r], tile_max * scale_log2);
-    const float ref = new_max == -INFINITY ? 0.f : new_max;  // a row that sees nothing yet
-    alpha[r] = sm90::FastExp2(row_max[r] - ref);
-    row_max[r] = new_max;
+    tile_max = sm80::WarpQuadMax(tile_max) * scale_log2;
+    // -inf + threshold stays -inf: a row's first visible tile always sets its max.
+    const bool moves = tile_max > row_max[r] + threshold;
+    alpha[r] = moves ? sm90::FastExp2(row_max[r] - tile_max) : 1.f;
+    if (moves) row_max[r] = tile_max;
+    const float ref = row_max[r] == -INFINITY ? 0.f : row_max[r];  // a row that sees nothing yet
     float sum = 0.f;
 #pragma unroll
     for (int j = 0; j < Traits::kNTilesS; ++j) {
@@ -150,6 +155,7 @@ __device__ __forceinline__ void SoftmaxTile(float (&acc_s)[Traits::kNTilesS * 4]
     }
     row_sum[r] = row_sum[r] * alpha[r] + sum;
   }
+  return __any_sync(0xffffffffu, alpha[0] != 1.f || alpha[1] != 1.f);
 }
 
 // The probabilities as the A operand of the P V wgmma (k16 steps of the m64 x k16 layout).
@@ -313,6 +319,7 @@ __global__ void __launch_bounds__(Traits::kThreads, 1)
   const int quad_col = lane % 4;
   const int local_row0 = consumer * 64 + warp * 16 + quad_row;  // and local_row0 + 8
   const float scale_log2 = kp.scale_log2;
+  const float rescale_threshold = kp.rescale_threshold_log2;
   const uint32_t q_base = sm90::SmemAddr(s_q) + consumer * 64 * 128;
   const uint32_t k_base = sm90::SmemAddr(s_k);
   const uint32_t v_base = sm90::SmemAddr(s_v);
@@ -382,6 +389,7 @@ __global__ void __launch_bounds__(Traits::kThreads, 1)
       float acc_s[Traits::kNTilesS * 4];
       uint32_t p_frag[Traits::kKStepsPV][4];  // the previous tile's P, read by its P V GEMM
       float alpha[2];
+      bool rescale = false;  // alpha differs from 1 on some row of the warp
       auto score_tile = [&](int e) {  // mask and softmax of tile e, after its S GEMM
         sm90::FenceOperands(acc_s);
         const int2 info = tile_info[stage];  // read before the release below lets it be rewritten
@@ -401,7 +409,8 @@ __global__ void __launch_bounds__(Traits::kThreads, 1)
             }
           }
         }
-        consumer_ops::SoftmaxTile<Traits>(acc_s, row_max, row_sum, alpha, scale_log2);
+        rescale = consumer_ops::SoftmaxTile<Traits>(acc_s, row_max, row_sum, alpha, scale_log2,
+                                                    rescale_threshold);
       };
       auto finish_pv = [&](int v_stage) {  // after the P V GEMM of the tile in v_stage
         sm90::WgmmaWait<0>();
@@ -439,7 +448,7 @@ __global__ void __launch_bounds__(Traits::kThreads, 1)
         sm90::BarrierWait(&v_full[prev_stage], prev_phase);
         sm90::NamedBarrierSync(my_turn, kConsumerThreads);
         consumer_ops::IssueScores<Traits>(acc_s, q_base, k_base + stage * Traits::kTileBytesKv);
-        consumer_ops::RescaleOutput<Traits>(acc_o, alpha);
+        if (rescale) consumer_ops::RescaleOutput<Traits>(acc_o, alpha);
         consumer_ops::IssuePv<Traits>(acc_o, p_frag, v_base + prev_stage * Traits::kTileBytesKv);
         sm90::NamedBarrierArrive(other_turn, kConsumerThreads);
         sm90::WgmmaWait<1>();
@@ -456,7 +465,7 @@ __global__ void __launch_bounds__(Traits::kThreads, 1)
       // Last tile's P V, in a turn of its own.
       sm90::BarrierWait(&v_full[prev_stage], prev_phase);
       sm90::NamedBarrierSync(my_turn, kConsumerThreads);
-      consumer_ops::RescaleOutput<Traits>(acc_o, alpha);
+      if (rescale) consumer_ops::RescaleOutput<Traits>(acc_o, alpha);
       consumer_ops::IssuePv<Traits>(acc_o, p_frag, v_base + prev_stage * Traits::kTileBytesKv);
       sm90::NamedBarrierArrive(other_turn, kConsumerThreads);
       finish_pv(prev_stage);

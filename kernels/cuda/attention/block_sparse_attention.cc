@@ -7,6 +7,7 @@
 
 #include <cmath>
 #include <cstdint>
+#include <cstdlib>
 #include <string>
 #include <tuple>
 
@@ -24,6 +25,18 @@ constexpr int kBlockSize = 128;
 
 absl::Status Invalid(const std::string& what) {
   return absl::InvalidArgumentError(absl::StrCat("AttentionParams: ", what));
+}
+
+// PREFILL_ATTENTION_RESCALE_THRESHOLD (log2 units, >= 0) overrides the sm90 kernel's
+// conditional-rescaling threshold: a diagnostic for A/B runs (0 = rescale whenever the max
+// grows), read once.
+float RescaleThresholdLog2() {
+  static const float threshold = [] {
+    const char* v = std::getenv("PREFILL_ATTENTION_RESCALE_THRESHOLD");
+    const float parsed = v ? std::strtof(v, nullptr) : -1.f;
+    return parsed >= 0.f && parsed <= 16.f ? parsed : AttentionKernelParams{}.rescale_threshold_log2;
+  }();
+  return threshold;
 }
 
 bool Aligned16(const void* ptr) { return reinterpret_cast<uintptr_t>(ptr) % 16 == 0; }
@@ -98,6 +111,7 @@ absl::Status BlockSparseAttention(const AttentionParams& p, const DeviceContext&
   kp.num_items = p.hq * kp.num_q_blocks;
   kp.group = p.hq / p.hkv;
   kp.scale_log2 = p.scale * 1.4426950408889634f;
+  kp.rescale_threshold_log2 = RescaleThresholdLog2();
 
   const bool f32 = p.dtype == DType::kF32;
   const int64_t q_elems = static_cast<int64_t>(p.lq) * p.hq * p.head_dim;
