@@ -118,18 +118,19 @@ int Main(int argc, char** argv) {
       std::vector<double> ms[3];
       for (int r = 0; r < rounds; ++r) {
         for (int v = 0; v < 3; ++v) {
-          ms[v].push_back(bench::MedianMs(
-              [&] { BENCH_CHECK(selector.RunWith(p, *variants[v])); }, 1, runs, stream));
+          ms[v].push_back(bench::MedianMs([&] { BENCH_CHECK(selector.RunWith(p, *variants[v])); },
+                                          1, runs, stream));
         }
       }
       const double flop = 2.0 * rows * s.out * s.in;
       auto tflops = [&](double t) { return flop / t / 1e9; };
       const double t_default = Median(ms[0]), t_selected = Median(ms[1]), t_best = Median(ms[2]);
-      std::printf("%-8s rows %6d: default %.3f ms (%.0f TFLOP/s), selected %.3f (%.0f, %+.1f%%), "
-                  "best at these rows %.3f (%.0f, %+.1f%%)\n",
-                  s.name, rows, t_default, tflops(t_default), t_selected, tflops(t_selected),
-                  100 * (t_default / t_selected - 1), t_best, tflops(t_best),
-                  100 * (t_default / t_best - 1));
+      std::printf(
+          "%-8s rows %6d: default %.3f ms (%.0f TFLOP/s), selected %.3f (%.0f, %+.1f%%), "
+          "best at these rows %.3f (%.0f, %+.1f%%)\n",
+          s.name, rows, t_default, tflops(t_default), t_selected, tflops(t_selected),
+          100 * (t_default / t_selected - 1), t_best, tflops(t_best),
+          100 * (t_default / t_best - 1));
       std::fflush(stdout);
       points.push_back({{"gemm", s.name},
                         {"rows", rows},

@@ -271,10 +271,11 @@ class WorkItem {
            (q_row * p_.q_row_stride + head_ * p_.q_head_stride) * DTypeSize(p_.dtype);
   }
 
-  float* ORow(int i) const {
-    const int64_t out_row = (static_cast<int64_t>(q_block_) * g_.block + i) * p_.hq + head_;
-    return static_cast<float*>(p_.o) + out_row * g_.head_dim;
+  // Index of row i's (query, head) in O (times head_dim) and in LSE.
+  int64_t OutRow(int i) const {
+    return (static_cast<int64_t>(q_block_) * g_.block + i) * p_.hq + head_;
   }
+  float* ORow(int i) const { return static_cast<float*>(p_.o) + OutRow(i) * g_.head_dim; }
 
   // rw = 1 prefetches for writing (O rows), 0 for reading (Q rows).
   template <int rw>
@@ -421,7 +422,7 @@ class WorkItem {
   void WriteEmptyOutputs() {
     for (int i = 0; i < g_.block; ++i) {
       if (p_.empty_rows_lse_only) {
-        p_.lse[(static_cast<int64_t>(q_block_) * g_.block + i) * p_.hq + head_] = -INFINITY;
+        p_.lse[OutRow(i)] = -INFINITY;
       } else {
         WriteOutputRow(i, 0.f, -INFINITY);
       }
@@ -430,7 +431,7 @@ class WorkItem {
 
   void WriteOutputRow(int i, float sum, float max) {
     float* o = ORow(i);
-    const int64_t out_row = (static_cast<int64_t>(q_block_) * g_.block + i) * p_.hq + head_;
+    const int64_t out_row = OutRow(i);
     if (sum == 0.f) {
       std::fill_n(o, g_.head_dim, 0.f);
       p_.lse[out_row] = -INFINITY;

@@ -127,9 +127,9 @@ absl::StatusOr<int> GemmAlgorithmSelector::Heuristics(const GemmProblem& p,
   std::unique_ptr<std::remove_pointer_t<cublasLtMatmulPreference_t>,
                   decltype(&cublasLtMatmulPreferenceDestroy)>
       owner(preference, cublasLtMatmulPreferenceDestroy);
-  CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(
-      preference, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &workspace_bytes_,
-      sizeof workspace_bytes_));
+  CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(preference,
+                                                    CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES,
+                                                    &workspace_bytes_, sizeof workspace_bytes_));
   int found = 0;
   CUBLAS_CHECK(cublasLtMatmulAlgoGetHeuristic(lt_, desc_, layouts.w(), layouts.x(), layouts.y(),
                                               layouts.y(), preference, max_results, results,

@@ -46,8 +46,8 @@ class GemmAlgorithmSelectorTest : public ::testing::Test {
  protected:
   // Sizes: enough rows for the selection (kMinSelectedRows), a padded x (stride > in, as the
   // down projection reads the SwiGLU output out of the wider gate/up buffer).
-  static constexpr int kRows = GemmAlgorithmSelector::kMinSelectedRows + 8, kIn = 192,
-                       kOut = 264, kStride = 200;
+  static constexpr int kRows = GemmAlgorithmSelector::kMinSelectedRows + 8, kIn = 192, kOut = 264,
+                       kStride = 200;
 
   void SetUp() override {
     PREFILL_SKIP_WITHOUT_GPU();
@@ -71,7 +71,8 @@ class GemmAlgorithmSelectorTest : public ::testing::Test {
       for (int o = 0; o < kOut; ++o) {
         double sum = 0, magnitude = 0;
         for (int k = 0; k < kIn; ++k) {
-          const double p = FromBf16Bits(x_[static_cast<size_t>(r) * kStride + k]) * FromBf16Bits(w_[o * kIn + k]);
+          const double p = FromBf16Bits(x_[static_cast<size_t>(r) * kStride + k]) *
+                           FromBf16Bits(w_[o * kIn + k]);
           sum += p;
           magnitude += std::abs(p);
         }

@@ -54,6 +54,18 @@ struct Outcome {
   BlockMask mask;
 };
 
+CpAttentionShard ShardOf(const Job& job, const RankInputs& in) {
+  return CpAttentionShard{job.dtype,
+                          in.q.bytes.data(),
+                          in.k.bytes.data(),
+                          in.v.bytes.data(),
+                          kHeads,
+                          kKvHeads,
+                          kDim,
+                          job.causal,
+                          1.0f / std::sqrt(float{kDim})};
+}
+
 // dense_above: SparseOptions' (by default above any density: the sparse exchange always runs).
 Outcome RunJob(Communicator& comm, const Job& job, const CpLayout& layout, bool sparse,
                double dense_above = 2.0, BalanceMode balance = BalanceMode::kAuto,
@@ -64,15 +76,7 @@ Outcome RunJob(Communicator& comm, const Job& job, const CpLayout& layout, bool 
   Outcome out;
   out.o.resize(rows * kHeads * kDim);
   std::vector<float> lse(rows * kHeads);
-  const CpAttentionShard shard{job.dtype,
-                               in.q.bytes.data(),
-                               in.k.bytes.data(),
-                               in.v.bytes.data(),
-                               kHeads,
-                               kKvHeads,
-                               kDim,
-                               job.causal,
-                               1.0f / std::sqrt(float{kDim})};
+  const CpAttentionShard shard = ShardOf(job, in);
   if (sparse) {
     SparseOptions options{8, 0.9f, true, true, true, dense_above, balance};
     options.estimator = estimator;
@@ -241,15 +245,7 @@ TEST(CpAttentionOutputDType, Bf16OutputOnlyWhereNothingMerges) {
   const RankInputs in = Inputs(job, layout, world->rank());
   std::unique_ptr<AttentionBackend> backend = MakeCpuBackend(1);
   std::vector<float> o(layout.local_len() * kHeads * kDim), lse(layout.local_len() * kHeads);
-  const CpAttentionShard shard{job.dtype,
-                               in.q.bytes.data(),
-                               in.k.bytes.data(),
-                               in.v.bytes.data(),
-                               kHeads,
-                               kKvHeads,
-                               kDim,
-                               job.causal,
-                               1.0f / std::sqrt(float{kDim})};
+  const CpAttentionShard shard = ShardOf(job, in);
   const CpAttentionOutput bf16_out{o.data(), lse.data(), DType::kBF16};
   absl::StatusOr<SparseCpResult> sparse =
       SparseCpAttention(*world, *backend, layout, shard, SparseOptions{}, bf16_out);

@@ -389,7 +389,7 @@ __global__ void __launch_bounds__(Traits::kThreads, 1)
       float acc_s[Traits::kNTilesS * 4];
       uint32_t p_frag[Traits::kKStepsPV][4];  // the previous tile's P, read by its P V GEMM
       float alpha[2];
-      bool rescale = false;  // alpha differs from 1 on some row of the warp
+      bool rescale = false;           // alpha differs from 1 on some row of the warp
       auto score_tile = [&](int e) {  // mask and softmax of tile e, after its S GEMM
         sm90::FenceOperands(acc_s);
         const int2 info = tile_info[stage];  // read before the release below lets it be rewritten

@@ -34,7 +34,8 @@ float RescaleThresholdLog2() {
   static const float threshold = [] {
     const char* v = std::getenv("PREFILL_ATTENTION_RESCALE_THRESHOLD");
     const float parsed = v ? std::strtof(v, nullptr) : -1.f;
-    return parsed >= 0.f && parsed <= 16.f ? parsed : AttentionKernelParams{}.rescale_threshold_log2;
+    return parsed >= 0.f && parsed <= 16.f ? parsed
+                                           : AttentionKernelParams{}.rescale_threshold_log2;
   }();
   return threshold;
 }
