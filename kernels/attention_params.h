@@ -56,13 +56,21 @@ struct AttentionParams {
 
 // acc <- merge(acc, part) for `rows` (row, head) entries of head_dim values each:
 // lse = log(exp(lse_a) + exp(lse_b)); o = o_a * exp(lse_a - lse) + o_b * exp(lse_b - lse).
+// The part is contiguous; acc may be strided in runs: entry i of the part merges into acc
+// entry (i / run) * acc_run_stride + i % run (a partial that holds some heads of some rows of
+// a [rows][heads] output: run = its heads, acc_run_stride = the output's heads).
 struct LseMergeParams {
-  float* o_acc = nullptr;         // [rows, head_dim]
-  float* lse_acc = nullptr;       // [rows]
+  float* o_acc = nullptr;         // [entries, head_dim], strided as above
+  float* lse_acc = nullptr;       // [entries], strided as above
   const float* o_part = nullptr;  // [rows, head_dim]
   const float* lse_part = nullptr;
   int64_t rows = 0;
   int head_dim = 0;
+  int64_t run = 0;             // 0: acc is contiguous like the part
+  int64_t acc_run_stride = 0;  // entries between the starts of acc's runs (>= run)
+
+  // The acc entry that part entry i merges into.
+  int64_t AccEntry(int64_t i) const { return run > 0 ? (i / run) * acc_run_stride + i % run : i; }
 };
 
 }  // namespace prefill

@@ -187,21 +187,15 @@ absl::Status GuestAttention::Keep(absl::StatusOr<std::unique_ptr<PendingTransfer
 absl::Status GuestAttention::PostPartialReceives() {
   const int64_t chunk_o = static_cast<int64_t>(group()) * shard_.head_dim * sizeof(float);
   const int64_t chunk_lse = static_cast<int64_t>(group()) * sizeof(float);
-  const std::vector<float> no_key(group(), -INFINITY);
   for (int p = 0; p < comm_.size(); ++p) {
     recv_o_.push_back(NoBuffer());
     recv_lse_.push_back(NoBuffer());
     if (outgoing_[p].empty()) continue;
     const int64_t rows = static_cast<int64_t>(outgoing_[p].size()) * layout_.block_size();
-    absl::StatusOr<BackendBuffer> o = backend_.Allocate((rows + 1) * chunk_o);  // zero-filled
-    absl::StatusOr<BackendBuffer> lse = backend_.Allocate((rows + 1) * chunk_lse);
+    absl::StatusOr<BackendBuffer> o = backend_.Allocate(rows * chunk_o);
+    absl::StatusOr<BackendBuffer> lse = backend_.Allocate(rows * chunk_lse);
     if (!o.ok()) return o.status();
     if (!lse.ok()) return lse.status();
-    if (absl::Status s =
-            backend_.CopyToBackend(At(*lse, rows * chunk_lse), no_key.data(), chunk_lse);
-        !s.ok()) {
-      return s;
-    }
     PREFILL_RETURN_IF_ERROR(Keep(comm_.Recv(o->get(), rows * chunk_o, p, kPartialOTag), receives_));
     if (absl::Status s =
             Keep(comm_.Recv(lse->get(), rows * chunk_lse, p, kPartialLseTag), receives_);
@@ -325,42 +319,31 @@ absl::Status GuestAttention::ComputeAndReturn(const void* local_k, const void* l
   return absl::OkStatus();
 }
 
-// Spreads the peer's partial over a full [local_len][hq] buffer (rows it did not compute get
-// the filler chunk: o 0, lse -inf, which the merge leaves alone) and merges it into out.
-absl::Status GuestAttention::MergeFrom(int peer, const CpAttentionOutput& out, void* full_o,
-                                       void* full_lse) {
-  const int block = layout_.block_size(), hkv = shard_.hkv;
-  const int64_t lq = layout_.local_len();
-  const int64_t filler = static_cast<int64_t>(outgoing_[peer].size()) * block;
-  std::vector<int64_t> chunk(lq * hkv, filler);  // [row][kv head] -> chunk of the partial
+// Merges the peer's partial into out, segment by segment: a segment's partial is
+// [block rows][group heads] contiguous, which in out are runs of `group` heads, hq apart.
+// Nothing else of out is read or written (a full-size staging buffer per peer would cost
+// more than the attention of a sparse segment).
+absl::Status GuestAttention::MergeFrom(int peer, const CpAttentionOutput& out) {
+  const int block = layout_.block_size(), g_size = group();
+  const int64_t seg_entries = static_cast<int64_t>(block) * g_size;
+  const auto* o = static_cast<const float*>(recv_o_[peer].get());
+  const auto* lse = static_cast<const float*>(recv_lse_[peer].get());
   for (size_t i = 0; i < outgoing_[peer].size(); ++i) {
     const BalanceMove& m = outgoing_[peer][i];
-    for (int t = 0; t < block; ++t) {
-      chunk[(static_cast<int64_t>(m.q_block) * block + t) * hkv + m.kv_head] =
-          static_cast<int64_t>(i) * block + t;
-    }
+    const int64_t first = static_cast<int64_t>(m.q_block) * block * shard_.hq +
+                          static_cast<int64_t>(m.kv_head) * g_size;
+    const int64_t part = static_cast<int64_t>(i) * seg_entries;
+    LseMergeParams merge{.o_acc = out.o + first * shard_.head_dim,
+                         .lse_acc = out.lse + first,
+                         .o_part = o + part * shard_.head_dim,
+                         .lse_part = lse + part,
+                         .rows = seg_entries,
+                         .head_dim = shard_.head_dim,
+                         .run = g_size,
+                         .acc_run_stride = shard_.hq};
+    PREFILL_RETURN_IF_ERROR(backend_.MergeByLse(merge));
   }
-  const int64_t o_bytes = static_cast<int64_t>(group()) * shard_.head_dim * sizeof(float);
-  const int64_t lse_bytes = static_cast<int64_t>(group()) * sizeof(float);
-  std::vector<int64_t> o_offsets(chunk.size()), lse_offsets(chunk.size());
-  for (size_t i = 0; i < chunk.size(); ++i) {
-    o_offsets[i] = chunk[i] * o_bytes;
-    lse_offsets[i] = chunk[i] * lse_bytes;
-  }
-  const int64_t count = static_cast<int64_t>(chunk.size());
-  GatherRowsParams o{recv_o_[peer].get(), full_o, o_offsets.data(), count, o_bytes};
-  GatherRowsParams lse{recv_lse_[peer].get(), full_lse, lse_offsets.data(), count, lse_bytes};
-  PREFILL_RETURN_IF_ERROR(backend_.GatherRows(o));
-  PREFILL_RETURN_IF_ERROR(backend_.GatherRows(lse));
-  LseMergeParams merge{out.o,
-                       out.lse,
-                       static_cast<const float*>(full_o),
-                       static_cast<const float*>(full_lse),
-                       lq * shard_.hq,
-                       shard_.head_dim};
-  PREFILL_RETURN_IF_ERROR(backend_.MergeByLse(merge));
-  // The offsets are host vectors of this scope.
-  return backend_.Synchronize();
+  return absl::OkStatus();
 }
 
 absl::Status GuestAttention::MergeInto(const CpAttentionOutput& out) {
@@ -368,20 +351,10 @@ absl::Status GuestAttention::MergeInto(const CpAttentionOutput& out) {
     PREFILL_RETURN_IF_ERROR(t->Wait());
   }
   receives_.clear();
-  const bool any =
-      std::any_of(outgoing_.begin(), outgoing_.end(), [](const auto& m) { return !m.empty(); });
-  if (any) {
-    const int64_t entries = layout_.local_len() * shard_.hq;
-    absl::StatusOr<BackendBuffer> full_o =
-        backend_.Allocate(entries * shard_.head_dim * sizeof(float));
-    absl::StatusOr<BackendBuffer> full_lse = backend_.Allocate(entries * sizeof(float));
-    if (!full_o.ok()) return full_o.status();
-    if (!full_lse.ok()) return full_lse.status();
-    for (int p = 0; p < comm_.size(); ++p) {
-      if (outgoing_[p].empty()) continue;
-      PREFILL_RETURN_IF_ERROR(MergeFrom(p, out, full_o->get(), full_lse->get()));
-    }
+  for (int p = 0; p < comm_.size(); ++p) {
+    if (!outgoing_[p].empty()) PREFILL_RETURN_IF_ERROR(MergeFrom(p, out));
   }
+  PREFILL_RETURN_IF_ERROR(backend_.Synchronize());
   for (auto& t : sends_) {
     PREFILL_RETURN_IF_ERROR(t->Wait());
   }

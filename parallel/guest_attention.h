@@ -70,7 +70,7 @@ class GuestAttention {
                               const void* local_v, const int32_t* local_pos, const int32_t* q_pos);
   absl::Status Keep(absl::StatusOr<std::unique_ptr<PendingTransfer>> transfer,
                     std::vector<std::unique_ptr<PendingTransfer>>& into);
-  absl::Status MergeFrom(int peer, const CpAttentionOutput& out, void* full_o, void* full_lse);
+  absl::Status MergeFrom(int peer, const CpAttentionOutput& out);
 
   Communicator& comm_;
   AttentionBackend& backend_;
@@ -84,7 +84,6 @@ class GuestAttention {
   BackendBuffer guest_q_{nullptr, [](void*) {}};  // [incoming segments][block][group][head_dim]
   std::vector<int64_t> guest_q_start_;            // [peer] byte offset into guest_q_
   // Partials, o [segments * block][group][head_dim] f32 and lse [segments * block][group].
-  // Received ones have one more (row, group) chunk: o 0 and lse -inf, for rows they lack.
   std::vector<BackendBuffer> send_o_, send_lse_, recv_o_, recv_lse_;
   std::vector<std::unique_ptr<PendingTransfer>> sends_, receives_;
   int64_t bytes_sent_ = 0;

@@ -1,8 +1,8 @@
 // The GEMMs of a Llama-3.1-8B layer (bf16, fp32 accumulation; o and down accumulate into the
 // fp32 residual, down reads the SwiGLU half of the gate/up buffer) at prompt lengths of 32K and
-// 128K rows, three ways: cublasGemmEx's default heuristic (what Linear ran before), the
-// algorithm GemmAlgorithmSelector picks on its kSelectRows trial rows (what Linear runs now),
-// and the best cuBLASLt candidate timed on all the rows (what a perfect proxy would pick).
+// 128K rows, three ways: cublasGemmEx's default heuristic, the algorithm GemmAlgorithmSelector
+// picks on its kSelectRows trial rows (what Linear runs where `selection_applies`), and the
+// best candidate timed on all the rows (what a perfect proxy would pick).
 // Inputs are random (uniform bf16 in [-1, 1)): zeros draw less power and run at a higher clock.
 // Variants alternate in rounds (A B C, A B C, ...) and each reports the median of its rounds,
 // so a clock that drifts under a power cap moves all three alike. Writes JSON.
@@ -132,20 +132,26 @@ int Main(int argc, char** argv) {
           100 * (t_default / t_selected - 1), t_best, tflops(t_best),
           100 * (t_default / t_best - 1));
       std::fflush(stdout);
-      points.push_back({{"gemm", s.name},
-                        {"rows", rows},
-                        {"out", s.out},
-                        {"in", s.in},
-                        {"default_ms", t_default},
-                        {"selected_ms", t_selected},
-                        {"best_at_rows_ms", t_best},
-                        {"default_tflops", tflops(t_default)},
-                        {"selected_tflops", tflops(t_selected)},
-                        {"best_at_rows_tflops", tflops(t_best)},
-                        {"selected_uses_lt", selected->use_lt},
-                        {"selection_trial_rows", selected->trial_rows},
-                        {"candidates", selected->candidates},
-                        {"speedup_selected_vs_default", t_default / t_selected}});
+      points.push_back(
+          {{"gemm", s.name},
+           {"rows", rows},
+           {"out", s.out},
+           {"in", s.in},
+           {"default_ms", t_default},
+           {"selected_ms", t_selected},
+           {"best_at_rows_ms", t_best},
+           {"default_tflops", tflops(t_default)},
+           {"selected_tflops", tflops(t_selected)},
+           {"best_at_rows_tflops", tflops(t_best)},
+           {"selected_uses_lt", selected->use_lt},
+           {"selection_default_ms", selected->default_ms},
+           {"selection_chosen_ms", selected->chosen_ms},
+           // Whether Linear uses the selection at this many rows (else the default).
+           {"selection_applies", rows >= cuda::GemmAlgorithmSelector::kMinSelectedRows &&
+                                     rows <= cuda::GemmAlgorithmSelector::kMaxSelectedRows},
+           {"selection_trial_rows", selected->trial_rows},
+           {"candidates", selected->candidates},
+           {"speedup_selected_vs_default", t_default / t_selected}});
     }
   }
   const nlohmann::json out = {{"benchmark", "gemm_algorithms"},

@@ -4,6 +4,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <memory>
+#include <vector>
 
 #include "kernels/cuda/cublas_check.h"
 #include "kernels/cuda/cuda_check.h"
@@ -72,7 +73,7 @@ absl::Status GemmAlgorithmSelector::Init() {
 }
 
 absl::Status GemmAlgorithmSelector::Run(const GemmProblem& p) {
-  if (!enabled_ || p.rows < kMinSelectedRows) return RunDefault(p);
+  if (!enabled_ || p.rows < kMinSelectedRows || p.rows > kMaxSelectedRows) return RunDefault(p);
   const ShapeKey key{p.out, p.in, p.x_stride, static_cast<int>(p.y_type), p.accumulate};
   auto it = choices_.find(key);
   if (it == choices_.end()) {
@@ -150,15 +151,14 @@ absl::StatusOr<float> GemmAlgorithmSelector::Time(const GemmProblem& p, const Ge
 }
 
 absl::StatusOr<GemmChoice> GemmAlgorithmSelector::Select(const GemmProblem& p, int trial_rows) {
-  constexpr int kRuns = 3;
   GemmProblem trial = p;
   trial.rows = std::min(p.rows, trial_rows);
+  GemmChoice fallback;  // cuBLAS' default
+  fallback.trial_rows = trial.rows;
   const size_t y_bytes = static_cast<size_t>(trial.rows) * p.out * YSize(p.y_type);
-  GemmChoice best;
-  best.trial_rows = trial.rows;
   if (cudaMallocAsync(&trial.y, y_bytes, stream_) != cudaSuccess) {
     (void)cudaGetLastError();  // no room for a trial output: cuBLAS' default it is
-    return best;
+    return fallback;
   }
   struct FreeOnStream {
     cudaStream_t stream;
@@ -166,24 +166,44 @@ absl::StatusOr<GemmChoice> GemmAlgorithmSelector::Select(const GemmProblem& p, i
   };
   std::unique_ptr<void, FreeOnStream> scratch(trial.y, FreeOnStream{stream_});
   CUDA_CHECK(cudaMemsetAsync(trial.y, 0, y_bytes, stream_));
-  PREFILL_ASSIGN_OR_RETURN(best.default_ms, Time(trial, best, kRuns));
-  best.chosen_ms = best.default_ms;
+
+  std::vector<GemmChoice> variants{fallback};
   cublasLtMatmulHeuristicResult_t results[kCandidates];
-  PREFILL_ASSIGN_OR_RETURN(best.candidates, Heuristics(trial, results, kCandidates));
-  for (int i = 0; i < best.candidates; ++i) {
-    GemmChoice candidate = best;
+  absl::StatusOr<int> found = Heuristics(trial, results, kCandidates);
+  if (!found.ok()) return found.status();
+  for (int i = 0; i < *found; ++i) {
+    if (!Supported(trial, results[i].algo)) continue;
+    GemmChoice candidate = fallback;
     candidate.use_lt = true;
     candidate.algo = results[i].algo;
-    if (!Supported(trial, candidate.algo)) continue;
-    absl::StatusOr<float> ms = Time(trial, candidate, kRuns);
-    if (!ms.ok()) continue;  // a candidate cuBLASLt lists but cannot run here: not a failure
-    if (*ms < best.chosen_ms) {
-      best.use_lt = true;
-      best.algo = candidate.algo;
-      best.chosen_ms = *ms;
+    variants.push_back(candidate);
+  }
+  // Rounds over all variants, so that a clock drifting under the power cap moves them alike; a
+  // variant's time is the median of its rounds.
+  std::vector<std::vector<float>> ms(variants.size());
+  for (int round = 0; round < kRounds; ++round) {
+    for (size_t v = 0; v < variants.size(); ++v) {
+      absl::StatusOr<float> t = Time(trial, variants[v], kRunsPerRound);
+      if (!t.ok()) return t.status();
+      ms[v].push_back(*t);
     }
   }
-  return best;
+  for (std::vector<float>& m : ms) std::sort(m.begin(), m.end());
+  const auto median = [&](size_t v) { return ms[v][ms[v].size() / 2]; };
+  size_t best = 0;
+  for (size_t v = 1; v < variants.size(); ++v) {
+    if (median(v) < median(best)) best = v;
+  }
+  GemmChoice chosen = variants[best];
+  chosen.candidates = static_cast<int>(variants.size()) - 1;
+  chosen.default_ms = median(0);
+  chosen.chosen_ms = median(best);
+  // Within the noise of the timing, cuBLAS' default stays.
+  if (chosen.chosen_ms > chosen.default_ms * (1.f - kMinGain)) {
+    chosen.use_lt = false;
+    chosen.chosen_ms = chosen.default_ms;
+  }
+  return chosen;
 }
 
 }  // namespace prefill::cuda

@@ -17,7 +17,9 @@ __global__ void __launch_bounds__(kWarpsPerBlock * 32)
   const int64_t row = static_cast<int64_t>(blockIdx.x) * kWarpsPerBlock + threadIdx.x / 32;
   const int lane = threadIdx.x % 32;
   if (row >= p.rows) return;
-  const float lse_a = p.lse_acc[row];
+  // LseMergeParams::AccEntry (host-only code).
+  const int64_t acc = p.run > 0 ? (row / p.run) * p.acc_run_stride + row % p.run : row;
+  const float lse_a = p.lse_acc[acc];
   const float lse_b = p.lse_part[row];
   // The CPU's rule, case by case: a part that saw no key leaves acc alone (whatever its O
   // holds); an acc that saw none takes the part; otherwise fp32 weights (the CPU
@@ -36,7 +38,7 @@ __global__ void __launch_bounds__(kWarpsPerBlock * 32)
     wb = eb / total;
     lse = m + logf(total);
   }
-  float* o_acc = p.o_acc + row * p.head_dim;
+  float* o_acc = p.o_acc + acc * p.head_dim;
   const float* o_part = p.o_part + row * p.head_dim;
   if (vec4) {
     for (int e = lane * 4; e < p.head_dim; e += 128) {
@@ -52,7 +54,7 @@ __global__ void __launch_bounds__(kWarpsPerBlock * 32)
       o_acc[e] = wa == 0.f ? o_part[e] : o_acc[e] * wa + o_part[e] * wb;
   }
   __syncwarp();
-  if (lane == 0) p.lse_acc[row] = lse;
+  if (lane == 0) p.lse_acc[acc] = lse;
 }
 
 cudaError_t LaunchLseMerge(const LseMergeParams& p, cudaStream_t stream) {
@@ -72,6 +74,9 @@ absl::Status MergeByLse(const LseMergeParams& p, const DeviceContext& ctx) {
   if (!p.o_acc || !p.lse_acc || !p.o_part || !p.lse_part) {
     return absl::InvalidArgumentError(
         "LseMergeParams: null pointer (o_acc, lse_acc, o_part, lse_part)");
+  }
+  if (p.run < 0 || (p.run > 0 && p.acc_run_stride < p.run)) {
+    return absl::InvalidArgumentError("LseMergeParams: run must be >= 0 and acc_run_stride >= run");
   }
   if ((p.rows + kWarpsPerBlock - 1) / kWarpsPerBlock > 0x7fffffff) {
     return absl::InvalidArgumentError(absl::StrCat("LseMergeParams.rows too large: ", p.rows));

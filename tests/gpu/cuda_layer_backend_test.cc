@@ -163,7 +163,7 @@ struct LinearShape {
 // dimensions, rows of x that are not 16-byte aligned); the last has enough rows for the GEMM
 // algorithm selection (cuda::GemmAlgorithmSelector::kMinSelectedRows).
 constexpr LinearShape kLinearShapes[] = {{1, 64, 48},   {7, 1001, 130}, {300, 1024, 2048},
-                                         {33, 100, 37}, {5, 72, 1027},  {4104, 136, 264}};
+                                         {33, 100, 37}, {5, 72, 1027},  {8200, 136, 264}};
 
 TEST_F(CudaLayerBackendTest, LinearMatchesFp64Reference) {
   for (const LinearShape& s : kLinearShapes) {

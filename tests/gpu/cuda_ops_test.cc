@@ -68,9 +68,10 @@ TEST_F(CudaOps, MemoryLedgerCountsLiveBuffers) {
 }
 
 // fp32 merge: the formula is the same on both; allow a few ulps for expf/log1pf differences.
+// run 4 of stride 10: the part merges into entries 0-3, 10-13, ... of acc (the rest untouched).
 TEST_F(CudaOps, LseMergeMatchesCpu) {
-  for (int head_dim : {64, 128, 36}) {
-    SCOPED_TRACE(head_dim);
+  for (auto [head_dim, run] : {std::pair{64, 0}, {128, 0}, {36, 0}, {64, 4}, {36, 4}}) {
+    SCOPED_TRACE(testing::Message() << "head_dim " << head_dim << " run " << run);
     const int rows = 1000;
     std::mt19937 rng(head_dim);
     std::normal_distribution<float> normal;
@@ -94,7 +95,9 @@ TEST_F(CudaOps, LseMergeMatchesCpu) {
     DeviceBuffer d_o_acc(*backend_, o_acc), d_o_part(*backend_, o_part),
         d_lse_acc(*backend_, lse_acc), d_lse_part(*backend_, lse_part);
     LseMergeParams p;
-    p.rows = rows;
+    p.rows = run ? rows / 10 * run : rows;
+    p.run = run;
+    p.acc_run_stride = 10;
     p.head_dim = head_dim;
     p.o_acc = d_o_acc.as<float>();
     p.lse_acc = d_lse_acc.as<float>();

@@ -152,5 +152,50 @@ TEST(MergeByLse, RejectsBadParams) {
   expect_invalid(p, "head_dim");
 }
 
+// A part holding heads 1-2 of 4 for 3 rows (run 2, stride 4) merges into exactly those entries
+// of acc, as the contiguous merge of the same entries does; the other entries stay as they were.
+TEST(MergeByLse, StridedRunsMatchContiguousMerge) {
+  constexpr int kDim = 3, kRows = 3, kHeads = 4, kRun = 2;
+  std::vector<float> o_acc(kRows * kHeads * kDim), lse_acc(kRows * kHeads);
+  std::vector<float> o_part(kRows * kRun * kDim), lse_part(kRows * kRun);
+  for (size_t i = 0; i < o_acc.size(); ++i) o_acc[i] = 0.25f * static_cast<float>(i) - 2.f;
+  for (size_t i = 0; i < lse_acc.size(); ++i) lse_acc[i] = 0.5f * static_cast<float>(i % 5);
+  for (size_t i = 0; i < o_part.size(); ++i) o_part[i] = 1.5f - 0.125f * static_cast<float>(i);
+  for (size_t i = 0; i < lse_part.size(); ++i)
+    lse_part[i] = 1.f - 0.75f * static_cast<float>(i % 3);
+  lse_part[3] = -INFINITY;  // a part entry without keys leaves its acc entry alone
+  // The reference: the touched acc entries gathered, merged contiguously, put back.
+  std::vector<float> want_o = o_acc, want_lse = lse_acc;
+  std::vector<float> sub_o, sub_lse;
+  std::vector<int> at;
+  for (int r = 0; r < kRows; ++r) {
+    for (int h = 1; h <= kRun; ++h) at.push_back(r * kHeads + h);
+  }
+  for (int e : at) {
+    sub_lse.push_back(lse_acc[e]);
+    sub_o.insert(sub_o.end(), o_acc.begin() + e * kDim, o_acc.begin() + (e + 1) * kDim);
+  }
+  LseMergeParams contiguous{sub_o.data(),    sub_lse.data(), o_part.data(),
+                            lse_part.data(), kRows * kRun,   kDim};
+  ASSERT_TRUE(cpu::MergeByLse(contiguous).ok());
+  for (size_t i = 0; i < at.size(); ++i) {
+    want_lse[at[i]] = sub_lse[i];
+    std::copy_n(sub_o.begin() + i * kDim, kDim, want_o.begin() + at[i] * kDim);
+  }
+  LseMergeParams strided{o_acc.data() + kDim,
+                         lse_acc.data() + 1,
+                         o_part.data(),
+                         lse_part.data(),
+                         kRows * kRun,
+                         kDim,
+                         kRun,
+                         kHeads};
+  ASSERT_TRUE(cpu::MergeByLse(strided).ok());
+  EXPECT_EQ(o_acc, want_o);
+  EXPECT_EQ(lse_acc, want_lse);
+  strided.acc_run_stride = kRun - 1;
+  EXPECT_EQ(cpu::MergeByLse(strided).code(), absl::StatusCode::kInvalidArgument);
+}
+
 }  // namespace
 }  // namespace prefill
