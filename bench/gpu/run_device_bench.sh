@@ -23,9 +23,9 @@ mkdir -p "$OUT"
 BUILD=${BUILD:-$ROOT/build-device}
 BUNDLE=$ROOT/bench/gpu/device_bundle
 JOBS=$(nproc 2>/dev/null || echo 8)
-GPU_TESTS="cuda_ops_test cuda_attention_test cuda_mask_estimator_test cuda_layer_backend_test cuda_resident_mask_test gemm_algorithm_selector_test gpu_communicators_test"
+GPU_TESTS="cuda_ops_test cuda_attention_test cuda_mask_estimator_test cuda_layer_backend_test cuda_resident_mask_test gpu_communicators_test"
 # sparse_e2e_benchmark: bench/gpu/sparse_e2e_device_run.sh (end to end on structured inputs).
-GPU_BENCHES="attention_gpu_benchmark sparse_e2e_benchmark gemm_algorithms_benchmark"
+GPU_BENCHES="attention_gpu_benchmark sparse_e2e_benchmark"
 STAGE=${1:-all}
 BIN=""
 

@@ -22,7 +22,6 @@
 #include "kernels/cuda/cuda_backend.h"
 #include "kernels/cuda/cuda_check.h"
 #include "kernels/cuda/device_context.h"
-#include "kernels/cuda/gemm_algorithm_selector.h"
 #include "kernels/cuda/layer_ops.h"
 #include "kernels/dtype.h"
 #include "kernels/status_macros.h"
@@ -177,7 +176,6 @@ class CudaLayerBackend final : public LayerBackend {
     (void)cudaSetDevice(ctx_.device);
     scratch_.reset();                          // frees on the stream, while the stream is alive
     (void)cudaStreamSynchronize(ctx_.stream);  // queued GEMMs may still use the workspace
-    gemm_.reset();
     if (handle_) (void)cublasDestroy(handle_);
     if (workspace_) (void)cudaFree(workspace_);
     for (UploadSlot& slot : upload_slots_) {
@@ -202,16 +200,13 @@ class CudaLayerBackend final : public LayerBackend {
     const size_t workspace_bytes = ctx_.cc_major >= 9 ? size_t{32} << 20 : size_t{4} << 20;
     CUDA_CHECK(cudaMalloc(&workspace_, workspace_bytes));
     CUBLAS_CHECK(cublasSetWorkspace(handle_, workspace_, workspace_bytes));
-    gemm_ = std::make_unique<cuda::GemmAlgorithmSelector>(handle_, ctx_.stream, workspace_,
-                                                          workspace_bytes);
-    return gemm_->Init();
+    return absl::OkStatus();
   }
 
   std::string_view name() const override { return "cuda"; }
   DType activation_dtype() const override { return DType::kBF16; }
-  // Enough rows that cuBLAS picks the kernels of a long prompt's GEMMs and the GEMM algorithm
-  // selection times them on as many rows as it ever does.
-  int64_t warm_up_rows() const override { return cuda::GemmAlgorithmSelector::kSelectRows; }
+  // Enough rows that cuBLAS picks the kernels of a long prompt's GEMMs.
+  int64_t warm_up_rows() const override { return 8192; }
 
   using LayerBackend::PrepareMatrix;
   // bf16 copy of the stacked sources in device memory. Chunks of options_.upload_chunk_bytes go
@@ -270,6 +265,7 @@ class CudaLayerBackend final : public LayerBackend {
       if (!scratch.ok()) return scratch.status();
       x16 = *scratch;
     }
+    const float alpha = 1.f, beta = p.accumulate ? 1.f : 0.f;
     const cudaDataType_t y_type = p.y_dtype == DType::kBF16 ? CUDA_R_16BF : CUDA_R_32F;
     const size_t y_size = DTypeSize(p.y_dtype);
     for (int64_t begin = 0; begin < p.rows; begin += chunk) {
@@ -280,17 +276,12 @@ class CudaLayerBackend final : public LayerBackend {
             .src = static_cast<const float*>(p.x) + begin * in, .dst = x16, .n = count * in};
         PREFILL_RETURN_IF_ERROR(cuda::LaunchConvert(to_bf16, ctx_));
       }
-      const cuda::GemmProblem gemm{
-          .out = static_cast<int>(out),
-          .in = static_cast<int>(in),
-          .rows = static_cast<int>(count),
-          .x_stride = static_cast<int>(x_stride),
-          .y_type = y_type,
-          .accumulate = p.accumulate,
-          .w = p.w->data,
-          .x = x_chunk,
-          .y = static_cast<char*>(p.y) + static_cast<size_t>(begin * out) * y_size};
-      PREFILL_RETURN_IF_ERROR(gemm_->Run(gemm));
+      CUBLAS_CHECK(cublasGemmEx(
+          handle_, CUBLAS_OP_T, CUBLAS_OP_N, static_cast<int>(out), static_cast<int>(count),
+          static_cast<int>(in), &alpha, p.w->data, CUDA_R_16BF, static_cast<int>(in), x_chunk,
+          CUDA_R_16BF, static_cast<int>(x_stride), &beta,
+          static_cast<char*>(p.y) + static_cast<size_t>(begin * out) * y_size, y_type,
+          static_cast<int>(out), CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
     }
     if (p.bias) {
       const cuda::BiasAddParams bias{
@@ -403,7 +394,6 @@ class CudaLayerBackend final : public LayerBackend {
   std::unique_ptr<cuda::DeviceScratch> scratch_;
   cublasHandle_t handle_ = nullptr;
   void* workspace_ = nullptr;
-  std::unique_ptr<cuda::GemmAlgorithmSelector> gemm_;  // uses handle_ and workspace_
   UploadSlot upload_slots_[2];
   int64_t uploaded_chunks_ = 0;  // alternates the slots
   int64_t upload_chunk_ =
