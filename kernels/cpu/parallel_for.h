@@ -11,7 +11,8 @@ namespace prefill::cpu {
 // hold different numbers of blocks). threads <= 0: OpenMP's default.
 template <typename Fn>
 void ParallelFor(int64_t n, int threads, Fn&& fn) {
-  const int t = threads > 0 ? threads : omp_get_max_threads();
+  // Unused where OpenMP is off (the sanitizer builds): the pragma is then ignored.
+  [[maybe_unused]] const int t = threads > 0 ? threads : omp_get_max_threads();
 #pragma omp parallel for schedule(dynamic, 1) num_threads(t)
   for (int64_t i = 0; i < n; ++i) fn(i);
 }
