@@ -69,6 +69,8 @@ struct LseMergeParams {
   int64_t run = 0;             // 0: acc is contiguous like the part
   int64_t acc_run_stride = 0;  // entries between the starts of acc's runs (>= run)
 
+  // run >= 0 and, when strided, runs that do not overlap.
+  bool RunsValid() const { return run == 0 || (run > 0 && acc_run_stride >= run); }
   // The acc entry that part entry i merges into.
   int64_t AccEntry(int64_t i) const { return run > 0 ? (i / run) * acc_run_stride + i % run : i; }
 };

@@ -1,7 +1,6 @@
 #include "parallel/guest_attention.h"
 
 #include <algorithm>
-#include <cmath>
 #include <span>
 
 #include "absl/strings/str_cat.h"

@@ -34,7 +34,7 @@ absl::Status MergeByLse(const LseMergeParams& p) {
   if (p.lse_acc == nullptr) return absl::InvalidArgumentError("MergeByLse: lse_acc is null");
   if (p.o_part == nullptr) return absl::InvalidArgumentError("MergeByLse: o_part is null");
   if (p.lse_part == nullptr) return absl::InvalidArgumentError("MergeByLse: lse_part is null");
-  if (p.run < 0 || (p.run > 0 && p.acc_run_stride < p.run)) {
+  if (!p.RunsValid()) {
     return absl::InvalidArgumentError("MergeByLse: run must be >= 0 and acc_run_stride >= run");
   }
   for (int64_t r = 0; r < p.rows; ++r) {

@@ -75,7 +75,7 @@ absl::Status MergeByLse(const LseMergeParams& p, const DeviceContext& ctx) {
     return absl::InvalidArgumentError(
         "LseMergeParams: null pointer (o_acc, lse_acc, o_part, lse_part)");
   }
-  if (p.run < 0 || (p.run > 0 && p.acc_run_stride < p.run)) {
+  if (!p.RunsValid()) {
     return absl::InvalidArgumentError("LseMergeParams: run must be >= 0 and acc_run_stride >= run");
   }
   if ((p.rows + kWarpsPerBlock - 1) / kWarpsPerBlock > 0x7fffffff) {

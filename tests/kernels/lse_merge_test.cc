@@ -175,21 +175,25 @@ TEST(MergeByLse, StridedRunsMatchContiguousMerge) {
     sub_lse.push_back(lse_acc[e]);
     sub_o.insert(sub_o.end(), o_acc.begin() + e * kDim, o_acc.begin() + (e + 1) * kDim);
   }
-  LseMergeParams contiguous{sub_o.data(),    sub_lse.data(), o_part.data(),
-                            lse_part.data(), kRows * kRun,   kDim};
+  LseMergeParams contiguous{.o_acc = sub_o.data(),
+                            .lse_acc = sub_lse.data(),
+                            .o_part = o_part.data(),
+                            .lse_part = lse_part.data(),
+                            .rows = kRows * kRun,
+                            .head_dim = kDim};
   ASSERT_TRUE(cpu::MergeByLse(contiguous).ok());
   for (size_t i = 0; i < at.size(); ++i) {
     want_lse[at[i]] = sub_lse[i];
     std::copy_n(sub_o.begin() + i * kDim, kDim, want_o.begin() + at[i] * kDim);
   }
-  LseMergeParams strided{o_acc.data() + kDim,
-                         lse_acc.data() + 1,
-                         o_part.data(),
-                         lse_part.data(),
-                         kRows * kRun,
-                         kDim,
-                         kRun,
-                         kHeads};
+  LseMergeParams strided{.o_acc = o_acc.data() + kDim,  // entry 1: heads 1-2 of each row
+                         .lse_acc = lse_acc.data() + 1,
+                         .o_part = o_part.data(),
+                         .lse_part = lse_part.data(),
+                         .rows = kRows * kRun,
+                         .head_dim = kDim,
+                         .run = kRun,
+                         .acc_run_stride = kHeads};
   ASSERT_TRUE(cpu::MergeByLse(strided).ok());
   EXPECT_EQ(o_acc, want_o);
   EXPECT_EQ(lse_acc, want_lse);
